@@ -1,0 +1,158 @@
+"""``fq``: run the local system, submit jobs, read their status, manage the topology."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from ferrisqueue.errors import FerrisQueueError
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.events import Submitted, utcnow
+from ferrisqueue.ids import new_job_id
+from ferrisqueue.logs import setup_logging
+from ferrisqueue.natsconn import connect
+from ferrisqueue.settings import Settings
+from ferrisqueue.states import JobStatus
+from ferrisqueue.topology import ensure_topology
+
+app = typer.Typer(
+    help="FerrisQueue: a job queue whose source of truth is NATS JetStream.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError: print it plainly, no traceback
+        raise typer.BadParameter(f"invalid FQ_ settings:\n{exc}") from exc
+
+
+@app.command()
+def up() -> None:
+    """Start everything locally: embedded NATS, projector, gateway, workers, dashboard."""
+    from ferrisqueue.cli import up as up_module
+
+    settings = _settings()
+    setup_logging("fq-up", settings.log_level)
+    try:
+        code = up_module.run(settings)
+    except FerrisQueueError as exc:
+        typer.secho(f"fq up: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
+def init() -> None:
+    """Create or update the streams and consumers (idempotent)."""
+    settings = _settings()
+
+    async def apply() -> None:
+        nc = await connect(settings.effective_nats_url, name="fq-init")
+        try:
+            await ensure_topology(nc, settings)
+        finally:
+            await nc.close()
+
+    _run(apply())
+    typer.echo(
+        f"topology applied on {settings.effective_nats_url} "
+        f"(queues: {', '.join(settings.worker_queues)})"
+    )
+
+
+@app.command()
+def submit(
+    type: Annotated[str, typer.Argument(help="Job type, e.g. echo")],
+    payload: Annotated[str, typer.Option("--payload", "-p", help="JSON object")] = "{}",
+    queue: Annotated[str, typer.Option("--queue", "-q")] = "default",
+    via_nats: Annotated[
+        bool, typer.Option("--nats", help="Publish to JetStream directly, not through the gateway")
+    ] = False,
+) -> None:
+    """Submit a job; prints its id."""
+    settings = _settings()
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
+    if via_nats:
+        event = Submitted(
+            job_id=new_job_id(),
+            queue=queue,
+            at=utcnow(),
+            type=type,
+            payload=body,
+            submitted_by="fq-cli",
+        )
+
+        async def publish() -> None:
+            nc = await connect(settings.effective_nats_url, name="fq-submit")
+            try:
+                await EventLog(nc, publish_timeout=settings.publish_timeout).append(event)
+            finally:
+                await nc.close()
+
+        _run(publish())
+        typer.echo(event.job_id)
+        return
+    answer = _http("POST", settings, "/jobs", json={"type": type, "payload": body, "queue": queue})
+    typer.echo(answer["job_id"])
+
+
+@app.command()
+def status(
+    job_id: str,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a final status")] = 0.0,
+) -> None:
+    """Print a job's status as JSON (optionally waiting until it is final)."""
+    settings = _settings()
+    deadline = time.monotonic() + wait
+    while True:
+        answer = _http("GET", settings, f"/jobs/{job_id}/status")
+        if JobStatus(answer["status"]).is_terminal or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    typer.echo(json.dumps(answer, indent=2))
+
+
+@app.command("id")
+def new_id() -> None:
+    """Print a fresh job id (for publishing with the plain `nats` CLI)."""
+    typer.echo(new_job_id())
+
+
+def _http(method: str, settings: Settings, path: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = httpx.request(method, f"{settings.gateway_url}{path}", timeout=10, **kwargs)
+    except httpx.HTTPError as exc:
+        typer.secho(
+            f"cannot reach the gateway at {settings.gateway_url}: {exc}", fg="red", err=True
+        )
+        raise typer.Exit(1) from exc
+    if response.status_code >= 400:
+        typer.secho(f"{response.status_code}: {response.text}", fg="red", err=True)
+        raise typer.Exit(1)
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _run(coroutine: Any) -> None:
+    try:
+        asyncio.run(coroutine)
+    except FerrisQueueError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+def main() -> None:
+    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    app()

@@ -1,0 +1,56 @@
+"""The one rooted error tree.
+
+Library exceptions (nats-py, SQLAlchemy) are translated into these at the adapter that calls
+the library, so callers handle FerrisQueue's vocabulary only.
+"""
+
+from __future__ import annotations
+
+
+class FerrisQueueError(Exception):
+    """Root of every error FerrisQueue raises on purpose."""
+
+
+class ConfigurationError(FerrisQueueError):
+    """Settings or the environment are unusable (a port taken, a server too old, ...)."""
+
+
+class NatsUnavailable(FerrisQueueError):
+    """No connection to NATS right now; the caller may retry later."""
+
+
+class PublishRejected(FerrisQueueError):
+    """JetStream answered and refused the message: it was definitely not stored."""
+
+
+class PublishOutcomeUnknown(FerrisQueueError):
+    """No answer in time: the message may or may not be stored.
+
+    A timeout is *unknown*, never *failed*: retry with the same ``Nats-Msg-Id`` and JetStream
+    stores it once.
+    """
+
+
+class DecodeError(FerrisQueueError):
+    """A message on an FerrisQueue subject could not be decoded into an event.
+
+    Keeps the raw bytes and the subject so the message can be dead-lettered as it arrived.
+    """
+
+    def __init__(self, reason: str, *, subject: str, data: bytes) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.subject = subject
+        self.data = data
+
+
+class JobError(FerrisQueueError):
+    """Base for what a task handler may raise to steer what happens to its job."""
+
+
+class Permanent(JobError):
+    """The job cannot succeed however often it runs: fail it without retrying."""
+
+
+class UnknownJobType(Permanent):
+    """No task is registered for the job's type on this worker."""

@@ -1,0 +1,123 @@
+"""Appending to and reading from the event log (the ``FQ_EVENTS`` stream).
+
+This is the adapter between FerrisQueue and nats-py's JetStream API: it translates the
+library's errors into :mod:`ferrisqueue.errors` so that callers can tell "definitely not
+stored" (:class:`PublishRejected`, :class:`NatsUnavailable`) from "maybe stored"
+(:class:`PublishOutcomeUnknown`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from ferrisqueue.errors import (
+    DecodeError,
+    NatsUnavailable,
+    PublishOutcomeUnknown,
+    PublishRejected,
+)
+from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
+from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
+
+_NO_MESSAGE = 10037  # "no message found"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One message of the event log: its stream sequence, and the event or why it isn't one."""
+
+    seq: int
+    subject: str
+    stored_at: datetime
+    data: bytes
+    event: Event | None
+    error: DecodeError | None
+
+    @classmethod
+    def decode(cls, seq: int, subject: str, data: bytes, stored_at: datetime) -> StoredEvent:
+        try:
+            return cls(
+                seq,
+                subject,
+                stored_at,
+                data,
+                decode_event(subject, data, stored_at=stored_at),
+                None,
+            )
+        except DecodeError as exc:
+            return cls(seq, subject, stored_at, data, None, exc)
+
+
+class EventLog:
+    """Append events and read a job's history."""
+
+    def __init__(self, nc: Client, *, publish_timeout: float = 5.0) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self._publish_timeout = publish_timeout
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def append(self, event: BaseEvent) -> int:
+        """Publish ``event`` and wait for JetStream to store it; returns its stream sequence.
+
+        The ``Nats-Msg-Id`` header is the event's dedup key, so appending the same event
+        again (after a timeout, say) stores it once and returns the original sequence.
+        """
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        try:
+            ack = await self._js.publish(
+                event.subject,
+                encode_event(event),
+                timeout=self._publish_timeout,
+                stream=EVENT_STREAM,
+                headers={"Nats-Msg-Id": event.dedup_key()},
+            )
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise PublishOutcomeUnknown(f"no ack for {event.subject} in time") from exc
+        except nats.js.errors.NoStreamResponseError as exc:
+            raise NatsUnavailable(f"no stream answers on {event.subject} (run `fq init`)") from exc
+        except nats.js.errors.APIError as exc:
+            raise PublishRejected(f"{event.subject}: {exc.description} ({exc.err_code})") from exc
+        except (
+            nats.errors.NoRespondersError,
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.OutboundBufferLimitError,
+            nats.errors.StaleConnectionError,
+        ) as exc:
+            raise NatsUnavailable(f"cannot publish {event.subject}: {exc!r}") from exc
+        seq: int = ack.seq
+        return seq
+
+    async def history(self, job_id: str) -> list[StoredEvent]:
+        """Every stored message of one job, in log order (read straight from the stream)."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        found: list[StoredEvent] = []
+        seq = 1
+        while True:
+            try:
+                raw = await self._js.get_msg(
+                    EVENT_STREAM, seq=seq, subject=job_history_filter(job_id), next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return found
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == _NO_MESSAGE:
+                    return found
+                raise PublishRejected(f"reading {job_id}: {exc.description}") from exc
+            except (TimeoutError, nats.errors.TimeoutError) as exc:
+                raise NatsUnavailable(f"reading the history of {job_id} timed out") from exc
+            assert raw.seq is not None and raw.subject is not None and raw.time is not None
+            found.append(StoredEvent.decode(raw.seq, raw.subject, raw.data or b"", raw.time))
+            seq = raw.seq + 1

@@ -1,0 +1,263 @@
+"""The event contract: every lifecycle event of a job, as it is stored in JetStream.
+
+Events are pydantic models serialised as JSON. Each carries ``schema_version``; a reader
+refuses an event written by a newer schema instead of guessing at it. Producers that speak
+plain NATS may leave out ``job_id``, ``queue``, ``event`` and ``at``: the first three are
+taken from the subject and ``at`` from the time JetStream stored the message.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+
+from ferrisqueue.errors import DecodeError
+from ferrisqueue.ids import is_token
+from ferrisqueue.subjects import job_subject, parse_job_subject
+
+SCHEMA_VERSION = 1
+"""The newest event schema this code writes and understands."""
+
+
+class EventKind(StrEnum):
+    """The kinds of lifecycle event; each is the last token of its subject."""
+
+    SUBMITTED = "submitted"
+    SCHEDULED = "scheduled"
+    RELEASED = "released"
+    STARTED = "started"
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCELED = "canceled"
+    REDRIVEN = "redriven"
+
+
+def _token(value: str) -> str:
+    if not is_token(value):
+        raise ValueError("must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a timezone (e.g. 2026-01-01T00:00:00Z)")
+    return value.astimezone(UTC)
+
+
+Token = Annotated[str, AfterValidator(_token)]
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def utcnow() -> datetime:
+    """The current time in UTC; the one clock the edges use to stamp events."""
+    return datetime.now(UTC)
+
+
+class BaseEvent(BaseModel):
+    """Fields every event has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: str
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    job_id: Token
+    queue: Token
+    at: UtcDatetime = Field(description="When the event happened, by the producer's clock.")
+
+    @property
+    def kind(self) -> EventKind:
+        return EventKind(self.event)
+
+    @property
+    def subject(self) -> str:
+        """The subject this event is published on."""
+        return job_subject(self.queue, self.job_id, self.kind.value)
+
+    def dedup_key(self) -> str:
+        """The ``Nats-Msg-Id``: publishing the same event twice stores it once."""
+        attempt = getattr(self, "attempt", None)
+        suffix = attempt if attempt is not None else int(self.at.timestamp() * 1_000_000)
+        return f"{self.job_id}:{self.kind.value}:{suffix}"
+
+
+class Submitted(BaseEvent):
+    """A producer asked for a job to run."""
+
+    event: Literal["submitted"] = "submitted"
+    type: Token = Field(description="The task that runs the job, e.g. 'email' or 'echo'.")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    submitted_by: str | None = Field(default=None, max_length=200)
+
+    def dedup_key(self) -> str:
+        return f"{self.job_id}:submitted"
+
+
+class Scheduled(BaseEvent):
+    """The job waits for ``run_at`` before it becomes runnable."""
+
+    event: Literal["scheduled"] = "scheduled"
+    run_at: UtcDatetime
+
+
+class Released(BaseEvent):
+    """A waiting job (scheduled, retrying or redriven) became runnable again."""
+
+    event: Literal["released"] = "released"
+    attempt: int = Field(default=0, ge=0, description="The attempts made before the release.")
+
+
+class Started(BaseEvent):
+    """A worker took the job; ``attempt`` counts deliveries from 1."""
+
+    event: Literal["started"] = "started"
+    attempt: int = Field(ge=1)
+    worker: str
+
+
+class Progress(BaseEvent):
+    """A running handler reported how far it got."""
+
+    event: Literal["progress"] = "progress"
+    attempt: int = Field(ge=1)
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str | None = None
+
+    def dedup_key(self) -> str:
+        return f"{self.job_id}:progress:{self.attempt}:{int(self.at.timestamp() * 1_000_000)}"
+
+
+class Succeeded(BaseEvent):
+    """The handler returned; ``result`` is what it returned (JSON)."""
+
+    event: Literal["succeeded"] = "succeeded"
+    attempt: int = Field(ge=1)
+    result: Any = None
+    duration_ms: float = Field(ge=0.0)
+
+
+class Failed(BaseEvent):
+    """The handler raised. With ``retry_at`` the job will run again; without, it is over."""
+
+    event: Literal["failed"] = "failed"
+    attempt: int = Field(ge=1)
+    error: str
+    error_type: str
+    retry_at: UtcDatetime | None = None
+    duration_ms: float | None = Field(default=None, ge=0.0)
+
+
+class DeadLettered(BaseEvent):
+    """The job was moved to the dead-letter stream; it is failed for good until redriven."""
+
+    event: Literal["dead_lettered"] = "dead_lettered"
+    reason: str
+
+
+class CancelRequested(BaseEvent):
+    """Someone asked for the job to be canceled."""
+
+    event: Literal["cancel_requested"] = "cancel_requested"
+    requested_by: str | None = None
+
+
+class Canceled(BaseEvent):
+    """The job was canceled and will not run (again)."""
+
+    event: Literal["canceled"] = "canceled"
+    reason: str | None = None
+
+
+class Redriven(BaseEvent):
+    """An operator sent a failed job back to its queue."""
+
+    event: Literal["redriven"] = "redriven"
+    redriven_by: str | None = None
+
+
+Event = Annotated[
+    Submitted
+    | Scheduled
+    | Released
+    | Started
+    | Progress
+    | Succeeded
+    | Failed
+    | DeadLettered
+    | CancelRequested
+    | Canceled
+    | Redriven,
+    Field(discriminator="event"),
+]
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def encode_event(event: BaseEvent) -> bytes:
+    """The JSON body of an event as it is stored."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None) -> Event:
+    """Decode one stored message into an event.
+
+    ``stored_at`` (the JetStream timestamp) stands in for ``at`` when the producer left it out.
+    Raises :class:`DecodeError` with a reason a person can act on.
+    """
+    try:
+        tokens = parse_job_subject(subject)
+    except ValueError as exc:
+        raise DecodeError(str(exc), subject=subject, data=data) from exc
+    try:
+        body = json.loads(data) if data.strip() else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"body is not JSON: {exc}", subject=subject, data=data) from exc
+    if not isinstance(body, dict):
+        raise DecodeError("body must be a JSON object", subject=subject, data=data)
+    for field, from_subject in (
+        ("queue", tokens.queue),
+        ("job_id", tokens.job_id),
+        ("event", tokens.event),
+    ):
+        given = body.setdefault(field, from_subject)
+        if given != from_subject:
+            raise DecodeError(
+                f"{field} {given!r} in the body contradicts {from_subject!r} in the subject",
+                subject=subject,
+                data=data,
+            )
+    if "at" not in body and stored_at is not None:
+        body["at"] = stored_at
+    version = body.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise DecodeError(
+            f"schema_version {version} is newer than this FerrisQueue understands "
+            f"({SCHEMA_VERSION}); upgrade the reader",
+            subject=subject,
+            data=data,
+        )
+    try:
+        return _EVENT_ADAPTER.validate_python(body)
+    except ValidationError as exc:
+        raise DecodeError(_describe(exc), subject=subject, data=data) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    """A one-line, human reason from a pydantic error: 'payload: Input should be ...; ...'."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(p) for p in error["loc"][1:] or error["loc"])
+        parts.append(f"{location}: {error['msg']}" if location else error["msg"])
+    return "; ".join(parts)

@@ -1,0 +1,128 @@
+"""Settings: environment variables with the ``FQ_`` prefix (or a ``.env`` file), validated at start.
+
+Nothing reads the environment at import time: each service builds a :class:`Settings` in its
+entry point and passes it down.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ferrisqueue.ids import is_token
+
+DEFAULT_EMBEDDED_NATS_PORT = 4322
+"""Not 4222: a machine may already run another (older) nats-server there."""
+
+
+class Settings(BaseSettings):
+    """Every knob of every FerrisQueue service."""
+
+    model_config = SettingsConfigDict(env_prefix="FQ_", env_file=".env", extra="ignore")
+
+    log_level: str = Field(default="INFO", pattern="(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+
+    # --- NATS -----------------------------------------------------------------------------
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS server(s), comma separated. Unset: `fq up` starts an embedded one.",
+    )
+    nats_port: int = Field(
+        default=DEFAULT_EMBEDDED_NATS_PORT,
+        ge=1,
+        le=65535,
+        description="Client port of the embedded nats-server.",
+    )
+    nats_sync_always: bool = Field(
+        default=False,
+        description="Embedded server fsyncs before every ack (durable on power loss, ~5x slower).",
+    )
+    nats_connect_timeout: float = Field(default=2.0, gt=0)
+    publish_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for JetStream to ack a publish."
+    )
+
+    # --- Read store -----------------------------------------------------------------------
+    var_dir: Path = Field(
+        default=Path("var"), description="Local state: embedded NATS data, SQLite file, logs."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the read store. Unset: SQLite in var_dir."
+    )
+
+    # --- Gateway --------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8000, ge=1, le=65535)
+    gateway_url: str | None = Field(
+        default=None, description="Where the CLI and dashboard reach the gateway."
+    )
+    retry_after_seconds: int = Field(
+        default=2, ge=1, description="Retry-After sent with a 503 while NATS is away."
+    )
+
+    # --- Worker ---------------------------------------------------------------------------
+    worker_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["default"], description="Queues a worker consumes (comma list)."
+    )
+    worker_concurrency: int = Field(
+        default=16, ge=1, le=10_000, description="Jobs one worker process runs at once."
+    )
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}",
+        description="Name a worker records in `started` events.",
+    )
+    ack_wait: float = Field(
+        default=30.0, ge=1.0, description="Visibility timeout: a job's lease without heartbeats."
+    )
+    max_deliver: int = Field(default=5, ge=1, description="Deliveries before a job is given up.")
+    shutdown_grace: float = Field(
+        default=10.0, ge=0.0, description="Seconds a stopping worker lets running jobs finish."
+    )
+
+    # --- Projector ------------------------------------------------------------------------
+    projector_batch: int = Field(
+        default=500, ge=1, le=10_000, description="Events applied per read-store transaction."
+    )
+
+    # --- Local system (`fq up`) -----------------------------------------------------------
+    workers: int = Field(default=2, ge=0, le=64, description="Worker processes `fq up` starts.")
+    dashboard_port: int = Field(default=8501, ge=1, le=65535)
+    dashboard: bool = Field(default=True, description="Whether `fq up` starts the dashboard.")
+
+    @field_validator("worker_queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [q.strip() for q in value.split(",") if q.strip()]
+        return value
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _queues_are_tokens(cls, value: list[str]) -> list[str]:
+        bad = [q for q in value if not is_token(q)]
+        if bad or not value:
+            raise ValueError(f"queue names must be [A-Za-z0-9_-]{{1,64}}; got {bad or 'none'}")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_derived(self) -> Settings:
+        if self.gateway_url is None:
+            self.gateway_url = f"http://{self.gateway_host}:{self.gateway_port}"
+        return self
+
+    @property
+    def embedded_nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def effective_nats_url(self) -> str:
+        """The server(s) services connect to: the configured one or the embedded one."""
+        return self.nats_url or self.embedded_nats_url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'ferrisqueue.db'}"

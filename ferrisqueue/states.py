@@ -1,0 +1,47 @@
+"""The states a job can be in, as a user sees them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """The status of a job: the fold of its events (see :mod:`ferrisqueue.fold`)."""
+
+    PENDING = "pending"
+    """Accepted and waiting: for a worker (``queued``), for its ``run_at`` (``scheduled``) or
+    for its next attempt (``retrying``). Entered by ``submitted``, ``scheduled``,
+    ``released``, ``redriven`` or a ``failed`` with a ``retry_at``; left by ``started``,
+    ``canceled`` or ``dead_lettered``."""
+
+    RUNNING = "running"
+    """A worker holds the job (``started``). A worker that dies leaves it running until its
+    lease (AckWait) runs out and another worker records the next ``started``. Left by
+    ``succeeded``, ``failed``, ``canceled`` or ``dead_lettered``."""
+
+    COMPLETED = "completed"
+    """The handler returned (``succeeded``). Terminal."""
+
+    FAILED = "failed"
+    """The last attempt failed with no retry left, or the job was dead-lettered. Terminal
+    unless an operator redrives it (``redriven`` makes it ``pending`` again)."""
+
+    CANCELED = "canceled"
+    """Canceled before it could finish (``canceled``). Terminal."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class PendingReason(StrEnum):
+    """Why a ``pending`` job waits: shown beside the status as its sub-state."""
+
+    QUEUED = "queued"
+    """Runnable now; waits for a free worker."""
+
+    SCHEDULED = "scheduled"
+    """Waits for its ``run_at``."""
+
+    RETRYING = "retrying"
+    """An attempt failed; waits for ``retry_at`` before the next one."""

@@ -1,0 +1,56 @@
+"""Read queries over the read store, shared by the gateway and the dashboard."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from ferrisqueue.fold import JobState
+from ferrisqueue.store.models import JobEventRow, JobRow, ProjectionCheckpoint
+
+
+def get_job(session: Session, job_id: str) -> JobState | None:
+    row = session.get(JobRow, job_id)
+    return row.to_state() if row else None
+
+
+def list_jobs(
+    session: Session,
+    *,
+    queue: str | None = None,
+    status: str | None = None,
+    type: str | None = None,
+    before: str | None = None,
+    limit: int = 50,
+) -> list[JobState]:
+    """Newest first. ``before`` is a job id (ids sort by creation): keyset pagination."""
+    query = select(JobRow)
+    if queue:
+        query = query.where(JobRow.queue == queue)
+    if status:
+        query = query.where(JobRow.status == status)
+    if type:
+        query = query.where(JobRow.type == type)
+    if before:
+        query = query.where(col(JobRow.job_id) < before)
+    query = query.order_by(col(JobRow.job_id).desc()).limit(limit)
+    return [row.to_state() for row in session.exec(query)]
+
+
+def status_counts(session: Session) -> dict[tuple[str, str], int]:
+    """Jobs per (queue, status)."""
+    query = select(JobRow.queue, JobRow.status, func.count()).group_by(
+        col(JobRow.queue), col(JobRow.status)
+    )
+    return {(queue, status): count for queue, status, count in session.exec(query)}
+
+
+def job_timeline(session: Session, job_id: str) -> list[JobEventRow]:
+    query = select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(col(JobEventRow.seq))
+    return list(session.exec(query))
+
+
+def checkpoint(session: Session, name: str) -> int:
+    """The last stream sequence projection ``name`` applied (0: nothing yet)."""
+    row = session.get(ProjectionCheckpoint, name)
+    return row.position if row else 0

@@ -1,0 +1,64 @@
+"""The subject scheme of the event log.
+
+Every lifecycle event of a job is published on ``fq.job.<queue>.<job_id>.<event>``:
+
+* a job's whole history is ``fq.job.*.<job_id>.*`` (audit, ``nats stream view``);
+* one event kind across all jobs is ``fq.job.*.*.<event>``;
+* a queue's runnable events are ``fq.job.<queue>.*.submitted`` and ``...released``, the
+  filter of that queue's dispatch consumer.
+
+The subject is authoritative for the queue, the job id and the event kind; the JSON body
+repeats them so a message copied elsewhere (a dead letter, an export) still describes itself.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ferrisqueue.ids import is_token
+
+EVENT_STREAM = "FQ_EVENTS"
+"""The Limits-retention stream that holds every lifecycle event: the source of truth."""
+
+JOB_SUBJECT_PREFIX = "fq.job"
+ALL_JOB_EVENTS = f"{JOB_SUBJECT_PREFIX}.>"
+RUNNABLE_EVENTS = ("submitted", "released")
+
+
+class JobSubject(NamedTuple):
+    """The three tokens a job-event subject carries."""
+
+    queue: str
+    job_id: str
+    event: str
+
+
+def job_subject(queue: str, job_id: str, event: str) -> str:
+    """The subject of one event of one job."""
+    return f"{JOB_SUBJECT_PREFIX}.{queue}.{job_id}.{event}"
+
+
+def parse_job_subject(subject: str) -> JobSubject:
+    """Split a job-event subject into its tokens; ``ValueError`` if it is not one."""
+    parts = subject.split(".")
+    if len(parts) != 5 or ".".join(parts[:2]) != JOB_SUBJECT_PREFIX:
+        raise ValueError(
+            f"{subject!r} is not a job event subject (fq.job.<queue>.<job_id>.<event>)"
+        )
+    queue, job_id, event = parts[2:]
+    for name, token in (("queue", queue), ("job id", job_id), ("event", event)):
+        if not is_token(token):
+            raise ValueError(
+                f"{name} {token!r} in {subject!r} is not a valid token ([A-Za-z0-9_-]{{1,64}})"
+            )
+    return JobSubject(queue, job_id, event)
+
+
+def job_history_filter(job_id: str) -> str:
+    """The filter that selects every event of one job, whatever its queue."""
+    return f"{JOB_SUBJECT_PREFIX}.*.{job_id}.*"
+
+
+def runnable_filters(queue: str) -> list[str]:
+    """The filter subjects of a queue's dispatch consumer."""
+    return [job_subject(queue, "*", event) for event in RUNNABLE_EVENTS]

@@ -1,0 +1,102 @@
+"""Streams and consumers, created or updated idempotently from the JSON under ``nats/``.
+
+The definitions are the JetStream API's own JSON, so the ``nats`` CLI applies the same files:
+``nats stream add --config nats/jetstream/streams/FQ_EVENTS.json``. Code applies them through
+the same API (``$JS.API.STREAM.CREATE`` / ``UPDATE`` and ``$JS.API.CONSUMER.CREATE``), so
+there is one source of truth for the topology.
+
+A worker's dispatch consumer is defined once, for the ``default`` queue; other queues get the
+same definition with the queue name swapped in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+
+from ferrisqueue.errors import ConfigurationError
+from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import EVENT_STREAM, runnable_filters
+
+_NANOS = 1_000_000_000
+_STREAM_IN_USE = 10058  # "stream name already in use with a different configuration"
+
+DEFINITIONS_DIR = Path(__file__).resolve().parent.parent / "nats" / "jetstream"
+"""Where the JSON lives in a checkout (the project runs from one, see README)."""
+
+PROJECTOR_CONSUMER = "fq-projector"
+
+
+def worker_consumer_name(queue: str) -> str:
+    return f"fq-worker-{queue}"
+
+
+def load_stream_definitions(root: Path = DEFINITIONS_DIR) -> list[dict[str, Any]]:
+    """Every stream definition, sorted by name."""
+    return [_load(p) for p in sorted((root / "streams").glob("*.json"))]
+
+
+def load_consumer_definition(
+    stream: str, name: str, root: Path = DEFINITIONS_DIR
+) -> dict[str, Any]:
+    """One consumer definition (``nats/jetstream/consumers/<stream>/<name>.json``)."""
+    return _load(root / "consumers" / stream / f"{name}.json")
+
+
+def worker_consumer_config(queue: str, settings: Settings) -> dict[str, Any]:
+    """The dispatch consumer of ``queue``, with the lease settings applied."""
+    config = copy.deepcopy(load_consumer_definition(EVENT_STREAM, worker_consumer_name("default")))
+    config["durable_name"] = worker_consumer_name(queue)
+    config["filter_subjects"] = runnable_filters(queue)
+    config["ack_wait"] = int(settings.ack_wait * _NANOS)
+    config["max_deliver"] = settings.max_deliver
+    return config
+
+
+async def ensure_streams(nc: Client, root: Path = DEFINITIONS_DIR) -> None:
+    """Create every stream, or update it where its definition changed."""
+    for config in load_stream_definitions(root):
+        name = config["name"]
+        reply = await _api(nc, f"$JS.API.STREAM.CREATE.{name}", config, allow=(_STREAM_IN_USE,))
+        if reply.get("error"):
+            await _api(nc, f"$JS.API.STREAM.UPDATE.{name}", config)
+
+
+async def ensure_consumer(nc: Client, stream: str, config: dict[str, Any]) -> None:
+    """Create the durable consumer or update it in place."""
+    body = {"stream_name": stream, "config": config}
+    await _api(nc, f"$JS.API.CONSUMER.CREATE.{stream}.{config['durable_name']}", body)
+
+
+async def delete_consumer(nc: Client, stream: str, name: str) -> None:
+    await _api(nc, f"$JS.API.CONSUMER.DELETE.{stream}.{name}", None, allow=(10014,))
+
+
+async def ensure_topology(nc: Client, settings: Settings) -> None:
+    """What ``fq init`` does: streams, and the dispatch consumer of every configured queue."""
+    await ensure_streams(nc)
+    for queue in settings.worker_queues:
+        await ensure_consumer(nc, EVENT_STREAM, worker_consumer_config(queue, settings))
+
+
+async def _api(
+    nc: Client, subject: str, body: dict[str, Any] | None, *, allow: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    payload = json.dumps(body).encode() if body is not None else b""
+    msg = await nc.request(subject, payload, timeout=5.0)
+    reply: dict[str, Any] = json.loads(msg.data)
+    error = reply.get("error")
+    if error and error.get("err_code") not in allow:
+        raise ConfigurationError(f"{subject}: {error.get('description')} ({error.get('err_code')})")
+    return reply
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigurationError(f"JetStream definition {path} is missing")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data

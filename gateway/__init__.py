@@ -1,0 +1,1 @@
+"""The HTTP gateway: submit jobs, read their status (see ``gateway.app.create_app``)."""

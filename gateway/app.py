@@ -1,0 +1,74 @@
+"""The app factory: ``create_app(settings)`` builds everything; nothing happens at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ferrisqueue import __version__
+from ferrisqueue.errors import NatsUnavailable, PublishOutcomeUnknown, PublishRejected
+from ferrisqueue.settings import Settings
+from ferrisqueue.store.db import init_schema, make_engine
+from gateway.nats_link import NatsLink
+from gateway.routes import health, jobs
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The gateway for ``settings``: connects to NATS and the read store in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.effective_database_url)
+        init_schema(engine)
+        link = NatsLink(settings)
+        await link.start()
+        app.state.settings, app.state.engine, app.state.nats = settings, engine, link
+        try:
+            yield
+        finally:
+            await link.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="FerrisQueue",
+        version=__version__,
+        description="Submit jobs and follow them. Every change is an event in NATS JetStream.",
+        lifespan=lifespan,
+    )
+    app.include_router(jobs.router)
+    app.include_router(jobs.stats_router)
+    app.include_router(health.router)
+
+    retry_after = {"Retry-After": str(settings.retry_after_seconds)}
+
+    @app.exception_handler(NatsUnavailable)
+    @app.exception_handler(PublishRejected)
+    async def nats_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("answering 503: %s", exc)
+        return JSONResponse(
+            {"detail": f"the event log is unavailable, retry later: {exc}"},
+            status_code=503,
+            headers=retry_after,
+        )
+
+    @app.exception_handler(PublishOutcomeUnknown)
+    async def outcome_unknown(_request: Request, exc: Exception) -> JSONResponse:
+        # The job may have been stored: the client must retry, and may then see two jobs
+        # until Idempotency-Key support lands (see docs/architecture.md).
+        log.warning("answering 503 (outcome unknown): %s", exc)
+        return JSONResponse(
+            {
+                "detail": f"JetStream did not confirm the job in time; it may or may not be "
+                f"stored. Retry later. ({exc})"
+            },
+            status_code=503,
+            headers=retry_after,
+        )
+
+    return app

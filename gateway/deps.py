@@ -1,0 +1,38 @@
+"""FastAPI dependencies: settings, read-store sessions, the event log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from ferrisqueue.errors import NatsUnavailable
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.settings import Settings
+from gateway.nats_link import NatsLink
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    engine: Engine = request.app.state.engine
+    with Session(engine) as session:
+        yield session
+
+
+def get_event_log(request: Request) -> EventLog:
+    link: NatsLink = request.app.state.nats
+    if link.event_log is None:
+        raise NatsUnavailable("the gateway has not reached NATS yet")
+    return link.event_log
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+EventLogDep = Annotated[EventLog, Depends(get_event_log)]

@@ -1,0 +1,70 @@
+"""The gateway's link to NATS, which may come and go without taking the gateway down.
+
+If NATS is not reachable when the gateway starts, the gateway still serves reads from the
+read store and answers writes with 503 while it keeps trying to connect in the background.
+Once connected, nats-py reconnects by itself for ever (see :mod:`ferrisqueue.natsconn`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.client import Client
+
+from ferrisqueue.errors import NatsUnavailable
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.natsconn import connect
+from ferrisqueue.settings import Settings
+from ferrisqueue.topology import ensure_streams
+
+log = logging.getLogger(__name__)
+
+
+class NatsLink:
+    """Holds the connection and its :class:`EventLog` once there is one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.event_log: EventLog | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and bool(self._client.is_connected)
+
+    async def start(self) -> None:
+        """Connect now if possible, else keep trying in the background."""
+        if not await self._try_connect():
+            self._task = asyncio.create_task(self._keep_trying(), name="nats-connect")
+
+    async def _try_connect(self) -> bool:
+        try:
+            client = await connect(
+                self._settings.effective_nats_url,
+                name="fq-gateway",
+                connect_timeout=self._settings.nats_connect_timeout,
+            )
+        except NatsUnavailable as exc:
+            log.warning("%s; will retry", exc)
+            return False
+        await ensure_streams(client)
+        self._client = client
+        self.event_log = EventLog(client, publish_timeout=self._settings.publish_timeout)
+        return True
+
+    async def _keep_trying(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.retry_after_seconds)  # a backoff, not a sync
+            if await self._try_connect():
+                return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.drain()

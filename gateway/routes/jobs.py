@@ -1,0 +1,99 @@
+"""``/jobs``: submit, read status, list."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from ferrisqueue.events import Submitted, Token, utcnow
+from ferrisqueue.fold import fold
+from ferrisqueue.ids import new_job_id
+from ferrisqueue.states import JobStatus
+from ferrisqueue.store import queries
+from gateway.deps import EventLogDep, SessionDep, get_event_log
+from gateway.schemas import JobAccepted, JobCreate, JobPage, JobStatusOut, Problem, QueueStats
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_UNAVAILABLE = {503: {"model": Problem, "description": "NATS is unreachable; retry later"}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**_UNAVAILABLE, 422: {"description": "The body is not a valid job"}},
+)
+async def submit_job(
+    body: JobCreate, request: Request, response: Response, event_log: EventLogDep
+) -> JobAccepted:
+    """Append a ``submitted`` event; answer only once JetStream has stored it."""
+    event = Submitted(
+        job_id=new_job_id(),
+        queue=body.queue,
+        at=utcnow(),
+        type=body.type,
+        payload=body.payload,
+        submitted_by=request.client.host if request.client else None,
+    )
+    await event_log.append(event)
+    status_url = str(request.url_for("job_status", job_id=event.job_id))
+    response.headers["Location"] = status_url
+    return JobAccepted(
+        job_id=event.job_id, queue=event.queue, status=JobStatus.PENDING, status_url=status_url
+    )
+
+
+@router.get("/{job_id}/status", responses={404: {"model": Problem}, **_UNAVAILABLE})
+async def job_status(job_id: str, session: SessionDep, request: Request) -> JobStatusOut:
+    """The job's current status.
+
+    Read-your-writes: when the read store has not seen the job yet, its events are folded
+    straight from the log, so a status request right after the 202 never answers 404.
+    """
+    state = await run_in_threadpool(queries.get_job, session, job_id)
+    if state is not None:
+        return JobStatusOut.from_state(state, "read_store")
+    # Resolved here, not as a dependency: reads from the store must work while NATS is down.
+    history = await get_event_log(request).history(job_id)
+    state = fold(stored.event for stored in history if stored.event is not None)
+    if state is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    return JobStatusOut.from_state(state, "event_log")
+
+
+@router.get("")
+async def list_jobs(
+    session: SessionDep,
+    queue: Token | None = None,
+    status: JobStatus | None = None,
+    type: Token | None = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    """Jobs from the read store, newest first, with keyset (cursor) pagination."""
+    states = await run_in_threadpool(
+        queries.list_jobs,
+        session,
+        queue=queue,
+        status=status.value if status else None,
+        type=type,
+        before=cursor,
+        limit=limit,
+    )
+    items = [JobStatusOut.from_state(s, "read_store") for s in states]
+    return JobPage(items=items, next_cursor=items[-1].job_id if len(items) == limit else None)
+
+
+stats_router = APIRouter(tags=["stats"])
+
+
+@stats_router.get("/queues")
+async def queue_stats(session: SessionDep) -> list[QueueStats]:
+    """Jobs per status in every queue that has any."""
+    counts = await run_in_threadpool(queries.status_counts, session)
+    by_queue: dict[str, dict[JobStatus, int]] = {}
+    for (queue, job_status), count in counts.items():
+        by_queue.setdefault(queue, dict.fromkeys(JobStatus, 0))[JobStatus(job_status)] = count
+    return [QueueStats(queue=q, counts=c) for q, c in sorted(by_queue.items())]

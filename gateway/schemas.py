@@ -1,0 +1,107 @@
+"""Request and response models of the HTTP API (the table models live in the read store)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferrisqueue.events import Token
+from ferrisqueue.fold import JobState
+from ferrisqueue.states import JobStatus, PendingReason
+
+
+class JobCreate(BaseModel):
+    """A job to run."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"type": "echo", "payload": {"hello": "world"}, "queue": "default"}]
+        },
+    )
+
+    type: Token = Field(description="The task that runs the job, e.g. 'echo'.")
+    payload: dict[str, Any] = Field(default_factory=dict, description="The task's input (JSON).")
+    queue: Token = Field(default="default", description="The queue whose workers run it.")
+
+
+class JobAccepted(BaseModel):
+    """The job is in the event log: it will run (at least once)."""
+
+    job_id: str
+    queue: str
+    status: JobStatus
+    status_url: str
+
+
+class JobStatusOut(BaseModel):
+    """What is known about a job now."""
+
+    job_id: str
+    queue: str
+    type: str
+    status: JobStatus
+    pending_reason: PendingReason | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_at: datetime | None
+    retry_at: datetime | None
+    worker: str | None
+    progress: float | None
+    result: Any
+    last_error: str | None
+    cancel_requested: bool
+    source: Literal["read_store", "event_log"] = Field(
+        description="read_store: from the projection; event_log: folded from the log because "
+        "the projection has not caught up with this job yet."
+    )
+
+    @classmethod
+    def from_state(
+        cls, state: JobState, source: Literal["read_store", "event_log"]
+    ) -> JobStatusOut:
+        return cls(
+            job_id=state.job_id,
+            queue=state.queue,
+            type=state.type,
+            status=state.status,
+            pending_reason=state.pending_reason,
+            attempts=state.attempts,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            started_at=state.started_at,
+            finished_at=state.finished_at,
+            run_at=state.run_at,
+            retry_at=state.retry_at,
+            worker=state.worker,
+            progress=state.progress,
+            result=state.result,
+            last_error=state.last_error,
+            cancel_requested=state.cancel_requested,
+            source=source,
+        )
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[JobStatusOut]
+    next_cursor: str | None
+
+
+class QueueStats(BaseModel):
+    """Jobs per status in one queue (from the read store)."""
+
+    queue: str
+    counts: dict[JobStatus, int]
+
+
+class Problem(BaseModel):
+    """An error answer."""
+
+    detail: str

@@ -1,0 +1,1 @@
+"""Projections: fold the event log into the read store, exactly once."""

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard; ``app.py`` is what ``streamlit run`` runs."""

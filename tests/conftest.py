@@ -1,0 +1,92 @@
+"""Fixtures that own real processes: a nats-server per test (the pinned binary on a free
+loopback port, a fresh data dir) and FerrisQueue's services started by their entry points."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client
+
+from ferrisqueue.embedded import EmbeddedNats, free_port
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.settings import Settings
+from ferrisqueue.topology import ensure_topology
+from tests.support.procs import ServiceProcess, module_argv, service_env, start_service
+from tests.support.waits import wait_until
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: EmbeddedNats) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        nats_url=nats_server.url,
+        var_dir=tmp_path / "var",
+        database_url=f"sqlite:///{tmp_path / 'read.db'}",
+        gateway_port=free_port(),
+        ack_wait=5.0,
+        shutdown_grace=5.0,
+    )
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def event_log(nc: Client, settings: Settings) -> EventLog:
+    """The event log of the test's server, with the topology applied (as `fq init` does)."""
+    await ensure_topology(nc, settings)
+    return EventLog(nc)
+
+
+StartService = Callable[..., ServiceProcess]
+
+
+@pytest.fixture
+def start(tmp_path: Path, settings: Settings) -> Iterator[StartService]:
+    """``start("worker", FQ_WORKER_ID="w1")`` runs ``python -m worker``; all stopped at teardown."""
+    started: list[ServiceProcess] = []
+    counter = iter(range(1_000))
+
+    def run(module: str, **env: str) -> ServiceProcess:
+        name = f"{module}-{next(counter)}"
+        service = start_service(name, module_argv(module), service_env(settings, **env), tmp_path)
+        started.append(service)
+        return service
+
+    yield run
+    for service in reversed(started):
+        service.terminate()
+
+
+@pytest.fixture
+async def gateway(start: StartService, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A real uvicorn gateway process, ready, and an HTTP client for it."""
+    process = start("gateway")
+    async with httpx.AsyncClient(base_url=str(settings.gateway_url), timeout=10) as client:
+
+        async def ready() -> int:
+            if not process.alive():
+                raise AssertionError(f"gateway died:\n{process.log()}")
+            try:
+                return (await client.get("/readyz")).status_code
+            except httpx.TransportError:
+                return 0
+
+        await wait_until(ready, lambda code: code == 200, timeout=20, what="gateway /readyz")
+        yield client

@@ -1,0 +1,135 @@
+"""`fq up` (what `make up` runs) brings the whole system up; the README's curl smoke check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ferrisqueue.embedded import free_port
+from tests.support.waits import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FQ = str(Path(sys.executable).parent / "fq")
+
+
+def up_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FQ_")}
+    env.update(
+        FQ_VAR_DIR=str(tmp_path / "var"),
+        FQ_NATS_PORT=str(free_port()),
+        FQ_GATEWAY_PORT=str(free_port()),
+        FQ_DASHBOARD_PORT=str(free_port()),
+        FQ_WORKERS="1",
+    )
+    env.update(extra)
+    return env
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def fq_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    env = up_env(tmp_path)
+    log = open(tmp_path / "fq-up.log", "wb")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(
+        [FQ, "up"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+    )
+    yield process, env
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    log.close()
+
+
+@pytest.mark.timeout(120)
+async def test_fq_up_runs_a_curl_posted_job_to_completed_within_2_seconds(
+    fq_up: tuple[subprocess.Popen[bytes], dict[str, str]], tmp_path: Path
+) -> None:
+    process, env = fq_up
+    base = f"http://127.0.0.1:{env['FQ_GATEWAY_PORT']}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+
+        async def ready() -> int:
+            assert process.poll() is None, (tmp_path / "fq-up.log").read_text()
+            try:
+                return (await client.get("/readyz")).status_code
+            except httpx.TransportError:
+                return 0
+
+        await wait_until(ready, lambda code: code == 200, timeout=60, what="fq up", interval=0.1)
+
+        posted = time.monotonic()
+        accepted = await client.post("/jobs", json={"type": "echo", "payload": {"hi": 1}})
+        assert accepted.status_code == 202
+        status = await wait_until(
+            lambda: client.get(accepted.json()["status_url"]),
+            lambda r: r.json()["status"] == "completed",
+            timeout=2.0,
+            what="completed within 2 s of the POST",
+        )
+        assert status.json()["result"] == {"hi": 1}
+        assert time.monotonic() - posted < 2.0
+
+        dashboard = f"http://127.0.0.1:{env['FQ_DASHBOARD_PORT']}/_stcore/health"
+
+        async def dashboard_health() -> str:
+            try:
+                return (await client.get(dashboard)).text
+            except httpx.TransportError:
+                return ""
+
+        await wait_until(
+            dashboard_health, lambda t: t == "ok", timeout=60, what="the dashboard", interval=0.2
+        )
+
+    children = children_of(process.pid)
+    assert len(children) == 5, children  # nats-server, projector, gateway, worker, dashboard
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert [pid for pid in children if alive(pid)] == []
+
+
+def test_fq_up_refuses_a_nats_port_that_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        env = up_env(tmp_path, FQ_NATS_PORT=str(squatter.getsockname()[1]))
+
+        result = subprocess.run([FQ, "up"], env=env, cwd=tmp_path, capture_output=True, timeout=30)
+
+    assert result.returncode == 2
+    assert b"already in use" in result.stderr
+    assert b"FQ_NATS_URL" in result.stderr

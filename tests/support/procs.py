@@ -1,0 +1,85 @@
+"""Real service processes for tests: started with their real entry points, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferrisqueue.settings import Settings
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a service needs to run with ``settings``: the machine's, minus any
+    FQ_ variable of the developer's, plus ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FQ_")}
+    env.update(
+        FQ_NATS_URL=settings.effective_nats_url,
+        FQ_NATS_PORT=str(settings.nats_port),
+        FQ_DATABASE_URL=settings.effective_database_url,
+        FQ_VAR_DIR=str(settings.var_dir),
+        FQ_GATEWAY_HOST=settings.gateway_host,
+        FQ_GATEWAY_PORT=str(settings.gateway_port),
+        FQ_ACK_WAIT=str(settings.ack_wait),
+        FQ_WORKER_CONCURRENCY=str(settings.worker_concurrency),
+        FQ_SHUTDOWN_GRACE=str(settings.shutdown_grace),
+        FQ_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    """One child process and its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _stopped: bool = field(default=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait; returns the exit code (SIGKILL after ``timeout``)."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+
+
+def start_service(name: str, argv: list[str], env: dict[str, str], cwd: Path) -> ServiceProcess:
+    log_path = cwd / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ServiceProcess(name, process, log_path)
+
+
+def module_argv(module: str) -> list[str]:
+    return [sys.executable, "-m", module]

@@ -1,0 +1,66 @@
+"""Waiting on signals with a timeout, never on bare sleeps.
+
+``collect_events`` listens on the event log itself (JetStream subjects), which is the signal
+every component emits; ``wait_until`` re-checks a condition (an HTTP answer, a row count)
+until it holds or the deadline passes, and then fails with what it last saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from nats.aio.client import Client
+
+from ferrisqueue.subjects import EVENT_STREAM
+
+T = TypeVar("T")
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.02,
+) -> T:
+    """Call ``check`` until ``done(result)``; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = await check()
+        if done(last):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        await asyncio.sleep(interval)
+
+
+async def collect_events(
+    nc: Client, subject: str, *, until: Callable[[list[dict[str, Any]]], bool], timeout: float
+) -> list[dict[str, Any]]:
+    """Read the stored events on ``subject`` (from the start of the stream) until ``until``
+    holds for the bodies collected so far; fail after ``timeout``."""
+    js = nc.jetstream()
+    sub = await js.subscribe(subject, stream=EVENT_STREAM, ordered_consumer=True)
+    bodies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(bodies):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out after {timeout}s on {subject}: {len(bodies)} events collected"
+                )
+            try:
+                msg = await sub.next_msg(timeout=remaining)
+            except TimeoutError:
+                continue
+            bodies.append(json.loads(msg.data) | {"_subject": msg.subject})
+    finally:
+        await sub.unsubscribe()
+    return bodies

@@ -1,0 +1,42 @@
+"""The JetStream definitions under nats/ and how settings shape them."""
+
+from __future__ import annotations
+
+from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.topology import (
+    load_consumer_definition,
+    load_stream_definitions,
+    worker_consumer_config,
+)
+
+
+def test_event_stream_keeps_history() -> None:
+    (stream,) = [s for s in load_stream_definitions() if s["name"] == EVENT_STREAM]
+
+    assert stream["retention"] == "limits"  # never workqueue/interest: those delete history
+    assert stream["subjects"] == ["fq.job.>"]
+    assert stream["storage"] == "file"
+    assert stream["deny_delete"] is True
+
+
+def test_worker_consumer_of_another_queue_is_the_default_one_with_the_queue_swapped() -> None:
+    settings = Settings(_env_file=None, ack_wait=12.5, max_deliver=7)  # type: ignore[call-arg]
+
+    config = worker_consumer_config("emails", settings)
+
+    default = load_consumer_definition(EVENT_STREAM, "fq-worker-default")
+    assert config["durable_name"] == "fq-worker-emails"
+    assert config["filter_subjects"] == ["fq.job.emails.*.submitted", "fq.job.emails.*.released"]
+    assert config["ack_wait"] == 12_500_000_000
+    assert config["max_deliver"] == 7
+    assert config["ack_policy"] == default["ack_policy"] == "explicit"
+    assert default["durable_name"] == "fq-worker-default"  # the template is not mutated
+
+
+def test_projector_consumer_acks_all_and_never_gives_up() -> None:
+    config = load_consumer_definition(EVENT_STREAM, "fq-projector")
+
+    assert config["ack_policy"] == "all"
+    assert config["max_deliver"] == -1
+    assert config["filter_subject"] == "fq.job.>"

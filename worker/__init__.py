@@ -1,0 +1,1 @@
+"""Workers: pull runnable jobs from JetStream, run their task, record the outcome, ack."""

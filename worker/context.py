@@ -1,0 +1,28 @@
+"""What a running handler knows about its job, and how it reports progress.
+
+Handlers may run more than once for the same job (at-least-once delivery: a worker can die
+after the work but before the ack). ``job_id`` and ``attempt`` are there so a handler can
+make its effects idempotent, e.g. by using ``job_id`` as an idempotency key downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Passed to every handler with the job's payload."""
+
+    job_id: str
+    queue: str
+    type: str
+    attempt: int
+    """1 on the first delivery; more when a previous worker lost the job (crash, timeout)."""
+    worker: str
+    _report: Callable[[float, str | None], Awaitable[None]]
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        """Record how far the job got (0.0 to 1.0); visible in the job's status."""
+        await self._report(fraction, message)

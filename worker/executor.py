@@ -1,0 +1,160 @@
+"""Running one delivered job: record ``started``, run the handler under a lease, record the
+outcome, and only then ack.
+
+Order matters for at-least-once delivery: the outcome event is stored in JetStream *before*
+the ack, so a crash anywhere before the ack means the job is delivered again (attempt + 1);
+a crash after the outcome is stored but before the ack runs the handler again, and the fold
+ignores the second outcome. Handlers are told they may run twice (see ``JobContext``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pydantic_core
+from nats.aio.msg import Msg
+
+from ferrisqueue.errors import DecodeError, FerrisQueueError, Permanent
+from ferrisqueue.eventlog import EventLog, StoredEvent
+from ferrisqueue.events import (
+    BaseEvent,
+    DeadLettered,
+    Failed,
+    Progress,
+    Released,
+    Started,
+    Submitted,
+    Succeeded,
+    utcnow,
+)
+from ferrisqueue.subjects import parse_job_subject
+from worker.context import JobContext
+from worker.lease import leased
+from worker.registry import TaskRegistry
+
+log = logging.getLogger(__name__)
+
+
+class JobExecutor:
+    """Executes delivered messages of the dispatch consumer."""
+
+    def __init__(
+        self, event_log: EventLog, registry: TaskRegistry, *, worker_id: str, ack_wait: float
+    ) -> None:
+        self._log = event_log
+        self._registry = registry
+        self._worker_id = worker_id
+        self._ack_wait = ack_wait
+
+    async def execute(self, msg: Msg) -> None:
+        """Handle one message to the end; never raises (a worker must outlive any job)."""
+        try:
+            await self._execute(msg)
+        except asyncio.CancelledError:
+            # The worker is stopping and the grace period ran out: hand the job back now so
+            # another worker can take it without waiting for AckWait.
+            await _quietly(msg.nak())
+            raise
+        except FerrisQueueError as exc:
+            # Could not record an event (NATS away): leave the message unacked, so it is
+            # delivered again after AckWait. Nothing is lost.
+            log.warning("job %s not finished, will be redelivered: %s", msg.subject, exc)
+        except Exception:
+            log.exception("unexpected error handling %s; it will be redelivered", msg.subject)
+
+    async def _execute(self, msg: Msg) -> None:
+        meta = msg.metadata
+        stored = StoredEvent.decode(meta.sequence.stream, msg.subject, msg.data, meta.timestamp)
+        if stored.event is None:
+            await self._reject_poison(msg, stored.error)
+            return
+        submitted = await self._submission(stored.event)
+        if submitted is None:
+            await self._reject_poison(
+                msg,
+                DecodeError("no submitted event for this job", subject=msg.subject, data=msg.data),
+            )
+            return
+        released_after = stored.event.attempt if isinstance(stored.event, Released) else 0
+        attempt = released_after + meta.num_delivered
+        await self._run(msg, submitted, attempt)
+
+    async def _submission(self, event: BaseEvent) -> Submitted | None:
+        if isinstance(event, Submitted):
+            return event
+        # A release carries no payload: read it from the job's submitted event.
+        for stored in await self._log.history(event.job_id):
+            if isinstance(stored.event, Submitted):
+                return stored.event
+        return None
+
+    async def _run(self, msg: Msg, job: Submitted, attempt: int) -> None:
+        def at(kind: type[BaseEvent], **fields: Any) -> Any:
+            return kind(job_id=job.job_id, queue=job.queue, at=utcnow(), **fields)
+
+        async def report(fraction: float, message: str | None) -> None:
+            await self._log.append(
+                at(Progress, attempt=attempt, fraction=fraction, message=message)
+            )
+
+        ctx = JobContext(job.job_id, job.queue, job.type, attempt, self._worker_id, report)
+        await self._log.append(at(Started, attempt=attempt, worker=self._worker_id))
+        began = time.perf_counter()
+        outcome: BaseEvent
+        try:
+            async with leased(msg, self._ack_wait):
+                result = await self._registry.runner(job.type)(ctx, job.payload)
+            pydantic_core.to_json(result)  # a result that cannot be stored fails the job here
+        except Exception as exc:  # the handler's failure is the job's outcome, not ours
+            outcome = at(
+                Failed,
+                attempt=attempt,
+                error=str(exc) or type(exc).__name__,
+                error_type=_error_type(exc),
+                duration_ms=_ms_since(began),
+            )
+        else:
+            outcome = at(Succeeded, attempt=attempt, result=result, duration_ms=_ms_since(began))
+        await self._log.append(outcome)
+        await msg.ack()
+
+    async def _reject_poison(self, msg: Msg, error: DecodeError | None) -> None:
+        """A message that can never run: record why (when the subject names a job) and
+        terminate it so it is never delivered again. The worker goes on."""
+        reason = f"undecodable job: {error.reason if error else 'unknown'}"
+        log.warning("%s on %s", reason, msg.subject)
+        job = _job_of(msg.subject)
+        if job is not None:
+            queue, job_id = job
+            await self._log.append(
+                DeadLettered(job_id=job_id, queue=queue, at=utcnow(), reason=reason)
+            )
+        # msg.term() cannot carry a reason; the protocol's "+TERM <reason>" can.
+        await msg.respond(f"+TERM {reason}".encode())
+
+
+def _job_of(subject: str) -> tuple[str, str] | None:
+    try:
+        tokens = parse_job_subject(subject)
+    except ValueError:
+        return None
+    return tokens.queue, tokens.job_id
+
+
+def _error_type(exc: BaseException) -> str:
+    kind = "permanent" if isinstance(exc, Permanent) else "error"
+    return f"{kind}:{type(exc).__module__}.{type(exc).__qualname__}"
+
+
+def _ms_since(began: float) -> float:
+    return round((time.perf_counter() - began) * 1000, 3)
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        log.debug("ignored while handing back: %s", exc)

@@ -1,0 +1,134 @@
+"""The consume loop: fetch from each queue's durable pull consumer as slots free up.
+
+Concurrency is one ``asyncio.Semaphore`` per worker process: a fetch asks for as many
+messages as there are free slots, so a worker never holds (and lets expire) more jobs than it
+can run. Stopping: no new fetches; running jobs get ``shutdown_grace`` seconds to finish,
+then are handed back with ``nak`` (redelivered at once, not after AckWait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.natsconn import close_quietly, connect
+from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.topology import ensure_consumer, ensure_streams, worker_consumer_config
+from worker.executor import JobExecutor
+from worker.registry import TaskRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_FETCH = 256
+FETCH_TIMEOUT = 1.0
+"""How long one fetch may wait for work; also how quickly a stop request is noticed."""
+
+
+class Worker:
+    """One worker process's jobs, across its queues."""
+
+    def __init__(self, settings: Settings, registry: TaskRegistry) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the worker to stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`, then wind down."""
+        settings = self._settings
+        nc = await connect(
+            settings.effective_nats_url,
+            name=f"fq-worker:{settings.worker_id}",
+            connect_timeout=settings.nats_connect_timeout,
+        )
+        try:
+            executor = JobExecutor(
+                EventLog(nc, publish_timeout=settings.publish_timeout),
+                self._registry,
+                worker_id=settings.worker_id,
+                ack_wait=settings.ack_wait,
+            )
+            subscriptions = await self._subscribe(nc)
+            log.info(
+                "worker %s consuming %s with %d slots, tasks: %s",
+                settings.worker_id,
+                ", ".join(settings.worker_queues),
+                settings.worker_concurrency,
+                ", ".join(self._registry.names),
+            )
+            await asyncio.gather(*(self._consume(sub, executor) for sub in subscriptions))
+            await self._wind_down()
+        finally:
+            await close_quietly(nc)
+
+    async def _subscribe(self, nc: Client) -> list[JetStreamContext.PullSubscription]:
+        await ensure_streams(nc)
+        js = nc.jetstream()
+        subscriptions = []
+        for queue in self._settings.worker_queues:
+            config = worker_consumer_config(queue, self._settings)
+            # Create/update explicitly, then bind: pull_subscribe(config=...) would silently
+            # ignore a changed config on an existing consumer.
+            await ensure_consumer(nc, EVENT_STREAM, config)
+            subscriptions.append(
+                await js.pull_subscribe_bind(durable=config["durable_name"], stream=EVENT_STREAM)
+            )
+        return subscriptions
+
+    async def _consume(self, sub: JetStreamContext.PullSubscription, executor: JobExecutor) -> None:
+        while not self._stopping.is_set():
+            wanted = await self._take_slots()
+            try:
+                msgs = await sub.fetch(wanted, timeout=FETCH_TIMEOUT)
+            except (TimeoutError, nats.errors.TimeoutError):
+                msgs = []  # an empty poll raises; it is the normal idle case
+            except nats.errors.Error as exc:  # disconnected: nats-py reconnects by itself
+                log.warning("fetch failed (%s); retrying", exc)
+                msgs = []
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), FETCH_TIMEOUT)
+            for _ in range(wanted - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(executor.execute(msg))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    async def _take_slots(self) -> int:
+        """Wait for one free slot, then take every other free one (up to MAX_FETCH)."""
+        await self._slots.acquire()
+        taken = 1
+        while taken < MAX_FETCH and not self._slots.locked():
+            await self._slots.acquire()
+            taken += 1
+        return taken
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def _wind_down(self) -> None:
+        if not self._running:
+            return
+        log.info(
+            "stopping: waiting up to %.1fs for %d running jobs",
+            self._settings.shutdown_grace,
+            len(self._running),
+        )
+        _, late = await asyncio.wait(self._running, timeout=self._settings.shutdown_grace)
+        for task in late:
+            task.cancel()  # the executor hands the job back with nak
+        if late:
+            await asyncio.wait(late)
