@@ -115,7 +115,7 @@ class EventLog:
             except nats.js.errors.APIError as exc:
                 if exc.err_code == _NO_MESSAGE:
                     return found
-                raise PublishRejected(f"reading {job_id}: {exc.description}") from exc
+                raise NatsUnavailable(f"reading {job_id}'s history: {exc.description}") from exc
             except (TimeoutError, nats.errors.TimeoutError) as exc:
                 raise NatsUnavailable(f"reading the history of {job_id} timed out") from exc
             assert raw.seq is not None and raw.subject is not None and raw.time is not None

@@ -6,6 +6,7 @@ entry point and passes it down.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -72,7 +73,7 @@ class Settings(BaseSettings):
         default=16, ge=1, le=10_000, description="Jobs one worker process runs at once."
     )
     worker_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}",
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         description="Name a worker records in `started` events.",
     )
     ack_wait: float = Field(
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     )
 
     # --- Projector ------------------------------------------------------------------------
+    projector_consumer: str = Field(
+        default="fq-projector",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Durable consumer of the projector; one per read store (a rebuild into "
+        "another store needs another name).",
+    )
     projector_batch: int = Field(
         default=500, ge=1, le=10_000, description="Events applied per read-store transaction."
     )

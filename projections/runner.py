@@ -5,25 +5,24 @@ not in NATS. At start the durable consumer ``fq-projector`` is re-created to del
 checkpoint + 1, so a fresh store rebuilds from the first event, a restarted projector
 resumes exactly where its last commit left off, and nothing waits for an AckWait to expire.
 
-One projector per read store: two would each receive part of the log (see
+One projector per read store, and one durable consumer (``FQ_PROJECTOR_CONSUMER``) per
+projector: two projectors on one consumer would each receive part of the log (see
 docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
-import nats.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from ferrisqueue.eventlog import StoredEvent
 from ferrisqueue.natsconn import close_quietly, connect
+from ferrisqueue.puller import Puller
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import init_schema, make_engine
@@ -64,35 +63,35 @@ class Projector:
             await ensure_streams(nc)
             with Session(engine) as session:
                 position = queries.checkpoint(session, jobs.NAME)
-            sub = await self._subscribe(nc, position)
+            puller = await self._puller(nc, position)
             log.info("projector resuming after stream sequence %d", position)
-            await self._consume(sub, engine)
+            await self._consume(puller, engine)
         finally:
             await close_quietly(nc)
             engine.dispose()
 
-    async def _subscribe(self, nc: Client, position: int) -> JetStreamContext.PullSubscription:
-        config = dict(load_consumer_definition(EVENT_STREAM, PROJECTOR_CONSUMER))
+    async def _puller(self, nc: Client, position: int) -> Puller:
+        name = self._settings.projector_consumer
+        config = {
+            **load_consumer_definition(EVENT_STREAM, PROJECTOR_CONSUMER),
+            "durable_name": name,
+        }
         if position > 0:
             config.update(deliver_policy="by_start_sequence", opt_start_seq=position + 1)
         # The start position cannot be changed on an existing consumer: re-create it.
-        await delete_consumer(nc, EVENT_STREAM, PROJECTOR_CONSUMER)
+        await delete_consumer(nc, EVENT_STREAM, name)
         await ensure_consumer(nc, EVENT_STREAM, config)
-        return await nc.jetstream().pull_subscribe_bind(
-            durable=PROJECTOR_CONSUMER, stream=EVENT_STREAM
-        )
+        puller = Puller(nc, EVENT_STREAM, name, expires=FETCH_TIMEOUT)
+        await puller.start()
+        return puller
 
-    async def _consume(self, sub: JetStreamContext.PullSubscription, engine: Engine) -> None:
-        while not self._stopping.is_set():
-            try:
-                msgs = await sub.fetch(self._settings.projector_batch, timeout=FETCH_TIMEOUT)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.Error as exc:
-                log.warning("fetch failed (%s); retrying", exc)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), FETCH_TIMEOUT)
-                continue
+    async def _consume(self, puller: Puller, engine: Engine) -> None:
+        batch_size = self._settings.projector_batch
+
+        async def request_size() -> int:
+            return batch_size
+
+        async for msgs in puller.bursts(self._stopping, request_size=request_size):
             batch = [
                 StoredEvent.decode(
                     m.metadata.sequence.stream, m.subject, m.data, m.metadata.timestamp
@@ -100,7 +99,8 @@ class Projector:
                 for m in msgs
             ]
             await asyncio.to_thread(_apply, engine, batch)
-            await msgs[-1].ack()  # the consumer acks all: one ack covers the batch
+            await msgs[-1].ack()  # the consumer acks all: one ack covers the burst
+        await puller.stop()
 
 
 def _apply(engine: Engine, batch: Sequence[StoredEvent]) -> int:

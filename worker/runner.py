@@ -1,23 +1,21 @@
-"""The consume loop: fetch from each queue's durable pull consumer as slots free up.
+"""The consume loop: pull from each queue's durable consumer as slots free up.
 
-Concurrency is one ``asyncio.Semaphore`` per worker process: a fetch asks for as many
-messages as there are free slots, so a worker never holds (and lets expire) more jobs than it
-can run. Stopping: no new fetches; running jobs get ``shutdown_grace`` seconds to finish,
+Concurrency is one ``asyncio.Semaphore`` per worker process: a pull request asks for as
+many messages as there are free slots, so a worker never holds (and lets expire) more jobs than it
+can run. Stopping: no new pull requests; running jobs get ``shutdown_grace`` seconds to finish,
 then are handed back with ``nak`` (redelivered at once, not after AckWait).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-import nats.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.natsconn import close_quietly, connect
+from ferrisqueue.puller import Puller
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM
 from ferrisqueue.topology import ensure_consumer, ensure_streams, worker_consumer_config
@@ -28,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_FETCH = 256
 FETCH_TIMEOUT = 1.0
-"""How long one fetch may wait for work; also how quickly a stop request is noticed."""
+"""How long one pull request may wait for work; also how quickly a stop is noticed."""
 
 
 class Worker:
@@ -60,7 +58,7 @@ class Worker:
                 worker_id=settings.worker_id,
                 ack_wait=settings.ack_wait,
             )
-            subscriptions = await self._subscribe(nc)
+            pullers = await self._pullers(nc)
             log.info(
                 "worker %s consuming %s with %d slots, tasks: %s",
                 settings.worker_id,
@@ -68,43 +66,37 @@ class Worker:
                 settings.worker_concurrency,
                 ", ".join(self._registry.names),
             )
-            await asyncio.gather(*(self._consume(sub, executor) for sub in subscriptions))
+            await asyncio.gather(*(self._consume(puller, executor) for puller in pullers))
             await self._wind_down()
         finally:
             await close_quietly(nc)
 
-    async def _subscribe(self, nc: Client) -> list[JetStreamContext.PullSubscription]:
+    async def _pullers(self, nc: Client) -> list[Puller]:
         await ensure_streams(nc)
-        js = nc.jetstream()
-        subscriptions = []
+        pullers = []
         for queue in self._settings.worker_queues:
             config = worker_consumer_config(queue, self._settings)
-            # Create/update explicitly, then bind: pull_subscribe(config=...) would silently
-            # ignore a changed config on an existing consumer.
             await ensure_consumer(nc, EVENT_STREAM, config)
-            subscriptions.append(
-                await js.pull_subscribe_bind(durable=config["durable_name"], stream=EVENT_STREAM)
-            )
-        return subscriptions
+            puller = Puller(nc, EVENT_STREAM, config["durable_name"], expires=FETCH_TIMEOUT)
+            await puller.start()
+            pullers.append(puller)
+        return pullers
 
-    async def _consume(self, sub: JetStreamContext.PullSubscription, executor: JobExecutor) -> None:
-        while not self._stopping.is_set():
-            wanted = await self._take_slots()
-            try:
-                msgs = await sub.fetch(wanted, timeout=FETCH_TIMEOUT)
-            except (TimeoutError, nats.errors.TimeoutError):
-                msgs = []  # an empty poll raises; it is the normal idle case
-            except nats.errors.Error as exc:  # disconnected: nats-py reconnects by itself
-                log.warning("fetch failed (%s); retrying", exc)
-                msgs = []
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), FETCH_TIMEOUT)
-            for _ in range(wanted - len(msgs)):
-                self._slots.release()
-            for msg in msgs:
+    async def _consume(self, puller: Puller, executor: JobExecutor) -> None:
+        bursts = puller.bursts(
+            self._stopping, request_size=self._take_slots, unused=self._give_back
+        )
+        async for burst in bursts:
+            for msg in burst:
                 task = asyncio.create_task(executor.execute(msg))
                 self._running.add(task)
                 task.add_done_callback(self._finished)
+        for msg in await puller.stop():
+            await msg.nak()  # arrived as we stopped: hand it back at once
+
+    def _give_back(self, slots: int) -> None:
+        for _ in range(slots):
+            self._slots.release()
 
     async def _take_slots(self) -> int:
         """Wait for one free slot, then take every other free one (up to MAX_FETCH)."""

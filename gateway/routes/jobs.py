@@ -46,7 +46,7 @@ async def submit_job(
 
 
 @router.get("/{job_id}/status", responses={404: {"model": Problem}, **_UNAVAILABLE})
-async def job_status(job_id: str, session: SessionDep, request: Request) -> JobStatusOut:
+async def job_status(job_id: Token, session: SessionDep, request: Request) -> JobStatusOut:
     """The job's current status.
 
     Read-your-writes: when the read store has not seen the job yet, its events are folded

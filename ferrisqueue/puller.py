@@ -1,0 +1,120 @@
+"""Pulling from a durable JetStream consumer, handing messages over the moment they arrive.
+
+nats-py's ``fetch(batch=n)`` returns only when ``n`` messages arrived or its timeout ran out,
+so on a quiet queue a job would wait up to the whole timeout before it starts. This puller
+sends the same pull requests (``$JS.API.CONSUMER.MSG.NEXT``) itself and yields each *burst*:
+the first message that arrives plus whatever else is already waiting in the inbox. A busy
+consumer gets large bursts (few wake-ups), a quiet one gets every message at once.
+
+One pull request is outstanding at a time. It ends when its batch is delivered, or with a
+status message (408 when it expires, 409 when the server cuts it short), or at a client-side
+deadline in case the connection dropped; then the next one is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+_STATUS = "Status"
+_HEARTBEAT = "100"
+_NANOS = 1_000_000_000
+
+
+class Puller:
+    """Bursts of messages from one durable pull consumer."""
+
+    def __init__(self, nc: Client, stream: str, consumer: str, *, expires: float = 1.0) -> None:
+        self._nc = nc
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._expires = expires
+        self._inbox = nc.new_inbox()
+        self._arrived: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        async def arrived(msg: Msg) -> None:
+            self._arrived.put_nowait(msg)
+
+        self._sub = await self._nc.subscribe(self._inbox, cb=arrived)
+
+    async def stop(self) -> list[Msg]:
+        """Unsubscribe; returns messages that arrived but were never handed over."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+        left = []
+        while not self._arrived.empty():
+            msg = self._arrived.get_nowait()
+            if not _status(msg):
+                left.append(msg)
+        return left
+
+    async def bursts(
+        self,
+        stopping: asyncio.Event,
+        *,
+        request_size: Callable[[], Awaitable[int]],
+        unused: Callable[[int], None] = lambda _: None,
+    ) -> AsyncIterator[list[Msg]]:
+        """Yield bursts until ``stopping`` is set (checked between pull requests).
+
+        ``request_size`` says how many messages to ask for next (it may wait, e.g. for free
+        worker slots); ``unused`` gets back the part of a request that was not delivered.
+        """
+        while not stopping.is_set():
+            wanted = await request_size()
+            if stopping.is_set():
+                unused(wanted)
+                return
+            delivered = 0
+            try:
+                await self._request(wanted)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self._expires + 1.0
+                while delivered < wanted:
+                    burst, finished = await self._next_burst(wanted - delivered, deadline)
+                    if burst:
+                        delivered += len(burst)
+                        yield burst
+                    if finished:
+                        break
+            finally:
+                unused(wanted - delivered)
+
+    async def _request(self, batch: int) -> None:
+        body = {"batch": batch, "expires": int(self._expires * _NANOS)}
+        await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
+
+    async def _next_burst(self, most: int, deadline: float) -> tuple[list[Msg], bool]:
+        """Wait for the next message, then take what else is already there (up to ``most``).
+        Returns the messages and whether the pull request is over."""
+        loop = asyncio.get_running_loop()
+        burst: list[Msg] = []
+        while not burst:
+            try:
+                msg = await asyncio.wait_for(self._arrived.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return burst, True  # no answer at all: the connection may have dropped
+            status = _status(msg)
+            if status == _HEARTBEAT:
+                continue
+            if status:
+                return burst, True
+            burst.append(msg)
+        while len(burst) < most and not self._arrived.empty():
+            msg = self._arrived.get_nowait()
+            status = _status(msg)
+            if status and status != _HEARTBEAT:
+                return burst, True
+            if not status:
+                burst.append(msg)
+        return burst, False
+
+
+def _status(msg: Msg) -> str | None:
+    return msg.headers.get(_STATUS) if msg.headers else None
