@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ferrisqueue.ids import is_token
@@ -84,6 +84,31 @@ class Settings(BaseSettings):
         default=10.0, ge=0.0, description="Seconds a stopping worker lets running jobs finish."
     )
 
+    # --- Built-in job types -----------------------------------------------------------------
+    storage_root: Path | None = Field(
+        default=None,
+        description="The only folder file-handling jobs (image, data_processing, cleanup, "
+        "report) may read or write. Unset: var_dir/storage.",
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server for email jobs. Unset: write .eml files to "
+        "var_dir/outbox instead of sending.",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False, description="Upgrade with STARTTLS.")
+    smtp_tls: bool = Field(default=False, description="Connect with implicit TLS (port 465).")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field(
+        default="FerrisQueue <ferrisqueue@localhost>",
+        description="Sender of email jobs that name none.",
+    )
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    image_max_pixels: int = Field(
+        default=50_000_000, ge=1, description="Larger images are refused (decompression bombs)."
+    )
+
     # --- Projector ------------------------------------------------------------------------
     projector_consumer: str = Field(
         default="fq-projector",
@@ -129,6 +154,15 @@ class Settings(BaseSettings):
     def effective_nats_url(self) -> str:
         """The server(s) services connect to: the configured one or the embedded one."""
         return self.nats_url or self.embedded_nats_url
+
+    @property
+    def effective_storage_root(self) -> Path:
+        return self.storage_root or self.var_dir / "storage"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where email jobs write .eml files when no SMTP server is configured."""
+        return self.var_dir / "outbox"
 
     @property
     def effective_database_url(self) -> str:

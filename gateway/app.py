@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from ferrisqueue import __version__
 from ferrisqueue.errors import NatsUnavailable, PublishOutcomeUnknown, PublishRejected
+from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from gateway.nats_link import NatsLink
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
         link = NatsLink(settings)
         await link.start()
         app.state.settings, app.state.engine, app.state.nats = settings, engine, link
+        app.state.job_types = load_job_types()
         try:
             yield
         finally:
@@ -43,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(jobs.router)
     app.include_router(jobs.stats_router)
+    app.include_router(jobs.types_router)
     app.include_router(health.router)
 
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}

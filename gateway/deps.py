@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.eventlog import EventLog
+from ferrisqueue.jobtypes import JobType
 from ferrisqueue.settings import Settings
 from gateway.nats_link import NatsLink
 
@@ -26,6 +27,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_job_types(request: Request) -> dict[str, JobType]:
+    job_types: dict[str, JobType] = request.app.state.job_types
+    return job_types
+
+
 def get_event_log(request: Request) -> EventLog:
     link: NatsLink = request.app.state.nats
     if link.event_log is None:
@@ -36,3 +42,4 @@ def get_event_log(request: Request) -> EventLog:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 EventLogDep = Annotated[EventLog, Depends(get_event_log)]
+JobTypesDep = Annotated[dict[str, JobType], Depends(get_job_types)]

@@ -12,7 +12,7 @@ from worker.tasks import default_registry
 
 
 async def _serve(settings: Settings) -> None:
-    worker = Worker(settings, default_registry())
+    worker = Worker(settings, default_registry(settings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

@@ -2,11 +2,13 @@
 
 Handlers may run more than once for the same job (at-least-once delivery: a worker can die
 after the work but before the ack). ``job_id`` and ``attempt`` are there so a handler can
-make its effects idempotent, e.g. by using ``job_id`` as an idempotency key downstream.
+make its effects idempotent, e.g. by using ``job_id`` as an idempotency key downstream or by
+writing its output to a path named after the job.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -22,7 +24,12 @@ class JobContext:
     """1 on the first delivery; more when a previous worker lost the job (crash, timeout)."""
     worker: str
     _report: Callable[[float, str | None], Awaitable[None]]
+    _loop: asyncio.AbstractEventLoop
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the job got (0.0 to 1.0); visible in the job's status."""
         await self._report(fraction, message)
+
+    def progress_from_thread(self, fraction: float, message: str | None = None) -> None:
+        """:meth:`progress` for synchronous handlers (they run in a worker thread)."""
+        asyncio.run_coroutine_threadsafe(self._report(fraction, message), self._loop).result()

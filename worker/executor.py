@@ -100,7 +100,15 @@ class JobExecutor:
                 at(Progress, attempt=attempt, fraction=fraction, message=message)
             )
 
-        ctx = JobContext(job.job_id, job.queue, job.type, attempt, self._worker_id, report)
+        ctx = JobContext(
+            job.job_id,
+            job.queue,
+            job.type,
+            attempt,
+            self._worker_id,
+            report,
+            asyncio.get_running_loop(),
+        )
         await self._log.append(at(Started, attempt=attempt, worker=self._worker_id))
         began = time.perf_counter()
         outcome: BaseEvent

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from ferrisqueue.events import Submitted, Token, utcnow
 from ferrisqueue.fold import fold
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.states import JobStatus
 from ferrisqueue.store import queries
-from gateway.deps import EventLogDep, SessionDep, get_event_log
+from gateway.deps import EventLogDep, JobTypesDep, SessionDep, get_event_log
 from gateway.schemas import JobAccepted, JobCreate, JobPage, JobStatusOut, Problem, QueueStats
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -26,9 +28,28 @@ _UNAVAILABLE = {503: {"model": Problem, "description": "NATS is unreachable; ret
     responses={**_UNAVAILABLE, 422: {"description": "The body is not a valid job"}},
 )
 async def submit_job(
-    body: JobCreate, request: Request, response: Response, event_log: EventLogDep
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    event_log: EventLogDep,
+    job_types: JobTypesDep,
 ) -> JobAccepted:
-    """Append a ``submitted`` event; answer only once JetStream has stored it."""
+    """Append a ``submitted`` event; answer only once JetStream has stored it.
+
+    A payload of a known job type must match its contract (422 with the field errors).
+    Unknown types are accepted: a worker with a plugin the gateway lacks may run them.
+    """
+    contract = job_types.get(body.type)
+    if contract is not None:
+        try:
+            contract.payload.model_validate(body.payload)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [
+                    {**e, "loc": ("body", "payload", *e["loc"])}
+                    for e in exc.errors(include_url=False)
+                ]
+            ) from exc
     event = Submitted(
         job_id=new_job_id(),
         queue=body.queue,
@@ -97,3 +118,12 @@ async def queue_stats(session: SessionDep) -> list[QueueStats]:
     for (queue, job_status), count in counts.items():
         by_queue.setdefault(queue, dict.fromkeys(JobStatus, 0))[JobStatus(job_status)] = count
     return [QueueStats(queue=q, counts=c) for q, c in sorted(by_queue.items())]
+
+
+types_router = APIRouter(tags=["job types"])
+
+
+@types_router.get("/job-types")
+async def list_job_types(job_types: JobTypesDep) -> list[dict[str, Any]]:
+    """Every job type with a contract: its payload and result JSON Schemas."""
+    return [job_type.schema() for _, job_type in sorted(job_types.items())]
