@@ -119,6 +119,11 @@ class Released(BaseEvent):
     event: Literal["released"] = "released"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the release.")
 
+    def dedup_key(self) -> str:
+        # A job can be released more than once at the same attempt count (redriven twice),
+        # so the key carries the time, not only the attempt.
+        return f"{self.job_id}:released:{self.attempt}:{int(self.at.timestamp() * 1_000_000)}"
+
 
 class Started(BaseEvent):
     """A worker took the job; ``attempt`` counts deliveries from 1."""

@@ -8,7 +8,7 @@ import uuid6
 
 # A NATS subject token may not hold '.', '*', '>' or white space. We are stricter: ids,
 # queue names and event names are plain words so that they read well in `nats stream view`.
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def new_job_id() -> str:
@@ -18,4 +18,4 @@ def new_job_id() -> str:
 
 def is_token(value: str) -> bool:
     """Whether ``value`` can stand as one token of a subject (job id, queue name)."""
-    return bool(_TOKEN.match(value))
+    return bool(_TOKEN.fullmatch(value))

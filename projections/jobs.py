@@ -4,6 +4,9 @@ Exactly once: :func:`apply_batch` skips every event at or below the checkpoint a
 checkpoint in the same transaction as the rows it changed. A crash before the commit loses
 the whole batch (it is applied again from the log); a crash after it cannot apply it twice.
 
+Writes are set-based (one multi-row insert for the timeline, one upsert for the jobs) so a
+batch costs a handful of statements, not one per event.
+
 Poison policy: an event that cannot be decoded, or that is an illegal transition, does not
 stop the projection. It is *parked* in the job's timeline (``applied = false`` with the
 reason, and the raw body when undecodable), where the API and dashboard show it.
@@ -12,91 +15,94 @@ reason, and the raw body when undecodable), where the API and dashboard show it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import insert, select
+from sqlmodel import Session
 
 from ferrisqueue.eventlog import StoredEvent
 from ferrisqueue.fold import JobState, apply
+from ferrisqueue.store import queries
+from ferrisqueue.store.db import upsert
 from ferrisqueue.store.models import (
     JobEventRow,
     JobRow,
     ProjectionCheckpoint,
+    job_columns,
+    state_from_row,
 )
 from ferrisqueue.subjects import parse_job_subject
 
 NAME = "jobs"
 """This projection's checkpoint name."""
 
+_JOBS = JobRow.__table__  # type: ignore[attr-defined]
+_TIMELINE = JobEventRow.__table__  # type: ignore[attr-defined]
+_CHECKPOINTS = ProjectionCheckpoint.__table__  # type: ignore[attr-defined]
+
 
 def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
     """Apply the events of ``batch`` not applied yet and commit; returns the new checkpoint."""
-    checkpoint = session.get(ProjectionCheckpoint, NAME)
-    position = checkpoint.position if checkpoint else 0
+    position = queries.checkpoint(session, NAME)
     fresh = [stored for stored in batch if stored.seq > position]
     if not fresh:
         return position
 
-    job_ids = {_job_id(stored) for stored in fresh} - {None}
-    rows = {
-        row.job_id: row
-        for row in session.exec(select(JobRow).where(col(JobRow.job_id).in_(job_ids)))
+    job_ids = {job_id for stored in fresh if (job_id := _job_id(stored))}
+    states: dict[str, JobState] = {
+        row.job_id: state_from_row(row._mapping)
+        for row in session.execute(select(_JOBS).where(_JOBS.c.job_id.in_(job_ids)))
     }
-    states: dict[str, JobState] = {job_id: row.to_state() for job_id, row in rows.items()}
     last_seq: dict[str, int] = {}
+    timeline = [_timeline_row(stored, states, last_seq) for stored in fresh]
 
-    for stored in fresh:
-        session.add(_timeline_row(stored, states, last_seq))
-
-    for job_id, state in states.items():
-        if job_id not in last_seq:
-            continue
-        row = rows.get(job_id)
-        if row is None:
-            session.add(JobRow.from_state(state, last_seq[job_id]))
-        else:
-            row.update_from(state, last_seq[job_id])
-            session.add(row)
-
-    position, updated_at = fresh[-1].seq, fresh[-1].stored_at
-    if checkpoint is None:
-        checkpoint = ProjectionCheckpoint(name=NAME, position=position, updated_at=updated_at)
-    else:
-        checkpoint.position, checkpoint.updated_at = position, updated_at
-    session.add(checkpoint)
+    dialect = session.get_bind().dialect.name
+    session.execute(insert(_TIMELINE), timeline)
+    changed = [job_columns(states[job_id], seq) for job_id, seq in last_seq.items()]
+    if changed:
+        session.execute(upsert(dialect, _JOBS, "job_id"), changed)
+    position = fresh[-1].seq
+    session.execute(
+        upsert(dialect, _CHECKPOINTS, "name"),
+        [{"name": NAME, "position": position, "updated_at": fresh[-1].stored_at}],
+    )
     session.commit()
     return position
 
 
 def _timeline_row(
     stored: StoredEvent, states: dict[str, JobState], last_seq: dict[str, int]
-) -> JobEventRow:
+) -> dict[str, Any]:
     """Fold one event into ``states`` and describe it as a timeline row."""
     event = stored.event
     if event is None:
-        return JobEventRow(
-            seq=stored.seq,
-            job_id=_job_id(stored) or "",
-            event=stored.subject.rsplit(".", 1)[-1][:32],
-            at=stored.stored_at,
-            stored_at=stored.stored_at,
-            applied=False,
-            rejected_because=f"undecodable: {stored.error.reason if stored.error else '?'}",
-            raw=stored.data.decode("utf-8", errors="replace"),
-        )
+        reason = stored.error.reason if stored.error else "?"
+        return {
+            "seq": stored.seq,
+            "job_id": _job_id(stored) or "",
+            "event": stored.subject.rsplit(".", 1)[-1][:32],
+            "at": stored.stored_at,
+            "stored_at": stored.stored_at,
+            "applied": False,
+            "rejected_because": f"undecodable: {reason}",
+            "body": None,
+            "raw": stored.data.decode("utf-8", errors="replace"),
+        }
     transition = apply(states.get(event.job_id), event)
     if transition.applied and transition.state is not None:
         states[event.job_id] = transition.state
         last_seq[event.job_id] = stored.seq
-    return JobEventRow(
-        seq=stored.seq,
-        job_id=event.job_id,
-        event=event.kind.value,
-        at=event.at,
-        stored_at=stored.stored_at,
-        applied=transition.applied,
-        rejected_because=transition.rejected_because,
-        body=event.model_dump(mode="json", exclude_none=True),
-    )
+    return {
+        "seq": stored.seq,
+        "job_id": event.job_id,
+        "event": event.kind.value,
+        "at": event.at,
+        "stored_at": stored.stored_at,
+        "applied": transition.applied,
+        "rejected_because": transition.rejected_because,
+        "body": event.model_dump(mode="json", exclude_none=True),
+        "raw": None,
+    }
 
 
 def _job_id(stored: StoredEvent) -> str | None:

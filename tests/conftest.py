@@ -10,13 +10,32 @@ import httpx
 import nats
 import pytest
 from nats.aio.client import Client
+from sqlalchemy import Engine
 
 from ferrisqueue.embedded import EmbeddedNats, free_port
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.settings import Settings
+from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.topology import ensure_topology
 from tests.support.procs import ServiceProcess, module_argv, service_env, start_service
+from tests.support.stores import BACKENDS, store_url_for
 from tests.support.waits import wait_until
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty read store on each backend: the conformance suite runs on both."""
+    with store_url_for(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def store_engine(store_url: str) -> Iterator[Engine]:
+    """An engine on ``store_url`` with the schema in place; disposed after the test."""
+    engine = make_engine(store_url)
+    init_schema(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -1,4 +1,11 @@
-"""Engines for the read store: SQLite (default, WAL) or PostgreSQL via ``FQ_DATABASE_URL``."""
+"""Engines for the read store: SQLite (default, WAL) or PostgreSQL via ``FQ_DATABASE_URL``.
+
+Schema versioning: the read store is a projection of the event log, so it is never migrated
+in place. ``schema_info.version`` names the layout; a process that finds another version
+refuses to start and says to rebuild (``fq projections rebuild`` into a fresh database,
+then point ``FQ_DATABASE_URL`` at it). Adding a table to a store of the same version is
+done by ``create_all``, which only creates what is missing.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlmodel import SQLModel
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.sql import Insert
+from sqlmodel import Session, SQLModel
 
-from ferrisqueue.store import models  # noqa: F401 - registers the tables on the metadata
+from ferrisqueue.errors import ConfigurationError
+from ferrisqueue.store.models import SchemaInfo
+
+SCHEMA_VERSION = 1
+"""The read-store layout this code reads and writes."""
 
 
 def make_engine(url: str) -> Engine:
@@ -35,5 +49,34 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def init_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent)."""
-    SQLModel.metadata.create_all(engine)
+    """Create missing tables and check the schema version (idempotent, safe to race)."""
+    try:
+        SQLModel.metadata.create_all(engine)
+    except (IntegrityError, OperationalError, ProgrammingError):
+        # Another process created the same tables at the same moment; the second try sees them.
+        SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:
+        found = session.get(SchemaInfo, "version")
+        if found is None:
+            session.add(SchemaInfo(key="version", value=SCHEMA_VERSION))
+            try:
+                session.commit()
+                return
+            except IntegrityError:
+                session.rollback()
+                found = session.get(SchemaInfo, "version")
+        if found is not None and found.value != SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"the read store at {engine.url.render_as_string(hide_password=True)} has schema "
+                f"version {found.value}, this FerrisQueue needs {SCHEMA_VERSION}. Rebuild it from "
+                "the event log: `fq projections rebuild --database-url <new url>`."
+            )
+
+
+def upsert(engine_or_dialect: str, table: Any, key: str) -> Insert:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` every other column, on SQLite and PostgreSQL."""
+    dialect = postgresql if engine_or_dialect == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
+    result: Insert = statement.on_conflict_do_update(index_elements=[key], set_=columns)
+    return result

@@ -1,10 +1,12 @@
-"""Table models of the read store, and their mapping to and from the fold's :class:`JobState`.
+"""Table models of the read store, and the mapping between a ``jobs`` row and the fold's
+:class:`JobState`.
 
 SQLModel stores timezone-aware times (UTC) and gives them back aware, on SQLite too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +34,7 @@ class JobRow(SQLModel, table=True):
     run_at: datetime | None = None
     retry_at: datetime | None = None
     started_at: datetime | None = None
-    finished_at: datetime | None = None
+    finished_at: datetime | None = Field(default=None, index=True)
     worker: str | None = Field(default=None, max_length=200)
     progress: float | None = None
     result: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -43,66 +45,29 @@ class JobRow(SQLModel, table=True):
     events_applied: int
     last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
 
-    def update_from(self, state: JobState, seq: int) -> None:
-        """Copy ``state`` into this row; ``seq`` is the stream sequence of its last event."""
-        for name, value in _state_columns(state).items():
-            setattr(self, name, value)
-        self.last_seq = seq
-
-    @classmethod
-    def from_state(cls, state: JobState, seq: int) -> JobRow:
-        return cls(**_state_columns(state), last_seq=seq)
-
     def to_state(self) -> JobState:
-        return JobState(
-            job_id=self.job_id,
-            queue=self.queue,
-            type=self.type,
-            payload=self.payload,
-            status=JobStatus(self.status),
-            pending_reason=PendingReason(self.pending_reason) if self.pending_reason else None,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            attempts=self.attempts,
-            run_at=self.run_at,
-            retry_at=self.retry_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            worker=self.worker,
-            progress=self.progress,
-            result=self.result,
-            last_error=self.last_error,
-            cancel_requested=self.cancel_requested,
-            dead_lettered=self.dead_lettered,
-            submitted_by=self.submitted_by,
-            events_applied=self.events_applied,
-        )
+        return state_from_row(self.model_dump())
 
 
-def _state_columns(state: JobState) -> dict[str, Any]:
-    return {
-        "job_id": state.job_id,
-        "queue": state.queue,
-        "type": state.type,
-        "status": state.status.value,
-        "pending_reason": state.pending_reason.value if state.pending_reason else None,
-        "payload": state.payload,
-        "attempts": state.attempts,
-        "created_at": state.created_at,
-        "updated_at": state.updated_at,
-        "run_at": state.run_at,
-        "retry_at": state.retry_at,
-        "started_at": state.started_at,
-        "finished_at": state.finished_at,
-        "worker": state.worker,
-        "progress": state.progress,
-        "result": state.result,
-        "last_error": state.last_error,
-        "cancel_requested": state.cancel_requested,
-        "dead_lettered": state.dead_lettered,
-        "submitted_by": state.submitted_by,
-        "events_applied": state.events_applied,
-    }
+_STATE_FIELDS = tuple(JobState.__dataclass_fields__)
+
+
+def job_columns(state: JobState, seq: int) -> dict[str, Any]:
+    """The ``jobs`` row of ``state``; ``seq`` is the stream sequence of its last event."""
+    row = {name: getattr(state, name) for name in _STATE_FIELDS}
+    row["status"] = state.status.value
+    row["pending_reason"] = state.pending_reason.value if state.pending_reason else None
+    row["last_seq"] = seq
+    return row
+
+
+def state_from_row(row: Mapping[str, Any]) -> JobState:
+    """The :class:`JobState` a ``jobs`` row holds."""
+    fields = {name: row[name] for name in _STATE_FIELDS}
+    fields["status"] = JobStatus(row["status"])
+    reason = row["pending_reason"]
+    fields["pending_reason"] = PendingReason(reason) if reason else None
+    return JobState(**fields)
 
 
 class JobEventRow(SQLModel, table=True):
@@ -134,3 +99,12 @@ class ProjectionCheckpoint(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     position: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: datetime
+
+
+class SchemaInfo(SQLModel, table=True):
+    """The read store's schema version (see :mod:`ferrisqueue.store.db`)."""
+
+    __tablename__ = "schema_info"
+
+    key: str = Field(primary_key=True, max_length=32)
+    value: int

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,12 @@ def log_of(job_count: int) -> list[StoredEvent]:
     return stored
 
 
-def store(tmp_path: Path, name: str) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / name}")
+@contextmanager
+def sqlite_store(path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{path}")
     init_schema(engine)
-    return engine
+    yield engine
+    engine.dispose()
 
 
 def contents(engine: Engine) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
@@ -57,19 +61,20 @@ def contents(engine: Engine) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         return rows, timeline, queries.checkpoint(session, jobs.NAME)
 
 
-def test_overlapping_and_repeated_batches_apply_each_event_once(tmp_path: Path) -> None:
+def test_overlapping_and_repeated_batches_apply_each_event_once(
+    store_engine: Engine, tmp_path: Path
+) -> None:
     log = log_of(10)
-    once, replayed = store(tmp_path, "once.db"), store(tmp_path, "replayed.db")
-    with Session(once) as session:
+    with Session(store_engine) as session:
         jobs.apply_batch(session, log)
 
     # Redelivery after a crash: batches overlap, and a whole batch arrives twice.
-    for batch in (log[:7], log[3:12], log[3:12], log[10:], log):
-        with Session(replayed) as session:
-            jobs.apply_batch(session, batch)
-
-    assert contents(replayed) == contents(once)
-    rows, timeline, position = contents(once)
+    with sqlite_store(tmp_path / "replayed.db") as replayed:
+        for batch in (log[:7], log[3:12], log[3:12], log[10:], log):
+            with Session(replayed) as session:
+                jobs.apply_batch(session, batch)
+        assert contents(replayed) == contents(store_engine)
+    rows, timeline, position = contents(store_engine)
     assert position == len(log) == 31
     assert len(rows) == 10 and all(r["status"] == "completed" for r in rows)
     assert len(timeline) == 31
@@ -79,9 +84,9 @@ def test_overlapping_and_repeated_batches_apply_each_event_once(tmp_path: Path) 
     assert parked["raw"] == "{"
 
 
-def test_a_batch_entirely_below_the_checkpoint_changes_nothing(tmp_path: Path) -> None:
+def test_a_batch_entirely_below_the_checkpoint_changes_nothing(store_engine: Engine) -> None:
     log = log_of(3)
-    engine = store(tmp_path, "store.db")
+    engine = store_engine
     with Session(engine) as session:
         jobs.apply_batch(session, log)
     before = contents(engine)
@@ -93,13 +98,13 @@ def test_a_batch_entirely_below_the_checkpoint_changes_nothing(tmp_path: Path) -
     assert contents(engine) == before
 
 
-def test_rejected_event_is_in_the_timeline_but_not_in_the_state(tmp_path: Path) -> None:
+def test_rejected_event_is_in_the_timeline_but_not_in_the_state(store_engine: Engine) -> None:
     job = {"job_id": "job-x", "queue": "default"}
     events: list[BaseEvent] = [
         Submitted(**job, at=T0, type="echo"),
         Succeeded(**job, at=T0, attempt=1, result=None, duration_ms=0.0),  # never started
     ]
-    engine = store(tmp_path, "store.db")
+    engine = store_engine
     with Session(engine) as session:
         jobs.apply_batch(
             session,
