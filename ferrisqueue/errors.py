@@ -31,6 +31,10 @@ class PublishOutcomeUnknown(FerrisQueueError):
     """
 
 
+class PayloadTooLarge(FerrisQueueError):
+    """An event would exceed the size limit (``FQ_MAX_EVENT_BYTES`` or the server's)."""
+
+
 class DecodeError(FerrisQueueError):
     """A message on an FerrisQueue subject could not be decoded into an event.
 

@@ -19,10 +19,12 @@ from nats.js import JetStreamContext
 from ferrisqueue.errors import (
     DecodeError,
     NatsUnavailable,
+    PayloadTooLarge,
     PublishOutcomeUnknown,
     PublishRejected,
 )
 from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
+from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
 
 _NO_MESSAGE = 10037  # "no message found"
@@ -57,10 +59,19 @@ class StoredEvent:
 class EventLog:
     """Append events and read a job's history."""
 
-    def __init__(self, nc: Client, *, publish_timeout: float = 5.0) -> None:
+    def __init__(
+        self, nc: Client, *, publish_timeout: float = 5.0, max_event_bytes: int = 512 * 1024
+    ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._publish_timeout = publish_timeout
+        self._max_event_bytes = max_event_bytes
+
+    @classmethod
+    def for_settings(cls, nc: Client, settings: Settings) -> EventLog:
+        return cls(
+            nc, publish_timeout=settings.publish_timeout, max_event_bytes=settings.max_event_bytes
+        )
 
     @property
     def connected(self) -> bool:
@@ -72,18 +83,26 @@ class EventLog:
         The ``Nats-Msg-Id`` header is the event's dedup key, so appending the same event
         again (after a timeout, say) stores it once and returns the original sequence.
         """
+        body = encode_event(event)
+        if len(body) > self._max_event_bytes:
+            raise PayloadTooLarge(
+                f"{event.kind.value} event of {len(body)} bytes exceeds the limit of "
+                f"{self._max_event_bytes} bytes"
+            )
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
         try:
             ack = await self._js.publish(
                 event.subject,
-                encode_event(event),
+                body,
                 timeout=self._publish_timeout,
                 stream=EVENT_STREAM,
                 headers={"Nats-Msg-Id": event.dedup_key()},
             )
         except (TimeoutError, nats.errors.TimeoutError) as exc:
             raise PublishOutcomeUnknown(f"no ack for {event.subject} in time") from exc
+        except nats.errors.MaxPayloadError as exc:
+            raise PayloadTooLarge(f"{event.subject}: larger than the server accepts") from exc
         except nats.js.errors.NoStreamResponseError as exc:
             raise NatsUnavailable(f"no stream answers on {event.subject} (run `fq init`)") from exc
         except nats.js.errors.APIError as exc:
@@ -97,6 +116,17 @@ class EventLog:
         ) as exc:
             raise NatsUnavailable(f"cannot publish {event.subject}: {exc!r}") from exc
         seq: int = ack.seq
+        return seq
+
+    async def last_seq(self) -> int:
+        """The sequence of the newest message in the event log (0 when empty)."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        try:
+            info = await self._js.stream_info(EVENT_STREAM)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailable(f"cannot read the state of {EVENT_STREAM}: {exc!r}") from exc
+        seq: int = info.state.last_seq
         return seq
 
     async def history(self, job_id: str) -> list[StoredEvent]:

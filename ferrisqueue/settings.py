@@ -43,6 +43,16 @@ class Settings(BaseSettings):
         description="Embedded server fsyncs before every ack (durable on power loss, ~5x slower).",
     )
     nats_connect_timeout: float = Field(default=2.0, gt=0)
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="Replicas of every stream (3 on a 3-node cluster)."
+    )
+    max_event_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest event (a job's payload, a result) accepted; the stream's own limit "
+        "is 1 MiB. Larger submissions get 413.",
+    )
     publish_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for JetStream to ack a publish."
     )
@@ -79,7 +89,11 @@ class Settings(BaseSettings):
     ack_wait: float = Field(
         default=30.0, ge=1.0, description="Visibility timeout: a job's lease without heartbeats."
     )
-    max_deliver: int = Field(default=5, ge=1, description="Deliveries before a job is given up.")
+    max_deliver: int = Field(
+        default=5,
+        ge=1,
+        description="Deliveries before JetStream stops redelivering a job (MaxDeliver).",
+    )
     shutdown_grace: float = Field(
         default=10.0, ge=0.0, description="Seconds a stopping worker lets running jobs finish."
     )

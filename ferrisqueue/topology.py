@@ -57,9 +57,14 @@ def worker_consumer_config(queue: str, settings: Settings) -> dict[str, Any]:
     return config
 
 
-async def ensure_streams(nc: Client, root: Path = DEFINITIONS_DIR) -> None:
-    """Create every stream, or update it where its definition changed."""
-    for config in load_stream_definitions(root):
+async def ensure_streams(nc: Client, settings: Settings, root: Path = DEFINITIONS_DIR) -> None:
+    """Create every stream, or update it where its definition changed.
+
+    ``FQ_STREAM_REPLICAS`` overrides the files' replica count: 1 on the embedded server,
+    3 on the production cluster (docker-compose.yml).
+    """
+    for definition in load_stream_definitions(root):
+        config = {**definition, "num_replicas": settings.stream_replicas}
         name = config["name"]
         reply = await _api(nc, f"$JS.API.STREAM.CREATE.{name}", config, allow=(_STREAM_IN_USE,))
         if reply.get("error"):
@@ -78,7 +83,7 @@ async def delete_consumer(nc: Client, stream: str, name: str) -> None:
 
 async def ensure_topology(nc: Client, settings: Settings) -> None:
     """What ``fq init`` does: streams, and the dispatch consumer of every configured queue."""
-    await ensure_streams(nc)
+    await ensure_streams(nc, settings)
     for queue in settings.worker_queues:
         await ensure_consumer(nc, EVENT_STREAM, worker_consumer_config(queue, settings))
 

@@ -10,7 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ferrisqueue import __version__
-from ferrisqueue.errors import NatsUnavailable, PublishOutcomeUnknown, PublishRejected
+from ferrisqueue.errors import (
+    NatsUnavailable,
+    PayloadTooLarge,
+    PublishOutcomeUnknown,
+    PublishRejected,
+)
 from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
@@ -59,6 +64,10 @@ def create_app(settings: Settings) -> FastAPI:
             status_code=503,
             headers=retry_after,
         )
+
+    @app.exception_handler(PayloadTooLarge)
+    async def too_large(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(PublishOutcomeUnknown)
     async def outcome_unknown(_request: Request, exc: Exception) -> JSONResponse:

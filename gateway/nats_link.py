@@ -50,9 +50,9 @@ class NatsLink:
         except NatsUnavailable as exc:
             log.warning("%s; will retry", exc)
             return False
-        await ensure_streams(client)
+        await ensure_streams(client, self._settings)
         self._client = client
-        self.event_log = EventLog(client, publish_timeout=self._settings.publish_timeout)
+        self.event_log = EventLog.for_settings(client, self._settings)
         return True
 
     async def _keep_trying(self) -> None:

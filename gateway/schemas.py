@@ -105,3 +105,30 @@ class Problem(BaseModel):
     """An error answer."""
 
     detail: str
+
+
+class AuditEntryOut(BaseModel):
+    """One stored message of a job, as the fold saw it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int = Field(description="Stream sequence in FQ_EVENTS.")
+    event: str
+    at: datetime = Field(description="When it happened (producer's clock).")
+    stored_at: datetime = Field(description="When JetStream stored it.")
+    actor: str | None = Field(description="Who: submitted_by, requested_by, redriven_by or worker.")
+    applied: bool = Field(description="False: recorded but not a legal transition (see note).")
+    status_after: str | None
+    note: str | None
+    body: dict[str, Any] | None
+    raw: str | None = Field(description="The raw body of an undecodable message.")
+
+
+class ProjectionStatus(BaseModel):
+    """How far a projection is behind the event log."""
+
+    name: str
+    position: int = Field(description="Last stream sequence applied to the read store.")
+    last_applied_at: datetime | None
+    stream_last_seq: int | None = Field(description="Newest sequence in the log (null: NATS away).")
+    lag_events: int | None

@@ -1,10 +1,20 @@
-"""``python -m projections``: run the projector until SIGTERM or SIGINT."""
+"""``python -m projections``: run the projector until SIGTERM or SIGINT.
+
+``python -m projections rebuild`` folds the whole log into the read store once and exits;
+``python -m projections replay --until 2026-01-01T12:00:00Z`` stops at that time, leaving
+the store as it was then. Both take ``--database-url`` (default: ``FQ_DATABASE_URL``) and are
+what ``fq projections rebuild`` and ``fq replay`` run.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
+import sys
+from datetime import datetime
 
+from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.settings import Settings
 from projections.runner import Projector
@@ -18,10 +28,38 @@ async def _serve(settings: Settings) -> None:
     await projector.run()
 
 
+def _aware(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a timezone, e.g. {value}Z")
+    return parsed
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m projections", description=__doc__)
+    parser.add_argument("--database-url", help="read store to write (default FQ_DATABASE_URL)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("rebuild", help="fold the whole log once, then exit")
+    replay = commands.add_parser("replay", help="fold the log up to a time, then exit")
+    replay.add_argument("--until", type=_aware, required=True, help="RFC 3339 time")
+    args = parser.parse_args()
+
     settings = Settings()
+    if args.database_url:
+        settings = settings.model_copy(update={"database_url": args.database_url})
     setup_logging("projector", settings.log_level)
-    asyncio.run(_serve(settings))
+    if args.command is None:
+        asyncio.run(_serve(settings))
+        return
+    try:
+        position = asyncio.run(Projector(settings).catch_up(until=getattr(args, "until", None)))
+    except FerrisQueueError as exc:
+        print(f"projections {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    print(
+        f"{args.command}: read store at {settings.effective_database_url} is at stream "
+        f"sequence {position}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from ferrisqueue.store.models import (
 )
 from ferrisqueue.subjects import parse_job_subject
 
-NAME = "jobs"
+NAME = queries.JOBS_PROJECTION
 """This projection's checkpoint name."""
 
 _JOBS = JobRow.__table__  # type: ignore[attr-defined]
@@ -50,7 +50,7 @@ def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
 
     job_ids = {job_id for stored in fresh if (job_id := _job_id(stored))}
     states: dict[str, JobState] = {
-        row.job_id: state_from_row(row._mapping)
+        row.job_id: state_from_row(dict(row._mapping))
         for row in session.execute(select(_JOBS).where(_JOBS.c.job_id.in_(job_ids)))
     }
     last_seq: dict[str, int] = {}

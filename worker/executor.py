@@ -17,7 +17,7 @@ from typing import Any
 import pydantic_core
 from nats.aio.msg import Msg
 
-from ferrisqueue.errors import DecodeError, FerrisQueueError, Permanent
+from ferrisqueue.errors import DecodeError, FerrisQueueError, PayloadTooLarge, Permanent
 from ferrisqueue.eventlog import EventLog, StoredEvent
 from ferrisqueue.events import (
     BaseEvent,
@@ -126,7 +126,18 @@ class JobExecutor:
             )
         else:
             outcome = at(Succeeded, attempt=attempt, result=result, duration_ms=_ms_since(began))
-        await self._log.append(outcome)
+        try:
+            await self._log.append(outcome)
+        except PayloadTooLarge as exc:  # a result too large to store fails the job instead
+            await self._log.append(
+                at(
+                    Failed,
+                    attempt=attempt,
+                    error=str(exc),
+                    error_type=_error_type(Permanent()),
+                    duration_ms=_ms_since(began),
+                )
+            )
         await msg.ack()
 
     async def _reject_poison(self, msg: Msg, error: DecodeError | None) -> None:

@@ -53,7 +53,7 @@ class Worker:
         )
         try:
             executor = JobExecutor(
-                EventLog(nc, publish_timeout=settings.publish_timeout),
+                EventLog.for_settings(nc, settings),
                 self._registry,
                 worker_id=settings.worker_id,
                 ack_wait=settings.ack_wait,
@@ -72,7 +72,7 @@ class Worker:
             await close_quietly(nc)
 
     async def _pullers(self, nc: Client) -> list[Puller]:
-        await ensure_streams(nc)
+        await ensure_streams(nc, self._settings)
         pullers = []
         for queue in self._settings.worker_queues:
             config = worker_consumer_config(queue, self._settings)

@@ -1,16 +1,21 @@
-"""``fq``: run the local system, submit jobs, read their status, manage the topology."""
+"""``fq``: run the local system, submit jobs, follow and audit them, manage the topology and
+the read store."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import subprocess
+import sys
 import time
 from typing import Annotated, Any
 
 import httpx
 import typer
 
+from ferrisqueue.audit import AuditEntry, audit_trail
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import Submitted, utcnow
@@ -97,7 +102,7 @@ def submit(
         async def publish() -> None:
             nc = await connect(settings.effective_nats_url, name="fq-submit")
             try:
-                await EventLog(nc, publish_timeout=settings.publish_timeout).append(event)
+                await EventLog.for_settings(nc, settings).append(event)
             finally:
                 await nc.close()
 
@@ -122,6 +127,69 @@ def status(
             break
         time.sleep(0.1)
     typer.echo(json.dumps(answer, indent=2))
+
+
+projections_app = typer.Typer(help="Read-store projections.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="Read store to write (default FQ_DATABASE_URL)")
+]
+
+
+@projections_app.command("rebuild")
+def rebuild(database_url: DatabaseUrl = None) -> None:
+    """Fold the whole event log into the read store (use a fresh database), then exit."""
+    _projections("rebuild", database_url)
+
+
+@app.command()
+def replay(
+    until: Annotated[str, typer.Option(help="RFC 3339 time, e.g. 2026-01-01T12:00:00Z")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Build the read store as it was at UNTIL (use a fresh database), then exit."""
+    _projections("replay", database_url, "--until", until)
+
+
+def _projections(command: str, database_url: str | None, *extra: str) -> None:
+    # The projector is a service; the kernel's CLI runs it rather than importing it.
+    argv = [sys.executable, "-m", "projections"]
+    if database_url:
+        argv += ["--database-url", database_url]
+    raise typer.Exit(subprocess.run([*argv, command, *extra], check=False).returncode)
+
+
+@app.command()
+def audit(
+    job_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """Print a job's complete history, read from the event log itself."""
+    settings = _settings()
+    trail: list[AuditEntry] = []
+
+    async def read() -> None:
+        nc = await connect(settings.effective_nats_url, name="fq-audit")
+        try:
+            history = await EventLog.for_settings(nc, settings).history(job_id)
+            trail.extend(audit_trail(history))
+        finally:
+            await nc.close()
+
+    _run(read())
+    if not trail:
+        typer.secho(f"no events for job {job_id}", fg="red", err=True)
+        raise typer.Exit(1)
+    for entry in trail:
+        if as_json:
+            typer.echo(json.dumps(dataclasses.asdict(entry), default=str))
+            continue
+        verdict = "" if entry.applied else f"  REJECTED: {entry.note}"
+        typer.echo(
+            f"{entry.seq:>8}  {entry.at.isoformat(timespec='milliseconds')}  "
+            f"{entry.event:<16} {entry.actor or '-':<24} -> {entry.status_after or '-'}{verdict}"
+        )
 
 
 @app.command("id")

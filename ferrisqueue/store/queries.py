@@ -50,6 +50,15 @@ def job_timeline(session: Session, job_id: str) -> list[JobEventRow]:
     return list(session.exec(query))
 
 
+JOBS_PROJECTION = "jobs"
+PROJECTIONS = (JOBS_PROJECTION,)
+"""The projections a complete read store has (their checkpoint names)."""
+
+
+def checkpoints(session: Session) -> list[ProjectionCheckpoint]:
+    return list(session.exec(select(ProjectionCheckpoint)))
+
+
 def checkpoint(session: Session, name: str) -> int:
     """The last stream sequence projection ``name`` applied (0: nothing yet)."""
     row = session.get(ProjectionCheckpoint, name)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
+from ferrisqueue.errors import NatsUnavailable
+from ferrisqueue.store import queries
 from gateway.deps import SessionDep
 from gateway.nats_link import NatsLink
+from gateway.schemas import ProjectionStatus
 
 router = APIRouter(tags=["health"])
 
@@ -31,3 +36,25 @@ async def readyz(request: Request, response: Response, session: SessionDep) -> d
     if not all(checks.values()):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return checks
+
+
+@router.get("/projections")
+async def projections(request: Request, session: SessionDep) -> list[ProjectionStatus]:
+    """Each projection's position and lag behind the log (lag is null while NATS is away)."""
+    rows = await run_in_threadpool(queries.checkpoints, session)
+    link: NatsLink = request.app.state.nats
+    last: int | None = None
+    if link.event_log is not None:
+        with contextlib.suppress(NatsUnavailable):
+            last = await link.event_log.last_seq()
+    names = {row.name: row for row in rows}
+    return [
+        ProjectionStatus(
+            name=name,
+            position=row.position if row else 0,
+            last_applied_at=row.updated_at if row else None,
+            stream_last_seq=last,
+            lag_events=None if last is None else max(0, last - (row.position if row else 0)),
+        )
+        for name, row in ((n, names.get(n)) for n in sorted({*names, *queries.PROJECTIONS}))
+    ]

@@ -9,13 +9,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from ferrisqueue.audit import audit_trail
 from ferrisqueue.events import Submitted, Token, utcnow
 from ferrisqueue.fold import fold
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.states import JobStatus
 from ferrisqueue.store import queries
 from gateway.deps import EventLogDep, JobTypesDep, SessionDep, get_event_log
-from gateway.schemas import JobAccepted, JobCreate, JobPage, JobStatusOut, Problem, QueueStats
+from gateway.schemas import (
+    AuditEntryOut,
+    JobAccepted,
+    JobCreate,
+    JobPage,
+    JobStatusOut,
+    Problem,
+    QueueStats,
+)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -25,7 +34,11 @@ _UNAVAILABLE = {503: {"model": Problem, "description": "NATS is unreachable; ret
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**_UNAVAILABLE, 422: {"description": "The body is not a valid job"}},
+    responses={
+        **_UNAVAILABLE,
+        413: {"model": Problem, "description": "The job is larger than FQ_MAX_EVENT_BYTES"},
+        422: {"description": "The body is not a valid job"},
+    },
 )
 async def submit_job(
     body: JobCreate,
@@ -82,6 +95,16 @@ async def job_status(job_id: Token, session: SessionDep, request: Request) -> Jo
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     return JobStatusOut.from_state(state, "event_log")
+
+
+@router.get("/{job_id}/events", responses={404: {"model": Problem}, **_UNAVAILABLE})
+async def job_events(job_id: Token, event_log: EventLogDep) -> list[AuditEntryOut]:
+    """The job's complete audit trail, read from the event log itself (the source of truth):
+    every message, who sent it, when, and whether the fold applied it."""
+    history = await event_log.history(job_id)
+    if not history:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    return [AuditEntryOut.model_validate(entry) for entry in audit_trail(history)]
 
 
 @router.get("")

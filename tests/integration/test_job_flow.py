@@ -192,3 +192,14 @@ async def test_list_jobs_pages_newest_first_and_filters(
             "counts": {"pending": 0, "running": 0, "completed": 4, "failed": 3, "canceled": 0},
         }
     ]
+
+
+async def test_oversized_job_is_413_and_stores_nothing(
+    gateway: httpx.AsyncClient, nc: Client
+) -> None:
+    response = await gateway.post("/jobs", json={"type": "echo", "payload": {"x": "a" * 600_000}})
+
+    assert response.status_code == 413
+    assert "exceeds the limit" in response.json()["detail"]
+    info = await nc.jetstream().stream_info(EVENT_STREAM)
+    assert info.state.messages == 0

@@ -155,3 +155,48 @@ async def _settled(nc: Client) -> int:
     submitted = sum(1 for s in subjects if s.endswith(".submitted"))
     finished = sum(1 for s in subjects if s.endswith((".succeeded", ".failed")))
     return info.state.last_seq if submitted and finished == submitted else 0
+
+
+async def test_a_standby_projector_takes_over_when_the_leader_dies(
+    start: StartService, nc: Client, event_log: EventLog, store_url: str, tmp_path: Path
+) -> None:
+    """Runs on SQLite and PostgreSQL: two projectors, one store, each event applied once."""
+    start("worker")
+    engine = read_store(store_url)
+    leader = start("projections", FQ_DATABASE_URL=store_url)
+    await wait_until(lambda: _logged(leader.log(), "leading"), bool, timeout=20, what="a leader")
+    standby = start("projections", FQ_DATABASE_URL=store_url)
+    await wait_until(
+        lambda: _logged(standby.log(), "standing by"), bool, timeout=20, what="a standby"
+    )
+    for _ in range(50):
+        await event_log.append(
+            Submitted(job_id=new_job_id(), queue="default", at=utcnow(), type="echo")
+        )
+    await wait_caught_up(engine, nc)
+
+    leader.kill()
+    for _ in range(50):
+        await event_log.append(
+            Submitted(job_id=new_job_id(), queue="default", at=utcnow(), type="echo")
+        )
+    last = await wait_caught_up(engine, nc)
+
+    assert "leading" in standby.log()
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    start("projections", FQ_DATABASE_URL=fresh_url, FQ_PROJECTOR_CONSUMER="fq-projector-fresh")
+    fresh = read_store(fresh_url)
+    await wait_until(
+        lambda: _checkpoint(fresh), lambda p: p == last, timeout=30, what="fresh rebuild"
+    )
+    live_rows, live_timeline = snapshot(engine)
+    fresh_rows, fresh_timeline = snapshot(fresh)
+    engine.dispose()
+    fresh.dispose()
+    assert len(live_rows) == 100
+    assert _differences(live_rows, fresh_rows) == []
+    assert _differences(live_timeline, fresh_timeline) == []
+
+
+async def _logged(log: str, text: str) -> bool:
+    return text in log
