@@ -118,14 +118,14 @@ class EventLog:
         seq: int = ack.seq
         return seq
 
-    async def last_seq(self) -> int:
-        """The sequence of the newest message in the event log (0 when empty)."""
+    async def last_seq(self, stream: str = EVENT_STREAM) -> int:
+        """The sequence of the newest message in ``stream`` (0 when empty)."""
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
         try:
-            info = await self._js.stream_info(EVENT_STREAM)
+            info = await self._js.stream_info(stream)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise NatsUnavailable(f"cannot read the state of {EVENT_STREAM}: {exc!r}") from exc
+            raise NatsUnavailable(f"cannot read the state of {stream}: {exc!r}") from exc
         seq: int = info.state.last_seq
         return seq
 

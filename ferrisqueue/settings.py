@@ -7,6 +7,7 @@ entry point and passes it down.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,11 @@ from ferrisqueue.ids import is_token
 
 DEFAULT_EMBEDDED_NATS_PORT = 4322
 """Not 4222: a machine may already run another (older) nats-server there."""
+
+
+def _token(value: str) -> str:
+    """``value`` made into a subject token (host names may hold dots)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", value)[-64:]
 
 
 class Settings(BaseSettings):
@@ -83,8 +89,12 @@ class Settings(BaseSettings):
         default=16, ge=1, le=10_000, description="Jobs one worker process runs at once."
     )
     worker_id: str = Field(
-        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
-        description="Name a worker records in `started` events.",
+        default_factory=lambda: _token(f"{socket.gethostname()}-{os.getpid()}"),
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name a worker records in `started` events and heartbeats.",
+    )
+    worker_heartbeat: float = Field(
+        default=5.0, ge=0.2, le=300, description="Seconds between a worker's heartbeats."
     )
     ack_wait: float = Field(
         default=30.0, ge=1.0, description="Visibility timeout: a job's lease without heartbeats."

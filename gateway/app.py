@@ -20,7 +20,7 @@ from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from gateway.nats_link import NatsLink
-from gateway.routes import health, jobs
+from gateway.routes import health, jobs, observe
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(jobs.stats_router)
     app.include_router(jobs.types_router)
+    app.include_router(observe.router)
     app.include_router(health.router)
 
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}

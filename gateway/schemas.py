@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ferrisqueue.events import Token
 from ferrisqueue.fold import JobState
 from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.workers import WorkerHealth
 
 
 class JobCreate(BaseModel):
@@ -128,7 +129,67 @@ class ProjectionStatus(BaseModel):
     """How far a projection is behind the event log."""
 
     name: str
+    stream: str
     position: int = Field(description="Last stream sequence applied to the read store.")
     last_applied_at: datetime | None
     stream_last_seq: int | None = Field(description="Newest sequence in the log (null: NATS away).")
     lag_events: int | None
+
+
+class WorkerOut(BaseModel):
+    """A worker process, from its latest heartbeat."""
+
+    worker_id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    in_flight: int
+    processed: int
+    failed: int
+    started_at: datetime
+    last_seen_at: datetime
+    interval: float
+    stopped: bool
+    health: WorkerHealth
+
+
+class MinuteOut(BaseModel):
+    """One minute of one queue and job type."""
+
+    minute: datetime
+    queue: str
+    type: str
+    submitted: int
+    started: int
+    succeeded: int
+    failed: int
+    dead_lettered: int
+    canceled: int
+    wait_ms_p50: float | None
+    wait_ms_p95: float | None
+    wait_ms_p99: float | None
+    run_ms_p50: float | None
+    run_ms_p95: float | None
+    run_ms_p99: float | None
+
+
+class MetricsOut(BaseModel):
+    """Per-minute metrics and their totals over [since, until)."""
+
+    since: datetime
+    until: datetime
+    minutes: list[MinuteOut]
+    totals: dict[str, float | None]
+
+
+class DeadLetterOut(BaseModel):
+    """A dead-lettered job."""
+
+    job_id: str
+    queue: str
+    type: str
+    reason: str
+    attempts: int
+    dead_lettered_at: datetime
+    redriven_at: datetime | None

@@ -1,4 +1,5 @@
-"""The jobs projection: ``jobs`` (current state) and ``job_events`` (the timeline).
+"""The jobs projection: ``jobs`` (current state), ``job_events`` (the timeline),
+``metrics_minute`` and ``dead_letters``, all from the event log in one transaction.
 
 Exactly once: :func:`apply_batch` skips every event at or below the checkpoint and moves the
 checkpoint in the same transaction as the rows it changed. A crash before the commit loses
@@ -32,6 +33,8 @@ from ferrisqueue.store.models import (
     state_from_row,
 )
 from ferrisqueue.subjects import parse_job_subject
+from projections import dead_letters, metrics
+from projections.metrics import Applied
 
 NAME = queries.JOBS_PROJECTION
 """This projection's checkpoint name."""
@@ -54,13 +57,16 @@ def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
         for row in session.execute(select(_JOBS).where(_JOBS.c.job_id.in_(job_ids)))
     }
     last_seq: dict[str, int] = {}
-    timeline = [_timeline_row(stored, states, last_seq) for stored in fresh]
+    applied: list[Applied] = []
+    timeline = [_timeline_row(stored, states, last_seq, applied) for stored in fresh]
 
     dialect = session.get_bind().dialect.name
     session.execute(insert(_TIMELINE), timeline)
     changed = [job_columns(states[job_id], seq) for job_id, seq in last_seq.items()]
     if changed:
         session.execute(upsert(dialect, _JOBS, "job_id"), changed)
+    metrics.write(session, dialect, applied)
+    dead_letters.write(session, dialect, applied)
     position = fresh[-1].seq
     session.execute(
         upsert(dialect, _CHECKPOINTS, "name"),
@@ -71,9 +77,13 @@ def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
 
 
 def _timeline_row(
-    stored: StoredEvent, states: dict[str, JobState], last_seq: dict[str, int]
+    stored: StoredEvent,
+    states: dict[str, JobState],
+    last_seq: dict[str, int],
+    applied: list[Applied],
 ) -> dict[str, Any]:
-    """Fold one event into ``states`` and describe it as a timeline row."""
+    """Fold one event into ``states`` (noting it in ``applied`` if it was) and describe it
+    as a timeline row."""
     event = stored.event
     if event is None:
         reason = stored.error.reason if stored.error else "?"
@@ -88,10 +98,12 @@ def _timeline_row(
             "body": None,
             "raw": stored.data.decode("utf-8", errors="replace"),
         }
-    transition = apply(states.get(event.job_id), event)
+    before = states.get(event.job_id)
+    transition = apply(before, event)
     if transition.applied and transition.state is not None:
         states[event.job_id] = transition.state
         last_seq[event.job_id] = stored.seq
+        applied.append((before, event, transition.state))
     return {
         "seq": stored.seq,
         "job_id": event.job_id,

@@ -1,14 +1,17 @@
-"""The projector process: read the event log in order and apply it to the read store.
+"""The projector process: read the logs in order and apply them to the read store.
 
-Position lives in the read store (the ``projection_checkpoints`` row written with the data),
-not in NATS. At start the durable consumer ``fq-projector`` is re-created to deliver from
+Two projections run side by side: ``jobs`` over the event log (``FQ_EVENTS``: jobs,
+timelines, metrics, dead letters) and ``workers`` over the heartbeats (``FQ_WORKERS``).
+
+Position lives in the read store (each projection's ``projection_checkpoints`` row, written
+with the data), not in NATS. At start each durable consumer is re-created to deliver from
 checkpoint + 1, so a fresh store rebuilds from the first event, a restarted projector
 resumes exactly where its last commit left off, and nothing waits for an AckWait to expire.
 
 Several projectors may run for one read store (for availability): the one holding the
 store's lock (:mod:`ferrisqueue.store.leadership`) projects, the others stand by and take
-over when it dies. Each read store needs its own durable consumer (``FQ_PROJECTOR_CONSUMER``):
-two stores on one consumer would each receive part of the log.
+over when it dies. Each read store needs its own consumers (``FQ_PROJECTOR_CONSUMER`` names
+them): two stores on one consumer would each receive part of the log.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -41,7 +46,8 @@ from ferrisqueue.topology import (
     ensure_streams,
     load_consumer_definition,
 )
-from projections import jobs
+from ferrisqueue.workers import WORKER_STREAM
+from projections import jobs, workers
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +56,42 @@ STANDBY_RETRY = 1.0
 """Seconds between a standby projector's attempts to take the lead."""
 
 
+@dataclass(frozen=True)
+class Projection:
+    """One fold: which stream, which consumer definition, how to decode and apply."""
+
+    name: str
+    stream: str
+    definition: str
+    consumer_suffix: str
+    decode: Callable[[Msg], Any]
+    apply: Callable[[Session, Sequence[Any]], int]
+    """Both take and give items with ``seq`` and ``stored_at``."""
+
+
+def _event(msg: Msg) -> StoredEvent:
+    meta = msg.metadata
+    return StoredEvent.decode(meta.sequence.stream, msg.subject, msg.data, meta.timestamp)
+
+
+def _heartbeat(msg: Msg) -> workers.StoredHeartbeat:
+    meta = msg.metadata
+    return workers.StoredHeartbeat(meta.sequence.stream, meta.timestamp, msg.data)
+
+
+JOBS = Projection(jobs.NAME, EVENT_STREAM, PROJECTOR_CONSUMER, "", _event, jobs.apply_batch)
+WORKERS = Projection(
+    workers.NAME,
+    WORKER_STREAM,
+    "fq-projector-workers",
+    "-workers",
+    _heartbeat,
+    workers.apply_batch,
+)
+
+
 class Projector:
-    """Runs the jobs projection until stopped."""
+    """Runs the projections until stopped (or once, for a rebuild or replay)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -61,19 +101,28 @@ class Projector:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Follow the log for ever (until stopped), as the leader of the read store."""
+        """Follow the logs for ever (until stopped), as the leader of the read store."""
         engine = make_engine(self._settings.effective_database_url)
         init_schema(engine)
         lock = StoreLock(engine, "projector")
         try:
             if await self._lead(lock):
-                await self._project(engine, self._settings.projector_consumer, None)
+                nc = await self._connect()
+                try:
+                    await asyncio.gather(
+                        *(
+                            self._follow(nc, engine, p, self._consumer_name(p), None, None)
+                            for p in (JOBS, WORKERS)
+                        )
+                    )
+                finally:
+                    await close_quietly(nc)
         finally:
             lock.release()
             engine.dispose()
 
     async def catch_up(self, *, until: datetime | None = None) -> int:
-        """One-shot: apply the log up to its current end (or to ``until``, by the time
+        """One-shot: apply the event log up to its current end (or to ``until``, by the time
         JetStream stored each message) and return the position reached.
 
         ``fq projections rebuild`` and ``fq replay --until`` run this into a fresh store.
@@ -87,11 +136,29 @@ class Projector:
                     "a projector is running on this read store; stop it, or rebuild into "
                     "another store (--database-url)"
                 )
-            consumer = f"fq-rebuild-{new_job_id()}"
-            return await self._project(engine, consumer, until, one_shot=True)
+            nc = await self._connect()
+            try:
+                last = (await nc.jetstream().stream_info(EVENT_STREAM)).state.last_seq
+                return await self._follow(
+                    nc, engine, JOBS, f"fq-rebuild-{new_job_id()}", last, until
+                )
+            finally:
+                await close_quietly(nc)
         finally:
             lock.release()
             engine.dispose()
+
+    async def _connect(self) -> Client:
+        nc = await connect(
+            self._settings.effective_nats_url,
+            name="fq-projector",
+            connect_timeout=self._settings.nats_connect_timeout,
+        )
+        await ensure_streams(nc, self._settings)
+        return nc
+
+    def _consumer_name(self, projection: Projection) -> str:
+        return f"{self._settings.projector_consumer}{projection.consumer_suffix}"
 
     async def _lead(self, lock: StoreLock) -> bool:
         """Wait until this projector holds the store's lock (or is stopped)."""
@@ -106,87 +173,68 @@ class Projector:
         log.info("leading the read store's projection")
         return True
 
-    async def _project(
-        self, engine: Engine, consumer: str, until: datetime | None, *, one_shot: bool = False
-    ) -> int:
-        nc = await connect(
-            self._settings.effective_nats_url,
-            name="fq-projector",
-            connect_timeout=self._settings.nats_connect_timeout,
-        )
-        try:
-            await ensure_streams(nc, self._settings)
-            with Session(engine) as session:
-                position = queries.checkpoint(session, jobs.NAME)
-            last = (await nc.jetstream().stream_info(EVENT_STREAM)).state.last_seq
-            if one_shot and position >= last:
-                return position
-            puller = await self._puller(nc, consumer, position, temporary=one_shot)
-            log.info("projector resuming after stream sequence %d", position)
-            try:
-                return await self._consume(
-                    puller, engine, position, last_seq=last if one_shot else None, until=until
-                )
-            finally:
-                if one_shot:
-                    await delete_consumer(nc, EVENT_STREAM, consumer)
-        finally:
-            await close_quietly(nc)
-
-    async def _puller(self, nc: Client, name: str, position: int, *, temporary: bool) -> Puller:
-        config: dict[str, Any] = {
-            **load_consumer_definition(EVENT_STREAM, PROJECTOR_CONSUMER),
-            "durable_name": name,
-        }
-        if position > 0:
-            config.update(deliver_policy="by_start_sequence", opt_start_seq=position + 1)
-        if temporary:  # removed by the server if the one-shot run dies before deleting it
-            config["inactive_threshold"] = 60 * 1_000_000_000
-        # The start position cannot be changed on an existing consumer: re-create it.
-        await delete_consumer(nc, EVENT_STREAM, name)
-        await ensure_consumer(nc, EVENT_STREAM, config)
-        puller = Puller(nc, EVENT_STREAM, name, expires=FETCH_TIMEOUT)
-        await puller.start()
-        return puller
-
-    async def _consume(
+    async def _follow(
         self,
-        puller: Puller,
+        nc: Client,
         engine: Engine,
-        position: int,
-        *,
+        projection: Projection,
+        consumer: str,
         last_seq: int | None,
         until: datetime | None,
     ) -> int:
-        """Apply bursts until stopped, or past ``last_seq`` / ``until`` (one-shot runs)."""
+        """Apply ``projection`` from its checkpoint on: for ever (``last_seq`` None), or up
+        to ``last_seq`` / ``until`` on a temporary consumer (one-shot runs)."""
+        with Session(engine) as session:
+            position = queries.checkpoint(session, projection.name)
+        one_shot = last_seq is not None
+        if last_seq is not None and position >= last_seq:
+            return position
+        puller = await self._puller(nc, projection, consumer, position, temporary=one_shot)
+        log.info("%s projection resuming after sequence %d", projection.name, position)
+        done = asyncio.Event() if one_shot else self._stopping
         batch_size = self._settings.projector_batch
-        done = self._stopping if last_seq is None else asyncio.Event()
 
         async def request_size() -> int:
             return batch_size
 
-        async for msgs in puller.bursts(done, request_size=request_size):
-            batch = [
-                StoredEvent.decode(
-                    m.metadata.sequence.stream, m.subject, m.data, m.metadata.timestamp
-                )
-                for m in msgs
-            ]
-            wanted = [
-                e
-                for e in batch
-                if (last_seq is None or e.seq <= last_seq)
-                and (until is None or e.stored_at <= until)
-            ]
-            if wanted:
-                position = await asyncio.to_thread(_apply, engine, wanted)
-            await msgs[-1].ack()  # the consumer acks all: one ack covers the burst
-            if len(wanted) < len(batch) or (last_seq is not None and position >= last_seq):
-                done.set()
-        await puller.stop()
+        try:
+            async for msgs in puller.bursts(done, request_size=request_size):
+                batch = [projection.decode(m) for m in msgs]
+                wanted = [item for item in batch if _within(item, last_seq, until)]
+                if wanted:
+                    position = await asyncio.to_thread(_apply, engine, projection, wanted)
+                await msgs[-1].ack()  # the consumer acks all: one ack covers the burst
+                if last_seq is not None and (len(wanted) < len(batch) or position >= last_seq):
+                    done.set()
+        finally:
+            await puller.stop()
+            if one_shot:
+                await delete_consumer(nc, projection.stream, consumer)
         return position
 
+    async def _puller(
+        self, nc: Client, projection: Projection, name: str, position: int, *, temporary: bool
+    ) -> Puller:
+        config: dict[str, Any] = {
+            **load_consumer_definition(projection.stream, projection.definition),
+            "durable_name": name,
+        }
+        if position > 0:
+            config.update(deliver_policy="by_start_sequence", opt_start_seq=position + 1)
+        if temporary:  # removed by the server if a one-shot run dies before deleting it
+            config["inactive_threshold"] = 60 * 1_000_000_000
+        # The start position cannot be changed on an existing consumer: re-create it.
+        await delete_consumer(nc, projection.stream, name)
+        await ensure_consumer(nc, projection.stream, config)
+        puller = Puller(nc, projection.stream, name, expires=FETCH_TIMEOUT)
+        await puller.start()
+        return puller
 
-def _apply(engine: Engine, batch: Sequence[StoredEvent]) -> int:
+
+def _within(item: Any, last_seq: int | None, until: datetime | None) -> bool:
+    return (last_seq is None or item.seq <= last_seq) and (until is None or item.stored_at <= until)
+
+
+def _apply(engine: Engine, projection: Projection, batch: Sequence[Any]) -> int:
     with Session(engine) as session:
-        return jobs.apply_batch(session, batch)
+        return projection.apply(session, batch)

@@ -48,6 +48,10 @@ class JobExecutor:
         self._registry = registry
         self._worker_id = worker_id
         self._ack_wait = ack_wait
+        self.processed = 0
+        """Jobs whose outcome this executor recorded."""
+        self.failed = 0
+        """Of those, the ones that failed."""
 
     async def execute(self, msg: Msg) -> None:
         """Handle one message to the end; never raises (a worker must outlive any job)."""
@@ -129,16 +133,17 @@ class JobExecutor:
         try:
             await self._log.append(outcome)
         except PayloadTooLarge as exc:  # a result too large to store fails the job instead
-            await self._log.append(
-                at(
-                    Failed,
-                    attempt=attempt,
-                    error=str(exc),
-                    error_type=_error_type(Permanent()),
-                    duration_ms=_ms_since(began),
-                )
+            outcome = at(
+                Failed,
+                attempt=attempt,
+                error=str(exc),
+                error_type=_error_type(Permanent()),
+                duration_ms=_ms_since(began),
             )
+            await self._log.append(outcome)
         await msg.ack()
+        self.processed += 1
+        self.failed += isinstance(outcome, Failed)
 
     async def _reject_poison(self, msg: Msg, error: DecodeError | None) -> None:
         """A message that can never run: record why (when the subject names a job) and

@@ -20,6 +20,7 @@ from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM
 from ferrisqueue.topology import ensure_consumer, ensure_streams, worker_consumer_config
 from worker.executor import JobExecutor
+from worker.heartbeat import HeartbeatPublisher
 from worker.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class Worker:
                 ack_wait=settings.ack_wait,
             )
             pullers = await self._pullers(nc)
+            heartbeat = HeartbeatPublisher(
+                nc, settings, lambda: (len(self._running), executor.processed, executor.failed)
+            )
+            beating = asyncio.create_task(heartbeat.run(self._stopping), name="heartbeat")
             log.info(
                 "worker %s consuming %s with %d slots, tasks: %s",
                 settings.worker_id,
@@ -68,6 +73,8 @@ class Worker:
             )
             await asyncio.gather(*(self._consume(puller, executor) for puller in pullers))
             await self._wind_down()
+            await beating
+            await heartbeat.beat("stopped")
         finally:
             await close_quietly(nc)
 

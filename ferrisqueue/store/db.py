@@ -73,10 +73,10 @@ def init_schema(engine: Engine) -> None:
             )
 
 
-def upsert(engine_or_dialect: str, table: Any, key: str) -> Insert:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` every other column, on SQLite and PostgreSQL."""
-    dialect = postgresql if engine_or_dialect == "postgresql" else sqlite
+def upsert(dialect_name: str, table: Any, *keys: str) -> Insert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` every other column, on SQLite and PostgreSQL."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     statement = dialect.insert(table)
-    columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
-    result: Insert = statement.on_conflict_do_update(index_elements=[key], set_=columns)
+    columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    result: Insert = statement.on_conflict_do_update(index_elements=list(keys), set_=columns)
     return result

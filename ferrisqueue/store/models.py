@@ -101,6 +101,61 @@ class ProjectionCheckpoint(SQLModel, table=True):
     updated_at: datetime
 
 
+class WorkerRow(SQLModel, table=True):
+    """A worker process as its latest heartbeat describes it."""
+
+    __tablename__ = "workers"
+
+    worker_id: str = Field(primary_key=True, max_length=64)
+    hostname: str = Field(max_length=255)
+    pid: int
+    queues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    concurrency: int
+    in_flight: int
+    processed: int
+    failed: int
+    started_at: datetime
+    last_seen_at: datetime
+    interval: float
+    stopped: bool = False
+
+
+class MetricsMinuteRow(SQLModel, table=True):
+    """What happened in one minute, per queue and job type (by the events' own times).
+
+    ``wait_hist`` (became runnable -> started) and ``run_hist`` (started -> outcome) are
+    :mod:`ferrisqueue.histogram` histograms, so minutes can be merged into any range.
+    """
+
+    __tablename__ = "metrics_minute"
+
+    minute: datetime = Field(primary_key=True)
+    queue: str = Field(primary_key=True, max_length=64)
+    type: str = Field(primary_key=True, max_length=64)
+    submitted: int = 0
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    canceled: int = 0
+    wait_hist: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    run_hist: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class DeadLetterRow(SQLModel, table=True):
+    """A job that was dead-lettered, until (and after) it is redriven."""
+
+    __tablename__ = "dead_letters"
+
+    job_id: str = Field(primary_key=True, max_length=64)
+    queue: str = Field(index=True, max_length=64)
+    type: str = Field(max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int
+    dead_lettered_at: datetime = Field(index=True)
+    redriven_at: datetime | None = None
+
+
 class SchemaInfo(SQLModel, table=True):
     """The read store's schema version (see :mod:`ferrisqueue.store.db`)."""
 

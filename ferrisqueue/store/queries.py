@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from ferrisqueue.fold import JobState
-from ferrisqueue.store.models import JobEventRow, JobRow, ProjectionCheckpoint
+from ferrisqueue.store.models import (
+    DeadLetterRow,
+    JobEventRow,
+    JobRow,
+    MetricsMinuteRow,
+    ProjectionCheckpoint,
+    WorkerRow,
+)
+from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.workers import WORKER_STREAM
 
 
 def get_job(session: Session, job_id: str) -> JobState | None:
@@ -51,8 +62,9 @@ def job_timeline(session: Session, job_id: str) -> list[JobEventRow]:
 
 
 JOBS_PROJECTION = "jobs"
-PROJECTIONS = (JOBS_PROJECTION,)
-"""The projections a complete read store has (their checkpoint names)."""
+WORKERS_PROJECTION = "workers"
+PROJECTIONS = {JOBS_PROJECTION: EVENT_STREAM, WORKERS_PROJECTION: WORKER_STREAM}
+"""The projections a complete read store has (checkpoint name -> the stream it folds)."""
 
 
 def checkpoints(session: Session) -> list[ProjectionCheckpoint]:
@@ -63,3 +75,41 @@ def checkpoint(session: Session, name: str) -> int:
     """The last stream sequence projection ``name`` applied (0: nothing yet)."""
     row = session.get(ProjectionCheckpoint, name)
     return row.position if row else 0
+
+
+def workers(session: Session) -> list[WorkerRow]:
+    """Every worker ever seen, newest heartbeat first."""
+    return list(session.exec(select(WorkerRow).order_by(col(WorkerRow.last_seen_at).desc())))
+
+
+def minutes(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    queue: str | None = None,
+    type: str | None = None,
+) -> list[MetricsMinuteRow]:
+    """Per-minute metrics in [since, until), oldest first."""
+    query = select(MetricsMinuteRow).where(
+        col(MetricsMinuteRow.minute) >= since, col(MetricsMinuteRow.minute) < until
+    )
+    if queue:
+        query = query.where(MetricsMinuteRow.queue == queue)
+    if type:
+        query = query.where(MetricsMinuteRow.type == type)
+    return list(session.exec(query.order_by(col(MetricsMinuteRow.minute))))
+
+
+def dead_letters(
+    session: Session, *, queue: str | None = None, include_redriven: bool = False, limit: int = 100
+) -> list[DeadLetterRow]:
+    """Dead-lettered jobs, newest first."""
+    query = select(DeadLetterRow)
+    if queue:
+        query = query.where(DeadLetterRow.queue == queue)
+    if not include_redriven:
+        query = query.where(col(DeadLetterRow.redriven_at).is_(None))
+    return list(
+        session.exec(query.order_by(col(DeadLetterRow.dead_lettered_at).desc()).limit(limit))
+    )

@@ -40,21 +40,25 @@ async def readyz(request: Request, response: Response, session: SessionDep) -> d
 
 @router.get("/projections")
 async def projections(request: Request, session: SessionDep) -> list[ProjectionStatus]:
-    """Each projection's position and lag behind the log (lag is null while NATS is away)."""
-    rows = await run_in_threadpool(queries.checkpoints, session)
+    """Each projection's position and lag behind its stream (null while NATS is away)."""
+    rows = {row.name: row for row in await run_in_threadpool(queries.checkpoints, session)}
     link: NatsLink = request.app.state.nats
-    last: int | None = None
-    if link.event_log is not None:
-        with contextlib.suppress(NatsUnavailable):
-            last = await link.event_log.last_seq()
-    names = {row.name: row for row in rows}
-    return [
-        ProjectionStatus(
-            name=name,
-            position=row.position if row else 0,
-            last_applied_at=row.updated_at if row else None,
-            stream_last_seq=last,
-            lag_events=None if last is None else max(0, last - (row.position if row else 0)),
+    found = []
+    for name, stream in sorted(queries.PROJECTIONS.items()):
+        row = rows.get(name)
+        position = row.position if row else 0
+        last: int | None = None
+        if link.event_log is not None:
+            with contextlib.suppress(NatsUnavailable):
+                last = await link.event_log.last_seq(stream)
+        found.append(
+            ProjectionStatus(
+                name=name,
+                stream=stream,
+                position=position,
+                last_applied_at=row.updated_at if row else None,
+                stream_last_seq=last,
+                lag_events=None if last is None else max(0, last - position),
+            )
         )
-        for name, row in ((n, names.get(n)) for n in sorted({*names, *queries.PROJECTIONS}))
-    ]
+    return found

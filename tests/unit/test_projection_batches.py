@@ -15,7 +15,7 @@ from ferrisqueue.eventlog import StoredEvent
 from ferrisqueue.events import BaseEvent, Started, Submitted, Succeeded, encode_event
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import init_schema, make_engine
-from ferrisqueue.store.models import JobEventRow, JobRow
+from ferrisqueue.store.models import JobEventRow, JobRow, MetricsMinuteRow
 from projections import jobs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,13 +52,18 @@ def sqlite_store(path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def contents(engine: Engine) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def contents(engine: Engine) -> tuple[list[dict[str, Any]], ...]:
+    """Every table the jobs projection writes, plus its checkpoint."""
     with Session(engine) as session:
-        rows = [r.model_dump() for r in session.exec(select(JobRow).order_by(col(JobRow.job_id)))]
-        timeline = [
-            r.model_dump() for r in session.exec(select(JobEventRow).order_by(col(JobEventRow.seq)))
+        tables = [
+            [r.model_dump() for r in session.exec(select(model).order_by(*order))]
+            for model, order in (
+                (JobRow, [col(JobRow.job_id)]),
+                (JobEventRow, [col(JobEventRow.seq)]),
+                (MetricsMinuteRow, [col(MetricsMinuteRow.minute), col(MetricsMinuteRow.type)]),
+            )
         ]
-        return rows, timeline, queries.checkpoint(session, jobs.NAME)
+        return (*tables, [{"position": queries.checkpoint(session, jobs.NAME)}])
 
 
 def test_overlapping_and_repeated_batches_apply_each_event_once(
@@ -74,8 +79,9 @@ def test_overlapping_and_repeated_batches_apply_each_event_once(
             with Session(replayed) as session:
                 jobs.apply_batch(session, batch)
         assert contents(replayed) == contents(store_engine)
-    rows, timeline, position = contents(store_engine)
-    assert position == len(log) == 31
+    rows, timeline, metrics, checkpoint = contents(store_engine)
+    assert checkpoint[0]["position"] == len(log) == 31
+    assert sum(m["succeeded"] for m in metrics) == 10
     assert len(rows) == 10 and all(r["status"] == "completed" for r in rows)
     assert len(timeline) == 31
     parked = timeline[-1]
@@ -114,8 +120,26 @@ def test_rejected_event_is_in_the_timeline_but_not_in_the_state(store_engine: En
             ],
         )
 
-    rows, timeline, _ = contents(engine)
+    rows, timeline, _, _ = contents(engine)
     assert rows[0]["status"] == "pending"
     assert rows[0]["last_seq"] == 1
     assert [t["applied"] for t in timeline] == [True, False]
     assert timeline[1]["rejected_because"] == "succeeded is not legal when the job is pending"
+
+
+def test_one_event_per_batch_gives_the_same_metrics_as_one_batch(
+    store_engine: Engine, tmp_path: Path
+) -> None:
+    log = log_of(12)
+    with Session(store_engine) as session:
+        jobs.apply_batch(session, log)
+
+    with sqlite_store(tmp_path / "single.db") as single:
+        for stored in log:
+            with Session(single) as session:
+                jobs.apply_batch(session, [stored])
+        assert contents(single)[2] == contents(store_engine)[2]
+    metrics = contents(store_engine)[2]
+    assert sum(m["submitted"] for m in metrics) == 12
+    assert sum(sum(m["wait_hist"].values()) for m in metrics) == 12
+    assert sum(sum(m["run_hist"].values()) for m in metrics) == 12

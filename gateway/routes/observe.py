@@ -1,0 +1,87 @@
+"""What operators watch: workers, per-minute metrics, dead letters (all from the read store)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from ferrisqueue import histogram
+from ferrisqueue.events import Token, utcnow
+from ferrisqueue.store import queries
+from ferrisqueue.workers import health
+from gateway.deps import SessionDep
+from gateway.schemas import DeadLetterOut, MetricsOut, MinuteOut, WorkerOut
+
+router = APIRouter(tags=["operations"])
+
+_COUNTS = ("submitted", "started", "succeeded", "failed", "dead_lettered", "canceled")
+
+
+@router.get("/workers")
+async def list_workers(session: SessionDep) -> list[WorkerOut]:
+    """Every worker seen in the heartbeat stream's retention, with its health now."""
+    rows = await run_in_threadpool(queries.workers, session)
+    now = utcnow()
+    return [
+        WorkerOut(
+            **row.model_dump(), health=health(row.last_seen_at, row.interval, row.stopped, now)
+        )
+        for row in rows
+    ]
+
+
+@router.get("/metrics")
+async def metrics(
+    session: SessionDep,
+    since: Annotated[datetime | None, Query(description="Default: an hour ago")] = None,
+    until: Annotated[datetime | None, Query(description="Default: now")] = None,
+    queue: Token | None = None,
+    type: Token | None = None,
+) -> MetricsOut:
+    """Throughput and latency per minute (by queue and type) and over the whole range.
+
+    Latencies are in milliseconds, read from histograms: within ~9 % above the exact value.
+    """
+    until = until or utcnow()
+    since = since or until - timedelta(hours=1)
+    rows = await run_in_threadpool(queries.minutes, session, since, until, queue=queue, type=type)
+    minutes = [
+        MinuteOut(
+            minute=row.minute,
+            queue=row.queue,
+            type=row.type,
+            **{name: getattr(row, name) for name in _COUNTS},
+            **_percentiles(row.wait_hist, row.run_hist),
+        )
+        for row in rows
+    ]
+    totals = {name: sum(getattr(row, name) for row in rows) for name in _COUNTS}
+    merged = _percentiles(
+        histogram.merge(r.wait_hist for r in rows), histogram.merge(r.run_hist for r in rows)
+    )
+    return MetricsOut(since=since, until=until, minutes=minutes, totals={**totals, **merged})
+
+
+@router.get("/dead-letters")
+async def dead_letters(
+    session: SessionDep,
+    queue: Token | None = None,
+    include_redriven: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterOut]:
+    """Jobs that were dead-lettered, newest first (redriven ones only on request)."""
+    rows = await run_in_threadpool(
+        queries.dead_letters, session, queue=queue, include_redriven=include_redriven, limit=limit
+    )
+    return [DeadLetterOut(**row.model_dump()) for row in rows]
+
+
+def _percentiles(wait: dict[str, int], run: dict[str, int]) -> dict[str, float | None]:
+    return {
+        f"{name}_p{q}": histogram.percentile(hist, q)
+        for name, hist in (("wait_ms", wait), ("run_ms", run))
+        for q in (50, 95, 99)
+    }

@@ -1,0 +1,71 @@
+"""The workers projection: the latest heartbeat of each worker, from ``FQ_WORKERS``.
+
+Same exactly-once rule as the jobs projection, with its own checkpoint (a sequence of the
+heartbeat stream). A heartbeat that does not decode is skipped with a warning: it describes
+nothing but a moment of one worker, and the next one will.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from ferrisqueue.store import queries
+from ferrisqueue.store.db import upsert
+from ferrisqueue.store.models import ProjectionCheckpoint, WorkerRow
+from ferrisqueue.workers import Heartbeat
+
+log = logging.getLogger(__name__)
+
+NAME = queries.WORKERS_PROJECTION
+
+_TABLE = WorkerRow.__table__  # type: ignore[attr-defined]
+_CHECKPOINTS = ProjectionCheckpoint.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHeartbeat:
+    seq: int
+    stored_at: datetime
+    data: bytes
+
+
+def apply_batch(session: Session, batch: Sequence[StoredHeartbeat]) -> int:
+    """Apply the heartbeats not applied yet (the newest per worker wins) and commit."""
+    position = queries.checkpoint(session, NAME)
+    fresh = [item for item in batch if item.seq > position]
+    if not fresh:
+        return position
+    latest: dict[str, Heartbeat] = {}
+    for item in fresh:
+        try:
+            beat = Heartbeat.model_validate_json(item.data)
+        except ValidationError as exc:
+            log.warning("skipping undecodable heartbeat at seq %d: %s", item.seq, exc)
+            continue
+        latest[beat.worker_id] = beat
+    dialect = session.get_bind().dialect.name
+    if latest:
+        session.execute(
+            upsert(dialect, _TABLE, "worker_id"),
+            [
+                {
+                    **beat.model_dump(exclude={"kind", "at"}),
+                    "last_seen_at": beat.at,
+                    "stopped": beat.kind == "stopped",
+                }
+                for beat in latest.values()
+            ],
+        )
+    position = fresh[-1].seq
+    session.execute(
+        upsert(dialect, _CHECKPOINTS, "name"),
+        [{"name": NAME, "position": position, "updated_at": fresh[-1].stored_at}],
+    )
+    session.commit()
+    return position
