@@ -134,6 +134,9 @@ class ProjectionStatus(BaseModel):
     last_applied_at: datetime | None
     stream_last_seq: int | None = Field(description="Newest sequence in the log (null: NATS away).")
     lag_events: int | None
+    parked_events: int = Field(
+        description="Undecodable messages parked in job timelines instead of stopping the fold."
+    )
 
 
 class WorkerOut(BaseModel):

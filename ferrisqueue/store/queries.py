@@ -67,6 +67,16 @@ PROJECTIONS = {JOBS_PROJECTION: EVENT_STREAM, WORKERS_PROJECTION: WORKER_STREAM}
 """The projections a complete read store has (checkpoint name -> the stream it folds)."""
 
 
+def parked_events(session: Session) -> int:
+    """Messages the jobs projection could not decode and parked in the timeline."""
+    query = (
+        select(func.count())
+        .select_from(JobEventRow)
+        .where(col(JobEventRow.applied).is_(False), col(JobEventRow.raw).is_not(None))
+    )
+    return int(session.exec(query).one())
+
+
 def checkpoints(session: Session) -> list[ProjectionCheckpoint]:
     return list(session.exec(select(ProjectionCheckpoint)))
 

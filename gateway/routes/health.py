@@ -42,6 +42,7 @@ async def readyz(request: Request, response: Response, session: SessionDep) -> d
 async def projections(request: Request, session: SessionDep) -> list[ProjectionStatus]:
     """Each projection's position and lag behind its stream (null while NATS is away)."""
     rows = {row.name: row for row in await run_in_threadpool(queries.checkpoints, session)}
+    parked = await run_in_threadpool(queries.parked_events, session)
     link: NatsLink = request.app.state.nats
     found = []
     for name, stream in sorted(queries.PROJECTIONS.items()):
@@ -59,6 +60,7 @@ async def projections(request: Request, session: SessionDep) -> list[ProjectionS
                 last_applied_at=row.updated_at if row else None,
                 stream_last_seq=last,
                 lag_events=None if last is None else max(0, last - position),
+                parked_events=parked if name == queries.JOBS_PROJECTION else 0,
             )
         )
     return found

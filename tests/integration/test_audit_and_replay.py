@@ -110,6 +110,7 @@ async def test_projections_endpoint_reports_the_lag(
         "last_applied_at": None,
         "stream_last_seq": 5,
         "lag_events": 5,
+        "parked_events": 0,
     }
     assert behind[1]["name"] == "workers" and behind[1]["stream"] == "FQ_WORKERS"
     assert caught_up.json()[0]["position"] == 5

@@ -54,6 +54,8 @@ async def test_workers_metrics_and_dead_letters_come_from_the_logs(
     letters = (await gateway.get("/dead-letters")).json()
     assert [d["job_id"] for d in letters] == [poison]
     assert "must be a JSON object" in letters[0]["reason"]
+    projections = (await gateway.get("/projections")).json()
+    assert projections[0]["name"] == "jobs" and projections[0]["parked_events"] == 1
     assert len(ids) == 10
 
     assert leaving.terminate() == 0
