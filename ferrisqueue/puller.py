@@ -29,8 +29,14 @@ _NANOS = 1_000_000_000
 class Puller:
     """Bursts of messages from one durable pull consumer."""
 
-    def __init__(self, nc: Client, stream: str, consumer: str, *, expires: float = 1.0) -> None:
+    def __init__(
+        self, nc: Client, stream: str, consumer: str, *, expires: float = 1.0, linger: float = 0.0
+    ) -> None:
+        """``linger``: how long a burst may wait for more messages after its first one
+        (0 for a worker, which wants each job at once; a little for a projector, which
+        writes one transaction per burst)."""
         self._nc = nc
+        self._linger = linger
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._expires = expires
         self._inbox = nc.new_inbox()
@@ -91,7 +97,8 @@ class Puller:
         await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
 
     async def _next_burst(self, most: int, deadline: float) -> tuple[list[Msg], bool]:
-        """Wait for the next message, then take what else is already there (up to ``most``).
+        """Wait for the next message, then take what else arrives within the linger time
+        (up to ``most``).
         Returns the messages and whether the pull request is over."""
         loop = asyncio.get_running_loop()
         burst: list[Msg] = []
@@ -106,8 +113,18 @@ class Puller:
             if status:
                 return burst, True
             burst.append(msg)
-        while len(burst) < most and not self._arrived.empty():
-            msg = self._arrived.get_nowait()
+        linger_until = loop.time() + self._linger
+        while len(burst) < most:
+            if not self._arrived.empty():
+                msg = self._arrived.get_nowait()
+            else:
+                remaining = linger_until - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    msg = await asyncio.wait_for(self._arrived.get(), remaining)
+                except TimeoutError:
+                    break
             status = _status(msg)
             if status and status != _HEARTBEAT:
                 return burst, True

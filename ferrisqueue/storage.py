@@ -6,7 +6,12 @@ outside it: absolute paths, ``..``, and symlinks that point out.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from ferrisqueue.errors import Permanent
 
@@ -25,3 +30,27 @@ def inside(root: Path, relative: str) -> Path:
     if candidate != base and base not in candidate.parents:
         raise OutsideStorageRoot(f"{relative!r} resolves outside the storage root")
     return candidate
+
+
+@contextmanager
+def atomic_writer(target: Path, *, text: bool = False, mode: int = 0o644) -> Iterator[IO[Any]]:
+    """A file to write ``target`` through: readers see the old file or the whole new one,
+    never a part, and a job that runs again simply replaces its own output.
+
+    The data goes to a temporary file beside ``target`` (same file system), is fsynced, and
+    is moved into place with ``os.replace``; if the block raises, the temporary file goes.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with (
+            os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb")
+        ) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

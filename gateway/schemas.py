@@ -57,6 +57,7 @@ class JobStatusOut(BaseModel):
     result: Any
     last_error: str | None
     cancel_requested: bool
+    dead_lettered: bool = Field(description="Failed by being dead-lettered (see /dead-letters).")
     source: Literal["read_store", "event_log"] = Field(
         description="read_store: from the projection; event_log: folded from the log because "
         "the projection has not caught up with this job yet."
@@ -84,6 +85,7 @@ class JobStatusOut(BaseModel):
             result=state.result,
             last_error=state.last_error,
             cancel_requested=state.cancel_requested,
+            dead_lettered=state.dead_lettered,
             source=source,
         )
 

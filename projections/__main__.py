@@ -26,6 +26,8 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, projector.stop)
     await projector.run()
+    if projector.lost_lead:
+        raise SystemExit(3)  # let the supervisor restart it as a standby
 
 
 def _aware(value: str) -> datetime:

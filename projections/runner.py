@@ -52,6 +52,8 @@ from projections import jobs, workers
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 1.0
+BURST_LINGER = 0.01
+"""Seconds a burst waits to fill up: fewer, larger transactions for 10 ms of latency."""
 STANDBY_RETRY = 1.0
 """Seconds between a standby projector's attempts to take the lead."""
 
@@ -96,6 +98,8 @@ class Projector:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._stopping = asyncio.Event()
+        self.lost_lead = False
+        """Set when the projector stopped because its lock was lost (exit non-zero)."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -108,6 +112,7 @@ class Projector:
         try:
             if await self._lead(lock):
                 nc = await self._connect()
+                watchdog = asyncio.create_task(self._watch(lock), name="lock-watchdog")
                 try:
                     await asyncio.gather(
                         *(
@@ -116,6 +121,7 @@ class Projector:
                         )
                     )
                 finally:
+                    watchdog.cancel()
                     await close_quietly(nc)
         finally:
             lock.release()
@@ -147,6 +153,16 @@ class Projector:
         finally:
             lock.release()
             engine.dispose()
+
+    async def _watch(self, lock: StoreLock) -> None:
+        """Stop projecting if the lock is lost: another projector may be leading now."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), STANDBY_RETRY * 5)
+            if not await asyncio.to_thread(lock.still_held):
+                log.error("lost the read store's lock; stopping so that only one projector leads")
+                self.lost_lead = True
+                self._stopping.set()
 
     async def _connect(self) -> Client:
         nc = await connect(
@@ -226,7 +242,7 @@ class Projector:
         # The start position cannot be changed on an existing consumer: re-create it.
         await delete_consumer(nc, projection.stream, name)
         await ensure_consumer(nc, projection.stream, config)
-        puller = Puller(nc, projection.stream, name, expires=FETCH_TIMEOUT)
+        puller = Puller(nc, projection.stream, name, expires=FETCH_TIMEOUT, linger=BURST_LINGER)
         await puller.start()
         return puller
 

@@ -1,73 +1,54 @@
-"""FerrisQueue dashboard: queue lengths and recent jobs, read from the gateway."""
+"""FerrisQueue dashboard: what ``streamlit run streamlit_app/app.py`` runs (``fq up`` does).
+
+It reads the gateway over HTTP and owns no data. This file only sets the page up, checks that
+the gateway answers and hands over to one of the pages in ``views/``: ``overview`` (queue
+lengths, throughput, latency, projection lag), ``workers`` (health), ``errors`` (failed jobs,
+dead letters), ``jobs`` (list and one job's timeline) and ``submit`` (a form that POSTs a job).
+Each page is a file (``st.Page``) so that ``AppTest.switch_page`` can reach it in tests.
+"""
 
 from __future__ import annotations
 
-import json
+from datetime import datetime
 
-import httpx
 import streamlit as st
 
-from ferrisqueue.settings import Settings
-from streamlit_app.client import GatewayClient
+from streamlit_app import data
 
-STATUSES = ["pending", "running", "completed", "failed", "canceled"]
+
+def pages() -> list[st.Page]:
+    """The pages, as files relative to this script (how ``AppTest.switch_page`` finds them)."""
+    return [
+        st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page("views/workers.py", title="Workers", icon=":material/dns:"),
+        st.Page("views/errors.py", title="Errors", icon=":material/error:"),
+        st.Page("views/jobs.py", title="Jobs", icon=":material/list:"),
+        st.Page("views/submit.py", title="Submit", icon=":material/send:"),
+    ]
 
 
 def main() -> None:
-    st.set_page_config(page_title="FerrisQueue", layout="wide")
-    settings = Settings()
-    client = GatewayClient(str(settings.gateway_url))
-    st.title("FerrisQueue")
-    st.caption(f"Gateway {settings.gateway_url} · refresh the page to update")
-    try:
-        queues = client.queues()
-    except httpx.HTTPError as exc:
-        st.error(f"The gateway at {settings.gateway_url} is unreachable: {exc}")
+    st.set_page_config(page_title="FerrisQueue", page_icon=":material/monitoring:", layout="wide")
+    page = st.navigation(pages())
+    url = data.gateway_url()
+    with st.sidebar:
+        st.caption(f"Gateway: {url}")
+        if st.button("Refresh", icon=":material/refresh:", key="refresh"):
+            data.clear()
+        st.caption(
+            f"Loaded {datetime.now().strftime('%H:%M:%S')}; "
+            f"answers are reused for up to {data.TTL:g} s."
+        )
+    down = data.reachable(url)
+    if down is not None:
+        st.title("FerrisQueue")
+        st.error(
+            f"The gateway at {url} is not reachable, so there is nothing to show. "
+            "Start the system with `fq up` (or `make up`), or point the dashboard at a "
+            f"running gateway with `FQ_GATEWAY_URL`.\n\nDetails: {down}"
+        )
         return
-
-    st.subheader("Queues")
-    if not queues:
-        st.info("No jobs yet. Submit one below or with `fq submit echo`.")
-    for queue in queues:
-        columns = st.columns(len(STATUSES) + 1)
-        columns[0].markdown(f"**{queue['queue']}**")
-        for column, status in zip(columns[1:], STATUSES, strict=True):
-            column.metric(status, queue["counts"].get(status, 0))
-
-    st.subheader("Recent jobs")
-    status = st.selectbox("Status", ["all", *STATUSES])
-    jobs = client.jobs(status=None if status == "all" else status)
-    st.dataframe(
-        [
-            {
-                k: job[k]
-                for k in (
-                    "job_id",
-                    "queue",
-                    "type",
-                    "status",
-                    "attempts",
-                    "created_at",
-                    "finished_at",
-                    "last_error",
-                )
-            }
-            for job in jobs
-        ],
-        use_container_width=True,
-    )
-
-    with st.form("submit"):
-        st.subheader("Submit a job")
-        job_type = st.text_input("Type", "echo")
-        queue_name = st.text_input("Queue", "default")
-        payload = st.text_area("Payload (JSON)", '{"hello": "world"}')
-        if st.form_submit_button("Submit"):
-            try:
-                job_id = client.submit(job_type, json.loads(payload), queue_name)
-                st.success(f"Submitted {job_id}")
-            except (ValueError, httpx.HTTPError) as exc:
-                st.error(f"Not submitted: {exc}")
+    page.run()
 
 
 main()

@@ -1,37 +1,195 @@
-"""The dashboard's queries: plain HTTP calls to the gateway (the dashboard owns no data)."""
+"""The dashboard's queries: plain HTTP calls to the gateway (the dashboard owns no data).
+
+Every answer is the gateway's JSON as plain dicts and lists, so the pages can cache it with
+``st.cache_data`` (which pickles). httpx's exceptions stop here: callers see
+:class:`GatewayUnavailable` (no answer: down, wrong URL, timeout) or :class:`GatewayRefused`
+(an HTTP error answer, with the gateway's own reason).
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from types import TracebackType
 from typing import Any
 
 import httpx
 
+from ferrisqueue.errors import FerrisQueueError
+
+JSON = dict[str, Any]
+
+
+class GatewayError(FerrisQueueError):
+    """The gateway did not give the dashboard what it asked for."""
+
+
+class GatewayUnavailable(GatewayError):
+    """No HTTP answer at all: the gateway is down, the URL is wrong, or it timed out."""
+
+    def __init__(self, base_url: str, cause: httpx.TransportError) -> None:
+        self.base_url = base_url
+        self.cause = cause
+        super().__init__(f"no answer from the gateway at {base_url}: {_describe(cause)}")
+
+
+class GatewayRefused(GatewayError):
+    """An HTTP error answer (4xx, 5xx); ``reason`` is the gateway's explanation."""
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        self.status_code = status_code
+        self.reason = reason
+        super().__init__(f"HTTP {status_code}: {reason}")
+
+
+def problem_reason(response: httpx.Response) -> str:
+    """The human reason of an error answer: FastAPI's ``detail`` (a string, or for 422 a
+    list of field errors, rendered ``field.path: message``), else the body's text."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text.strip() or response.reason_phrase
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        lines = []
+        for error in detail:
+            loc = [str(part) for part in error.get("loc", []) if part != "body"]
+            where = ".".join(loc) or "body"
+            lines.append(f"{where}: {error.get('msg', error)}")
+        return "; ".join(lines)
+    return response.text.strip() or response.reason_phrase
+
 
 class GatewayClient:
-    """Reads the gateway's API."""
+    """Reads (and submits to) the gateway's API; use as a context manager."""
 
-    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
 
-    def queues(self) -> list[dict[str, Any]]:
-        """Jobs per status in each queue."""
-        answer: list[dict[str, Any]] = self._http.get("/queues").raise_for_status().json()
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def healthz(self) -> bool:
+        """True when the gateway process answers."""
+        return bool(self._get("/healthz").get("status") == "ok")
+
+    def queues(self) -> list[JSON]:
+        """Jobs per status in each queue: ``[{"queue": ..., "counts": {status: n}}]``."""
+        answer: list[JSON] = self._get("/queues")
         return answer
 
     def jobs(
-        self, *, status: str | None = None, queue: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        """The newest jobs, optionally filtered."""
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
-        if queue:
-            params["queue"] = queue
-        answer: dict[str, Any] = self._http.get("/jobs", params=params).raise_for_status().json()
-        items: list[dict[str, Any]] = answer["items"]
-        return items
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JSON:
+        """One page of jobs, newest first: ``{"items": [...], "next_cursor": ...}``."""
+        params = _params(status=status, queue=queue, type=type, cursor=cursor, limit=limit)
+        answer: JSON = self._get("/jobs", params=params)
+        return answer
 
-    def submit(self, type: str, payload: dict[str, Any], queue: str) -> str:
-        answer = self._http.post("/jobs", json={"type": type, "payload": payload, "queue": queue})
-        job_id: str = answer.raise_for_status().json()["job_id"]
-        return job_id
+    def job_status(self, job_id: str) -> JSON:
+        answer: JSON = self._get(f"/jobs/{job_id}/status")
+        return answer
+
+    def job_events(self, job_id: str) -> list[JSON]:
+        """The job's audit trail from the event log, oldest first."""
+        answer: list[JSON] = self._get(f"/jobs/{job_id}/events")
+        return answer
+
+    def workers(self) -> list[JSON]:
+        answer: list[JSON] = self._get("/workers")
+        return answer
+
+    def metrics(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+    ) -> JSON:
+        """Per-minute counts and latency percentiles, and their totals."""
+        params = _params(
+            since=since.isoformat() if since else None,
+            until=until.isoformat() if until else None,
+            queue=queue,
+            type=type,
+        )
+        answer: JSON = self._get("/metrics", params=params)
+        return answer
+
+    def dead_letters(
+        self, *, queue: str | None = None, include_redriven: bool = False, limit: int = 100
+    ) -> list[JSON]:
+        params = _params(queue=queue, include_redriven=include_redriven or None, limit=limit)
+        answer: list[JSON] = self._get("/dead-letters", params=params)
+        return answer
+
+    def projections(self) -> list[JSON]:
+        answer: list[JSON] = self._get("/projections")
+        return answer
+
+    def job_types(self) -> list[JSON]:
+        """Every job type with a contract (name, description, payload and result schemas)."""
+        answer: list[JSON] = self._get("/job-types")
+        return answer
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def submit(self, type: str, payload: JSON, queue: str) -> JSON:
+        """POST /jobs; the 202 answer (``job_id``, ``status_url``...) or GatewayRefused."""
+        answer: JSON = self._send(
+            "POST", "/jobs", json={"type": type, "payload": payload, "queue": queue}
+        )
+        return answer
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._send("GET", path, params=params)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnavailable(self.base_url, exc) from exc
+        if response.is_error:
+            raise GatewayRefused(response.status_code, problem_reason(response))
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise GatewayRefused(response.status_code, "the answer is not JSON") from exc
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -9,8 +9,9 @@ writing its output to a path named after the job.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class JobContext:
     attempt: int
     """1 on the first delivery; more when a previous worker lost the job (crash, timeout)."""
     worker: str
-    _report: Callable[[float, str | None], Awaitable[None]]
+    _report: Callable[[float, str | None], Coroutine[Any, Any, None]]
     _loop: asyncio.AbstractEventLoop
 
     async def progress(self, fraction: float, message: str | None = None) -> None:

@@ -5,10 +5,12 @@ lives with the store itself, so it holds whatever NATS does:
 
 * PostgreSQL: a session-level advisory lock, held by one dedicated connection; it is
   released by the server when that connection dies, so a crashed leader frees it at once.
-* SQLite: an exclusive ``flock`` on ``<database>.lock``; the kernel releases it when the
+* SQLite: an exclusive ``flock`` on ``<database>.<name>.lock``; the kernel releases it when the
   process dies. (A SQLite store is local to one machine, and so is its lock.)
 
-A projector that does not get the lock waits as a standby and tries again.
+A projector that does not get the lock waits as a standby and tries again. The leader checks
+its lock every few seconds (:meth:`StoreLock.still_held`) and stops if the lock's
+PostgreSQL connection is gone, since a standby may then have taken over.
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ class StoreLock:
             os.close(fd)
             return False
         self._held = fd
+        return True
+
+    def still_held(self) -> bool:
+        """Whether the lock is still ours: a PostgreSQL session can be cut under us."""
+        if self._held is None:
+            return False
+        if isinstance(self._held, int):
+            return True  # a flock lives as long as this process
+        try:
+            self._held.execute(text("SELECT 1"))
+        except Exception:  # any database error: the session, and with it the lock, is gone
+            return False
         return True
 
     def release(self) -> None:

@@ -28,7 +28,7 @@ async def readyz(request: Request, response: Response, session: SessionDep) -> d
     """Ready to accept jobs: NATS connected and the read store answering."""
     link: NatsLink = request.app.state.nats
     try:
-        await run_in_threadpool(session.exec, text("SELECT 1"))  # type: ignore[call-overload]
+        await run_in_threadpool(lambda: session.execute(text("SELECT 1")))
         store_ok = True
     except Exception:  # any database error means "not ready", which is the answer we give
         store_ok = False

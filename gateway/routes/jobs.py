@@ -28,7 +28,9 @@ from gateway.schemas import (
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-_UNAVAILABLE = {503: {"model": Problem, "description": "NATS is unreachable; retry later"}}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "NATS is unreachable; retry later"}
+}
 
 
 @router.post(

@@ -22,7 +22,7 @@ _COUNTS = ("submitted", "started", "succeeded", "failed", "dead_lettered", "canc
 
 @router.get("/workers")
 async def list_workers(session: SessionDep) -> list[WorkerOut]:
-    """Every worker seen in the heartbeat stream's retention, with its health now."""
+    """Every worker the read store has seen, with its health now (gone ones included)."""
     rows = await run_in_threadpool(queries.workers, session)
     now = utcnow()
     return [

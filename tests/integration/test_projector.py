@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, col, select
 
 from ferrisqueue.eventlog import EventLog, StoredEvent
@@ -21,6 +22,7 @@ from ferrisqueue.store.models import JobEventRow, JobRow
 from ferrisqueue.subjects import EVENT_STREAM
 from projections import jobs
 from tests.conftest import StartService
+from tests.support.stores import fresh_postgres_database
 from tests.support.waits import collect_events, wait_until
 
 pytestmark = pytest.mark.integration
@@ -200,3 +202,28 @@ async def test_a_standby_projector_takes_over_when_the_leader_dies(
 
 async def _logged(log: str, text: str) -> bool:
     return text in log
+
+
+@pytest.mark.postgres
+async def test_a_projector_that_loses_its_postgresql_lock_stops(
+    start: StartService, event_log: EventLog
+) -> None:
+    with fresh_postgres_database() as url:
+        leader = start("projections", FQ_DATABASE_URL=url)
+        await wait_until(
+            lambda: _logged(leader.log(), "leading"), bool, timeout=20, what="a leader"
+        )
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            cut = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        admin.dispose()
+
+        assert cut == 1
+        code = await asyncio.to_thread(leader.process.wait, 30)
+        assert code == 3
+        assert "lost the read store's lock" in leader.log()

@@ -23,6 +23,13 @@ async def test_two_worker_processes_share_200_jobs_and_run_each_once(
 ) -> None:
     start("worker", FQ_WORKER_ID="w1")
     start("worker", FQ_WORKER_ID="w2")
+    # Both are consuming once each has a pull request waiting on the queue's consumer.
+    await wait_until(
+        lambda: nc.jetstream().consumer_info("FQ_EVENTS", "fq-worker-default"),
+        lambda info: info.num_waiting >= 2,
+        timeout=30,
+        what="both workers' first pull requests",
+    )
     log = event_log
     job_ids = {new_job_id() for _ in range(200)}
     for job_id in job_ids:

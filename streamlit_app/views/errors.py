@@ -1,0 +1,120 @@
+"""Errors: the newest failed jobs with their last error, and the dead letters.
+
+Failed jobs come from ``GET /jobs?status=failed`` (the read store; newest first), dead
+letters from ``GET /dead-letters`` (jobs or undecodable messages the system gave up on).
+Select a row to open that job's timeline on the Jobs page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from streamlit_app import data
+from streamlit_app.display import clock
+
+LIMIT = 100
+
+
+def failed_table(jobs: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "job": job["job_id"],
+                "queue": job["queue"],
+                "type": job["type"],
+                "attempts": job["attempts"],
+                "finished": clock(job.get("finished_at") or job.get("updated_at")),
+                "last error": job.get("last_error") or "",
+            }
+            for job in jobs
+        ],
+        columns=["job", "queue", "type", "attempts", "finished", "last error"],
+    )
+
+
+def dead_letter_table(letters: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "job": letter["job_id"],
+                "queue": letter["queue"],
+                "type": letter["type"],
+                "reason": letter["reason"],
+                "attempts": letter["attempts"],
+                "dead-lettered": clock(letter["dead_lettered_at"]),
+                "redriven": clock(letter.get("redriven_at")),
+            }
+            for letter in letters
+        ],
+        columns=["job", "queue", "type", "reason", "attempts", "dead-lettered", "redriven"],
+    )
+
+
+def render() -> None:
+    url = data.gateway_url()
+    st.title("Errors")
+    with data.section(url, "the failed jobs"):
+        page = data.jobs(url, status="failed", limit=LIMIT)
+        show_failed(page["items"], more=page["next_cursor"] is not None)
+    st.subheader("Dead letters")
+    include = st.toggle("Include redriven", value=False, key="errors_include_redriven")
+    with data.section(url, "the dead letters"):
+        show_dead_letters(data.dead_letters(url, include_redriven=include))
+
+
+def show_failed(jobs: list[dict[str, Any]], *, more: bool) -> None:
+    st.subheader("Failed jobs")
+    if not jobs:
+        st.success("No failed job.")
+        return
+    st.caption(
+        f"The newest {len(jobs)}{' (there are more: see Jobs)' if more else ''}, with the "
+        "error of their last attempt. Select one to see its timeline."
+    )
+    selected = st.dataframe(
+        failed_table(jobs),
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="errors_failed",
+        column_config={"last error": st.column_config.TextColumn(width="large")},
+    )
+    _link_selected(selected, jobs)
+
+
+def show_dead_letters(letters: list[dict[str, Any]]) -> None:
+    if not letters:
+        st.success("No dead letter.")
+        return
+    st.caption(
+        "Messages the system gave up on: out of deliveries, or undecodable (these may never "
+        "have become a job)."
+    )
+    selected = st.dataframe(
+        dead_letter_table(letters),
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="errors_dead_letters",
+        column_config={"reason": st.column_config.TextColumn(width="medium")},
+    )
+    _link_selected(selected, letters)
+
+
+def _link_selected(selected: Any, rows: list[dict[str, Any]]) -> None:
+    chosen = selected.selection.rows if selected is not None else []
+    if chosen:
+        job_id = rows[chosen[0]]["job_id"]
+        st.page_link(
+            "views/jobs.py",
+            label=f"Open job {job_id}",
+            icon=":material/open_in_new:",
+            query_params={"job": job_id},
+        )
+
+
+if __name__ == "__main__":  # run by st.navigation as a page script
+    render()

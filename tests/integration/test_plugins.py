@@ -1,0 +1,149 @@
+"""A plugin package installed with pip adds a job type: the gateway lists and validates it,
+a worker runs it. The package is ``examples/ferrisqueue-example-plugin`` (``word_count``).
+
+Why pip and not ``PYTHONPATH``: plugins are found through entry points, which live in the
+installed distribution's metadata (``*.dist-info/entry_points.txt``); a source folder on the
+path has none. So the test installs the example for real, offline (``--no-index``, no build
+isolation, no dependencies), into the test virtualenv, and uninstalls it afterwards unless it
+was installed before. Plugins load when a service process starts, so only the processes
+started during this module (a few seconds) see it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from ferrisqueue.subjects import EVENT_STREAM
+from tests.conftest import StartService
+from tests.support.waits import collect_events
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ferrisqueue-example-plugin"
+DISTRIBUTION = "ferrisqueue-example-plugin"
+BUILTINS = {"email", "image", "cleanup", "data_processing", "report"}
+
+
+def is_installed() -> bool:
+    try:
+        distribution(DISTRIBUTION)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def pip(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"pip {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The example plugin, installed for the module's tests."""
+    was_installed = is_installed()
+    # Build from a copy: setuptools writes build/ and *.egg-info beside the sources.
+    source = tmp_path_factory.mktemp("plugin") / "ferrisqueue-example-plugin"
+    shutil.copytree(
+        EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
+    pip(
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-index",
+        "--no-build-isolation",
+        "--force-reinstall",  # idempotent: the same result whether it was installed or not
+        str(source),
+    )
+    try:
+        yield
+    finally:
+        if not was_installed:
+            pip("uninstall", "--quiet", "--yes", DISTRIBUTION)
+
+
+async def test_gateway_lists_the_plugin_type_with_its_schemas(
+    example_plugin: None, gateway: httpx.AsyncClient
+) -> None:
+    response = await gateway.get("/job-types")
+
+    assert response.status_code == 200
+    types = {t["name"]: t for t in response.json()}
+    assert BUILTINS | {"word_count"} <= set(types)
+    word_count = types["word_count"]
+    assert "example plugin" in word_count["description"]
+    payload = word_count["payload_schema"]
+    assert set(payload["properties"]) == {"text", "min_length"}
+    assert payload["required"] == ["text"]
+    assert payload["properties"]["min_length"]["default"] == 1
+    assert payload["additionalProperties"] is False
+    assert set(word_count["result_schema"]["properties"]) == {"words", "distinct", "top"}
+
+
+async def test_gateway_refuses_a_bad_plugin_payload_with_field_errors(
+    example_plugin: None, gateway: httpx.AsyncClient, nc: Client
+) -> None:
+    response = await gateway.post(
+        "/jobs", json={"type": "word_count", "payload": {"min_length": 0, "colour": "red"}}
+    )
+
+    assert response.status_code == 422
+    errors = {tuple(e["loc"]): e["type"] for e in response.json()["detail"]}
+    assert errors == {
+        ("body", "payload", "text"): "missing",
+        ("body", "payload", "min_length"): "greater_than_equal",
+        ("body", "payload", "colour"): "extra_forbidden",
+    }
+    info = await nc.jetstream().stream_info(EVENT_STREAM)
+    assert info.state.messages == 0, "a refused job reached the event log"
+
+
+async def test_worker_runs_the_plugin_job(
+    example_plugin: None, gateway: httpx.AsyncClient, start: StartService, nc: Client
+) -> None:
+    worker = start("worker")
+    text = "The cat sat on the mat. THE END, said the cat's owner; a cat."
+
+    response = await gateway.post(
+        "/jobs", json={"type": "word_count", "payload": {"text": text, "min_length": 3}}
+    )
+
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    events = await collect_events(
+        nc,
+        f"fq.job.default.{job_id}.*",
+        until=lambda b: any(e["event"] in ("succeeded", "failed") for e in b),
+        timeout=20,
+    )
+    outcome: dict[str, Any] = events[-1]
+    assert outcome["event"] == "succeeded", json.dumps(outcome) + worker.log()
+    # Words of 3+ letters, case-folded: the x4, cat x2, cat's, sat, mat, end, said, owner.
+    assert outcome["result"] == {
+        "words": 12,
+        "distinct": 8,
+        "top": [
+            {"word": "the", "count": 4},
+            {"word": "cat", "count": 2},
+            {"word": "cat's", "count": 1},
+            {"word": "end", "count": 1},
+            {"word": "mat", "count": 1},
+            {"word": "owner", "count": 1},
+            {"word": "said", "count": 1},
+            {"word": "sat", "count": 1},
+        ],
+    }
+    assert "word_count" in worker.log()  # the worker says which plugins it loaded
