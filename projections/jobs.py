@@ -24,11 +24,10 @@ from sqlmodel import Session
 from ferrisqueue.eventlog import StoredEvent
 from ferrisqueue.fold import JobState, apply
 from ferrisqueue.store import queries
-from ferrisqueue.store.db import upsert
+from ferrisqueue.store.db import commit_at, upsert
 from ferrisqueue.store.models import (
     JobEventRow,
     JobRow,
-    ProjectionCheckpoint,
     job_columns,
     state_from_row,
 )
@@ -41,7 +40,6 @@ NAME = queries.JOBS_PROJECTION
 
 _JOBS = JobRow.__table__  # type: ignore[attr-defined]
 _TIMELINE = JobEventRow.__table__  # type: ignore[attr-defined]
-_CHECKPOINTS = ProjectionCheckpoint.__table__  # type: ignore[attr-defined]
 
 
 def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
@@ -67,13 +65,7 @@ def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
         session.execute(upsert(dialect, _JOBS, "job_id"), changed)
     metrics.write(session, dialect, applied)
     dead_letters.write(session, dialect, applied)
-    position = fresh[-1].seq
-    session.execute(
-        upsert(dialect, _CHECKPOINTS, "name"),
-        [{"name": NAME, "position": position, "updated_at": fresh[-1].stored_at}],
-    )
-    session.commit()
-    return position
+    return commit_at(session, NAME, fresh[-1].seq, fresh[-1].stored_at)
 
 
 def _timeline_row(

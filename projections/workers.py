@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from ferrisqueue.store import queries
-from ferrisqueue.store.db import upsert
-from ferrisqueue.store.models import ProjectionCheckpoint, WorkerRow
+from ferrisqueue.store.db import commit_at, upsert
+from ferrisqueue.store.models import WorkerRow
 from ferrisqueue.workers import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 NAME = queries.WORKERS_PROJECTION
 
 _TABLE = WorkerRow.__table__  # type: ignore[attr-defined]
-_CHECKPOINTS = ProjectionCheckpoint.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +61,4 @@ def apply_batch(session: Session, batch: Sequence[StoredHeartbeat]) -> int:
                 for beat in latest.values()
             ],
         )
-    position = fresh[-1].seq
-    session.execute(
-        upsert(dialect, _CHECKPOINTS, "name"),
-        [{"name": NAME, "position": position, "updated_at": fresh[-1].stored_at}],
-    )
-    session.commit()
-    return position
+    return commit_at(session, NAME, fresh[-1].seq, fresh[-1].stored_at)

@@ -9,6 +9,7 @@ done by ``create_all``, which only creates what is missing.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.sql import Insert
 from sqlmodel import Session, SQLModel
 
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.store.models import SchemaInfo
+from ferrisqueue.store.models import ProjectionCheckpoint, SchemaInfo
 
 SCHEMA_VERSION = 1
 """The read-store layout this code reads and writes."""
@@ -80,3 +81,15 @@ def upsert(dialect_name: str, table: Any, *keys: str) -> Insert:
     columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
     result: Insert = statement.on_conflict_do_update(index_elements=list(keys), set_=columns)
     return result
+
+
+def commit_at(session: Session, projection: str, position: int, stored_at: datetime) -> int:
+    """Move ``projection``'s checkpoint to ``position`` and commit, together with whatever
+    rows the session changed: the exactly-once step every projection ends its batch with."""
+    dialect = session.get_bind().dialect.name
+    session.execute(
+        upsert(dialect, ProjectionCheckpoint.__table__, "name"),  # type: ignore[attr-defined]
+        [{"name": projection, "position": position, "updated_at": stored_at}],
+    )
+    session.commit()
+    return position
