@@ -15,7 +15,7 @@ from nats.aio.client import Client
 
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.eventlog import EventLog
-from ferrisqueue.natsconn import connect
+from ferrisqueue.natsconn import close_quietly, connect
 from ferrisqueue.settings import Settings
 from ferrisqueue.topology import ensure_streams
 
@@ -67,4 +67,4 @@ class NatsLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._client is not None:
-            await self._client.drain()
+            await close_quietly(self._client)
