@@ -35,6 +35,10 @@ class PayloadTooLarge(FerrisQueueError):
     """An event would exceed the size limit (``FQ_MAX_EVENT_BYTES`` or the server's)."""
 
 
+class IdempotencyConflict(FerrisQueueError):
+    """An idempotency key was reused for a different request."""
+
+
 class DecodeError(FerrisQueueError):
     """A message on an FerrisQueue subject could not be decoded into an event.
 

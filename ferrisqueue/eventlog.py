@@ -25,7 +25,7 @@ from ferrisqueue.errors import (
 )
 from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
+from ferrisqueue.subjects import EVENT_STREAM, job_history_filter, job_subject
 
 _NO_MESSAGE = 10037  # "no message found"
 
@@ -128,6 +128,20 @@ class EventLog:
             raise NatsUnavailable(f"cannot read the state of {stream}: {exc!r}") from exc
         seq: int = info.state.last_seq
         return seq
+
+    async def was_submitted(self, job_id: str) -> bool:
+        """Whether the log holds a ``submitted`` event of ``job_id``."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        try:
+            await self._js.get_msg(
+                EVENT_STREAM, seq=1, subject=job_subject("*", job_id, "submitted"), next=True
+            )
+        except nats.js.errors.NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailable(f"cannot look up {job_id}: {exc!r}") from exc
+        return True
 
     async def history(self, job_id: str) -> list[StoredEvent]:
         """Every stored message of one job, in log order (read straight from the stream)."""

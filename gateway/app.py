@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from ferrisqueue import __version__
 from ferrisqueue.errors import (
+    IdempotencyConflict,
     NatsUnavailable,
     PayloadTooLarge,
     PublishOutcomeUnknown,
@@ -70,10 +71,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def too_large(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413)
 
+    @app.exception_handler(IdempotencyConflict)
+    async def key_reused(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.exception_handler(PublishOutcomeUnknown)
     async def outcome_unknown(_request: Request, exc: Exception) -> JSONResponse:
-        # The job may have been stored: the client must retry, and may then see two jobs
-        # until Idempotency-Key support lands (see docs/architecture.md).
+        # The job may have been stored: the client must retry, with the same
+        # Idempotency-Key so that the retry cannot become a second job.
         log.warning("answering 503 (outcome unknown): %s", exc)
         return JSONResponse(
             {

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.eventlog import EventLog
+from ferrisqueue.idempotency import IdempotencyKeys
 from ferrisqueue.jobtypes import JobType
 from ferrisqueue.settings import Settings
 from gateway.nats_link import NatsLink
@@ -41,5 +42,15 @@ def get_event_log(request: Request) -> EventLog:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_idempotency_keys(request: Request) -> IdempotencyKeys:
+    link: NatsLink = request.app.state.nats
+    if link.idempotency is None:
+        raise NatsUnavailable("the gateway has not reached NATS yet")
+    return link.idempotency
+
+
 EventLogDep = Annotated[EventLog, Depends(get_event_log)]
+IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
 JobTypesDep = Annotated[dict[str, JobType], Depends(get_job_types)]

@@ -15,6 +15,7 @@ from nats.aio.client import Client
 
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.eventlog import EventLog
+from ferrisqueue.idempotency import IdempotencyKeys
 from ferrisqueue.natsconn import close_quietly, connect
 from ferrisqueue.settings import Settings
 from ferrisqueue.topology import ensure_streams
@@ -30,6 +31,7 @@ class NatsLink:
         self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self.event_log: EventLog | None = None
+        self.idempotency: IdempotencyKeys | None = None
 
     @property
     def connected(self) -> bool:
@@ -53,6 +55,7 @@ class NatsLink:
         await ensure_streams(client, self._settings)
         self._client = client
         self.event_log = EventLog.for_settings(client, self._settings)
+        self.idempotency = IdempotencyKeys(client)
         return True
 
     async def _keep_trying(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from ferrisqueue.audit import audit_trail
 from ferrisqueue.events import Submitted, Token, utcnow
 from ferrisqueue.fold import fold
+from ferrisqueue.idempotency import MAX_KEY_LENGTH, fingerprint
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.states import JobStatus
 from ferrisqueue.store import queries
-from gateway.deps import EventLogDep, JobTypesDep, SessionDep, get_event_log
+from gateway.deps import EventLogDep, IdempotencyDep, JobTypesDep, SessionDep, get_event_log
 from gateway.schemas import (
     AuditEntryOut,
     JobAccepted,
@@ -39,7 +40,10 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     responses={
         **_UNAVAILABLE,
         413: {"model": Problem, "description": "The job is larger than FQ_MAX_EVENT_BYTES"},
-        422: {"description": "The body is not a valid job"},
+        422: {
+            "description": "The body is not a valid job, or the Idempotency-Key was used for "
+            "a different body"
+        },
     },
 )
 async def submit_job(
@@ -48,11 +52,22 @@ async def submit_job(
     response: Response,
     event_log: EventLogDep,
     job_types: JobTypesDep,
+    keys: IdempotencyDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=MAX_KEY_LENGTH,
+            description="Retry-safe submission: every request with the same key and body "
+            "gets the same job (for 24 h), however often and concurrently it is sent.",
+        ),
+    ] = None,
 ) -> JobAccepted:
     """Append a ``submitted`` event; answer only once JetStream has stored it.
 
     A payload of a known job type must match its contract (422 with the field errors).
     Unknown types are accepted: a worker with a plugin the gateway lacks may run them.
+    Without an ``Idempotency-Key``, a retry after a 503 may create a second job.
     """
     contract = job_types.get(body.type)
     if contract is not None:
@@ -65,8 +80,18 @@ async def submit_job(
                     for e in exc.errors(include_url=False)
                 ]
             ) from exc
+    job_id = new_job_id()
+    if idempotency_key is not None:
+        claim = await keys.claim(idempotency_key, fingerprint(body.model_dump()), job_id)
+        job_id = claim.job_id
+        response.headers["Idempotent-Replayed"] = "false" if claim.first else "true"
+        # The first request may have died before its publish: re-publishing the same event
+        # is safe (same Nats-Msg-Id), but only while the log lacks it, since the duplicate
+        # window is shorter than the key's life.
+        if not claim.first and await event_log.was_submitted(job_id):
+            return _accepted(request, response, job_id, body.queue)
     event = Submitted(
-        job_id=new_job_id(),
+        job_id=job_id,
         queue=body.queue,
         at=utcnow(),
         type=body.type,
@@ -74,11 +99,13 @@ async def submit_job(
         submitted_by=request.client.host if request.client else None,
     )
     await event_log.append(event)
-    status_url = str(request.url_for("job_status", job_id=event.job_id))
+    return _accepted(request, response, event.job_id, event.queue)
+
+
+def _accepted(request: Request, response: Response, job_id: str, queue: str) -> JobAccepted:
+    status_url = str(request.url_for("job_status", job_id=job_id))
     response.headers["Location"] = status_url
-    return JobAccepted(
-        job_id=event.job_id, queue=event.queue, status=JobStatus.PENDING, status_url=status_url
-    )
+    return JobAccepted(job_id=job_id, queue=queue, status=JobStatus.PENDING, status_url=status_url)
 
 
 @router.get("/{job_id}/status", responses={404: {"model": Problem}, **_UNAVAILABLE})
