@@ -23,6 +23,11 @@ class PublishRejected(FerrisQueueError):
     """JetStream answered and refused the message: it was definitely not stored."""
 
 
+class ConcurrentChange(PublishRejected):
+    """A guarded append found the job's log moved on since it was read (someone else
+    appended an event): re-read the job and decide again."""
+
+
 class PublishOutcomeUnknown(FerrisQueueError):
     """No answer in time: the message may or may not be stored.
 

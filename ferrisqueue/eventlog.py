@@ -17,6 +17,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from ferrisqueue.errors import (
+    ConcurrentChange,
     DecodeError,
     NatsUnavailable,
     PayloadTooLarge,
@@ -28,6 +29,16 @@ from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM, job_history_filter, job_subject
 
 _NO_MESSAGE = 10037  # "no message found"
+_WRONG_LAST_SEQUENCE = 10071
+
+
+def _headers(event: BaseEvent, after_seq: int | None) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": event.dedup_key()}
+    if after_seq is not None:
+        # Optimistic concurrency over all of the job's subjects (every event kind).
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(after_seq)
+        headers["Nats-Expected-Last-Subject-Sequence-Subject"] = job_history_filter(event.job_id)
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +88,13 @@ class EventLog:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
-    async def append(self, event: BaseEvent) -> int:
+    async def append(self, event: BaseEvent, *, after_seq: int | None = None) -> int:
         """Publish ``event`` and wait for JetStream to store it; returns its stream sequence.
 
         The ``Nats-Msg-Id`` header is the event's dedup key, so appending the same event
         again (after a timeout, say) stores it once and returns the original sequence.
+        With ``after_seq``, the append is guarded: it is stored only if the job's newest
+        event is still the one at ``after_seq``, else :class:`ConcurrentChange`.
         """
         body = encode_event(event)
         if len(body) > self._max_event_bytes:
@@ -97,7 +110,7 @@ class EventLog:
                 body,
                 timeout=self._publish_timeout,
                 stream=EVENT_STREAM,
-                headers={"Nats-Msg-Id": event.dedup_key()},
+                headers=_headers(event, after_seq),
             )
         except (TimeoutError, nats.errors.TimeoutError) as exc:
             raise PublishOutcomeUnknown(f"no ack for {event.subject} in time") from exc
@@ -106,6 +119,8 @@ class EventLog:
         except nats.js.errors.NoStreamResponseError as exc:
             raise NatsUnavailable(f"no stream answers on {event.subject} (run `fq init`)") from exc
         except nats.js.errors.APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                raise ConcurrentChange(f"{event.subject}: {exc.description}") from exc
             raise PublishRejected(f"{event.subject}: {exc.description} ({exc.err_code})") from exc
         except (
             nats.errors.NoRespondersError,

@@ -185,6 +185,10 @@ class Canceled(BaseEvent):
     event: Literal["canceled"] = "canceled"
     reason: str | None = None
 
+    def dedup_key(self) -> str:
+        # A job is canceled once: the gateway and a worker may both record it.
+        return f"{self.job_id}:canceled"
+
 
 class Redriven(BaseEvent):
     """An operator sent a failed job back to its queue."""

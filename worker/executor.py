@@ -17,10 +17,17 @@ from typing import Any
 import pydantic_core
 from nats.aio.msg import Msg
 
-from ferrisqueue.errors import DecodeError, FerrisQueueError, PayloadTooLarge, Permanent
+from ferrisqueue.errors import (
+    ConcurrentChange,
+    DecodeError,
+    FerrisQueueError,
+    PayloadTooLarge,
+    Permanent,
+)
 from ferrisqueue.eventlog import EventLog, StoredEvent
 from ferrisqueue.events import (
     BaseEvent,
+    Canceled,
     DeadLettered,
     Failed,
     Progress,
@@ -30,6 +37,7 @@ from ferrisqueue.events import (
     Succeeded,
     utcnow,
 )
+from ferrisqueue.fold import JobState, fold
 from ferrisqueue.subjects import parse_job_subject
 from worker.context import JobContext
 from worker.lease import leased
@@ -48,6 +56,9 @@ class JobExecutor:
         self._registry = registry
         self._worker_id = worker_id
         self._ack_wait = ack_wait
+        self._active: dict[str, asyncio.Future[Any]] = {}
+        """Handlers running now, by job id (for cancellation)."""
+        self._canceling: set[str] = set()
         self.processed = 0
         """Jobs whose outcome this executor recorded."""
         self.failed = 0
@@ -84,7 +95,57 @@ class JobExecutor:
             return
         released_after = stored.event.attempt if isinstance(stored.event, Released) else 0
         attempt = released_after + meta.num_delivered
-        await self._run(msg, submitted, attempt)
+        # On a first delivery the runnable message is the job's newest event, unless
+        # something (a cancel, a duplicate's run) came after it; the guard tells.
+        after_seq = meta.sequence.stream if meta.num_delivered == 1 else None
+        if await self._start(msg, submitted, attempt, after_seq):
+            await self._run(msg, submitted, attempt)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the handler of ``job_id`` if it runs here (a ``cancel_requested`` came)."""
+        handler = self._active.get(job_id)
+        if handler is None:
+            return False
+        self._canceling.add(job_id)
+        handler.cancel()
+        return True
+
+    async def _start(self, msg: Msg, job: Submitted, attempt: int, after_seq: int | None) -> bool:
+        """Record ``started``, guarded by the job's newest sequence, so that a job that was
+        canceled, finished, or started by a duplicate delivery in the meantime is not run
+        (then the message is acked and False returned)."""
+        last = after_seq
+        for _ in range(_START_TRIES):
+            if last is None:
+                history = await self._log.history(job.job_id)
+                last = history[-1].seq if history else 0
+                state = fold(s.event for s in history if s.event is not None)
+                if state is not None and _must_not_start(state, attempt):
+                    if state.cancel_requested and not state.status.is_terminal:
+                        await self._log.append(
+                            Canceled(
+                                job_id=job.job_id,
+                                queue=job.queue,
+                                at=utcnow(),
+                                reason="canceled before it ran",
+                            )
+                        )
+                    log.info("not running %s: it is %s", job.job_id, state.status.value)
+                    await msg.ack()
+                    return False
+            started = Started(
+                job_id=job.job_id,
+                queue=job.queue,
+                at=utcnow(),
+                attempt=attempt,
+                worker=self._worker_id,
+            )
+            try:
+                await self._log.append(started, after_seq=last)
+                return True
+            except ConcurrentChange:
+                last = None  # re-read the job and decide again
+        raise ConcurrentChange(f"{job.job_id} kept changing while starting it")
 
     async def _submission(self, event: BaseEvent) -> Submitted | None:
         if isinstance(event, Submitted):
@@ -113,13 +174,19 @@ class JobExecutor:
             report,
             asyncio.get_running_loop(),
         )
-        await self._log.append(at(Started, attempt=attempt, worker=self._worker_id))
         began = time.perf_counter()
         outcome: BaseEvent
+        handler = asyncio.ensure_future(self._call(job, ctx))
+        self._active[job.job_id] = handler
         try:
             async with leased(msg, self._ack_wait):
-                result = await self._registry.runner(job.type)(ctx, job.payload)
+                result = await handler
             pydantic_core.to_json(result)  # a result that cannot be stored fails the job here
+        except asyncio.CancelledError:
+            if job.job_id not in self._canceling:
+                handler.cancel()  # the worker is stopping: execute() hands the job back
+                raise
+            outcome = at(Canceled, reason="canceled while running")
         except Exception as exc:  # the handler's failure is the job's outcome, not ours
             outcome = at(
                 Failed,
@@ -130,6 +197,9 @@ class JobExecutor:
             )
         else:
             outcome = at(Succeeded, attempt=attempt, result=result, duration_ms=_ms_since(began))
+        finally:
+            self._active.pop(job.job_id, None)
+            self._canceling.discard(job.job_id)
         try:
             await self._log.append(outcome)
         except PayloadTooLarge as exc:  # a result too large to store fails the job instead
@@ -145,6 +215,9 @@ class JobExecutor:
         self.processed += 1
         self.failed += isinstance(outcome, Failed)
 
+    async def _call(self, job: Submitted, ctx: JobContext) -> Any:
+        return await self._registry.runner(job.type)(ctx, job.payload)
+
     async def _reject_poison(self, msg: Msg, error: DecodeError | None) -> None:
         """A message that can never run: record why (when the subject names a job) and
         terminate it so it is never delivered again. The worker goes on."""
@@ -158,6 +231,14 @@ class JobExecutor:
             )
         # msg.term() cannot carry a reason; the protocol's "+TERM <reason>" can.
         await msg.respond(f"+TERM {reason}".encode())
+
+
+_START_TRIES = 3
+
+
+def _must_not_start(state: JobState, attempt: int) -> bool:
+    """Finished, canceled (or asked to be), or already at this attempt elsewhere."""
+    return state.status.is_terminal or state.cancel_requested or attempt <= state.attempts
 
 
 def _job_of(subject: str) -> tuple[str, str] | None:

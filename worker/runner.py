@@ -9,15 +9,18 @@ then are handed back with ``nak`` (redelivered at once, not after AckWait).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from ferrisqueue.eventlog import EventLog
+from ferrisqueue.events import EventKind
 from ferrisqueue.natsconn import close_quietly, connect
 from ferrisqueue.puller import Puller
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.subjects import EVENT_STREAM, job_subject, parse_job_subject
 from ferrisqueue.topology import ensure_consumer, ensure_streams, worker_consumer_config
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
@@ -60,6 +63,7 @@ class Worker:
                 ack_wait=settings.ack_wait,
             )
             pullers = await self._pullers(nc)
+            await self._listen_for_cancels(nc, executor)
             heartbeat = HeartbeatPublisher(
                 nc, settings, lambda: (len(self._running), executor.processed, executor.failed)
             )
@@ -77,6 +81,22 @@ class Worker:
             await heartbeat.beat("stopped")
         finally:
             await close_quietly(nc)
+
+    async def _listen_for_cancels(self, nc: Client, executor: JobExecutor) -> None:
+        """Cancel a running handler as soon as its job's ``cancel_requested`` is stored.
+
+        Plain NATS delivery of the stored events: if one is missed (a disconnect), the job
+        simply finishes; cancellation of a running job is cooperative, never guaranteed.
+        A job that has not started yet is protected by the guarded ``started`` instead.
+        """
+
+        async def requested(msg: Msg) -> None:
+            with contextlib.suppress(ValueError):
+                if executor.cancel(parse_job_subject(msg.subject).job_id):
+                    log.info("canceling %s on request", msg.subject)
+
+        for queue in self._settings.worker_queues:
+            await nc.subscribe(job_subject(queue, "*", EventKind.CANCEL_REQUESTED), cb=requested)
 
     async def _pullers(self, nc: Client) -> list[Puller]:
         await ensure_streams(nc, self._settings)

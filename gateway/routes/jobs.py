@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ferrisqueue.audit import audit_trail
-from ferrisqueue.events import Submitted, Token, utcnow
+from ferrisqueue.errors import ConcurrentChange
+from ferrisqueue.events import Canceled, CancelRequested, Submitted, Token, utcnow
 from ferrisqueue.fold import fold
 from ferrisqueue.idempotency import MAX_KEY_LENGTH, fingerprint
 from ferrisqueue.ids import new_job_id
@@ -134,6 +135,53 @@ async def job_events(job_id: Token, event_log: EventLogDep) -> list[AuditEntryOu
     if not history:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     return [AuditEntryOut.model_validate(entry) for entry in audit_trail(history)]
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": Problem}, 409: {"model": Problem}, **_UNAVAILABLE},
+)
+async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) -> JobStatusOut:
+    """Cancel a job. Pending: it is ``canceled`` at once and never runs. Running: its worker
+    cancels the handler (cooperatively: a plain ``def`` handler finishes its work) and
+    records ``canceled``; the answer says ``running`` with ``cancel_requested``. Finished:
+    409. Every append is guarded by the job's newest sequence, so a cancel racing a worker's
+    start resolves one way or the other, never both."""
+    by = request.client.host if request.client else None
+    requested = False
+    for _ in range(_CANCEL_TRIES):
+        history = await event_log.history(job_id)
+        state = fold(stored.event for stored in history if stored.event is not None)
+        if state is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+        if requested and state.status is JobStatus.CANCELED:
+            return JobStatusOut.from_state(state, "event_log")  # a worker recorded it first
+        if state.status.is_terminal:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is already {state.status}")
+        last = history[-1].seq
+        try:
+            if not state.cancel_requested:
+                request_event = CancelRequested(
+                    job_id=job_id, queue=state.queue, at=utcnow(), requested_by=by
+                )
+                last = await event_log.append(request_event, after_seq=last)
+                requested = True
+            if state.status is JobStatus.PENDING:
+                canceled = Canceled(
+                    job_id=job_id, queue=state.queue, at=utcnow(), reason="canceled before it ran"
+                )
+                await event_log.append(canceled, after_seq=last)
+        except ConcurrentChange:
+            continue  # a worker moved the job on: look again
+        history = await event_log.history(job_id)
+        final = fold(stored.event for stored in history if stored.event is not None)
+        assert final is not None
+        return JobStatusOut.from_state(final, "event_log")
+    raise ConcurrentChange(f"job {job_id} kept changing; retry")
+
+
+_CANCEL_TRIES = 5
 
 
 @router.get("")
