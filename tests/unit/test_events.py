@@ -374,11 +374,18 @@ def test_dedup_key_of_progress_is_stable_for_the_same_report() -> None:
 
 
 def test_dedup_key_of_events_without_attempt_uses_the_timestamp() -> None:
-    a = Canceled(**COMMON)
-    b = Canceled(job_id=JOB, queue=QUEUE, at=AT + timedelta(microseconds=1))
+    a = CancelRequested(**COMMON)
+    b = CancelRequested(job_id=JOB, queue=QUEUE, at=AT + timedelta(microseconds=1))
 
-    assert a.dedup_key() == f"{JOB}:canceled:{int(AT.timestamp() * 1_000_000)}"
+    assert a.dedup_key() == f"{JOB}:cancel_requested:{int(AT.timestamp() * 1_000_000)}"
     assert a.dedup_key() != b.dedup_key()
+
+
+def test_a_job_is_canceled_once_whoever_records_it() -> None:
+    by_gateway = Canceled(**COMMON, reason="canceled before it ran")
+    by_worker = Canceled(job_id=JOB, queue=QUEUE, at=AT + timedelta(seconds=1))
+
+    assert by_gateway.dedup_key() == by_worker.dedup_key() == f"{JOB}:canceled"
 
 
 def test_dedup_key_survives_the_round_trip() -> None:
