@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -25,24 +23,10 @@ from tests.integration.test_projector import (
     snapshot,
     wait_caught_up,
 )
-from tests.support.procs import service_env
+from tests.support.procs import run_fq
 from tests.support.waits import collect_events, wait_until
 
 pytestmark = pytest.mark.integration
-
-FQ = str(Path(sys.executable).parent / "fq")
-
-
-async def fq(settings: Settings, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [FQ, *args],
-        env=service_env(settings),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def submit_many(log: EventLog, count: int, type: str = "echo") -> list[str]:
@@ -69,8 +53,8 @@ async def test_job_events_endpoint_and_fq_audit_show_the_whole_trail(
     )
 
     trail = (await gateway.get(f"/jobs/{job_id}/events")).json()
-    printed = await fq(settings, tmp_path, "audit", job_id)
-    as_json = await fq(settings, tmp_path, "audit", job_id, "--json")
+    printed = await run_fq(settings, tmp_path, "audit", job_id)
+    as_json = await run_fq(settings, tmp_path, "audit", job_id, "--json")
 
     assert [e["event"] for e in trail] == ["submitted", "started", "failed", "started"]
     assert trail[0]["actor"] == "127.0.0.1"
@@ -128,7 +112,7 @@ async def test_rebuild_into_a_fresh_store_equals_the_live_one(
     last = await wait_caught_up(engine, nc)
     fresh_url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
 
-    result = await fq(settings, tmp_path, "projections", "rebuild", "--database-url", fresh_url)
+    result = await run_fq(settings, tmp_path, "projections", "rebuild", "--database-url", fresh_url)
 
     assert result.returncode == 0, result.stderr
     assert f"stream sequence {last}" in result.stdout
@@ -155,7 +139,7 @@ async def test_replay_until_a_time_builds_the_store_as_it_was_then(
     await collect_events(nc, "fq.job.*.*.succeeded", until=lambda b: len(b) == 40, timeout=20)
     replay_url = f"sqlite:///{tmp_path / 'replayed.db'}"
 
-    result = await fq(
+    result = await run_fq(
         settings, tmp_path, "replay", "--until", cut.isoformat(), "--database-url", replay_url
     )
 
@@ -179,7 +163,7 @@ async def test_rebuild_refuses_a_store_a_projector_is_running_on(
         what="the projector to lead",
     )
 
-    result = await fq(settings, tmp_path, "projections", "rebuild")
+    result = await run_fq(settings, tmp_path, "projections", "rebuild")
 
     assert result.returncode == 2
     assert "a projector is running on this read store" in result.stderr

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,23 +11,9 @@ import pytest
 from ferrisqueue.ids import is_token
 from ferrisqueue.settings import Settings
 from tests.conftest import StartService
-from tests.support.procs import service_env
+from tests.support.procs import run_fq
 
 pytestmark = pytest.mark.integration
-
-FQ = str(Path(sys.executable).parent / "fq")
-
-
-async def fq(settings: Settings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [FQ, *args],
-        env=service_env(settings),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 @pytest.mark.parametrize("via", [[], ["--nats"]], ids=["via-gateway", "via-nats"])
@@ -43,10 +26,10 @@ async def test_fq_submit_then_status_wait_shows_completed(
 ) -> None:
     start("worker")
 
-    submitted = await fq(settings, tmp_path, "submit", "echo", "-p", '{"a": 1}', *via)
+    submitted = await run_fq(settings, tmp_path, "submit", "echo", "-p", '{"a": 1}', *via)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
-    shown = await fq(settings, tmp_path, "status", job_id, "--wait", "15")
+    shown = await run_fq(settings, tmp_path, "status", job_id, "--wait", "15")
 
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout)
@@ -57,9 +40,9 @@ async def test_fq_submit_then_status_wait_shows_completed(
 async def test_fq_init_is_idempotent_and_fq_id_prints_a_token(
     settings: Settings, tmp_path: Path, nats_server: object
 ) -> None:
-    first = await fq(settings, tmp_path, "init")
-    again = await fq(settings, tmp_path, "init")
-    new_id = await fq(settings, tmp_path, "id")
+    first = await run_fq(settings, tmp_path, "init")
+    again = await run_fq(settings, tmp_path, "init")
+    new_id = await run_fq(settings, tmp_path, "id")
 
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert "queues: default" in again.stdout
@@ -67,7 +50,7 @@ async def test_fq_init_is_idempotent_and_fq_id_prints_a_token(
 
 
 async def test_fq_submit_with_bad_payload_says_why(settings: Settings, tmp_path: Path) -> None:
-    result = await fq(settings, tmp_path, "submit", "echo", "-p", "{nope")
+    result = await run_fq(settings, tmp_path, "submit", "echo", "-p", "{nope")
 
     assert result.returncode == 2
     assert "--payload is not JSON" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -83,3 +84,20 @@ def start_service(name: str, argv: list[str], env: dict[str, str], cwd: Path) ->
 
 def module_argv(module: str) -> list[str]:
     return [sys.executable, "-m", module]
+
+
+FQ = str(Path(sys.executable).parent / "fq")
+"""The `fq` console script of this environment."""
+
+
+async def run_fq(settings: Settings, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``fq ARGS`` against the services of ``settings`` (in a thread; 60 s at most)."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [FQ, *args],
+        env=service_env(settings),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
