@@ -20,6 +20,12 @@ from ferrisqueue.ids import is_token
 EVENT_STREAM = "FQ_EVENTS"
 """The Limits-retention stream that holds every lifecycle event: the source of truth."""
 
+DLQ_STREAM = "FQ_DLQ"
+"""Dead letters: the original runnable message of each job given up on."""
+
+ADVISORY_STREAM = "FQ_ADVISORIES"
+"""Captured MAX_DELIVERIES advisories of the dispatch consumers."""
+
 JOB_SUBJECT_PREFIX = "fq.job"
 ALL_JOB_EVENTS = f"{JOB_SUBJECT_PREFIX}.>"
 RUNNABLE_EVENTS = ("submitted", "released")
@@ -62,3 +68,8 @@ def job_history_filter(job_id: str) -> str:
 def runnable_filters(queue: str) -> list[str]:
     """The filter subjects of a queue's dispatch consumer."""
     return [job_subject(queue, "*", event) for event in RUNNABLE_EVENTS]
+
+
+def dlq_subject(queue: str, job_id: str) -> str:
+    """Where a job's dead letter is kept."""
+    return f"fq.dlq.{queue}.{job_id}"

@@ -42,7 +42,8 @@ def _settings() -> Settings:
 
 @app.command()
 def up() -> None:
-    """Start everything locally: embedded NATS, projector, gateway, workers, dashboard."""
+    """Start everything locally: embedded NATS, projector, gateway, scheduler, workers,
+    dashboard."""
     from ferrisqueue.cli import up as up_module
 
     settings = _settings()

@@ -1,9 +1,9 @@
 """``fq up``: the whole system on one machine, supervised.
 
 Starts the embedded nats-server (unless ``FQ_NATS_URL`` names one), applies the topology,
-then the projector, the gateway, the workers and the dashboard as child processes. If any
-child dies, everything is stopped and ``fq up`` exits non-zero; SIGINT / SIGTERM stop
-everything cleanly, workers first so that they can finish their jobs. Only processes that
+then the projector, the gateway, the scheduler, the workers and the dashboard as child
+processes. If any child dies, everything is stopped and ``fq up`` exits non-zero; SIGINT /
+SIGTERM stop everything cleanly, workers first so that they can finish their jobs. Only processes that
 ``fq up`` started are ever signalled, by the pids it holds.
 """
 
@@ -49,6 +49,7 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
     started = [
         Service("projector", [python, "-m", "projections"], base),
         Service("gateway", [python, "-m", "gateway"], base),
+        Service("scheduler", [python, "-m", "scheduler"], base),
     ]
     started += [
         Service(

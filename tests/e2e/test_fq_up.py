@@ -116,7 +116,8 @@ async def test_fq_up_runs_a_curl_posted_job_to_completed_within_2_seconds(
         )
 
     children = children_of(process.pid)
-    assert len(children) == 5, children  # nats-server, projector, gateway, worker, dashboard
+    # nats-server, projector, gateway, scheduler, worker, dashboard
+    assert len(children) == 6, children
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert [pid for pid in children if alive(pid)] == []
