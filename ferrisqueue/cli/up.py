@@ -3,8 +3,8 @@
 Starts the embedded nats-server (unless ``FQ_NATS_URL`` names one), applies the topology,
 then the projector, the gateway, the scheduler, the workers and the dashboard as child
 processes. If any child dies, everything is stopped and ``fq up`` exits non-zero; SIGINT /
-SIGTERM stop everything cleanly, workers first so that they can finish their jobs. Only processes that
-``fq up`` started are ever signalled, by the pids it holds.
+SIGTERM stop everything cleanly, workers first so that they can finish their jobs. Only
+processes that ``fq up`` started are ever signalled, by the pids it holds.
 """
 
 from __future__ import annotations
