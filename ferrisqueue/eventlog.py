@@ -8,6 +8,7 @@ stored" (:class:`PublishRejected`, :class:`NatsUnavailable`) from "maybe stored"
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +26,7 @@ from ferrisqueue.errors import (
     PublishRejected,
 )
 from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
+from ferrisqueue.fold import JobState, fold
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM, job_history_filter, job_subject
 
@@ -65,6 +67,11 @@ class StoredEvent:
             )
         except DecodeError as exc:
             return cls(seq, subject, stored_at, data, None, exc)
+
+
+def fold_history(history: Iterable[StoredEvent]) -> JobState | None:
+    """A job's state from its stored messages (undecodable ones change nothing)."""
+    return fold(stored.event for stored in history if stored.event is not None)
 
 
 class EventLog:

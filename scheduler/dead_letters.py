@@ -27,9 +27,8 @@ import logging
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ferrisqueue.eventlog import EventLog, StoredEvent
+from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
 from ferrisqueue.events import DeadLettered, Failed, Started, utcnow
-from ferrisqueue.fold import fold
 from ferrisqueue.puller import Puller
 from ferrisqueue.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
 from ferrisqueue.topology import ensure_consumer, load_consumer_definition
@@ -76,7 +75,7 @@ class DeadLetterRouter:
             return
         job = stored.event
         history = await self._log.history(job.job_id)
-        state = fold(s.event for s in history if s.event is not None)
+        state = fold_history(history)
         last_error = next(
             (s.event.error for s in reversed(history) if isinstance(s.event, Failed)), None
         )

@@ -24,7 +24,7 @@ from ferrisqueue.errors import (
     PayloadTooLarge,
     Permanent,
 )
-from ferrisqueue.eventlog import EventLog, StoredEvent
+from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
 from ferrisqueue.events import (
     BaseEvent,
     Canceled,
@@ -37,7 +37,7 @@ from ferrisqueue.events import (
     Succeeded,
     utcnow,
 )
-from ferrisqueue.fold import JobState, fold
+from ferrisqueue.fold import JobState
 from ferrisqueue.subjects import parse_job_subject
 from worker.context import JobContext
 from worker.lease import leased
@@ -119,7 +119,7 @@ class JobExecutor:
             if last is None:
                 history = await self._log.history(job.job_id)
                 last = history[-1].seq if history else 0
-                state = fold(s.event for s in history if s.event is not None)
+                state = fold_history(history)
                 if state is not None and _must_not_start(state, attempt):
                     if state.cancel_requested and not state.status.is_terminal:
                         await self._log.append(

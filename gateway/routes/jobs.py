@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from ferrisqueue.audit import audit_trail
 from ferrisqueue.errors import ConcurrentChange
+from ferrisqueue.eventlog import fold_history
 from ferrisqueue.events import Canceled, CancelRequested, Submitted, Token, utcnow
-from ferrisqueue.fold import fold
 from ferrisqueue.idempotency import MAX_KEY_LENGTH, fingerprint
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.states import JobStatus
@@ -121,7 +121,7 @@ async def job_status(job_id: Token, session: SessionDep, request: Request) -> Jo
         return JobStatusOut.from_state(state, "read_store")
     # Resolved here, not as a dependency: reads from the store must work while NATS is down.
     history = await get_event_log(request).history(job_id)
-    state = fold(stored.event for stored in history if stored.event is not None)
+    state = fold_history(history)
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     return JobStatusOut.from_state(state, "event_log")
@@ -152,7 +152,7 @@ async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) ->
     requested = False
     for _ in range(_CANCEL_TRIES):
         history = await event_log.history(job_id)
-        state = fold(stored.event for stored in history if stored.event is not None)
+        state = fold_history(history)
         if state is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
         if requested and state.status is JobStatus.CANCELED:
@@ -175,7 +175,7 @@ async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) ->
         except ConcurrentChange:
             continue  # a worker moved the job on: look again
         history = await event_log.history(job_id)
-        final = fold(stored.event for stored in history if stored.event is not None)
+        final = fold_history(history)
         assert final is not None
         return JobStatusOut.from_state(final, "event_log")
     raise ConcurrentChange(f"job {job_id} kept changing; retry")

@@ -86,13 +86,7 @@ async def test_restarted_and_killed_projector_applies_nothing_twice(
     await collect_events(nc, "fq.job.*.*.succeeded", until=lambda b: len(b) >= 200, timeout=30)
     last = await wait_caught_up(engine, nc)
 
-    # A projector on a fresh store folds the same log from scratch.
-    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    start("projections", FQ_DATABASE_URL=fresh_url, FQ_PROJECTOR_CONSUMER="fq-projector-fresh")
-    fresh = read_store(fresh_url)
-    await wait_until(
-        lambda: _checkpoint(fresh), lambda p: p == last, timeout=30, what="fresh rebuild"
-    )
+    fresh = await fold_into_fresh_store(start, tmp_path, last)
     live_rows, live_timeline = snapshot(engine)
     fresh_rows, fresh_timeline = snapshot(fresh)
     assert len(live_rows) == 200
@@ -100,6 +94,18 @@ async def test_restarted_and_killed_projector_applies_nothing_twice(
     assert _differences(live_rows, fresh_rows) == []
     assert _differences(live_timeline, fresh_timeline) == []
     assert all(row["status"] == "completed" for row in live_rows)
+
+
+async def fold_into_fresh_store(start: StartService, tmp_path: Path, last: int) -> Engine:
+    """A second projector (its own consumer) folds the same log into a new SQLite store;
+    returns that store once it has applied everything up to ``last``."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    start("projections", FQ_DATABASE_URL=url, FQ_PROJECTOR_CONSUMER="fq-projector-fresh")
+    fresh = read_store(url)
+    await wait_until(
+        lambda: _checkpoint(fresh), lambda p: p == last, timeout=30, what="fresh rebuild"
+    )
+    return fresh
 
 
 def _differences(live: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[str]:
@@ -185,12 +191,7 @@ async def test_a_standby_projector_takes_over_when_the_leader_dies(
     last = await wait_caught_up(engine, nc)
 
     assert "leading" in standby.log()
-    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    start("projections", FQ_DATABASE_URL=fresh_url, FQ_PROJECTOR_CONSUMER="fq-projector-fresh")
-    fresh = read_store(fresh_url)
-    await wait_until(
-        lambda: _checkpoint(fresh), lambda p: p == last, timeout=30, what="fresh rebuild"
-    )
+    fresh = await fold_into_fresh_store(start, tmp_path, last)
     live_rows, live_timeline = snapshot(engine)
     fresh_rows, fresh_timeline = snapshot(fresh)
     engine.dispose()
