@@ -10,7 +10,7 @@ from typing import Any
 from ferrisqueue.eventlog import StoredEvent
 from ferrisqueue.fold import JobState, apply
 
-_ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "worker")
+_ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "purged_by", "worker")
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from ferrisqueue.errors import (
 from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
 from ferrisqueue.fold import JobState, fold
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, job_history_filter, job_subject
+from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
 
 _NO_MESSAGE = 10037  # "no message found"
 _WRONG_LAST_SEQUENCE = 10071
@@ -109,26 +109,31 @@ class EventLog:
                 f"{event.kind.value} event of {len(body)} bytes exceeds the limit of "
                 f"{self._max_event_bytes} bytes"
             )
+        return await self.publish(
+            event.subject, body, stream=EVENT_STREAM, headers=_headers(event, after_seq)
+        )
+
+    async def publish(
+        self, subject: str, data: bytes, *, stream: str, headers: dict[str, str]
+    ) -> int:
+        """Publish one message to ``stream`` and wait for it to be stored; returns its
+        sequence. Library errors come back as FerrisQueue's (see :meth:`append`)."""
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
         try:
             ack = await self._js.publish(
-                event.subject,
-                body,
-                timeout=self._publish_timeout,
-                stream=EVENT_STREAM,
-                headers=_headers(event, after_seq),
+                subject, data, timeout=self._publish_timeout, stream=stream, headers=headers
             )
         except (TimeoutError, nats.errors.TimeoutError) as exc:
-            raise PublishOutcomeUnknown(f"no ack for {event.subject} in time") from exc
+            raise PublishOutcomeUnknown(f"no ack for {subject} in time") from exc
         except nats.errors.MaxPayloadError as exc:
-            raise PayloadTooLarge(f"{event.subject}: larger than the server accepts") from exc
+            raise PayloadTooLarge(f"{subject}: larger than the server accepts") from exc
         except nats.js.errors.NoStreamResponseError as exc:
-            raise NatsUnavailable(f"no stream answers on {event.subject} (run `fq init`)") from exc
+            raise NatsUnavailable(f"no stream answers on {subject} (run `fq init`)") from exc
         except nats.js.errors.APIError as exc:
             if exc.err_code == _WRONG_LAST_SEQUENCE:
-                raise ConcurrentChange(f"{event.subject}: {exc.description}") from exc
-            raise PublishRejected(f"{event.subject}: {exc.description} ({exc.err_code})") from exc
+                raise ConcurrentChange(f"{subject}: {exc.description}") from exc
+            raise PublishRejected(f"{subject}: {exc.description} ({exc.err_code})") from exc
         except (
             nats.errors.NoRespondersError,
             nats.errors.ConnectionClosedError,
@@ -136,7 +141,7 @@ class EventLog:
             nats.errors.OutboundBufferLimitError,
             nats.errors.StaleConnectionError,
         ) as exc:
-            raise NatsUnavailable(f"cannot publish {event.subject}: {exc!r}") from exc
+            raise NatsUnavailable(f"cannot publish {subject}: {exc!r}") from exc
         seq: int = ack.seq
         return seq
 
@@ -152,12 +157,12 @@ class EventLog:
         return seq
 
     async def was_submitted(self, job_id: str) -> bool:
-        """Whether the log holds a ``submitted`` event of ``job_id``."""
+        """Whether the log holds any event of ``job_id`` (its creation comes first)."""
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
         try:
             await self._js.get_msg(
-                EVENT_STREAM, seq=1, subject=job_subject("*", job_id, "submitted"), next=True
+                EVENT_STREAM, seq=1, subject=job_history_filter(job_id), next=True
             )
         except nats.js.errors.NotFoundError:
             return False

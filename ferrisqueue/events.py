@@ -9,7 +9,7 @@ taken from the subject and ``at`` from the time JetStream stored the message.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
 )
 
+from ferrisqueue.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError
 from ferrisqueue.ids import is_token
 from ferrisqueue.subjects import job_subject, parse_job_subject
@@ -44,6 +45,7 @@ class EventKind(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     CANCELED = "canceled"
     REDRIVEN = "redriven"
+    PURGED = "purged"
 
 
 def _token(value: str) -> str:
@@ -94,20 +96,40 @@ class BaseEvent(BaseModel):
         return f"{self.job_id}:{self.kind.value}:{suffix}"
 
 
-class Submitted(BaseEvent):
-    """A producer asked for a job to run."""
+class JobSpec(BaseEvent):
+    """What a job is: the fields of the event that creates it (``submitted``/``scheduled``).
 
-    event: Literal["submitted"] = "submitted"
+    The options override the queue's policy (``FQ_QUEUES``) for this one job.
+    """
+
     type: Token = Field(description="The task that runs the job, e.g. 'email' or 'echo'.")
     payload: dict[str, Any] = Field(default_factory=dict)
     submitted_by: str | None = Field(default=None, max_length=200)
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=1000, description="Attempts before the job is dead-lettered."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, le=7 * 86_400, description="Seconds one attempt may run."
+    )
+    retry: RetryPolicy | None = Field(default=None, description="Backoff between attempts.")
 
     def dedup_key(self) -> str:
-        return f"{self.job_id}:submitted"
+        # A job is created once: a retried publish of the same creation is stored once.
+        return f"{self.job_id}:{self.kind.value}"
 
 
-class Scheduled(BaseEvent):
-    """The job waits for ``run_at`` before it becomes runnable."""
+class Submitted(JobSpec):
+    """A producer asked for a job to run now."""
+
+    event: Literal["submitted"] = "submitted"
+
+
+class Scheduled(JobSpec):
+    """A producer asked for a job to run at ``run_at``; it waits until then.
+
+    Plain-NATS producers may give ``delay`` (seconds) instead of ``run_at``: the job then
+    runs that long after the message was stored.
+    """
 
     event: Literal["scheduled"] = "scheduled"
     run_at: UtcDatetime
@@ -191,10 +213,27 @@ class Canceled(BaseEvent):
 
 
 class Redriven(BaseEvent):
-    """An operator sent a failed job back to its queue."""
+    """An operator sent a dead-lettered job back to its queue: it runs again at once, with
+    a fresh budget of attempts."""
 
     event: Literal["redriven"] = "redriven"
-    redriven_by: str | None = None
+    attempt: int = Field(default=0, ge=0, description="The attempts made before the redrive.")
+    redriven_by: str = Field(max_length=200, description="Who redrove it.")
+    reason: str | None = Field(default=None, max_length=1000)
+
+    def dedup_key(self) -> str:
+        return f"{self.job_id}:redriven:{self.attempt}:{int(self.at.timestamp() * 1_000_000)}"
+
+
+class Purged(BaseEvent):
+    """An operator removed the job's dead letter: it stays failed and will not run again."""
+
+    event: Literal["purged"] = "purged"
+    purged_by: str = Field(max_length=200, description="Who purged it.")
+    reason: str | None = Field(default=None, max_length=1000)
+
+    def dedup_key(self) -> str:
+        return f"{self.job_id}:purged"
 
 
 Event = Annotated[
@@ -208,7 +247,8 @@ Event = Annotated[
     | DeadLettered
     | CancelRequested
     | Canceled
-    | Redriven,
+    | Redriven
+    | Purged,
     Field(discriminator="event"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -249,6 +289,8 @@ def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None
             )
     if "at" not in body and stored_at is not None:
         body["at"] = stored_at
+    if tokens.event == EventKind.SCHEDULED and "delay" in body and "run_at" not in body:
+        body["run_at"] = _delayed(body.pop("delay"), body.get("at"), subject, data)
     version = body.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise DecodeError(
@@ -261,6 +303,19 @@ def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None
         return _EVENT_ADAPTER.validate_python(body)
     except ValidationError as exc:
         raise DecodeError(_describe(exc), subject=subject, data=data) from exc
+
+
+def _delayed(delay: object, at: object, subject: str, data: bytes) -> datetime:
+    """``run_at`` of a plain-NATS ``scheduled`` message that gave ``delay`` seconds."""
+    if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 3e7:
+        raise DecodeError(
+            "delay must be a number of seconds from 0 to 30000000", subject=subject, data=data
+        )
+    try:
+        start = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+    except ValueError as exc:
+        raise DecodeError(f"at: {exc}", subject=subject, data=data) from exc
+    return start + timedelta(seconds=delay)
 
 
 def _describe(exc: ValidationError) -> str:

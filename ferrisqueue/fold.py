@@ -23,7 +23,9 @@ from ferrisqueue.events import (
     CancelRequested,
     DeadLettered,
     Failed,
+    JobSpec,
     Progress,
+    Purged,
     Redriven,
     Released,
     Scheduled,
@@ -83,8 +85,8 @@ def _reject(state: JobState | None, event: BaseEvent, why: str | None = None) ->
 def apply(state: JobState | None, event: BaseEvent) -> Transition:
     """Apply one event to a job's state (``None`` before its first event)."""
     if state is None:
-        if isinstance(event, Submitted):
-            return Transition(_submitted(event), True)
+        if isinstance(event, JobSpec):
+            return Transition(_created(event), True)
         if isinstance(event, DeadLettered):
             # A job whose submission could not even be decoded is known only by its id.
             return Transition(_undecodable(event), True)
@@ -106,16 +108,18 @@ def fold(events: Iterable[BaseEvent]) -> JobState | None:
     return state
 
 
-def _submitted(event: Submitted) -> JobState:
+def _created(event: JobSpec) -> JobState:
+    scheduled = isinstance(event, Scheduled)
     return JobState(
         job_id=event.job_id,
         queue=event.queue,
         type=event.type,
         payload=event.payload,
         status=JobStatus.PENDING,
-        pending_reason=PendingReason.QUEUED,
+        pending_reason=PendingReason.SCHEDULED if scheduled else PendingReason.QUEUED,
         created_at=event.at,
         updated_at=event.at,
+        run_at=event.run_at if isinstance(event, Scheduled) else None,
         submitted_by=event.submitted_by,
     )
 
@@ -143,11 +147,15 @@ def _changes(state: JobState, event: BaseEvent) -> dict[str, Any] | str:
     pending, running = state.status is JobStatus.PENDING, state.status is JobStatus.RUNNING
     active = pending or running
     match event:
-        case Submitted():
+        case Submitted() | Scheduled():
             return "the job was already submitted"
-        case Scheduled(run_at=run_at) if pending:
-            return dict(pending_reason=PendingReason.SCHEDULED, run_at=run_at)
-        case Released() if pending:
+        case Released(attempt=attempt) if (
+            pending and state.pending_reason is not PendingReason.QUEUED
+        ):
+            if attempt != state.attempts:
+                return (
+                    f"release after attempt {attempt}, but the job is at attempt {state.attempts}"
+                )
             return dict(pending_reason=PendingReason.QUEUED, run_at=None, retry_at=None)
         case Started(attempt=attempt) if active:
             if attempt <= state.attempts:
@@ -196,12 +204,15 @@ def _changes(state: JobState, event: BaseEvent) -> dict[str, Any] | str:
             return dict(cancel_requested=True)
         case Canceled() if active:
             return dict(status=JobStatus.CANCELED, pending_reason=None, finished_at=event.at)
-        case Redriven() if state.status is JobStatus.FAILED:
+        case Redriven() if state.dead_lettered:
             return dict(
                 status=JobStatus.PENDING,
                 pending_reason=PendingReason.QUEUED,
                 finished_at=None,
                 dead_lettered=False,
                 cancel_requested=False,
+                progress=None,
             )
+        case Purged() if state.dead_lettered:
+            return dict(dead_lettered=False)
     return ""

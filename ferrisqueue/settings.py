@@ -15,7 +15,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ferrisqueue.backoff import RetryPolicy
 from ferrisqueue.ids import is_token
+from ferrisqueue.policy import QueueOverrides, QueuePolicy
 
 DEFAULT_EMBEDDED_NATS_PORT = 4322
 """Not 4222: a machine may already run another (older) nats-server there."""
@@ -104,6 +106,22 @@ class Settings(BaseSettings):
         ge=1,
         description="Deliveries before JetStream stops redelivering a job (MaxDeliver).",
     )
+    max_attempts: int = Field(
+        default=3, ge=1, le=1000, description="Attempts before a failing job is dead-lettered."
+    )
+    job_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds one attempt may run (unset: no limit)."
+    )
+    retry_base: float = Field(default=1.0, gt=0, description="Backoff after attempt 1 (s).")
+    retry_cap: float = Field(default=300.0, gt=0, description="Longest backoff (s).")
+    retry_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="Spread of each backoff, as a fraction of it."
+    )
+    queues: dict[str, QueueOverrides] = Field(
+        default_factory=dict,
+        description='Per-queue overrides as JSON, e.g. {"mail": {"ack_wait": 120, '
+        '"max_attempts": 10, "retry": {"base": 5, "cap": 3600}}}.',
+    )
     shutdown_grace: float = Field(
         default=10.0, ge=0.0, description="Seconds a stopping worker lets running jobs finish."
     )
@@ -163,6 +181,25 @@ class Settings(BaseSettings):
         if bad or not value:
             raise ValueError(f"queue names must be [A-Za-z0-9_-]{{1,64}}; got {bad or 'none'}")
         return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_keys_are_tokens(cls, value: dict[str, QueueOverrides]) -> dict[str, QueueOverrides]:
+        bad = [q for q in value if not is_token(q)]
+        if bad:
+            raise ValueError(f"queue names must be [A-Za-z0-9_-]{{1,64}}; got {bad}")
+        return value
+
+    def policy(self, queue: str) -> QueuePolicy:
+        """The lease, attempts, timeout and backoff of ``queue``."""
+        default = QueuePolicy(
+            ack_wait=self.ack_wait,
+            max_attempts=self.max_attempts,
+            timeout=self.job_timeout,
+            retry=RetryPolicy(base=self.retry_base, cap=self.retry_cap, jitter=self.retry_jitter),
+        )
+        overrides = self.queues.get(queue)
+        return overrides.over(default) if overrides else default
 
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:

@@ -4,8 +4,15 @@ Every lifecycle event of a job is published on ``fq.job.<queue>.<job_id>.<event>
 
 * a job's whole history is ``fq.job.*.<job_id>.*`` (audit, ``nats stream view``);
 * one event kind across all jobs is ``fq.job.*.*.<event>``;
-* a queue's runnable events are ``fq.job.<queue>.*.submitted`` and ``...released``, the
-  filter of that queue's dispatch consumer.
+* a queue's runnable events are ``fq.job.<queue>.*.submitted``, ``...released`` and
+  ``...redriven``, the filter of that queue's dispatch consumer.
+
+Time lives in its own stream, ``FQ_SCHEDULES`` (JetStream message schedules):
+
+* ``fq.timer.<queue>.<job_id>``: a job's one pending timer (``@at``); it fires a message on
+  ``fq.due.<queue>.<job_id>``, which ``FQ_EVENTS`` sources as ``fq.job.<queue>.<job_id>.released``;
+* ``fq.cron.<name>``: a periodic schedule; each tick lands on ``fq.tick.<name>``, where the
+  scheduler turns it into one job.
 
 The subject is authoritative for the queue, the job id and the event kind; the JSON body
 repeats them so a message copied elsewhere (a dead letter, an export) still describes itself.
@@ -26,9 +33,12 @@ DLQ_STREAM = "FQ_DLQ"
 ADVISORY_STREAM = "FQ_ADVISORIES"
 """Captured MAX_DELIVERIES advisories of the dispatch consumers."""
 
+SCHEDULE_STREAM = "FQ_SCHEDULES"
+"""Timers of waiting jobs and cron schedules, fired by the server (``allow_msg_schedules``)."""
+
 JOB_SUBJECT_PREFIX = "fq.job"
 ALL_JOB_EVENTS = f"{JOB_SUBJECT_PREFIX}.>"
-RUNNABLE_EVENTS = ("submitted", "released")
+RUNNABLE_EVENTS = ("submitted", "released", "redriven")
 
 
 class JobSubject(NamedTuple):
@@ -73,3 +83,23 @@ def runnable_filters(queue: str) -> list[str]:
 def dlq_subject(queue: str, job_id: str) -> str:
     """Where a job's dead letter is kept."""
     return f"fq.dlq.{queue}.{job_id}"
+
+
+def timer_subject(queue: str, job_id: str) -> str:
+    """The subject of a job's pending timer; purging it cancels the timer."""
+    return f"fq.timer.{queue}.{job_id}"
+
+
+def due_subject(queue: str, job_id: str) -> str:
+    """Where a job's timer fires; ``FQ_EVENTS`` stores it as the job's ``released`` event."""
+    return f"fq.due.{queue}.{job_id}"
+
+
+def cron_subject(name: str) -> str:
+    """The subject of a periodic schedule (one message: the server's schedule)."""
+    return f"fq.cron.{name}"
+
+
+def tick_subject(name: str) -> str:
+    """Where each tick of a periodic schedule lands."""
+    return f"fq.tick.{name}"

@@ -52,7 +52,7 @@ def worker_consumer_config(queue: str, settings: Settings) -> dict[str, Any]:
     config = copy.deepcopy(load_consumer_definition(EVENT_STREAM, worker_consumer_name("default")))
     config["durable_name"] = worker_consumer_name(queue)
     config["filter_subjects"] = runnable_filters(queue)
-    config["ack_wait"] = int(settings.ack_wait * _NANOS)
+    config["ack_wait"] = int(settings.policy(queue).ack_wait * _NANOS)
     config["max_deliver"] = settings.max_deliver
     return config
 

@@ -119,7 +119,7 @@ class AuditEntryOut(BaseModel):
     event: str
     at: datetime = Field(description="When it happened (producer's clock).")
     stored_at: datetime = Field(description="When JetStream stored it.")
-    actor: str | None = Field(description="Who: submitted_by, requested_by, redriven_by or worker.")
+    actor: str | None = Field(description="Who: submitted_by, requested_by, redriven_by, purged_by or worker.")
     applied: bool = Field(description="False: recorded but not a legal transition (see note).")
     status_after: str | None
     note: str | None

@@ -27,10 +27,11 @@ import logging
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from ferrisqueue.deadletter import dead_letter
 from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
-from ferrisqueue.events import DeadLettered, Failed, Started, utcnow
+from ferrisqueue.events import Failed, Started
 from ferrisqueue.puller import Puller
-from ferrisqueue.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
+from ferrisqueue.subjects import ADVISORY_STREAM, EVENT_STREAM
 from ferrisqueue.topology import ensure_consumer, load_consumer_definition
 
 log = logging.getLogger(__name__)
@@ -84,23 +85,20 @@ class DeadLetterRouter:
         )
         reason = f"given up after {deliveries} deliveries (workers died or lost the lease)"
         if state is not None and not state.status.is_terminal:
-            headers = {
-                "Nats-Msg-Id": f"{job.job_id}:dlq:{seq}",
-                "Fq-Reason": reason,
-                "Fq-Stream-Seq": str(seq),
-                "Fq-Deliveries": str(deliveries),
-                "Fq-Attempts": str(state.attempts),
-                "Fq-Last-Worker": worker or "",
-                "Fq-Last-Error": (last_error or "")[:1000].replace("\r", " ").replace("\n", " "),
-            }
-            await self._js.publish(
-                dlq_subject(job.queue, job.job_id),
-                raw.data or b"",
-                stream=DLQ_STREAM,
-                headers=headers,
-            )
-            await self._log.append(
-                DeadLettered(job_id=job.job_id, queue=job.queue, at=utcnow(), reason=reason)
+            await dead_letter(
+                self._log,
+                queue=job.queue,
+                job_id=job.job_id,
+                original=raw.data or b"",
+                reason=reason,
+                dedup=str(seq),
+                lineage={
+                    "Stream-Seq": seq,
+                    "Deliveries": deliveries,
+                    "Attempts": state.attempts,
+                    "Last-Worker": worker,
+                    "Last-Error": last_error,
+                },
             )
             log.warning("dead-lettered %s: %s", job.job_id, reason)
         await advisory.ack()

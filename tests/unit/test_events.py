@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from ferrisqueue.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError, FerrisQueueError
 from ferrisqueue.events import (
     SCHEMA_VERSION,
@@ -21,6 +22,7 @@ from ferrisqueue.events import (
     EventKind,
     Failed,
     Progress,
+    Purged,
     Redriven,
     Released,
     Scheduled,
@@ -54,7 +56,14 @@ EVERY_EVENT: list[BaseEvent] = [
         submitted_by="alice",
     ),
     Submitted(**COMMON, type="echo"),
-    Scheduled(**COMMON, run_at=AT + timedelta(hours=2)),
+    Scheduled(**COMMON, type="report", run_at=AT + timedelta(hours=2)),
+    Submitted(
+        **COMMON,
+        type="email",
+        max_attempts=7,
+        timeout=30.0,
+        retry=RetryPolicy(base=2.0, cap=60.0, jitter=0.1),
+    ),
     Released(**COMMON),
     Released(**COMMON, attempt=3),
     Started(**COMMON, attempt=1, worker="host-1234"),
@@ -75,7 +84,8 @@ EVERY_EVENT: list[BaseEvent] = [
     CancelRequested(**COMMON, requested_by="ops"),
     CancelRequested(**COMMON),
     Canceled(**COMMON, reason="no longer needed"),
-    Redriven(**COMMON, redriven_by="ops"),
+    Redriven(**COMMON, attempt=3, redriven_by="ops", reason="smtp fixed"),
+    Purged(**COMMON, purged_by="ops"),
 ]
 
 
@@ -432,7 +442,11 @@ def test_job_history_filter() -> None:
 
 
 def test_runnable_filters() -> None:
-    assert runnable_filters("emails") == ["fq.job.emails.*.submitted", "fq.job.emails.*.released"]
+    assert runnable_filters("emails") == [
+        "fq.job.emails.*.submitted",
+        "fq.job.emails.*.released",
+        "fq.job.emails.*.redriven",
+    ]
 
 
 # --- Job ids -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ferrisqueue.events import (
     DeadLettered,
     Failed,
     Progress,
+    Purged,
     Redriven,
     Released,
     Scheduled,
@@ -48,7 +49,9 @@ def submitted(at: datetime = T0, **kw: Any) -> Submitted:
 
 
 def scheduled(at: datetime, run_at: datetime | None = None) -> Scheduled:
-    return Scheduled(job_id=JOB, queue=QUEUE, at=at, run_at=run_at or at + timedelta(days=1))
+    return Scheduled(
+        job_id=JOB, queue=QUEUE, at=at, type="echo", run_at=run_at or at + timedelta(days=1)
+    )
 
 
 def released(at: datetime, attempt: int = 0) -> Released:
@@ -95,8 +98,12 @@ def canceled(at: datetime) -> Canceled:
     return Canceled(job_id=JOB, queue=QUEUE, at=at, reason="no longer needed")
 
 
-def redriven(at: datetime) -> Redriven:
-    return Redriven(job_id=JOB, queue=QUEUE, at=at, redriven_by="ops")
+def redriven(at: datetime, attempt: int = 0) -> Redriven:
+    return Redriven(job_id=JOB, queue=QUEUE, at=at, attempt=attempt, redriven_by="ops")
+
+
+def purged(at: datetime) -> Purged:
+    return Purged(job_id=JOB, queue=QUEUE, at=at, purged_by="ops")
 
 
 # --- Starting states: the history that reaches each one ------------------------------------
@@ -104,7 +111,7 @@ def redriven(at: datetime) -> Redriven:
 STARTING_HISTORIES: dict[str, list[BaseEvent]] = {
     "none": [],
     "pending-queued": [submitted()],
-    "pending-scheduled": [submitted(), scheduled(t(1))],
+    "pending-scheduled": [scheduled(T0)],
     "pending-retrying": [submitted(), started(t(1)), failed(t(2), retry_at=t(30))],
     "running": [submitted(), started(t(1))],
     "completed": [submitted(), started(t(1)), succeeded(t(2))],
@@ -151,7 +158,8 @@ PROBES: dict[str, EventFactory] = {
     "dead_lettered": lambda s: dead_lettered(PROBE_AT),
     "cancel_requested": lambda s: cancel_requested(PROBE_AT),
     "canceled": lambda s: canceled(PROBE_AT),
-    "redriven": lambda s: redriven(PROBE_AT),
+    "redriven": lambda s: redriven(PROBE_AT, attempt=s.attempts if s else 0),
+    "purged": lambda s: purged(PROBE_AT),
 }
 
 # --- The transition table ------------------------------------------------------------------
@@ -174,8 +182,8 @@ ALL_REJECTED: dict[str, Outcome] = dict.fromkeys(PROBES, REJECTED)
 def _pending_row(sub_state: tuple[JobStatus, PendingReason]) -> dict[str, Outcome]:
     return {
         **ALL_REJECTED,
-        "scheduled": PENDING_SCHEDULED,
-        "released": PENDING_QUEUED,
+        # only a waiting job is released; a queued one already is runnable
+        "released": REJECTED if sub_state == PENDING_QUEUED else PENDING_QUEUED,
         "started": RUNNING,
         "dead_lettered": FAILED,
         "cancel_requested": sub_state,  # asking to cancel does not move the job
@@ -184,7 +192,12 @@ def _pending_row(sub_state: tuple[JobStatus, PendingReason]) -> dict[str, Outcom
 
 
 TABLE: dict[str, dict[str, Outcome]] = {
-    "none": {**ALL_REJECTED, "submitted": PENDING_QUEUED, "dead_lettered": FAILED},
+    "none": {
+        **ALL_REJECTED,
+        "submitted": PENDING_QUEUED,
+        "scheduled": PENDING_SCHEDULED,
+        "dead_lettered": FAILED,
+    },
     "pending-queued": _pending_row(PENDING_QUEUED),
     "pending-scheduled": _pending_row(PENDING_SCHEDULED),
     "pending-retrying": _pending_row(PENDING_RETRYING),
@@ -200,8 +213,13 @@ TABLE: dict[str, dict[str, Outcome]] = {
         "canceled": CANCELED,
     },
     "completed": ALL_REJECTED,
-    "failed": {**ALL_REJECTED, "dead_lettered": FAILED, "redriven": PENDING_QUEUED},
-    "failed+dead_lettered": {**ALL_REJECTED, "dead_lettered": FAILED, "redriven": PENDING_QUEUED},
+    "failed": {**ALL_REJECTED, "dead_lettered": FAILED},
+    "failed+dead_lettered": {
+        **ALL_REJECTED,
+        "dead_lettered": FAILED,
+        "redriven": PENDING_QUEUED,
+        "purged": FAILED,
+    },
     "canceled": ALL_REJECTED,
 }
 
@@ -224,6 +242,7 @@ def test_table_covers_every_state_and_every_event_kind() -> None:
         "cancel_requested",
         "canceled",
         "redriven",
+        "purged",
     }
 
 
@@ -449,11 +468,30 @@ def test_released_clears_the_wait() -> None:
     assert state.run_at is None
 
 
-def test_scheduled_records_run_at() -> None:
-    state = fold([submitted(), scheduled(t(1), run_at=t(60))])
+def test_scheduled_creates_a_waiting_job_with_its_run_at() -> None:
+    state = fold([scheduled(T0, run_at=t(60))])
 
     assert state is not None
+    assert (state.status, state.pending_reason) == PENDING_SCHEDULED
     assert state.run_at == t(60)
+    assert state.type == "echo"
+
+
+def test_release_of_an_older_attempt_is_rejected() -> None:
+    retrying = fold([submitted(), started(t(1)), failed(t(2), retry_at=t(30))])
+
+    stale = apply(retrying, released(t(3), attempt=0))
+
+    assert not stale.applied
+    assert stale.rejected_because and "attempt 0" in stale.rejected_because
+
+
+def test_purged_takes_a_job_out_of_the_dead_letters_and_keeps_it_failed() -> None:
+    state = fold([submitted(), started(t(1)), failed(t(2)), dead_lettered(t(3)), purged(t(4))])
+
+    assert state is not None
+    assert state.status is JobStatus.FAILED
+    assert state.dead_lettered is False
 
 
 def test_cancel_requested_only_flags_the_job() -> None:
@@ -470,8 +508,7 @@ def test_redriven_sends_a_dead_lettered_job_back_and_the_next_attempt_runs() -> 
         started(t(1)),
         failed(t(2)),
         dead_lettered(t(3)),
-        redriven(t(4)),
-        released(t(5), attempt=1),
+        redriven(t(4), attempt=1),
         started(t(6), attempt=2),
     ]
     redriven_state = fold(events[:5])

@@ -27,7 +27,11 @@ def test_worker_consumer_of_another_queue_is_the_default_one_with_the_queue_swap
 
     default = load_consumer_definition(EVENT_STREAM, "fq-worker-default")
     assert config["durable_name"] == "fq-worker-emails"
-    assert config["filter_subjects"] == ["fq.job.emails.*.submitted", "fq.job.emails.*.released"]
+    assert config["filter_subjects"] == [
+        "fq.job.emails.*.submitted",
+        "fq.job.emails.*.released",
+        "fq.job.emails.*.redriven",
+    ]
     assert config["ack_wait"] == 12_500_000_000
     assert config["max_deliver"] == 7
     assert config["ack_policy"] == default["ack_policy"] == "explicit"

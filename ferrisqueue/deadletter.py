@@ -1,0 +1,49 @@
+"""Dead-lettering one job: keep its original message in ``FQ_DLQ`` and mark it in the log.
+
+Three paths end here: the scheduler's router (a job that reached MaxDeliver), a worker that
+ran out of attempts or hit a permanent error, and a worker that received a message it could
+not decode. Each copies the original bytes to ``fq.dlq.<queue>.<job_id>`` with the reason and
+the job's lineage in ``Fq-*`` headers, then appends ``dead_lettered``. Both carry
+deterministic ``Nats-Msg-Id`` values, so a crash between them is repaired by doing both again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.events import DeadLettered, utcnow
+from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+
+_HEADER_LIMIT = 1000
+
+
+def header_value(text: str) -> str:
+    """``text`` made safe for a NATS header: one line, bounded length."""
+    return text[:_HEADER_LIMIT].replace("\r", " ").replace("\n", " ")
+
+
+async def dead_letter(
+    event_log: EventLog,
+    *,
+    queue: str,
+    job_id: str,
+    original: bytes,
+    reason: str,
+    dedup: str,
+    lineage: Mapping[str, str | int | None] = {},
+) -> None:
+    """Copy ``original`` to the dead-letter stream and append ``dead_lettered``.
+
+    ``dedup`` names this dead-lettering (e.g. the stream sequence of the message given up
+    on); ``lineage`` becomes ``Fq-<Name>`` headers (``{"Attempts": 3}`` -> ``Fq-Attempts``).
+    """
+    headers = {
+        "Nats-Msg-Id": f"{job_id}:dlq:{dedup}",
+        "Fq-Reason": header_value(reason),
+        **{f"Fq-{name}": header_value(str(value)) for name, value in lineage.items() if value},
+    }
+    await event_log.publish(
+        dlq_subject(queue, job_id), original, stream=DLQ_STREAM, headers=headers
+    )
+    await event_log.append(DeadLettered(job_id=job_id, queue=queue, at=utcnow(), reason=reason))

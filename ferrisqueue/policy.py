@@ -1,0 +1,52 @@
+"""Per-queue policy (lease, attempts, timeout, backoff) and how a job's own options refine it.
+
+Pure: settings supply the queue's policy, the job's creation event its overrides.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferrisqueue.backoff import RetryPolicy
+from ferrisqueue.events import JobSpec
+
+
+class QueuePolicy(BaseModel):
+    """How the jobs of one queue are leased, timed out and retried."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ack_wait: float = Field(
+        default=30.0, ge=1.0, description="Visibility timeout: a job's lease without heartbeats."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=1000, description="Attempts before a failing job is dead-lettered."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds one attempt may run (none: no limit)."
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class QueueOverrides(BaseModel):
+    """What ``FQ_QUEUES`` may set for one queue; unset fields keep the global default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ack_wait: float | None = Field(default=None, ge=1.0)
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    timeout: float | None = Field(default=None, gt=0)
+    retry: RetryPolicy | None = None
+
+    def over(self, default: QueuePolicy) -> QueuePolicy:
+        """``default`` with this queue's settings applied."""
+        return _refined(default, **{name: getattr(self, name) for name in type(self).model_fields})
+
+
+def for_job(queue: QueuePolicy, job: JobSpec) -> QueuePolicy:
+    """The policy one job runs under: its queue's, refined by the job's own options."""
+    return _refined(queue, max_attempts=job.max_attempts, timeout=job.timeout, retry=job.retry)
+
+
+def _refined(policy: QueuePolicy, **overrides: object) -> QueuePolicy:
+    return policy.model_copy(update={k: v for k, v in overrides.items() if v is not None})
