@@ -5,6 +5,8 @@ Pure: settings supply the queue's policy, the job's creation event its overrides
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferrisqueue.backoff import RetryPolicy
@@ -50,3 +52,14 @@ def for_job(queue: QueuePolicy, job: JobSpec) -> QueuePolicy:
 
 def _refined(policy: QueuePolicy, **overrides: object) -> QueuePolicy:
     return policy.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def retry_at(
+    policy: QueuePolicy, *, attempt: int, budget_start: int, now: datetime, draw: float
+) -> datetime | None:
+    """When a job whose attempt ``attempt`` failed (retryably) runs again, or ``None`` if
+    its attempts are used up. ``budget_start`` is the attempt count when its budget began
+    (0, or the count at its last redrive: a redriven job gets a fresh budget)."""
+    if attempt - budget_start >= policy.max_attempts:
+        return None
+    return now + timedelta(seconds=policy.retry.delay(attempt - budget_start, draw))

@@ -1,43 +1,54 @@
-"""Running one delivered job: record ``started``, run the handler under a lease, record the
-outcome, and only then ack.
+"""Running one delivered job: record ``started``, run the handler under a lease and its time
+limit, record the outcome, and only then ack.
 
 Order matters for at-least-once delivery: the outcome event is stored in JetStream *before*
 the ack, so a crash anywhere before the ack means the job is delivered again (attempt + 1);
 a crash after the outcome is stored but before the ack runs the handler again, and the fold
 ignores the second outcome. Handlers are told they may run twice (see ``JobContext``).
+
+What a failure leads to:
+
+* a retryable error (any exception, or the attempt's ``timeout``) with attempts left:
+  ``failed`` with ``retry_at`` (backoff with jitter). The scheduler turns that into a server
+  timer; nothing here waits, so a retrying job holds no consumer slot.
+* a :class:`~ferrisqueue.errors.Permanent` error, or the last attempt: ``failed`` for good,
+  then the job is dead-lettered (its creation message copied to ``FQ_DLQ``).
+* a message that cannot be decoded, or a release of a job that was never submitted: dead-
+  lettered with the reason and the original bytes, and terminated so it is never redelivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
 from nats.aio.msg import Msg
 
-from ferrisqueue.errors import (
-    ConcurrentChange,
-    DecodeError,
-    FerrisQueueError,
-    PayloadTooLarge,
-    Permanent,
-)
+from ferrisqueue.deadletter import dead_letter
+from ferrisqueue.errors import ConcurrentChange, FerrisQueueError, PayloadTooLarge, Permanent
 from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
 from ferrisqueue.events import (
     BaseEvent,
     Canceled,
-    DeadLettered,
     Failed,
+    JobSpec,
     Progress,
+    Redriven,
     Released,
     Started,
-    Submitted,
     Succeeded,
     utcnow,
 )
 from ferrisqueue.fold import JobState
+from ferrisqueue.ids import is_token
+from ferrisqueue.policy import QueuePolicy, for_job, retry_at
+from ferrisqueue.states import JobStatus
 from ferrisqueue.subjects import parse_job_subject
 from worker.context import JobContext
 from worker.lease import leased
@@ -46,16 +57,34 @@ from worker.registry import TaskRegistry
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One attempt of one job, as this executor is about to make it."""
+
+    spec: JobSpec
+    creation: StoredEvent
+    """The stored event that created the job: what a dead letter keeps."""
+    attempt: int
+    budget_start: int
+    """Attempts made before the job's budget began (its last redrive, else 0)."""
+    policy: QueuePolicy
+
+
 class JobExecutor:
-    """Executes delivered messages of the dispatch consumer."""
+    """Executes delivered messages of the dispatch consumers."""
 
     def __init__(
-        self, event_log: EventLog, registry: TaskRegistry, *, worker_id: str, ack_wait: float
+        self,
+        event_log: EventLog,
+        registry: TaskRegistry,
+        *,
+        worker_id: str,
+        policies: Callable[[str], QueuePolicy],
     ) -> None:
         self._log = event_log
         self._registry = registry
         self._worker_id = worker_id
-        self._ack_wait = ack_wait
+        self._policies = policies
         self._active: dict[str, asyncio.Future[Any]] = {}
         """Handlers running now, by job id (for cancellation)."""
         self._canceling: set[str] = set()
@@ -83,23 +112,44 @@ class JobExecutor:
     async def _execute(self, msg: Msg) -> None:
         meta = msg.metadata
         stored = StoredEvent.decode(meta.sequence.stream, msg.subject, msg.data, meta.timestamp)
-        if stored.event is None:
-            await self._reject_poison(msg, stored.error)
+        run = await self._prepare(stored, meta.num_delivered)
+        if isinstance(run, str):
+            await self._reject_poison(msg, stored, run)
             return
-        submitted = await self._submission(stored.event)
-        if submitted is None:
-            await self._reject_poison(
-                msg,
-                DecodeError("no submitted event for this job", subject=msg.subject, data=msg.data),
-            )
-            return
-        released_after = stored.event.attempt if isinstance(stored.event, Released) else 0
-        attempt = released_after + meta.num_delivered
         # On a first delivery the runnable message is the job's newest event, unless
         # something (a cancel, a duplicate's run) came after it; the guard tells.
-        after_seq = meta.sequence.stream if meta.num_delivered == 1 else None
-        if await self._start(msg, submitted, attempt, after_seq):
-            await self._run(msg, submitted, attempt)
+        after_seq = stored.seq if meta.num_delivered == 1 else None
+        if await self._start(msg, run, after_seq):
+            await self._run(msg, run)
+
+    async def _prepare(self, stored: StoredEvent, deliveries: int) -> _Run | str:
+        """What to run for a delivered message, or why it can never run."""
+        trigger = stored.event
+        creation: StoredEvent | None
+        if trigger is None:
+            return f"undecodable job: {stored.error.reason if stored.error else 'unknown'}"
+        if isinstance(trigger, JobSpec):
+            creation, budget_start = stored, 0
+        else:
+            # A release or redrive carries no payload: read the job's creation event, and
+            # where its current budget of attempts began.
+            history = await self._log.history(trigger.job_id)
+            creation = next((s for s in history if isinstance(s.event, JobSpec)), None)
+            if creation is None:
+                return f"{trigger.kind.value} of a job that was never submitted"
+            budget_start = max(
+                (s.event.attempt for s in history if isinstance(s.event, Redriven)), default=0
+            )
+        assert isinstance(creation.event, JobSpec)
+        before = trigger.attempt if isinstance(trigger, Released | Redriven) else 0
+        spec = creation.event
+        return _Run(
+            spec=spec,
+            creation=creation,
+            attempt=before + deliveries,
+            budget_start=budget_start,
+            policy=for_job(self._policies(spec.queue), spec),
+        )
 
     def cancel(self, job_id: str) -> bool:
         """Cancel the handler of ``job_id`` if it runs here (a ``cancel_requested`` came)."""
@@ -110,26 +160,18 @@ class JobExecutor:
         handler.cancel()
         return True
 
-    async def _start(self, msg: Msg, job: Submitted, attempt: int, after_seq: int | None) -> bool:
+    async def _start(self, msg: Msg, run: _Run, after_seq: int | None) -> bool:
         """Record ``started``, guarded by the job's newest sequence, so that a job that was
         canceled, finished, or started by a duplicate delivery in the meantime is not run
         (then the message is acked and False returned)."""
-        last = after_seq
+        job, last = run.spec, after_seq
         for _ in range(_START_TRIES):
             if last is None:
                 history = await self._log.history(job.job_id)
                 last = history[-1].seq if history else 0
                 state = fold_history(history)
-                if state is not None and _must_not_start(state, attempt):
-                    if state.cancel_requested and not state.status.is_terminal:
-                        await self._log.append(
-                            Canceled(
-                                job_id=job.job_id,
-                                queue=job.queue,
-                                at=utcnow(),
-                                reason="canceled before it ran",
-                            )
-                        )
+                if state is not None and _must_not_start(state, run.attempt):
+                    await self._settle(run, state)
                     log.info("not running %s: it is %s", job.job_id, state.status.value)
                     await msg.ack()
                     return False
@@ -137,7 +179,7 @@ class JobExecutor:
                 job_id=job.job_id,
                 queue=job.queue,
                 at=utcnow(),
-                attempt=attempt,
+                attempt=run.attempt,
                 worker=self._worker_id,
             )
             try:
@@ -147,16 +189,22 @@ class JobExecutor:
                 last = None  # re-read the job and decide again
         raise ConcurrentChange(f"{job.job_id} kept changing while starting it")
 
-    async def _submission(self, event: BaseEvent) -> Submitted | None:
-        if isinstance(event, Submitted):
-            return event
-        # A release carries no payload: read it from the job's submitted event.
-        for stored in await self._log.history(event.job_id):
-            if isinstance(stored.event, Submitted):
-                return stored.event
-        return None
+    async def _settle(self, run: _Run, state: JobState) -> None:
+        """Finish what a crashed predecessor left half done before this redelivery."""
+        job = run.spec
+        if state.cancel_requested and not state.status.is_terminal:
+            await self._log.append(
+                Canceled(
+                    job_id=job.job_id, queue=job.queue, at=utcnow(), reason="canceled before it ran"
+                )
+            )
+        elif state.status is JobStatus.FAILED and not state.dead_lettered:
+            # Its final failure is stored, its dead-lettering may not be.
+            await self._dead_letter(run, state.last_error or "failed", state.attempts)
 
-    async def _run(self, msg: Msg, job: Submitted, attempt: int) -> None:
+    async def _run(self, msg: Msg, run: _Run) -> None:
+        job, attempt = run.spec, run.attempt
+
         def at(kind: type[BaseEvent], **fields: Any) -> Any:
             return kind(job_id=job.job_id, queue=job.queue, at=utcnow(), **fields)
 
@@ -178,8 +226,9 @@ class JobExecutor:
         outcome: BaseEvent
         handler = asyncio.ensure_future(self._call(job, ctx))
         self._active[job.job_id] = handler
+        limit = asyncio.timeout(run.policy.timeout)
         try:
-            async with leased(msg, self._ack_wait):
+            async with leased(msg, run.policy.ack_wait), limit:
                 result = await handler
             pydantic_core.to_json(result)  # a result that cannot be stored fails the job here
         except asyncio.CancelledError:
@@ -188,13 +237,8 @@ class JobExecutor:
                 raise
             outcome = at(Canceled, reason="canceled while running")
         except Exception as exc:  # the handler's failure is the job's outcome, not ours
-            outcome = at(
-                Failed,
-                attempt=attempt,
-                error=str(exc) or type(exc).__name__,
-                error_type=_error_type(exc),
-                duration_ms=_ms_since(began),
-            )
+            timed_out = isinstance(exc, TimeoutError) and limit.expired()
+            outcome = self._failure(run, exc, timed_out, _ms_since(began))
         else:
             outcome = at(Succeeded, attempt=attempt, result=result, duration_ms=_ms_since(began))
         finally:
@@ -203,32 +247,79 @@ class JobExecutor:
         try:
             await self._log.append(outcome)
         except PayloadTooLarge as exc:  # a result too large to store fails the job instead
-            outcome = at(
-                Failed,
-                attempt=attempt,
-                error=str(exc),
-                error_type=_error_type(Permanent()),
-                duration_ms=_ms_since(began),
-            )
+            outcome = self._failure(run, Permanent(str(exc)), False, _ms_since(began))
             await self._log.append(outcome)
+        if isinstance(outcome, Failed) and outcome.retry_at is None:
+            await self._dead_letter(run, outcome.error, attempt, permanent=_is_permanent(outcome))
         await msg.ack()
         self.processed += 1
         self.failed += isinstance(outcome, Failed)
 
-    async def _call(self, job: Submitted, ctx: JobContext) -> Any:
+    def _failure(self, run: _Run, exc: Exception, timed_out: bool, duration_ms: float) -> Failed:
+        """The ``failed`` event of this attempt: retried later, or final."""
+        if timed_out:
+            error, kind = f"timed out after {run.policy.timeout:g}s", "timeout"
+        else:
+            error, kind = str(exc) or type(exc).__name__, _error_type(exc)
+        now = utcnow()
+        retry = None
+        if not isinstance(exc, Permanent):
+            retry = retry_at(
+                run.policy,
+                attempt=run.attempt,
+                budget_start=run.budget_start,
+                now=now,
+                draw=random.random(),
+            )
+        return Failed(
+            job_id=run.spec.job_id,
+            queue=run.spec.queue,
+            at=now,
+            attempt=run.attempt,
+            error=error,
+            error_type=kind,
+            retry_at=retry,
+            duration_ms=duration_ms,
+        )
+
+    async def _dead_letter(
+        self, run: _Run, error: str, attempts: int, *, permanent: bool = False
+    ) -> None:
+        used, allowed = attempts - run.budget_start, run.policy.max_attempts
+        why = "permanent error" if permanent else f"attempts exhausted ({used} of {allowed})"
+        await dead_letter(
+            self._log,
+            queue=run.spec.queue,
+            job_id=run.spec.job_id,
+            original=run.creation.data,
+            reason=f"{why}: {error}",
+            dedup=f"attempt-{attempts}",
+            lineage={
+                "Stream-Seq": run.creation.seq,
+                "Attempts": attempts,
+                "Last-Worker": self._worker_id,
+                "Last-Error": error,
+            },
+        )
+        log.warning("dead-lettered %s after attempt %d: %s", run.spec.job_id, attempts, error)
+
+    async def _call(self, job: JobSpec, ctx: JobContext) -> Any:
         return await self._registry.runner(job.type)(ctx, job.payload)
 
-    async def _reject_poison(self, msg: Msg, error: DecodeError | None) -> None:
-        """A message that can never run: record why (when the subject names a job) and
+    async def _reject_poison(self, msg: Msg, stored: StoredEvent, reason: str) -> None:
+        """A message that can never run: dead-letter it as it arrived, with the reason, and
         terminate it so it is never delivered again. The worker goes on."""
-        reason = f"undecodable job: {error.reason if error else 'unknown'}"
         log.warning("%s on %s", reason, msg.subject)
-        job = _job_of(msg.subject)
-        if job is not None:
-            queue, job_id = job
-            await self._log.append(
-                DeadLettered(job_id=job_id, queue=queue, at=utcnow(), reason=reason)
-            )
+        queue, job_id = _job_of(msg.subject, stored.seq)
+        await dead_letter(
+            self._log,
+            queue=queue,
+            job_id=job_id,
+            original=msg.data,
+            reason=reason,
+            dedup=f"seq-{stored.seq}",
+            lineage={"Stream-Seq": stored.seq, "Subject": msg.subject},
+        )
         # msg.term() cannot carry a reason; the protocol's "+TERM <reason>" can.
         await msg.respond(f"+TERM {reason}".encode())
 
@@ -241,17 +332,25 @@ def _must_not_start(state: JobState, attempt: int) -> bool:
     return state.status.is_terminal or state.cancel_requested or attempt <= state.attempts
 
 
-def _job_of(subject: str) -> tuple[str, str] | None:
+def _job_of(subject: str, seq: int) -> tuple[str, str]:
+    """The queue and job id a message's subject names; a poison message whose subject names
+    no valid job is filed under its stream sequence instead, so it is still kept."""
     try:
         tokens = parse_job_subject(subject)
     except ValueError:
-        return None
+        parts = subject.split(".")
+        queue = parts[2] if len(parts) > 2 and is_token(parts[2]) else "unknown"
+        return queue, f"seq-{seq}"
     return tokens.queue, tokens.job_id
 
 
 def _error_type(exc: BaseException) -> str:
     kind = "permanent" if isinstance(exc, Permanent) else "error"
     return f"{kind}:{type(exc).__module__}.{type(exc).__qualname__}"
+
+
+def _is_permanent(failed: Failed) -> bool:
+    return failed.error_type.startswith("permanent:")
 
 
 def _ms_since(began: float) -> float:

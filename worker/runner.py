@@ -60,7 +60,7 @@ class Worker:
                 EventLog.for_settings(nc, settings),
                 self._registry,
                 worker_id=settings.worker_id,
-                ack_wait=settings.ack_wait,
+                policies=settings.policy,
             )
             pullers = await self._pullers(nc)
             await self._listen_for_cancels(nc, executor)

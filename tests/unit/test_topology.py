@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM
 from ferrisqueue.topology import (
@@ -44,3 +46,13 @@ def test_projector_consumer_acks_all_and_never_gives_up() -> None:
     assert config["ack_policy"] == "all"
     assert config["max_deliver"] == -1
     assert config["filter_subject"] == "fq.job.>"
+
+
+def test_a_queues_own_ack_wait_becomes_its_consumers_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FQ_QUEUES", '{"reports": {"ack_wait": 300}}')
+    settings = Settings(_env_file=None, ack_wait=30)  # type: ignore[call-arg]
+
+    assert worker_consumer_config("reports", settings)["ack_wait"] == 300 * 10**9
+    assert worker_consumer_config("default", settings)["ack_wait"] == 30 * 10**9

@@ -1,4 +1,5 @@
-"""Small tasks for trying the system out and for tests: ``echo``, ``sleep``, ``fail``."""
+"""Small tasks for trying the system out and for tests: ``echo``, ``sleep``, ``fail``,
+``flaky``."""
 
 from __future__ import annotations
 
@@ -31,7 +32,16 @@ async def fail(ctx: JobContext, payload: dict[str, Any]) -> None:
     raise Permanent(str(payload.get("message", "failed on purpose")))
 
 
+async def flaky(ctx: JobContext, payload: dict[str, Any]) -> dict[str, int]:
+    """Fails (retryably) on its first ``failures`` attempts (default 1), then succeeds:
+    shows retries with backoff."""
+    if ctx.attempt <= int(payload.get("failures", 1)):
+        raise RuntimeError(f"{payload.get('message', 'flaky')} (attempt {ctx.attempt})")
+    return {"attempt": ctx.attempt}
+
+
 def register(registry: TaskRegistry) -> None:
     registry.task("echo")(echo)
     registry.task("sleep")(sleep)
     registry.task("fail")(fail)
+    registry.task("flaky")(flaky)
