@@ -15,7 +15,7 @@ from sqlalchemy import select, tuple_
 from sqlmodel import Session
 
 from ferrisqueue import histogram
-from ferrisqueue.events import BaseEvent, Failed, Started, Succeeded
+from ferrisqueue.events import BaseEvent, Failed, JobSpec, Started, Succeeded
 from ferrisqueue.fold import JobState
 from ferrisqueue.states import JobStatus, PendingReason
 from ferrisqueue.store.db import upsert
@@ -33,7 +33,8 @@ def minute_rows(applied: Sequence[Applied]) -> dict[tuple[Any, ...], dict[str, A
     """The metrics the ``applied`` events add, by (minute, queue, type). Pure."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for before, event, after in applied:
-        kind = event.kind.value
+        # A job created for later (``scheduled``) is counted as submitted all the same.
+        kind = "submitted" if isinstance(event, JobSpec) else event.kind.value
         if kind not in _COUNTED:
             continue
         key = (event.at.replace(second=0, microsecond=0), after.queue, after.type)
