@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 FETCH_TIMEOUT = 1.0
 BURST_LINGER = 0.01
 """Seconds a burst waits to fill up: fewer, larger transactions for 10 ms of latency."""
+PIPELINE_DEPTH = 4
+"""Bursts received ahead of the one being applied."""
 STANDBY_RETRY = 1.0
 """Seconds between a standby projector's attempts to take the lead."""
 
@@ -213,16 +215,38 @@ class Projector:
         async def request_size() -> int:
             return batch_size
 
+        # Receiving (and decoding) the next bursts overlaps with applying this one in the
+        # database thread; bursts that piled up meanwhile are applied in one transaction.
+        received: asyncio.Queue[tuple[Msg, list[Any]] | None] = asyncio.Queue(PIPELINE_DEPTH)
+
+        async def receive() -> None:
+            try:
+                async for msgs in puller.bursts(done, request_size=request_size):
+                    await received.put((msgs[-1], [projection.decode(m) for m in msgs]))
+            finally:
+                await received.put(None)
+
+        receiver = asyncio.create_task(receive(), name=f"receive:{projection.name}")
         try:
-            async for msgs in puller.bursts(done, request_size=request_size):
-                batch = [projection.decode(m) for m in msgs]
-                wanted = [item for item in batch if _within(item, last_seq, until)]
+            while (item := await received.get()) is not None:
+                last_msg, batch = item
+                while len(batch) < batch_size and not received.empty():
+                    more = received.get_nowait()
+                    if more is None:
+                        received.put_nowait(None)  # seen again by the outer loop
+                        break
+                    last_msg, batch = more[0], batch + more[1]
+                wanted = [entry for entry in batch if _within(entry, last_seq, until)]
                 if wanted:
                     position = await asyncio.to_thread(_apply, engine, projection, wanted)
-                await msgs[-1].ack()  # the consumer acks all: one ack covers the burst
+                await last_msg.ack()  # the consumer acks all: one ack covers every burst
                 if last_seq is not None and (len(wanted) < len(batch) or position >= last_seq):
                     done.set()
+                    break
         finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
             await puller.stop()
             if one_shot:
                 await delete_consumer(nc, projection.stream, consumer)

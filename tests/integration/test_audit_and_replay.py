@@ -46,7 +46,9 @@ async def test_job_events_endpoint_and_fq_audit_show_the_whole_trail(
 ) -> None:
     start("worker")
     job_id = (await gateway.post("/jobs", json={"type": "fail"})).json()["job_id"]
-    await collect_events(nc, f"fq.job.*.{job_id}.failed", until=lambda b: len(b) == 1, timeout=15)
+    await collect_events(
+        nc, f"fq.job.*.{job_id}.dead_lettered", until=lambda b: len(b) == 1, timeout=15
+    )
     # A stray event after the end: recorded in the log, rejected by the fold.
     await nc.jetstream().publish(
         f"fq.job.default.{job_id}.started", b'{"attempt": 9, "worker": "ghost"}'
@@ -56,18 +58,31 @@ async def test_job_events_endpoint_and_fq_audit_show_the_whole_trail(
     printed = await run_fq(settings, tmp_path, "audit", job_id)
     as_json = await run_fq(settings, tmp_path, "audit", job_id, "--json")
 
-    assert [e["event"] for e in trail] == ["submitted", "started", "failed", "started"]
+    assert [e["event"] for e in trail] == [
+        "submitted",
+        "started",
+        "failed",
+        "dead_lettered",
+        "started",
+    ]
     assert trail[0]["actor"] == "127.0.0.1"
     assert trail[1]["actor"].startswith(settings.worker_id.split("-")[0])
-    assert [e["status_after"] for e in trail] == ["pending", "running", "failed", "failed"]
-    assert trail[3]["applied"] is False
-    assert trail[3]["note"] == "started is not legal when the job is failed"
+    assert [e["status_after"] for e in trail] == [
+        "pending",
+        "running",
+        "failed",
+        "failed",
+        "failed",
+    ]
+    assert trail[4]["applied"] is False
+    assert trail[4]["note"] == "started is not legal when the job is failed"
     assert printed.returncode == 0, printed.stderr
     assert "REJECTED: started is not legal when the job is failed" in printed.stdout
     assert [json.loads(line)["event"] for line in as_json.stdout.splitlines()] == [
         "submitted",
         "started",
         "failed",
+        "dead_lettered",
         "started",
     ]
     assert (await gateway.get(f"/jobs/{new_job_id()}/events")).status_code == 404
@@ -119,8 +134,8 @@ async def test_rebuild_into_a_fresh_store_equals_the_live_one(
     rebuilt = read_store(fresh_url)
     live_rows, live_timeline = snapshot(engine)
     rebuilt_rows, rebuilt_timeline = snapshot(rebuilt)
-    assert last == 3000
-    assert len(live_rows) == 1000 and len(live_timeline) == 3000
+    assert last == 3100  # 3 events per job, and a dead letter after each of the 100 failures
+    assert len(live_rows) == 1000 and len(live_timeline) == 3100
     assert _differences(live_rows, rebuilt_rows) == []
     assert _differences(live_timeline, rebuilt_timeline) == []
     consumers = [c.name for c in await nc.jetstream().consumers_info(EVENT_STREAM)]

@@ -40,7 +40,7 @@ async def test_workers_metrics_and_dead_letters_come_from_the_logs(
             lambda r: (
                 r.json()["totals"]["succeeded"] == 8
                 and r.json()["totals"]["failed"] == 2
-                and r.json()["totals"]["dead_lettered"] == 1
+                and r.json()["totals"]["dead_lettered"] == 3
             ),
             timeout=20,
             what="the metrics of 11 jobs",
@@ -51,9 +51,10 @@ async def test_workers_metrics_and_dead_letters_come_from_the_logs(
     assert totals["started"] == 10
     assert totals["wait_ms_p50"] is not None and totals["wait_ms_p50"] <= totals["wait_ms_p99"]
     assert totals["run_ms_p99"] is not None
-    letters = (await gateway.get("/dead-letters")).json()
-    assert [d["job_id"] for d in letters] == [poison]
-    assert "must be a JSON object" in letters[0]["reason"]
+    letters = {d["job_id"]: d for d in (await gateway.get("/dead-letters")).json()["items"]}
+    assert set(letters) == {poison, *ids[8:]}  # the poison message and the permanent failures
+    assert "must be a JSON object" in letters[poison]["reason"]
+    assert letters[ids[8]]["reason"] == "permanent error: failed on purpose"
     projections = (await gateway.get("/projections")).json()
     assert projections[0]["name"] == "jobs" and projections[0]["parked_events"] == 1
     assert len(ids) == 10

@@ -157,11 +157,12 @@ async def test_read_store_equals_a_pure_fold_of_the_log(
 
 
 async def _settled(nc: Client) -> int:
-    """The last sequence once every submitted job has an outcome (0 until then)."""
+    """The last sequence once every submitted job has its final event (0 until then): a
+    success, or the dead letter that follows a final failure."""
     info = await nc.jetstream().stream_info(EVENT_STREAM, subjects_filter="fq.job.>")
     subjects = info.state.subjects or {}
     submitted = sum(1 for s in subjects if s.endswith(".submitted"))
-    finished = sum(1 for s in subjects if s.endswith((".succeeded", ".failed")))
+    finished = sum(1 for s in subjects if s.endswith((".succeeded", ".dead_lettered")))
     return info.state.last_seq if submitted and finished == submitted else 0
 
 
