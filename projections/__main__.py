@@ -14,6 +14,7 @@ import signal
 import sys
 from datetime import datetime
 
+from ferrisqueue import runloop
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.settings import Settings
@@ -51,10 +52,10 @@ def main() -> None:
         settings = settings.model_copy(update={"database_url": args.database_url})
     setup_logging("projector", settings.log_level)
     if args.command is None:
-        asyncio.run(_serve(settings))
+        runloop.run(_serve(settings))
         return
     try:
-        position = asyncio.run(Projector(settings).catch_up(until=getattr(args, "until", None)))
+        position = runloop.run(Projector(settings).catch_up(until=getattr(args, "until", None)))
     except FerrisQueueError as exc:
         print(f"projections {args.command}: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from ferrisqueue import runloop
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.settings import Settings
 from worker.runner import Worker
@@ -22,7 +23,7 @@ async def _serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
-    asyncio.run(_serve(settings))
+    runloop.run(_serve(settings))
 
 
 if __name__ == "__main__":

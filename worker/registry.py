@@ -60,6 +60,10 @@ class TaskRegistry:
 
         return register
 
+    def handler(self, name: str) -> Handler:
+        """The handler registered for ``name`` (``KeyError`` if none)."""
+        return self._handlers[name]
+
     @property
     def names(self) -> list[str]:
         return sorted(self._handlers)

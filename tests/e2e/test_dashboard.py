@@ -95,9 +95,12 @@ async def run_jobs(gateway: httpx.AsyncClient, *, echoes: int = 3) -> dict[str, 
     )
     await wait_until(
         lambda: gateway.get("/workers"),
-        lambda r: [(w["worker_id"], w["health"]) for w in r.json()] == [("dash-w1", "healthy")],
+        lambda r: (
+            [(w["worker_id"], w["health"], w["processed"]) for w in r.json()]
+            == [("dash-w1", "healthy", echoes + 1)]
+        ),
         timeout=20,
-        what="the worker's heartbeat",
+        what="the worker's heartbeat counting every job",
     )
     return ids
 
@@ -174,9 +177,9 @@ async def test_errors_page_lists_a_failed_jobs_error_and_the_dead_letters(
     await nc.jetstream().publish(f"fq.job.default.{poison}.submitted", b"[]")
     await wait_until(
         lambda: system.get("/dead-letters"),
-        lambda r: len(r.json()) == 1,
+        lambda r: len(r.json()["items"]) == 2,
         timeout=20,
-        what="the poison message's dead letter",
+        what="the dead letters of the poison message and the permanent failure",
     )
 
     at = rendered(app_test().run())
@@ -187,8 +190,10 @@ async def test_errors_page_lists_a_failed_jobs_error_and_the_dead_letters(
     assert sorted(failed["job"]) == sorted([*ids["fail"], poison])
     errors = dict(zip(failed["job"], failed["last error"], strict=True))
     assert FAILURE in errors[ids["fail"][0]]
-    assert letters["job"].tolist() == [poison]
-    assert "must be a JSON object" in letters["reason"].iloc[0]
+    # A permanent failure is dead-lettered too, beside the poison message.
+    assert sorted(letters["job"]) == sorted([*ids["fail"], poison])
+    reasons = dict(zip(letters["job"], letters["reason"], strict=True))
+    assert "must be a JSON object" in reasons[poison]
 
 
 async def test_jobs_page_shows_a_jobs_timeline_with_rejected_events_and_their_note(

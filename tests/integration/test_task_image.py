@@ -80,9 +80,9 @@ async def test_an_image_job_runs_in_a_worker_and_writes_the_thumbnail(
 async def test_an_image_job_longer_than_ack_wait_is_not_delivered_again(
     start: StartService, nc: Client, event_log: EventLog, root: Path
 ) -> None:
-    # 3000x2000 resampled 20 times with Lanczos: about 3 s here, three times AckWait.
+    # 3000x2000 resampled 32 times with Lanczos: 3-5 s here, several times AckWait.
     Image.linear_gradient("L").resize((3000, 2000)).convert("RGB").save(root / "big.png")
-    sizes = [(2999, 1999), (3000, 2000)] * 10
+    sizes = [(2999, 1999), (3000, 2000)] * 16
     # Two workers: a redelivery would reach the idle one even if the busy one's loop were stuck.
     for worker in ("w1", "w2"):
         start("worker", FQ_STORAGE_ROOT=str(root), FQ_ACK_WAIT="1", FQ_WORKER_ID=worker)
