@@ -23,7 +23,8 @@ from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM, runnable_filters
 
 _NANOS = 1_000_000_000
-_STREAM_IN_USE = 10058  # "stream name already in use with a different configuration"
+_STREAM_IN_USE = 10058
+_BACKOFF_STEPS = 6  # redelivery waits double up to 32x AckWait  # "stream name already in use with a different configuration"
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent.parent / "nats" / "jetstream"
 """Where the JSON lives in a checkout (the project runs from one, see README)."""
@@ -52,8 +53,13 @@ def worker_consumer_config(queue: str, settings: Settings) -> dict[str, Any]:
     config = copy.deepcopy(load_consumer_definition(EVENT_STREAM, worker_consumer_name("default")))
     config["durable_name"] = worker_consumer_name(queue)
     config["filter_subjects"] = runnable_filters(queue)
-    config["ack_wait"] = int(settings.policy(queue).ack_wait * _NANOS)
+    ack_wait = int(settings.policy(queue).ack_wait * _NANOS)
+    config["ack_wait"] = ack_wait
     config["max_deliver"] = settings.max_deliver
+    # A message whose workers keep dying waits longer each time (AckWait, 2x, 4x, ... after
+    # each delivery) before JetStream gives up at MaxDeliver. The server takes BackOff[0] as
+    # the AckWait, and the last entry for every later delivery.
+    config["backoff"] = [ack_wait << n for n in range(min(settings.max_deliver, _BACKOFF_STEPS))]
     return config
 
 

@@ -51,13 +51,13 @@ def main() -> None:
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
     setup_logging("projector", settings.log_level)
-    if args.command is None:
-        runloop.run(_serve(settings))
-        return
     try:
+        if args.command is None:
+            runloop.run(_serve(settings))
+            return
         position = runloop.run(Projector(settings).catch_up(until=getattr(args, "until", None)))
     except FerrisQueueError as exc:
-        print(f"projections {args.command}: {exc}", file=sys.stderr)
+        print(f"projections {args.command or 'follow'}: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     print(
         f"{args.command}: read store at {settings.effective_database_url} is at stream "

@@ -207,6 +207,15 @@ class Projector:
         one_shot = last_seq is not None
         if last_seq is not None and position >= last_seq:
             return position
+        stream_end = (await nc.jetstream().stream_info(projection.stream)).state.last_seq
+        if position > stream_end:
+            # New events would reuse sequences the store has already applied, and be skipped.
+            raise ConfigurationError(
+                f"the read store has applied {projection.stream} up to sequence {position}, "
+                f"but the stream ends at {stream_end}: the log lost its tail (a power loss "
+                "without fsync?) or the store belongs to another log. Rebuild it: "
+                "fq projections rebuild --database-url <new store>"
+            )
         puller = await self._puller(nc, projection, consumer, position, temporary=one_shot)
         log.info("%s projection resuming after sequence %d", projection.name, position)
         done = asyncio.Event() if one_shot else self._stopping

@@ -17,7 +17,7 @@ from ferrisqueue.fold import fold
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
-from ferrisqueue.store.db import init_schema, make_engine
+from ferrisqueue.store.db import commit_at, init_schema, make_engine
 from ferrisqueue.store.models import JobEventRow, JobRow
 from ferrisqueue.subjects import EVENT_STREAM
 from projections import jobs
@@ -229,3 +229,28 @@ async def test_a_projector_that_loses_its_postgresql_lock_stops(
         code = await asyncio.to_thread(leader.process.wait, 30)
         assert code == 3
         assert "lost the read store's lock" in leader.log()
+
+
+async def test_a_store_ahead_of_the_log_is_refused_with_how_to_repair_it(
+    start: StartService, event_log: EventLog, settings: Settings
+) -> None:
+    """A log that lost its tail would reuse sequences the store already applied; the
+    projector must not skip the new events silently."""
+    await event_log.append(
+        Submitted(job_id=new_job_id(), queue="default", at=utcnow(), type="echo")
+    )
+    engine = read_store(settings.effective_database_url)
+    with Session(engine) as session:
+        commit_at(session, jobs.NAME, 50, utcnow())  # as if it had applied 50 events
+
+    projector = start("projections")
+    code = await wait_until(
+        lambda: asyncio.to_thread(projector.process.poll),
+        lambda c: c is not None,
+        timeout=20,
+        what="the projector to exit",
+    )
+
+    assert code == 2
+    assert "up to sequence 50, but the stream ends at 1" in projector.log()
+    assert "fq projections rebuild" in projector.log()

@@ -56,3 +56,16 @@ def test_a_queues_own_ack_wait_becomes_its_consumers_lease(
 
     assert worker_consumer_config("reports", settings)["ack_wait"] == 300 * 10**9
     assert worker_consumer_config("default", settings)["ack_wait"] == 30 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("max_deliver", "expected"), [(1, [10]), (3, [10, 20, 40]), (50, [10, 20, 40, 80, 160, 320])]
+)
+def test_redeliveries_back_off_from_the_ack_wait(max_deliver: int, expected: list[int]) -> None:
+    settings = Settings(_env_file=None, ack_wait=10, max_deliver=max_deliver)  # type: ignore[call-arg]
+
+    config = worker_consumer_config("default", settings)
+
+    assert config["backoff"] == [seconds * 10**9 for seconds in expected]
+    assert config["backoff"][0] == config["ack_wait"]
+    assert len(config["backoff"]) <= config["max_deliver"]  # the server's rule (error 10116)
