@@ -23,8 +23,8 @@ from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM, runnable_filters
 
 _NANOS = 1_000_000_000
-_STREAM_IN_USE = 10058
-_BACKOFF_STEPS = 6  # redelivery waits double up to 32x AckWait  # "stream name already in use with a different configuration"
+_STREAM_IN_USE = 10058  # "stream name already in use with a different configuration"
+_BACKOFF_STEPS = 6  # redelivery waits double up to 32x AckWait
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent.parent / "nats" / "jetstream"
 """Where the JSON lives in a checkout (the project runs from one, see README)."""
