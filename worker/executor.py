@@ -68,6 +68,8 @@ class _Run:
     budget_start: int
     """Attempts made before the job's budget began (its last redrive, else 0)."""
     policy: QueuePolicy
+    history: list[StoredEvent] | None = None
+    """The job's events, when they were read to find its creation (a release or redrive)."""
 
 
 class JobExecutor:
@@ -126,6 +128,7 @@ class JobExecutor:
         """What to run for a delivered message, or why it can never run."""
         trigger = stored.event
         creation: StoredEvent | None
+        history: list[StoredEvent] | None = None
         if trigger is None:
             return f"undecodable job: {stored.error.reason if stored.error else 'unknown'}"
         if isinstance(trigger, JobSpec):
@@ -149,6 +152,7 @@ class JobExecutor:
             attempt=before + deliveries,
             budget_start=budget_start,
             policy=for_job(self._policies(spec.queue), spec),
+            history=history,
         )
 
     def cancel(self, job_id: str) -> bool:
@@ -163,11 +167,16 @@ class JobExecutor:
     async def _start(self, msg: Msg, run: _Run, after_seq: int | None) -> bool:
         """Record ``started``, guarded by the job's newest sequence, so that a job that was
         canceled, finished, or started by a duplicate delivery in the meantime is not run
-        (then the message is acked and False returned)."""
-        job, last = run.spec, after_seq
+        (then the message is acked and False returned).
+
+        A release or redrive is always checked against the job's events (read already to
+        find its creation): a stale or duplicate one may be the job's newest event, so the
+        guard alone would not stop it."""
+        job, last, history = run.spec, after_seq, run.history
         for _ in range(_START_TRIES):
-            if last is None:
-                history = await self._log.history(job.job_id)
+            if last is None or history is not None:
+                if history is None:
+                    history = await self._log.history(job.job_id)
                 last = history[-1].seq if history else 0
                 state = fold_history(history)
                 if state is not None and _must_not_start(state, run.attempt):
@@ -175,6 +184,7 @@ class JobExecutor:
                     log.info("not running %s: it is %s", job.job_id, state.status.value)
                     await msg.ack()
                     return False
+                history = None
             started = Started(
                 job_id=job.job_id,
                 queue=job.queue,

@@ -13,11 +13,11 @@ from nats.aio.client import Client
 
 from ferrisqueue.backoff import RetryPolicy
 from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Submitted, utcnow
+from ferrisqueue.events import Canceled, Scheduled, Submitted, utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
 from tests.conftest import StartService
-from tests.support.waits import collect_events
+from tests.support.waits import collect_events, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +127,72 @@ async def test_an_undecodable_message_is_kept_in_the_dead_letter_stream(
     assert letter.headers is not None
     assert letter.headers["Fq-Reason"].startswith("undecodable job: body is not JSON")
     assert lettered["reason"] == letter.headers["Fq-Reason"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_handler_failing_twice_then_succeeding_is_retried_by_the_backoff(
+    event_log: EventLog, start: StartService, nc: Client
+) -> None:
+    start("scheduler")
+    start("worker")
+    base = 1.0
+    job_id = await submit(
+        event_log,
+        "flaky",
+        {"failures": 2},
+        max_attempts=3,
+        retry=RetryPolicy(base=base, cap=60, jitter=0.1),
+    )
+
+    [done] = await events_of(nc, job_id, "succeeded", 1)
+
+    starts = await events_of(nc, job_id, "started", 3)
+    failures = await events_of(nc, job_id, "failed", 2)
+    assert [s["attempt"] for s in starts] == [1, 2, 3]
+    assert done["attempt"] == 3 and done["result"] == {"attempt": 3}
+    assert [f["error"] for f in failures] == ["flaky (attempt 1)", "flaky (attempt 2)"]
+    for failure, next_start, nominal in zip(failures, starts[1:], (base, 2 * base), strict=True):
+        retry_at = when(failure, "retry_at")
+        waited = (retry_at - when(failure)).total_seconds()
+        assert nominal * 0.9 <= waited <= nominal * 1.1, "the backoff with its jitter"
+        late = (when(next_start) - retry_at).total_seconds()
+        assert 0 <= late < 1.0, (
+            f"attempt {next_start['attempt']} started {late:.3f}s after retry_at"
+        )
+
+
+@pytest.mark.parametrize("state", ["completed", "canceled"])
+async def test_a_stale_release_of_a_finished_job_does_not_run_it_again(
+    state: str, event_log: EventLog, start: StartService, nc: Client
+) -> None:
+    start("worker")
+    if state == "completed":
+        job_id = await submit(event_log, "echo", {})
+        await events_of(nc, job_id, "succeeded", 1)
+    else:
+        job_id = new_job_id()
+        await event_log.append(
+            Scheduled(
+                job_id=job_id,
+                queue="default",
+                at=utcnow(),
+                type="echo",
+                run_at=utcnow() + timedelta(hours=1),
+            )
+        )
+        await event_log.append(Canceled(job_id=job_id, queue="default", at=utcnow()))
+
+    # What a timer left over from an earlier wait would deliver: the job's newest event.
+    await nc.jetstream().publish(f"fq.job.default.{job_id}.released", b'{"attempt": 0}')
+    js = nc.jetstream()
+    await wait_until(
+        lambda: js.consumer_info("FQ_EVENTS", "fq-worker-default"),
+        lambda info: info.num_pending == 0 and info.num_ack_pending == 0,
+        timeout=20,
+        what="the worker to have handled the release",
+    )
+
+    history = [s.event for s in await event_log.history(job_id)]
+    assert [e.kind.value for e in history if e is not None].count("started") == (
+        1 if state == "completed" else 0
+    )
