@@ -34,6 +34,11 @@ class NatsLink:
         self.idempotency: IdempotencyKeys | None = None
 
     @property
+    def client(self) -> Client | None:
+        """The connection once there is one (for adapters other than the event log)."""
+        return self._client
+
+    @property
     def connected(self) -> bool:
         return self._client is not None and bool(self._client.is_connected)
 

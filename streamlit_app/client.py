@@ -144,10 +144,29 @@ class GatewayClient:
         return answer
 
     def dead_letters(
-        self, *, queue: str | None = None, include_redriven: bool = False, limit: int = 100
-    ) -> list[JSON]:
-        params = _params(queue=queue, include_redriven=include_redriven or None, limit=limit)
-        answer: list[JSON] = self._get("/dead-letters", params=params)
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_resolved: bool = False,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> JSON:
+        """One page of dead letters, newest first: ``{"items": [...], "next_cursor": ...}``."""
+        params = _params(
+            queue=queue,
+            type=type,
+            reason=reason,
+            since=since.isoformat() if since else None,
+            until=until.isoformat() if until else None,
+            include_resolved=include_resolved or None,
+            cursor=cursor,
+            limit=limit,
+        )
+        answer: JSON = self._get("/dead-letters", params=params)
         return answer
 
     def projections(self) -> list[JSON]:

@@ -106,9 +106,19 @@ def metrics(url: str, *, minutes: int = 60, queue: str | None = None) -> JSON:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def dead_letters(url: str, *, include_redriven: bool = False) -> list[JSON]:
+def dead_letters(
+    url: str,
+    *,
+    queue: str | None = None,
+    reason: str | None = None,
+    include_resolved: bool = False,
+    limit: int = 100,
+) -> JSON:
+    """The newest page of dead letters the filters select."""
     with GatewayClient(url) as client:
-        return client.dead_letters(include_redriven=include_redriven)
+        return client.dead_letters(
+            queue=queue, reason=reason, include_resolved=include_resolved, limit=limit
+        )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

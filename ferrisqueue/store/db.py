@@ -22,8 +22,9 @@ from sqlmodel import Session, SQLModel
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.store.models import ProjectionCheckpoint, SchemaInfo
 
-SCHEMA_VERSION = 1
-"""The read-store layout this code reads and writes."""
+SCHEMA_VERSION = 2
+"""The read-store layout this code reads and writes (2: ``dead_letters`` records redrives and
+purges, and the last error)."""
 
 
 def make_engine(url: str) -> Engine:

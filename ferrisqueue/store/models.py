@@ -143,17 +143,24 @@ class MetricsMinuteRow(SQLModel, table=True):
 
 
 class DeadLetterRow(SQLModel, table=True):
-    """A job that was dead-lettered, until (and after) it is redriven."""
+    """A job that was dead-lettered, and what an operator did about it since.
+
+    ``resolution`` is ``None`` while the job is dead (listed by default), then ``redriven``
+    or ``purged`` with who did it and when; a job dead-lettered again starts a fresh row.
+    """
 
     __tablename__ = "dead_letters"
 
     job_id: str = Field(primary_key=True, max_length=64)
     queue: str = Field(index=True, max_length=64)
-    type: str = Field(max_length=64)
+    type: str = Field(index=True, max_length=64)
     reason: str = Field(sa_column=Column(Text, nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     attempts: int
     dead_lettered_at: datetime = Field(index=True)
-    redriven_at: datetime | None = None
+    resolution: str | None = Field(default=None, index=True, max_length=16)
+    resolved_at: datetime | None = None
+    resolved_by: str | None = Field(default=None, max_length=200)
 
 
 class SchemaInfo(SQLModel, table=True):

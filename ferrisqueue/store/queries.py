@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import func
+from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
 from ferrisqueue.fold import JobState
@@ -111,15 +112,83 @@ def minutes(
     return list(session.exec(query.order_by(col(MetricsMinuteRow.minute))))
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters to select; ``None`` fields select everything.
+
+    ``reason`` is a case-insensitive substring of the dead-letter reason or of the job's last
+    error; ``since`` (inclusive) and ``until`` (exclusive) bound the dead-lettering time.
+    """
+
+    queue: str | None = None
+    type: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 def dead_letters(
-    session: Session, *, queue: str | None = None, include_redriven: bool = False, limit: int = 100
+    session: Session,
+    selection: DeadLetterFilter = DeadLetterFilter(),
+    *,
+    include_resolved: bool = False,
+    after: str | None = None,
+    limit: int = 100,
 ) -> list[DeadLetterRow]:
-    """Dead-lettered jobs, newest first."""
-    query = select(DeadLetterRow)
-    if queue:
-        query = query.where(DeadLetterRow.queue == queue)
-    if not include_redriven:
-        query = query.where(col(DeadLetterRow.redriven_at).is_(None))
-    return list(
-        session.exec(query.order_by(col(DeadLetterRow.dead_lettered_at).desc()).limit(limit))
-    )
+    """Dead letters, newest first; redriven and purged ones only with ``include_resolved``.
+
+    ``after`` is the :func:`dead_letter_cursor` of the last row of the previous page
+    (keyset pagination on the dead-lettering time, then the job id); ``ValueError`` if it
+    is not one.
+    """
+    row = DeadLetterRow
+    query = select(row)
+    if selection.queue:
+        query = query.where(row.queue == selection.queue)
+    if selection.type:
+        query = query.where(row.type == selection.type)
+    if selection.reason:
+        pattern = f"%{_escape_like(selection.reason)}%"
+        query = query.where(
+            or_(
+                col(row.reason).ilike(pattern, escape="\\"),
+                col(row.last_error).ilike(pattern, escape="\\"),
+            )
+        )
+    if selection.since:
+        query = query.where(col(row.dead_lettered_at) >= selection.since)
+    if selection.until:
+        query = query.where(col(row.dead_lettered_at) < selection.until)
+    if not include_resolved:
+        query = query.where(col(row.resolution).is_(None))
+    if after:
+        at, job_id = parse_dead_letter_cursor(after)
+        query = query.where(
+            or_(
+                col(row.dead_lettered_at) < at,
+                and_(col(row.dead_lettered_at) == at, col(row.job_id) < job_id),
+            )
+        )
+    query = query.order_by(col(row.dead_lettered_at).desc(), col(row.job_id).desc())
+    return list(session.exec(query.limit(limit)))
+
+
+def dead_letter_cursor(row: DeadLetterRow) -> str:
+    """The cursor of the page that follows ``row``."""
+    return f"{row.dead_lettered_at.astimezone(UTC).isoformat()}|{row.job_id}"
+
+
+def parse_dead_letter_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (time, job id) a :func:`dead_letter_cursor` names; ``ValueError`` if malformed."""
+    at, sep, job_id = cursor.partition("|")
+    if not sep or not job_id:
+        raise ValueError(f"{cursor!r} is not a dead-letter cursor")
+    parsed = datetime.fromisoformat(at)
+    if parsed.tzinfo is None:
+        raise ValueError(f"{cursor!r} is not a dead-letter cursor (no timezone)")
+    return parsed, job_id
+
+
+def _escape_like(text: str) -> str:
+    # The operator's text is matched literally: % and _ are not wildcards here.
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

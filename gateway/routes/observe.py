@@ -1,4 +1,5 @@
-"""What operators watch: workers, per-minute metrics, dead letters (all from the read store)."""
+"""What operators watch: workers and per-minute metrics (from the read store); dead letters
+have their own routes (:mod:`gateway.routes.dead_letters`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ferrisqueue.events import Token, utcnow
 from ferrisqueue.store import queries
 from ferrisqueue.workers import health
 from gateway.deps import SessionDep
-from gateway.schemas import DeadLetterOut, MetricsOut, MinuteOut, WorkerOut
+from gateway.schemas import MetricsOut, MinuteOut, WorkerOut
 
 router = APIRouter(tags=["operations"])
 
@@ -63,20 +64,6 @@ async def metrics(
         histogram.merge(r.wait_hist for r in rows), histogram.merge(r.run_hist for r in rows)
     )
     return MetricsOut(since=since, until=until, minutes=minutes, totals={**totals, **merged})
-
-
-@router.get("/dead-letters")
-async def dead_letters(
-    session: SessionDep,
-    queue: Token | None = None,
-    include_redriven: bool = False,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[DeadLetterOut]:
-    """Jobs that were dead-lettered, newest first (redriven ones only on request)."""
-    rows = await run_in_threadpool(
-        queries.dead_letters, session, queue=queue, include_redriven=include_redriven, limit=limit
-    )
-    return [DeadLetterOut(**row.model_dump()) for row in rows]
 
 
 def _percentiles(wait: dict[str, int], run: dict[str, int]) -> dict[str, float | None]:

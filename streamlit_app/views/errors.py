@@ -1,7 +1,8 @@
 """Errors: the newest failed jobs with their last error, and the dead letters.
 
 Failed jobs come from ``GET /jobs?status=failed`` (the read store; newest first), dead
-letters from ``GET /dead-letters`` (jobs or undecodable messages the system gave up on).
+letters from ``GET /dead-letters`` (jobs or undecodable messages the system gave up on),
+filtered by queue and by text in the reason or last error.
 Select a row to open that job's timeline on the Jobs page.
 """
 
@@ -16,6 +17,7 @@ from streamlit_app import data
 from streamlit_app.display import clock
 
 LIMIT = 100
+ANY = "any"
 
 
 def failed_table(jobs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -45,12 +47,18 @@ def dead_letter_table(letters: list[dict[str, Any]]) -> pd.DataFrame:
                 "reason": letter["reason"],
                 "attempts": letter["attempts"],
                 "dead-lettered": clock(letter["dead_lettered_at"]),
-                "redriven": clock(letter.get("redriven_at")),
+                "resolved": _resolution(letter),
             }
             for letter in letters
         ],
-        columns=["job", "queue", "type", "reason", "attempts", "dead-lettered", "redriven"],
+        columns=["job", "queue", "type", "reason", "attempts", "dead-lettered", "resolved"],
     )
+
+
+def _resolution(letter: dict[str, Any]) -> str:
+    if not letter.get("resolution"):
+        return ""
+    return f"{letter['resolution']} by {letter['resolved_by']} {clock(letter['resolved_at'])}"
 
 
 def render() -> None:
@@ -60,9 +68,25 @@ def render() -> None:
         page = data.jobs(url, status="failed", limit=LIMIT)
         show_failed(page["items"], more=page["next_cursor"] is not None)
     st.subheader("Dead letters")
-    include = st.toggle("Include redriven", value=False, key="errors_include_redriven")
     with data.section(url, "the dead letters"):
-        show_dead_letters(data.dead_letters(url, include_redriven=include))
+        columns = st.columns([1, 2, 1])
+        queue = columns[0].selectbox("Queue", [ANY, *data.queue_names(url)], key="errors_queue")
+        reason = (
+            columns[1]
+            .text_input("Reason or error contains", placeholder="any", key="errors_reason")
+            .strip()
+        )
+        include = columns[2].toggle(
+            "Include redriven and purged", value=False, key="errors_include_resolved"
+        )
+        letters = data.dead_letters(
+            url,
+            queue=None if queue == ANY else queue,
+            reason=reason or None,
+            include_resolved=include,
+            limit=LIMIT,
+        )
+        show_dead_letters(letters["items"], more=letters["next_cursor"] is not None)
 
 
 def show_failed(jobs: list[dict[str, Any]], *, more: bool) -> None:
@@ -85,13 +109,14 @@ def show_failed(jobs: list[dict[str, Any]], *, more: bool) -> None:
     _link_selected(selected, jobs)
 
 
-def show_dead_letters(letters: list[dict[str, Any]]) -> None:
+def show_dead_letters(letters: list[dict[str, Any]], *, more: bool = False) -> None:
     if not letters:
         st.success("No dead letter.")
         return
     st.caption(
-        "Messages the system gave up on: out of deliveries, or undecodable (these may never "
-        "have become a job)."
+        f"The newest {len(letters)}{' (there are more: narrow the filters)' if more else ''}: "
+        "messages the system gave up on (out of deliveries or attempts, or undecodable). "
+        "Redrive or purge them with `fq dead-letters`."
     )
     selected = st.dataframe(
         dead_letter_table(letters),

@@ -1,0 +1,222 @@
+"""What operators do with dead letters: read one, redrive jobs, purge jobs.
+
+``FQ_DLQ`` holds what is dead *now* (the original message of each dead-lettered job, with its
+lineage in ``Fq-*`` headers); the event log keeps the history. So each action is an event
+naming who did it, appended to the job's log, and then the job's dead letter is removed:
+
+* **redrive**: ``redriven`` (attempt = the attempts made so far): the job is pending again,
+  and as ``redriven`` is a runnable event the queue's workers run it at once;
+* **purge**: ``purged``: the job stays ``failed`` for good and leaves the dead letters.
+
+Each job is decided on its own history read from the log, never on the read store (which
+may lag): a job that is not dead-lettered is skipped with the reason, never failing the
+batch. The append is guarded by the job's last sequence, so an action racing another
+(two operators, a worker) lands once or is re-read. A crash between the event and the
+removal leaves the copy in ``FQ_DLQ`` beside a job that is no longer dead; inspecting the
+job shows both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from ferrisqueue.errors import ConcurrentChange, NatsUnavailable
+from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
+from ferrisqueue.events import BaseEvent, JobSpec, Purged, Redriven, utcnow
+from ferrisqueue.fold import JobState
+from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+
+MAX_BATCH = 1000
+"""The most jobs one redrive or purge acts on; select more with repeated calls."""
+
+_CONCURRENCY = 16  # jobs handled at once: each costs a few round trips to the server
+_NO_MESSAGE = 10037
+
+Action = Literal["redriven", "purged"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMessage:
+    """A job's message as ``FQ_DLQ`` keeps it."""
+
+    subject: str
+    seq: int
+    stored_at: datetime
+    headers: dict[str, str]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an action did to one job: ``redriven`` / ``purged``, or ``skipped`` and why."""
+
+    job_id: str
+    queue: str | None
+    outcome: Action | Literal["skipped"]
+    why: str | None = None
+
+
+class DeadLetterQueue:
+    """The ``FQ_DLQ`` stream: read and remove a job's dead letter (nats-py adapter)."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+
+    async def get(self, queue: str, job_id: str) -> DeadLetterMessage | None:
+        """The job's newest dead letter, or ``None``."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        try:
+            raw = await self._js.get_last_msg(DLQ_STREAM, dlq_subject(queue, job_id))
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _NO_MESSAGE:
+                return None
+            raise NatsUnavailable(f"reading {job_id}'s dead letter: {exc.description}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailable(f"reading {job_id}'s dead letter: {exc!r}") from exc
+        assert raw.subject is not None and raw.seq is not None and raw.time is not None
+        return DeadLetterMessage(
+            subject=raw.subject,
+            seq=raw.seq,
+            stored_at=raw.time,
+            headers=dict(raw.headers or {}),
+            data=raw.data or b"",
+        )
+
+    async def remove(self, queue: str, job_id: str) -> None:
+        """Purge the job's dead letter(s) from ``FQ_DLQ`` (nothing to remove is fine)."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        try:
+            await self._js.purge_stream(DLQ_STREAM, subject=dlq_subject(queue, job_id))
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailable(f"removing {job_id}'s dead letter: {exc!r}") from exc
+
+
+async def redrive(
+    event_log: EventLog,
+    dlq: DeadLetterQueue,
+    job_ids: Iterable[str],
+    *,
+    by: str,
+    reason: str | None = None,
+) -> list[Outcome]:
+    """Send dead-lettered jobs back to their queues; one :class:`Outcome` per job, in order."""
+
+    def event(state: JobState) -> Redriven:
+        return Redriven(
+            job_id=state.job_id,
+            queue=state.queue,
+            at=utcnow(),
+            attempt=state.attempts,
+            redriven_by=by,
+            reason=reason,
+        )
+
+    return await _act(event_log, dlq, job_ids, "redriven", event, by)
+
+
+async def purge(
+    event_log: EventLog,
+    dlq: DeadLetterQueue,
+    job_ids: Iterable[str],
+    *,
+    by: str,
+    reason: str | None = None,
+) -> list[Outcome]:
+    """Remove jobs from the dead letters for good (they stay ``failed``); one
+    :class:`Outcome` per job, in order."""
+
+    def event(state: JobState) -> Purged:
+        return Purged(
+            job_id=state.job_id, queue=state.queue, at=utcnow(), purged_by=by, reason=reason
+        )
+
+    return await _act(event_log, dlq, job_ids, "purged", event, by)
+
+
+async def _act(
+    event_log: EventLog,
+    dlq: DeadLetterQueue,
+    job_ids: Iterable[str],
+    action: Action,
+    make_event: Callable[[JobState], BaseEvent],
+    by: str,
+) -> list[Outcome]:
+    if not by.strip():
+        raise ValueError("say who acts: `by` must not be empty")
+    unique = list(dict.fromkeys(job_ids))
+    if len(unique) > MAX_BATCH:
+        raise ValueError(f"at most {MAX_BATCH} jobs per call, got {len(unique)}")
+    limit = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(job_id: str) -> Outcome:
+        async with limit:
+            return await _act_on_job(event_log, dlq, job_id, action, make_event)
+
+    # A task group, not gather: when one job fails (NATS went away) the others stop too,
+    # rather than acting on after the caller was told the batch failed.
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(job_id)) for job_id in unique]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+async def _act_on_job(
+    event_log: EventLog,
+    dlq: DeadLetterQueue,
+    job_id: str,
+    action: Action,
+    make_event: Callable[[JobState], BaseEvent],
+) -> Outcome:
+    queue: str | None = None
+    for _ in range(2):  # a concurrent change is re-read once
+        history = await event_log.history(job_id)
+        state = fold_history(history)
+        why = skip_reason(state, history, action)
+        if why is not None or state is None:
+            return Outcome(job_id, state.queue if state else None, "skipped", why)
+        queue, last = state.queue, history[-1].seq
+        try:
+            seq = await event_log.append(make_event(state), after_seq=last)
+        except ConcurrentChange:
+            continue
+        if seq <= last:
+            # JetStream answered with an earlier message: an event with the same key was
+            # already stored inside the duplicate window, so nothing changed now.
+            return Outcome(
+                job_id,
+                state.queue,
+                "skipped",
+                f"the log already holds this {action} event from the last 2 minutes "
+                f"(seq {seq}); try again later",
+            )
+        await dlq.remove(state.queue, job_id)
+        return Outcome(job_id, state.queue, action)
+    return Outcome(job_id, queue, "skipped", "the job kept changing while we acted; try again")
+
+
+def skip_reason(state: JobState | None, history: list[StoredEvent], action: Action) -> str | None:
+    """Why ``action`` does not apply to the job, or ``None`` when it does."""
+    if state is None:
+        return "no such job in the event log"
+    if not state.dead_lettered:
+        return f"not dead-lettered (the job is {state.status.value})"
+    if action == "redriven" and not any(isinstance(s.event, JobSpec) for s in history):
+        # Dead-lettered because its submission could not be decoded: there is nothing a
+        # worker could run, so only a purge makes sense.
+        return "its submission was never decodable, so there is nothing to run; purge it"
+    return None

@@ -1,0 +1,161 @@
+"""The pure parts of the dead-letter operations: who may be acted on, the request models,
+how a kept message is shown, and the CLI's options."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import typer
+from pydantic import ValidationError
+
+from ferrisqueue.cli.dead_letters import action_body, parse_time, selection
+from ferrisqueue.dead_letter_ops import MAX_BATCH, DeadLetterMessage, skip_reason
+from ferrisqueue.eventlog import StoredEvent, fold_history
+from ferrisqueue.events import BaseEvent, DeadLettered, Started, Submitted, encode_event
+from gateway.dead_letter_schemas import DeadLetterAction, DeadLetterMessageOut
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+JOB = {"job_id": "j1", "queue": "default"}
+
+
+def history(*events: BaseEvent) -> list[StoredEvent]:
+    return [
+        StoredEvent.decode(seq, e.subject, encode_event(e), e.at) for seq, e in enumerate(events, 1)
+    ]
+
+
+# --- which jobs an action applies to -------------------------------------------------------
+
+
+def test_only_a_dead_lettered_job_is_acted_on() -> None:
+    running = history(
+        Submitted(**JOB, at=T0, type="echo"), Started(**JOB, at=T0, attempt=1, worker="w")
+    )
+    dead = history(
+        Submitted(**JOB, at=T0, type="echo"), DeadLettered(**JOB, at=T0, reason="permanent")
+    )
+
+    assert skip_reason(None, [], "redriven") == "no such job in the event log"
+    assert skip_reason(fold_history(running), running, "purged") == (
+        "not dead-lettered (the job is running)"
+    )
+    assert skip_reason(fold_history(dead), dead, "redriven") is None
+    assert skip_reason(fold_history(dead), dead, "purged") is None
+
+
+def test_an_undecodable_submission_can_be_purged_but_not_redriven() -> None:
+    undecodable = history(DeadLettered(**JOB, at=T0, reason="body is not JSON"))
+    state = fold_history(undecodable)
+
+    assert state is not None and state.dead_lettered
+    assert "nothing to run" in (skip_reason(state, undecodable, "redriven") or "")
+    assert skip_reason(state, undecodable, "purged") is None
+
+
+# --- request and response models -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"job_ids": ["a"], "by": "alice"},
+        {"filter": {}, "by": "alice"},  # an empty filter selects every dead letter
+        {"filter": {"queue": "q", "reason": "Timeout", "since": "2026-03-01T12:00:00Z"}, "by": "a"},
+        {"job_ids": ["a", "b"], "by": " alice ", "reason": "fixed in 1.4"},
+    ],
+)
+def test_valid_action_bodies(body: dict[str, Any]) -> None:
+    action = DeadLetterAction.model_validate(body)
+
+    assert action.by.strip() == action.by and action.by
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"by": "alice"}, "exactly one of job_ids or filter"),
+        ({"job_ids": ["a"], "filter": {}, "by": "alice"}, "exactly one of job_ids or filter"),
+        ({"job_ids": ["a"]}, "by"),
+        ({"job_ids": ["a"], "by": "   "}, "by"),
+        ({"job_ids": [], "by": "alice"}, "job_ids"),
+        ({"job_ids": ["not a token!"], "by": "alice"}, "job_ids"),
+        ({"job_ids": ["a"] * (MAX_BATCH + 1), "by": "alice"}, "job_ids"),
+        ({"filter": {"since": "2026-03-01T12:00:00"}, "by": "alice"}, "timezone"),
+        ({"filter": {"status": "failed"}, "by": "alice"}, "status"),
+        ({"job_ids": ["a"], "by": "x" * 201}, "by"),
+    ],
+)
+def test_invalid_action_bodies_say_why(body: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        DeadLetterAction.model_validate(body)
+
+    assert complaint in str(raised.value)
+
+
+def test_a_kept_message_shows_its_lineage_and_its_body_as_json_and_text() -> None:
+    message = DeadLetterMessage(
+        subject="fq.dlq.default.j1",
+        seq=7,
+        stored_at=T0,
+        headers={"Nats-Msg-Id": "j1:dlq:3", "Fq-Reason": "gave up", "Fq-Attempts": "3"},
+        data=b'{"type": "echo"}',
+    )
+    shown = DeadLetterMessageOut.from_message(message)
+
+    assert shown.lineage == {"Fq-Reason": "gave up", "Fq-Attempts": "3"}
+    assert shown.headers["Nats-Msg-Id"] == "j1:dlq:3"
+    assert shown.body == {"type": "echo"}
+    assert shown.text == '{"type": "echo"}'
+
+
+def test_a_kept_message_that_is_not_json_is_shown_as_text() -> None:
+    message = DeadLetterMessage("fq.dlq.q.j", 1, T0, {}, b"\xffnot json")
+    shown = DeadLetterMessageOut.from_message(message)
+
+    assert shown.body is None
+    assert shown.text == "\ufffdnot json"
+
+
+# --- the CLI's options -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("30m", (T0 - timedelta(minutes=30)).isoformat()),
+        ("2h", (T0 - timedelta(hours=2)).isoformat()),
+        ("1.5d", (T0 - timedelta(hours=36)).isoformat()),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),  # left to the gateway to judge
+        (None, None),
+    ],
+)
+def test_times_are_ages_or_passed_on(given: str | None, expected: str | None) -> None:
+    assert parse_time(given, now=T0) == expected
+
+
+def test_a_selection_has_only_the_options_given() -> None:
+    assert selection("mail", None, "timeout", "1h", None, now=T0) == {
+        "queue": "mail",
+        "reason": "timeout",
+        "since": (T0 - timedelta(hours=1)).isoformat(),
+    }
+
+
+def test_an_action_names_jobs_or_a_filter_and_who_acts() -> None:
+    assert action_body(["a", "b"], {}, False, "alice", None) == {
+        "job_ids": ["a", "b"],
+        "by": "alice",
+    }
+    assert action_body(None, {"queue": "q"}, False, "alice", "fixed") == {
+        "filter": {"queue": "q"},
+        "by": "alice",
+        "reason": "fixed",
+    }
+    assert action_body(None, {}, True, "alice", None) == {"filter": {}, "by": "alice"}
+    assert "@" in action_body(["a"], {}, False, None, None)["by"]  # $USER@$HOSTNAME
+    with pytest.raises(typer.BadParameter, match="not both"):
+        action_body(["a"], {"queue": "q"}, False, "alice", None)
+    with pytest.raises(typer.BadParameter, match="name job ids"):
+        action_body(None, {}, False, "alice", None)
