@@ -95,6 +95,24 @@ class EventLog:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message (body and headers) the server accepts."""
+        size: int = self._nc.max_payload
+        return size
+
+    def body_room(self, *, stream: str, headers: dict[str, str]) -> int:
+        """The largest body :meth:`publish` can send to ``stream`` with ``headers``."""
+        return self.max_payload - self._header_bytes(headers, stream)
+
+    @staticmethod
+    def _header_bytes(headers: dict[str, str], stream: str) -> int:
+        """What the headers add on the wire, as the server counts it: ``NATS/1.0``, one
+        ``name: value`` line each (nats-py adds ``Nats-Expected-Stream``), a blank line."""
+        sent = {**headers, "Nats-Expected-Stream": stream}
+        lines = sum(len(f"{name}: {value}\r\n".encode()) for name, value in sent.items())
+        return len(b"NATS/1.0\r\n\r\n") + lines
+
     async def append(self, event: BaseEvent, *, after_seq: int | None = None) -> int:
         """Publish ``event`` and wait for JetStream to store it; returns its stream sequence.
 
@@ -120,6 +138,14 @@ class EventLog:
         sequence. Library errors come back as FerrisQueue's (see :meth:`append`)."""
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
+        size = len(data) + self._header_bytes(headers, stream)
+        if size > self.max_payload:
+            # nats-py checks the body alone; the server counts the headers too, answers a
+            # larger message with "Maximum Payload Violation" and drops the connection, which
+            # nats-py then closes for good. Refuse it here instead.
+            raise PayloadTooLarge(
+                f"{subject}: {size} bytes with headers, the server takes {self.max_payload}"
+            )
         try:
             ack = await self._js.publish(
                 subject, data, timeout=self._publish_timeout, stream=stream, headers=headers
@@ -144,6 +170,30 @@ class EventLog:
             raise NatsUnavailable(f"cannot publish {subject}: {exc!r}") from exc
         seq: int = ack.seq
         return seq
+
+    async def purge(self, subject: str, *, stream: str) -> None:
+        """Remove every message on ``subject`` from ``stream`` (nothing there is no error)."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        try:
+            await self._js.purge_stream(stream, subject=subject)
+        except nats.js.errors.APIError as exc:
+            raise PublishRejected(f"purge {subject}: {exc.description} ({exc.err_code})") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailable(f"cannot purge {subject}: {exc!r}") from exc
+
+    async def newest(self, job_id: str) -> StoredEvent | None:
+        """The newest stored message of one job (one request), or None if it has none."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("not connected to NATS")
+        try:
+            raw = await self._js.get_last_msg(EVENT_STREAM, job_history_filter(job_id))
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailable(f"cannot read the newest event of {job_id}: {exc!r}") from exc
+        assert raw.seq is not None and raw.subject is not None and raw.time is not None
+        return StoredEvent.decode(raw.seq, raw.subject, raw.data or b"", raw.time)
 
     async def last_seq(self, stream: str = EVENT_STREAM) -> int:
         """The sequence of the newest message in ``stream`` (0 when empty)."""

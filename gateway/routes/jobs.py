@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -10,13 +12,22 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ferrisqueue.audit import audit_trail
-from ferrisqueue.errors import ConcurrentChange
-from ferrisqueue.eventlog import fold_history
-from ferrisqueue.events import Canceled, CancelRequested, Submitted, Token, utcnow
+from ferrisqueue.errors import ConcurrentChange, FerrisQueueError
+from ferrisqueue.eventlog import EventLog, fold_history
+from ferrisqueue.events import (
+    Canceled,
+    CancelRequested,
+    JobSpec,
+    Scheduled,
+    Submitted,
+    Token,
+    utcnow,
+)
 from ferrisqueue.idempotency import MAX_KEY_LENGTH, fingerprint
 from ferrisqueue.ids import new_job_id
-from ferrisqueue.states import JobStatus
+from ferrisqueue.states import JobStatus, PendingReason
 from ferrisqueue.store import queries
+from ferrisqueue.subjects import SCHEDULE_STREAM, timer_subject
 from gateway.deps import EventLogDep, IdempotencyDep, JobTypesDep, SessionDep, get_event_log
 from gateway.schemas import (
     AuditEntryOut,
@@ -27,6 +38,8 @@ from gateway.schemas import (
     Problem,
     QueueStats,
 )
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -64,7 +77,8 @@ async def submit_job(
         ),
     ] = None,
 ) -> JobAccepted:
-    """Append a ``submitted`` event; answer only once JetStream has stored it.
+    """Append a ``submitted`` event (``scheduled`` when ``run_at``/``delay`` lies ahead: the
+    job then waits, pending, until then); answer only once JetStream has stored it.
 
     A payload of a known job type must match its contract (422 with the field errors).
     Unknown types are accepted: a worker with a plugin the gateway lacks may run them.
@@ -83,30 +97,49 @@ async def submit_job(
             ) from exc
     job_id = new_job_id()
     if idempotency_key is not None:
-        claim = await keys.claim(idempotency_key, fingerprint(body.model_dump()), job_id)
+        # Options left out are not part of the fingerprint, so keys claimed before an option
+        # existed still match the same body.
+        request_body = body.model_dump(exclude_none=True)
+        claim = await keys.claim(idempotency_key, fingerprint(request_body), job_id)
         job_id = claim.job_id
         response.headers["Idempotent-Replayed"] = "false" if claim.first else "true"
         # The first request may have died before its publish: re-publishing the same event
         # is safe (same Nats-Msg-Id), but only while the log lacks it, since the duplicate
         # window is shorter than the key's life.
-        if not claim.first and await event_log.was_submitted(job_id):
-            return _accepted(request, response, job_id, body.queue)
-    event = Submitted(
+        if not claim.first:
+            history = await event_log.history(job_id)
+            if history:
+                creation = next((s.event for s in history if isinstance(s.event, JobSpec)), None)
+                run_at = creation.run_at if isinstance(creation, Scheduled) else None
+                return _accepted(request, response, job_id, body.queue, run_at)
+    at = utcnow()
+    spec: dict[str, Any] = dict(
         job_id=job_id,
         queue=body.queue,
-        at=utcnow(),
+        at=at,
         type=body.type,
         payload=body.payload,
         submitted_by=request.client.host if request.client else None,
+        max_attempts=body.max_attempts,
+        timeout=body.timeout,
+        retry=body.retry,
     )
+    # A job due later waits for its timer (the scheduler arms it from the ``scheduled``
+    # event); one due now or in the past is simply submitted.
+    run_at = body.due(at)
+    event: JobSpec = Submitted(**spec) if run_at is None else Scheduled(**spec, run_at=run_at)
     await event_log.append(event)
-    return _accepted(request, response, event.job_id, event.queue)
+    return _accepted(request, response, event.job_id, event.queue, run_at)
 
 
-def _accepted(request: Request, response: Response, job_id: str, queue: str) -> JobAccepted:
+def _accepted(
+    request: Request, response: Response, job_id: str, queue: str, run_at: datetime | None
+) -> JobAccepted:
     status_url = str(request.url_for("job_status", job_id=job_id))
     response.headers["Location"] = status_url
-    return JobAccepted(job_id=job_id, queue=queue, status=JobStatus.PENDING, status_url=status_url)
+    return JobAccepted(
+        job_id=job_id, queue=queue, status=JobStatus.PENDING, run_at=run_at, status_url=status_url
+    )
 
 
 @router.get("/{job_id}/status", responses={404: {"model": Problem}, **_UNAVAILABLE})
@@ -172,6 +205,8 @@ async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) ->
                     job_id=job_id, queue=state.queue, at=utcnow(), reason="canceled before it ran"
                 )
                 await event_log.append(canceled, after_seq=last)
+                if state.pending_reason is not PendingReason.QUEUED:
+                    await _remove_timer(event_log, state.queue, job_id)
         except ConcurrentChange:
             continue  # a worker moved the job on: look again
         history = await event_log.history(job_id)
@@ -182,6 +217,16 @@ async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) ->
 
 
 _CANCEL_TRIES = 5
+
+
+async def _remove_timer(event_log: EventLog, queue: str, job_id: str) -> None:
+    """Purge a waiting job's timer now. Best effort: the scheduler purges it again when it
+    reads the ``canceled`` event, and a timer that fires anyway releases a canceled job,
+    which the fold rejects."""
+    try:
+        await event_log.purge(timer_subject(queue, job_id), stream=SCHEDULE_STREAM)
+    except FerrisQueueError as exc:
+        log.warning("could not remove the timer of canceled job %s now: %s", job_id, exc)
 
 
 @router.get("")

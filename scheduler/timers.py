@@ -1,0 +1,261 @@
+"""The timer relay: turns a job's wait into a server-side ``@at`` timer, and back into an event.
+
+A job waits in two cases: it was created ``scheduled`` (run at ``run_at``), or an attempt
+``failed`` with ``retry_at``. Nothing in FerrisQueue keeps time in memory for it. The relay
+reads those events from the log (durable pull consumer ``fq-scheduler-timers`` on
+``FQ_EVENTS``, filters ``fq.job.*.*.scheduled``, ``...failed``, ``...canceled``) and for each
+waiting job stores one message-schedule in ``FQ_SCHEDULES``:
+
+* subject ``fq.timer.<queue>.<job_id>`` (one timer per job; purging the subject cancels it),
+* ``Nats-Schedule: @at <due, RFC 3339 UTC, milliseconds rounded up>``,
+* ``Nats-Schedule-Target: fq.due.<queue>.<job_id>``, ``Nats-Schedule-TTL: 24h`` (the fired
+  message expires from ``FQ_SCHEDULES``; the copy sourced into ``FQ_EVENTS`` is kept, as that
+  stream does not allow per-message TTLs and ignores the header),
+* ``Nats-Msg-Id: <job_id>:timer:<attempt>``, body ``{"attempt": <attempt>}``.
+
+At the due time the *server* fires the body on ``fq.due.<queue>.<job_id>``; ``FQ_EVENTS``
+sources it, transformed to ``fq.job.<queue>.<job_id>.released``, so the body becomes the job's
+``Released(attempt=...)`` (queue, job id and event from the subject, ``at`` from the storage
+time) and the queue's dispatch consumer hands it to a worker. A ``canceled`` event purges the
+job's timer subject. A ``failed`` without ``retry_at`` needs nothing.
+
+Leadership and safety notes
+---------------------------
+* **No leader.** Every scheduler instance pulls from the same durable consumer, so JetStream
+  gives each event to one instance at a time; an instance that dies holding events loses
+  nothing: they are redelivered to another after the consumer's AckWait (5 s).
+* **Ack after the timer is stored.** A crash between the store and the ack repeats the event;
+  the repeat carries the same ``Nats-Msg-Id`` and is dropped by ``FQ_SCHEDULES``' duplicate
+  window (2 minutes), even if the first timer already fired and left the subject.
+* **Only a job that still waits for this timer gets one.** Before arming, the relay folds the
+  job's history and checks that it is pending for exactly this wait (same sub-state, attempt
+  and due time). A consumer re-created from the start of the log, or a ``failed`` of an attempt
+  that lost its lease, therefore arms nothing, instead of releasing long-finished jobs.
+* **Cancel races.** The gateway appends ``canceled`` and then purges the timer; this relay
+  purges it again when the ``canceled`` event arrives (durably: it is an event). An instance
+  that armed a timer while another handled the cancel re-reads the job afterwards and purges
+  the timer if the job was canceled or asked to be in the meantime, so the timer cannot
+  outlive a cancel. Events of one job within a burst are handled in log order.
+* **The last line of defence** is the fold: a ``released`` whose attempt is not the job's
+  current one, or that reaches a job that is not waiting, is rejected (recorded, no effect),
+  and a worker does not start a job that is finished, canceled or past that attempt.
+* Undecodable events are acked and logged here: the workers and the projector deal with
+  poison; a timer cannot be built from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from ferrisqueue.errors import FerrisQueueError
+from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
+from ferrisqueue.events import BaseEvent, Canceled, Failed, Scheduled
+from ferrisqueue.fold import JobState
+from ferrisqueue.puller import Puller
+from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.subjects import (
+    EVENT_STREAM,
+    SCHEDULE_STREAM,
+    due_subject,
+    parse_job_subject,
+    timer_subject,
+)
+from ferrisqueue.topology import ensure_consumer, load_consumer_definition
+
+log = logging.getLogger(__name__)
+
+TIMER_CONSUMER = "fq-scheduler-timers"
+
+FIRED_TTL = "24h"
+"""How long a fired timer stays in ``FQ_SCHEDULES`` (``FQ_EVENTS`` sources it within
+milliseconds; the TTL only keeps the schedule stream from growing)."""
+
+BATCH = 256
+"""Most events asked for per pull request; one burst's jobs are handled concurrently."""
+
+_MAX_RETRY_DELAY = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """One job's pending timer: release it at ``due`` after ``attempt`` attempts."""
+
+    queue: str
+    job_id: str
+    due: datetime
+    attempt: int
+    waiting: PendingReason
+
+    @property
+    def subject(self) -> str:
+        return timer_subject(self.queue, self.job_id)
+
+    @property
+    def body(self) -> bytes:
+        """The ``released`` event's body once fired (the rest comes from the subject)."""
+        return json.dumps({"attempt": self.attempt}).encode()
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Nats-Schedule": at_schedule(self.due),
+            "Nats-Schedule-Target": due_subject(self.queue, self.job_id),
+            "Nats-Schedule-TTL": FIRED_TTL,
+            "Nats-Msg-Id": f"{self.job_id}:timer:{self.attempt}",
+        }
+
+
+def at_schedule(due: datetime) -> str:
+    """``@at`` and ``due`` in RFC 3339 UTC with milliseconds, rounded *up* so a timer never
+    fires before its due time (``@at 2026-11-28T05:00:01.250Z``)."""
+    utc = due.astimezone(UTC)
+    micros = utc.microsecond
+    millis = math.ceil(micros / 1000)
+    whole = utc.replace(microsecond=0) + timedelta(milliseconds=millis)
+    return f"@at {whole.strftime('%Y-%m-%dT%H:%M:%S')}.{whole.microsecond // 1000:03d}Z"
+
+
+def timer_for(event: BaseEvent) -> Timer | None:
+    """The timer an event asks for: ``scheduled`` at ``run_at`` after 0 attempts, ``failed``
+    with ``retry_at`` after its attempt; any other event none."""
+    if isinstance(event, Scheduled):
+        return Timer(event.queue, event.job_id, event.run_at, 0, PendingReason.SCHEDULED)
+    if isinstance(event, Failed) and event.retry_at is not None:
+        return Timer(
+            event.queue, event.job_id, event.retry_at, event.attempt, PendingReason.RETRYING
+        )
+    return None
+
+
+def waits_for(state: JobState | None, timer: Timer) -> bool:
+    """Whether the job (its folded state) is pending for exactly this timer."""
+    if state is None or state.status is not JobStatus.PENDING or state.cancel_requested:
+        return False
+    if state.pending_reason is not timer.waiting or state.attempts != timer.attempt:
+        return False
+    due = state.run_at if timer.waiting is PendingReason.SCHEDULED else state.retry_at
+    return due == timer.due
+
+
+def given_up(state: JobState | None) -> bool:
+    """Whether a timer armed for the job must go: it finished, or a cancel is under way."""
+    return state is None or state.status.is_terminal or state.cancel_requested
+
+
+class TimerRelay:
+    """Arms and cancels jobs' timers in ``FQ_SCHEDULES`` from the events in the log."""
+
+    def __init__(self, nc: Client, event_log: EventLog, *, batch: int = BATCH) -> None:
+        self._nc = nc
+        self._log = event_log
+        self._batch = batch
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Relay events until ``stopping`` is set."""
+        await ensure_consumer(
+            self._nc, EVENT_STREAM, load_consumer_definition(EVENT_STREAM, TIMER_CONSUMER)
+        )
+        puller = Puller(self._nc, EVENT_STREAM, TIMER_CONSUMER)
+        await puller.start()
+        log.info("timer relay: arming timers from %s on %s", TIMER_CONSUMER, EVENT_STREAM)
+
+        async def batch() -> int:
+            return self._batch
+
+        try:
+            async for burst in puller.bursts(stopping, request_size=batch):
+                await self.relay(burst)
+        finally:
+            # Hand back what arrived but was not handled: redelivered at once, not after
+            # AckWait, to this instance's successor or a sibling.
+            for msg in await puller.stop():
+                await _quietly(msg.nak())
+
+    async def relay(self, burst: list[Msg]) -> None:
+        """Handle a burst: different jobs concurrently, one job's events in log order."""
+        by_job: dict[str, list[Msg]] = {}
+        for msg in burst:
+            by_job.setdefault(_job_key(msg), []).append(msg)
+
+        async def in_order(msgs: list[Msg]) -> None:
+            for msg in msgs:
+                await self.handle(msg)
+
+        await asyncio.gather(*(in_order(msgs) for msgs in by_job.values()))
+
+    async def handle(self, msg: Msg) -> None:
+        """Act on one event, then ack it; on failure nak it for a later retry. Never raises."""
+        meta = msg.metadata
+        stored = StoredEvent.decode(meta.sequence.stream, msg.subject, msg.data, meta.timestamp)
+        try:
+            await self._act(stored)
+        except Exception as exc:
+            delay = min(_MAX_RETRY_DELAY, float(meta.num_delivered))
+            if isinstance(exc, FerrisQueueError):
+                log.warning("timer for %s not stored, retry in %.0fs: %s", msg.subject, delay, exc)
+            else:
+                log.exception("unexpected error relaying %s, retry in %.0fs", msg.subject, delay)
+            await _quietly(msg.nak(delay=delay))
+            return
+        await _quietly(msg.ack())
+
+    async def _act(self, stored: StoredEvent) -> None:
+        event = stored.event
+        if event is None:
+            log.warning(
+                "skipping undecodable event %s (seq %d): %s",
+                stored.subject,
+                stored.seq,
+                stored.error.reason if stored.error else "unknown",
+            )
+            return
+        if isinstance(event, Canceled):
+            await self._cancel(event.queue, event.job_id)
+            return
+        if timer_for(event) is None:
+            return
+        history = await self._log.history(event.job_id)
+        # The trigger as the history decodes it: a plain-NATS ``delay`` counts from the
+        # storage time, which nats-py's two read paths round differently (by a microsecond).
+        trigger = next((s.event for s in history if s.seq == stored.seq and s.event), event)
+        timer = timer_for(trigger)
+        if timer is None or not waits_for(fold_history(history), timer):
+            log.info("no timer for %s: the job no longer waits for it", stored.subject)
+            return
+        await self._log.publish(
+            timer.subject, timer.body, stream=SCHEDULE_STREAM, headers=timer.headers()
+        )
+        log.debug("armed %s: %s", timer.subject, timer.headers()["Nats-Schedule"])
+        # A cancel may have come between the fold above and the store (handled by another
+        # instance, or by the gateway, whose purge found nothing yet): look again.
+        newest = await self._log.newest(timer.job_id)
+        if newest is not None and history and newest.seq == history[-1].seq:
+            return  # nothing happened to the job since
+        if given_up(fold_history(await self._log.history(timer.job_id))):
+            await self._cancel(timer.queue, timer.job_id)
+
+    async def _cancel(self, queue: str, job_id: str) -> None:
+        await self._log.purge(timer_subject(queue, job_id), stream=SCHEDULE_STREAM)
+        log.debug("removed the timer of %s", job_id)
+
+
+def _job_key(msg: Msg) -> str:
+    try:
+        return parse_job_subject(msg.subject).job_id
+    except ValueError:
+        return msg.subject
+
+
+async def _quietly(action: Awaitable[None]) -> None:
+    try:
+        await action
+    except Exception as exc:  # the connection is gone: the server redelivers after AckWait
+        log.debug("ack/nak failed: %r", exc)
