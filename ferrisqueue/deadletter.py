@@ -3,7 +3,8 @@
 Three paths end here: the scheduler's router (a job that reached MaxDeliver), a worker that
 ran out of attempts or hit a permanent error, and a worker that received a message it could
 not decode. Each copies the original bytes to ``fq.dlq.<queue>.<job_id>`` with the reason and
-the job's lineage in ``Fq-*`` headers, then appends ``dead_lettered``. Both carry
+the job's lineage in ``Fq-*`` headers (a message too large to copy beside them is cut, with
+``Fq-Truncated: <its size>``), then appends ``dead_lettered``. Both carry
 deterministic ``Nats-Msg-Id`` values, so a crash between them is repaired by doing both again.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ferrisqueue.errors import PayloadTooLarge
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import DeadLettered, utcnow
 from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
@@ -43,7 +45,13 @@ async def dead_letter(
         "Fq-Reason": header_value(reason),
         **{f"Fq-{name}": header_value(str(value)) for name, value in lineage.items() if value},
     }
-    await event_log.publish(
-        dlq_subject(queue, job_id), original, stream=DLQ_STREAM, headers=headers
-    )
+    subject = dlq_subject(queue, job_id)
+    try:
+        await event_log.publish(subject, original, stream=DLQ_STREAM, headers=headers)
+    except PayloadTooLarge:
+        # A raw message close to the 1 MiB limit does not fit beside its lineage headers:
+        # keep its beginning and say so. All of it stays in the log at Fq-Stream-Seq.
+        headers["Fq-Truncated"] = str(len(original))
+        keep = event_log.body_room(stream=DLQ_STREAM, headers=headers)
+        await event_log.publish(subject, original[:keep], stream=DLQ_STREAM, headers=headers)
     await event_log.append(DeadLettered(job_id=job_id, queue=queue, at=utcnow(), reason=reason))

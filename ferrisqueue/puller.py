@@ -14,6 +14,7 @@ deadline in case the connection dropped; then the next one is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -41,6 +42,8 @@ class Puller:
         self._expires = expires
         self._inbox = nc.new_inbox()
         self._arrived: asyncio.Queue[Msg] = asyncio.Queue()
+        self._held: list[Msg] = []
+        """Delivered after ``stopping`` was set: never handed over, returned by :meth:`stop`."""
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -53,7 +56,7 @@ class Puller:
         """Unsubscribe; returns messages that arrived but were never handed over."""
         if self._sub is not None:
             await self._sub.unsubscribe()
-        left = []
+        left, self._held = self._held, []
         while not self._arrived.empty():
             msg = self._arrived.get_nowait()
             if not _status(msg):
@@ -67,13 +70,19 @@ class Puller:
         request_size: Callable[[], Awaitable[int]],
         unused: Callable[[int], None] = lambda _: None,
     ) -> AsyncIterator[list[Msg]]:
-        """Yield bursts until ``stopping`` is set (checked between pull requests).
+        """Yield bursts until ``stopping`` is set.
 
         ``request_size`` says how many messages to ask for next (it may wait, e.g. for free
-        worker slots); ``unused`` gets back the part of a request that was not delivered.
+        worker slots; setting ``stopping`` ends that wait); ``unused`` gets back the part of a
+        request that was not delivered. Once ``stopping`` is set nothing more is yielded: a
+        pull request still outstanding is let run out (a message delivered to an inbox
+        nobody reads would be stuck until its AckWait), and what it delivers is held for
+        :meth:`stop` to return.
         """
         while not stopping.is_set():
-            wanted = await request_size()
+            wanted = await _unless_stopped(request_size(), stopping)
+            if wanted is None:
+                return
             if stopping.is_set():
                 unused(wanted)
                 return
@@ -86,7 +95,10 @@ class Puller:
                     burst, finished = await self._next_burst(wanted - delivered, deadline)
                     if burst:
                         delivered += len(burst)
-                        yield burst
+                        if stopping.is_set():
+                            self._held += burst  # arrived as we stop: for stop() to return
+                        else:
+                            yield burst
                     if finished:
                         break
             finally:
@@ -131,6 +143,19 @@ class Puller:
             if not status:
                 burst.append(msg)
         return burst, False
+
+
+async def _unless_stopped(size: Awaitable[int], stopping: asyncio.Event) -> int | None:
+    """``await size``, or None as soon as ``stopping`` is set (the wait is cancelled)."""
+    sizing = asyncio.ensure_future(size)
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait((sizing, stop), return_when=asyncio.FIRST_COMPLETED)
+    for waiting in (stop, sizing):
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    return None if sizing.cancelled() else sizing.result()
 
 
 def _status(msg: Msg) -> str | None:
