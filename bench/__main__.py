@@ -1,0 +1,129 @@
+"""``python -m bench``: run the benchmarks, print Markdown tables, write JSON.
+
+    python -m bench                          # everything (make bench)
+    python -m bench --only processing --workers 2 --jobs 5000
+    python -m bench --profile bench/results/profiles   # py-spy on a worker, if installed
+    python -m bench peers                    # the peers (make bench-peers; needs their venv)
+
+Sizes come from options or the environment: BENCH_JOBS (20,000), BENCH_CONCURRENCY (the
+worker's FQ_WORKER_CONCURRENCY, 16), BENCH_LATENCY_SECONDS (5), BENCH_RUNS (peers, 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.harness import REPO, env_float, env_int
+
+SCENARIOS = ("baseline", "enqueue", "processing", "latency")
+RESULTS = REPO / "bench" / "results"
+
+log = logging.getLogger("bench")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="FerrisQueue's own benchmarks (the default)")
+    peers = sub.add_parser("peers", help="the same processing workload on other job queues")
+    for each in (p, run, peers):
+        each.add_argument("--jobs", type=int, default=env_int("BENCH_JOBS", 20_000))
+        each.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    _run_options(run)
+    _run_options(p)
+    peers.add_argument("--only", type=_names, default=None, help="peer names, comma separated")
+    peers.add_argument("--runs", type=int, default=env_int("BENCH_RUNS", 3))
+    peers.add_argument("--workers", type=int, default=2, help="worker processes per peer")
+    peers.add_argument(
+        "--python",
+        type=Path,
+        default=REPO / "bench" / ".venv-peers" / "bin" / "python",
+        help="the peers' virtualenv's python",
+    )
+    return p
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", type=_names, default=SCENARIOS, help=f"of {', '.join(SCENARIOS)}")
+    p.add_argument("--workers", type=_ints, default=(1, 2, 4), help="worker processes per run")
+    p.add_argument("--concurrency", type=int, default=env_int("BENCH_CONCURRENCY", 16))
+    p.add_argument("--rates", type=_ints, default=(200, 1000), help="latency: jobs/s")
+    p.add_argument("--latency-seconds", type=float, default=env_float("BENCH_LATENCY_SECONDS", 5))
+    p.add_argument("--latency-workers", type=int, default=2)
+    p.add_argument("--profile", type=Path, default=None, help="py-spy output dir")
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    # Imported here: the scenarios need the product's venv, `peers` must not.
+    from bench.report import machine
+    from bench.scenarios import baseline, enqueue, latency, processing
+
+    unknown = set(args.only) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    results: dict[str, Any] = {"machine": machine(), "jobs": args.jobs}
+    if "baseline" in args.only:
+        log.info("baseline: raw JetStream, %d messages", args.jobs)
+        results["baseline"] = await baseline.run(args.jobs)
+    if "enqueue" in args.only:
+        log.info("enqueue: %d jobs per path", args.jobs)
+        results["enqueue"] = await enqueue.run(args.jobs)
+    if "processing" in args.only:
+        results["processing"] = []
+        for workers in args.workers:
+            log.info("processing: %d jobs, %d worker(s)", args.jobs, workers)
+            results["processing"].append(
+                await processing.run(
+                    args.jobs, workers, concurrency=args.concurrency, profile_dir=args.profile
+                )
+            )
+    if "latency" in args.only:
+        log.info("latency: %s jobs/s for %.0fs each", args.rates, args.latency_seconds)
+        results["latency"] = await latency.run(
+            args.rates,
+            seconds=args.latency_seconds,
+            workers=args.latency_workers,
+            concurrency=args.concurrency,
+        )
+    return results
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = parser().parse_args()
+    if args.command == "peers":
+        from bench.peers.runner import run_peers
+        from bench.report import peers_markdown, write_json
+
+        results = asyncio.run(run_peers(args))
+        path = write_json(results, args.out, prefix="peers-")
+        print(peers_markdown(results))
+    else:
+        from bench.report import markdown, write_json
+
+        results = asyncio.run(run_all(args))
+        path = write_json(results, args.out)
+        print(markdown(results))
+    print(f"\nJSON: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+
+
+if __name__ == "__main__":
+    main()

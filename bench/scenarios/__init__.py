@@ -1,0 +1,1 @@
+"""One module per benchmark scenario; each returns plain dicts for the report."""

@@ -1,0 +1,90 @@
+"""The raw JetStream baseline, on the same server build and machine as the rest of the run:
+
+* ``publish_async``: N messages the size of a ``submitted`` event into a file stream
+  (``BENCH_RAW``, no dedup header), at most 1,000 awaiting their ack, every ack awaited;
+* pull ``fetch`` + ``ack``: the same N messages consumed by 1 and by 2 processes sharing one
+  durable consumer (explicit acks), from the first message to the last ack.
+
+What FerrisQueue does on top (events, guards, dedup, a fold per job) is what the ratios show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from asyncio.subprocess import PIPE
+from typing import Any
+
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+
+from bench import probes
+from bench.harness import REPO, connected, system
+from ferrisqueue.events import encode_event
+
+STREAM = "BENCH_RAW"
+SUBJECT = "bench.raw"
+FETCH_BATCH = 256
+
+
+async def run(jobs: int, consumers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    results: dict[str, Any] = {"messages": jobs}
+    with system() as sys_:
+        async with connected(sys_) as nc:
+            js = nc.jetstream(publish_async_max_pending=1000)
+            await js.add_stream(
+                StreamConfig(name=STREAM, subjects=[f"{SUBJECT}.>"], storage=StorageType.FILE)
+            )
+            body = encode_event(probes.submitted())
+            results["message_bytes"] = len(body)
+            began = time.perf_counter()
+            futures = [await js.publish_async(f"{SUBJECT}.x", body) for _ in range(jobs)]
+            await asyncio.gather(*futures)
+            took = time.perf_counter() - began
+            results["publish_async"] = {"seconds": round(took, 3), "msgs_per_s": round(jobs / took)}
+            for count in consumers:
+                durable = f"raw-{count}"
+                await js.add_consumer(
+                    STREAM,
+                    ConsumerConfig(
+                        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000
+                    ),
+                )
+                results[f"fetch_ack_{count}"] = await _consume(
+                    sys_.nats_server.url, durable, count, jobs
+                )
+    return results
+
+
+async def _consume(url: str, durable: str, processes: int, jobs: int) -> dict[str, Any]:
+    argv = ["-m", "bench.rawconsumer", url, STREAM, durable, str(FETCH_BATCH)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, *argv, cwd=REPO, stdin=PIPE, stdout=PIPE
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for proc in procs:  # every process bound to the consumer before any starts
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            if line.strip() != b"ready":
+                raise RuntimeError(f"raw consumer did not start: {line!r}")
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(proc.communicate(b"go\n") for proc in procs)), 60 + jobs / 1000
+        )
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    count = sum(r["count"] for r in reports)
+    took = max(r["last"] for r in reports) - min(r["first"] for r in reports if r["count"])
+    return {
+        "processes": processes,
+        "messages": count,
+        "seconds": round(took, 3),
+        "msgs_per_s": round(count / took) if took > 0 else None,
+    }
