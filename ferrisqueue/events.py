@@ -233,7 +233,8 @@ class Purged(BaseEvent):
     reason: str | None = Field(default=None, max_length=1000)
 
     def dedup_key(self) -> str:
-        return f"{self.job_id}:purged"
+        # Purged, redriven, dead-lettered and purged again: each purge is its own event.
+        return f"{self.job_id}:purged:{int(self.at.timestamp() * 1_000_000)}"
 
 
 Event = Annotated[

@@ -162,6 +162,19 @@ class Settings(BaseSettings):
         default=500, ge=1, le=10_000, description="Events applied per read-store transaction."
     )
 
+    # --- Cron (scheduler) -----------------------------------------------------------------
+    cron_file: Path | None = Field(
+        default=None,
+        description="TOML file of [[schedule]] tables the scheduler applies at start; "
+        "schedules it defined earlier that are no longer in it are deleted.",
+    )
+    cron_misfire_grace: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a cron tick may wait for a scheduler; older ticks create no job "
+        "(a scheduler down for hours does not flood the queue).",
+    )
+
     # --- Local system (`fq up`) -----------------------------------------------------------
     workers: int = Field(default=2, ge=0, le=64, description="Worker processes `fq up` starts.")
     dashboard_port: int = Field(default=8501, ge=1, le=65535)

@@ -21,7 +21,7 @@ from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from gateway.nats_link import NatsLink
-from gateway.routes import health, jobs, observe
+from gateway.routes import batch, dead_letters, health, jobs, observe, schedules
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(jobs.router)
+    app.include_router(batch.router)
     app.include_router(jobs.stats_router)
     app.include_router(jobs.types_router)
     app.include_router(observe.router)
+    app.include_router(dead_letters.router)
+    app.include_router(schedules.router)
     app.include_router(health.router)
 
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}

@@ -10,15 +10,18 @@ import logging
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
 import typer
 
 from ferrisqueue.audit import AuditEntry, audit_trail
+from ferrisqueue.cli.cron import app as cron_app
+from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Submitted, utcnow
+from ferrisqueue.events import JobSpec, Scheduled, Submitted, utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.natsconn import connect
@@ -80,24 +83,49 @@ def submit(
     type: Annotated[str, typer.Argument(help="Job type, e.g. echo")],
     payload: Annotated[str, typer.Option("--payload", "-p", help="JSON object")] = "{}",
     queue: Annotated[str, typer.Option("--queue", "-q")] = "default",
+    delay: Annotated[
+        float | None, typer.Option("--delay", min=0, help="Run it SECONDS from now")
+    ] = None,
+    run_at: Annotated[
+        str | None,
+        typer.Option("--run-at", help="Run it at this ISO 8601 time, e.g. 2030-01-01T09:00Z"),
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", min=1, help="Attempts before dead-lettering")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.001, help="Seconds one attempt may run")
+    ] = None,
     via_nats: Annotated[
         bool, typer.Option("--nats", help="Publish to JetStream directly, not through the gateway")
     ] = False,
 ) -> None:
-    """Submit a job; prints its id."""
+    """Submit a job (now, after --delay or at --run-at); prints its id."""
     settings = _settings()
     try:
         body = json.loads(payload)
     except ValueError as exc:
         raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
+    if delay is not None and run_at is not None:
+        raise typer.BadParameter("give --delay or --run-at, not both")
+    due = _run_at(run_at) if run_at is not None else None
+    options = {"max_attempts": max_attempts, "timeout": timeout}
     if via_nats:
-        event = Submitted(
+        at = utcnow()
+        if delay is not None:
+            due = at + timedelta(seconds=delay)
+        fields: dict[str, Any] = dict(
             job_id=new_job_id(),
             queue=queue,
-            at=utcnow(),
+            at=at,
             type=type,
             payload=body,
             submitted_by="fq-cli",
+            **options,
+        )
+        # Due later: a `scheduled` job waits for the scheduler's timer; else it runs now.
+        event: JobSpec = (
+            Scheduled(**fields, run_at=due) if due is not None and due > at else Submitted(**fields)
         )
 
         async def publish() -> None:
@@ -110,8 +138,23 @@ def submit(
         _run(publish())
         typer.echo(event.job_id)
         return
-    answer = _http("POST", settings, "/jobs", json={"type": type, "payload": body, "queue": queue})
+    request = {"type": type, "payload": body, "queue": queue, "delay": delay, **options}
+    if due is not None:
+        request["run_at"] = due.isoformat()
+    answer = _http(
+        "POST", settings, "/jobs", json={k: v for k, v in request.items() if v is not None}
+    )
     typer.echo(answer["job_id"])
+
+
+def _run_at(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--run-at is not an ISO 8601 time: {exc}") from exc
+    if when.tzinfo is None:
+        raise typer.BadParameter("--run-at needs a timezone, e.g. 2030-01-01T09:00Z or +02:00")
+    return when
 
 
 @app.command()
@@ -129,6 +172,9 @@ def status(
         time.sleep(0.1)
     typer.echo(json.dumps(answer, indent=2))
 
+
+app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(cron_app, name="cron")
 
 projections_app = typer.Typer(help="Read-store projections.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")

@@ -1,0 +1,428 @@
+"""The book of periodic schedules: definitions in a KV bucket, firing left to the server.
+
+Two places hold a schedule, and this module keeps them in step:
+
+* the **definition** (:class:`~ferrisqueue.cron.CronDefinition`, JSON) in the key-value bucket
+  ``FQ_CRON`` under its name: what the gateway lists and what the scheduler reads on each
+  tick (so a paused or deleted schedule creates no job even from a tick already fired);
+* the **server schedule**: one message on ``fq.cron.<name>`` in ``FQ_SCHEDULES`` with the
+  ``Nats-Schedule`` header. The nats-server fires it, durably and without any of our
+  processes, as a message on ``fq.tick.<name>`` (with a TTL, so ticks do not pile up).
+
+Re-publishing a schedule restarts its interval, so it is published only when it is missing
+or differs, and guarded with ``Nats-Expected-Last-Subject-Sequence``: of two writers that
+both find it missing, one publishes and the other sees the first one's message. Pausing or
+deleting purges the schedule's subject (which cancels it). :meth:`CronBook.reconcile`
+repairs whatever a crash between the two writes left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import RawStreamMsg
+from pydantic import ValidationError
+
+from ferrisqueue.cron import (
+    CronDefinition,
+    CronSpec,
+    InvalidSchedule,
+    Source,
+    UnknownSchedule,
+    interval_seconds,
+    next_cron_fires,
+    next_interval_fires,
+    round_to_second,
+)
+from ferrisqueue.errors import (
+    ConcurrentChange,
+    NatsUnavailable,
+    PayloadTooLarge,
+    PublishOutcomeUnknown,
+    PublishRejected,
+)
+from ferrisqueue.events import encode_event, utcnow
+from ferrisqueue.ids import new_job_id
+from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
+
+log = logging.getLogger(__name__)
+
+BUCKET = "FQ_CRON"
+KV_STREAM = f"KV_{BUCKET}"
+_KV_PREFIX = f"$KV.{BUCKET}."
+_KV_OP = "KV-Operation"
+
+# Headers of the server schedule that define it (the server adds others, e.g. Nats-Rollup).
+_SCHEDULE_HEADERS = (
+    "Nats-Schedule",
+    "Nats-Schedule-Target",
+    "Nats-Schedule-Time-Zone",
+    "Nats-Schedule-TTL",
+)
+_NEXT_HEADER = "Nats-Schedule-Next"
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+_NO_MESSAGE = 10037
+_WRONG_LAST_SEQUENCE = 10071
+# The server's reasons for refusing a schedule: pattern, per-message TTL, time zone.
+_BAD_SCHEDULE = (10189, 10191, 10223)
+_TRIES = 5
+
+
+class CronBook:
+    """Define, list, pause, resume and delete periodic schedules."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        tick_ttl: int = 120,
+        timeout: float = 5.0,
+        max_event_bytes: int = 512 * 1024,
+    ) -> None:
+        """``tick_ttl``: seconds a fired tick stays in ``FQ_SCHEDULES`` (at least 1);
+        ``max_event_bytes``: the largest ``submitted`` event a tick may create."""
+        self._nc = nc
+        self._js = nc.jetstream(timeout=timeout)
+        self._tick_ttl = max(1, tick_ttl)
+        self._timeout = timeout
+        self._max_event_bytes = max_event_bytes
+
+    @classmethod
+    def for_settings(cls, nc: Client, settings: Settings) -> CronBook:
+        """Ticks outlive the misfire grace by a minute: a tick the scheduler could still
+        use is never expired before it, and one it would skip is logged, not lost silently."""
+        return cls(
+            nc,
+            tick_ttl=math.ceil(settings.cron_misfire_grace) + 60,
+            timeout=settings.publish_timeout,
+            max_event_bytes=settings.max_event_bytes,
+        )
+
+    # --- definitions ----------------------------------------------------------------------
+
+    async def get(self, name: str) -> CronDefinition | None:
+        """The stored definition of ``name``, or ``None``."""
+        definition, _ = await self._read(name)
+        return definition
+
+    async def definitions(self) -> list[CronDefinition]:
+        """Every stored definition, by name."""
+        found = [d async for d in self._scan()]
+        return sorted(found, key=lambda d: d.name)
+
+    async def put(self, spec: CronSpec, *, source: Source = "api") -> CronDefinition:
+        """Create or replace a schedule; returns what is stored.
+
+        An unchanged definition is not written again and its server schedule is left alone
+        (so its interval is not restarted). Raises :class:`InvalidSchedule` when the server
+        refuses the schedule; the previous definition is then restored.
+        :class:`PayloadTooLarge` when the job each tick creates would exceed the event limit.
+        """
+        now = utcnow()
+        self._check_size(spec)
+        for _ in range(_TRIES):
+            current, revision = await self._read(spec.name)
+            wanted = CronDefinition(
+                **spec.model_dump(),
+                source=source,
+                created_at=current.created_at if current else now,
+                updated_at=now,
+            )
+            if current is not None and current.same_as(wanted):
+                await self._apply(current)
+                return current
+            try:
+                written = await self._write(wanted, revision)
+                break
+            except ConcurrentChange:
+                continue  # someone else wrote it meanwhile: look again
+        else:
+            raise ConcurrentChange(f"schedule {spec.name} kept changing; retry")
+        try:
+            await self._apply(wanted)
+        except InvalidSchedule:
+            await self._restore(current, spec.name, written)
+            raise
+        return wanted
+
+    async def pause(self, name: str) -> CronDefinition:
+        """Stop firing ``name`` (its definition stays); :class:`UnknownSchedule` if absent."""
+        definition = await self._set_paused(name, True)
+        await self._unschedule(name)
+        return definition
+
+    async def resume(self, name: str) -> CronDefinition:
+        """Fire ``name`` again; :class:`UnknownSchedule` if absent."""
+        definition = await self._set_paused(name, False)
+        await self._ensure_scheduled(definition)
+        return definition
+
+    async def delete(self, name: str) -> None:
+        """Remove ``name``: definition and server schedule; :class:`UnknownSchedule` if absent.
+
+        The definition goes first, so a tick that fires in between creates no job.
+        """
+        for _ in range(_TRIES):
+            current, revision = await self._read(name)
+            if current is None:
+                raise UnknownSchedule(f"no schedule {name}")
+            try:
+                await self._kv_publish(name, b"", revision, {_KV_OP: "DEL"})
+                break
+            except ConcurrentChange:
+                continue
+        else:
+            raise ConcurrentChange(f"schedule {name} kept changing; retry")
+        await self._unschedule(name)
+
+    async def reconcile(self) -> None:
+        """Make the server schedules match the definitions: schedule the active ones that
+        are missing or differ, cancel paused ones and those with no definition (left by a
+        crash between the two writes of a pause, resume or delete)."""
+        # Schedules are listed before definitions: a schedule is only ever published after
+        # its definition was written, so one seen here without a definition is an orphan.
+        scheduled = await self._scheduled_names()
+        definitions = {d.name: d for d in await self.definitions()}
+        for name in sorted(scheduled - definitions.keys()):
+            log.info("cancelling the server schedule of %s: it has no definition", name)
+            await self._unschedule(name)
+        for definition in definitions.values():
+            await self._apply(definition)
+
+    async def next_fires(
+        self, definition: CronDefinition, *, count: int = 3, now: datetime | None = None
+    ) -> list[datetime]:
+        """The next ``count`` fire times (UTC); none while paused or not scheduled.
+
+        Cron: computed from the expression and time zone. Interval: the server counts from
+        when the schedule was stored, so the newest tick's ``Nats-Schedule-Next`` is used,
+        else the schedule message's time + the interval.
+        """
+        now = now or utcnow()
+        if definition.paused:
+            return []
+        interval = interval_seconds(definition.schedule)
+        if interval is None:
+            return next_cron_fires(definition.schedule, definition.timezone, now, count)
+        schedule = await self._last(cron_subject(definition.name))
+        if schedule is None or schedule.time is None:
+            return []
+        first = round_to_second(schedule.time + timedelta(seconds=interval))
+        tick = await self._last(tick_subject(definition.name))
+        if tick is not None and (tick.seq or 0) > (schedule.seq or 0) and tick.headers:
+            announced = tick.headers.get(_NEXT_HEADER)
+            if announced:
+                first = datetime.fromisoformat(announced)
+        return next_interval_fires(first, interval, now, count)
+
+    # --- the KV bucket --------------------------------------------------------------------
+
+    def _check_size(self, spec: CronSpec) -> None:
+        # Refused now rather than on every tick: the job's event must fit the event log.
+        sample = CronDefinition(**spec.model_dump(), created_at=utcnow(), updated_at=utcnow())
+        size = len(encode_event(sample.job_event(new_job_id(), utcnow())))
+        if size > self._max_event_bytes:
+            raise PayloadTooLarge(
+                f"the job of schedule {spec.name} would be a {size}-byte event; the limit is "
+                f"{self._max_event_bytes} bytes"
+            )
+
+    async def _read(self, name: str) -> tuple[CronDefinition | None, int]:
+        """The definition and the revision to guard the next write with (0: never written;
+        a deleted key keeps the revision of its delete marker)."""
+        raw = await self._get(KV_STREAM, f"{_KV_PREFIX}{name}")
+        if raw is None:
+            return None, 0
+        return _decode(raw), raw.seq or 0
+
+    async def _scan(self) -> AsyncIterator[CronDefinition]:
+        # One message per key (the bucket keeps no history): walk the stream's keys in order.
+        seq = 1
+        while True:
+            raw = await self._get(KV_STREAM, f"{_KV_PREFIX}>", from_seq=seq)
+            if raw is None:
+                return
+            definition = _decode(raw)
+            if definition is not None:
+                yield definition
+            seq = (raw.seq or seq) + 1
+
+    async def _write(self, definition: CronDefinition, revision: int) -> int:
+        body = definition.model_dump_json().encode()
+        return await self._kv_publish(definition.name, body, revision, {})
+
+    async def _kv_publish(
+        self, name: str, body: bytes, revision: int, headers: dict[str, str]
+    ) -> int:
+        return await self._publish(
+            f"{_KV_PREFIX}{name}", body, KV_STREAM, {**headers, _EXPECTED_LAST: str(revision)}
+        )
+
+    async def _set_paused(self, name: str, paused: bool) -> CronDefinition:
+        for _ in range(_TRIES):
+            current, revision = await self._read(name)
+            if current is None:
+                raise UnknownSchedule(f"no schedule {name}")
+            if current.paused == paused:
+                return current
+            changed = current.model_copy(update={"paused": paused, "updated_at": utcnow()})
+            try:
+                await self._write(changed, revision)
+            except ConcurrentChange:
+                continue
+            return changed
+        raise ConcurrentChange(f"schedule {name} kept changing; retry")
+
+    async def _restore(self, previous: CronDefinition | None, name: str, revision: int) -> None:
+        """Undo a definition the server would not schedule (best effort)."""
+        try:
+            if previous is None:
+                await self._kv_publish(name, b"", revision, {_KV_OP: "DEL"})
+            else:
+                await self._write(previous, revision)
+                await self._apply(previous)
+        except (ConcurrentChange, NatsUnavailable, PublishRejected, PublishOutcomeUnknown) as exc:
+            log.warning("could not restore schedule %s after the server refused it: %s", name, exc)
+
+    # --- the server schedule --------------------------------------------------------------
+
+    def _schedule_headers(self, definition: CronDefinition) -> dict[str, str]:
+        headers = {
+            "Nats-Schedule": definition.schedule,
+            "Nats-Schedule-Target": tick_subject(definition.name),
+            "Nats-Schedule-TTL": f"{self._tick_ttl}s",
+        }
+        if definition.timezone:
+            headers["Nats-Schedule-Time-Zone"] = definition.timezone
+        return headers
+
+    async def _apply(self, definition: CronDefinition) -> None:
+        if definition.paused:
+            await self._unschedule(definition.name)
+        else:
+            await self._ensure_scheduled(definition)
+
+    async def _ensure_scheduled(self, definition: CronDefinition) -> None:
+        subject = cron_subject(definition.name)
+        wanted = self._schedule_headers(definition)
+        body = json.dumps({"schedule": definition.name}).encode()
+        for _ in range(_TRIES):
+            last = await self._last(subject)
+            if last is not None and _defining(last.headers) == wanted:
+                return  # already running as defined: leave its interval alone
+            expected = str(last.seq if last is not None else 0)
+            try:
+                await self._publish(
+                    subject, body, SCHEDULE_STREAM, {**wanted, _EXPECTED_LAST: expected}
+                )
+                break
+            except ConcurrentChange:
+                continue  # another writer published first: compare with theirs
+        else:
+            raise ConcurrentChange(f"the server schedule of {definition.name} kept changing")
+        # A pause or delete may have come between our read and our publish: if so, its
+        # purge may have run before our publish, so cancel the schedule again.
+        current = await self.get(definition.name)
+        if current is None or current.paused:
+            await self._unschedule(definition.name)
+
+    async def _unschedule(self, name: str) -> None:
+        with _translated(self._nc, f"cancelling schedule {name}"):
+            await self._js.purge_stream(SCHEDULE_STREAM, subject=cron_subject(name))
+
+    async def _scheduled_names(self) -> set[str]:
+        prefix = cron_subject("")
+        with _translated(self._nc, "listing the server schedules"):
+            info = await self._js.stream_info(SCHEDULE_STREAM, subjects_filter=f"{prefix}>")
+        return {s.removeprefix(prefix) for s in (info.state.subjects or {})}
+
+    async def _last(self, subject: str) -> RawStreamMsg | None:
+        return await self._get(SCHEDULE_STREAM, subject)
+
+    # --- NATS -----------------------------------------------------------------------------
+
+    async def _get(
+        self, stream: str, subject: str, *, from_seq: int | None = None
+    ) -> RawStreamMsg | None:
+        """The last message on ``subject``, or with ``from_seq`` the first one at or after
+        that sequence; ``None`` when there is none."""
+        _check_connected(self._nc)
+        try:
+            if from_seq is None:
+                return await self._js.get_last_msg(stream, subject)
+            return await self._js.get_msg(stream, seq=from_seq, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _NO_MESSAGE:
+                return None
+            raise NatsUnavailable(f"reading {subject}: {exc.description}") from exc
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise NatsUnavailable(f"reading {subject}: {exc!r}") from exc
+
+    async def _publish(
+        self, subject: str, body: bytes, stream: str, headers: dict[str, str]
+    ) -> int:
+        _check_connected(self._nc)
+        try:
+            ack = await self._js.publish(
+                subject, body, stream=stream, headers=headers, timeout=self._timeout
+            )
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise PublishOutcomeUnknown(f"no ack for {subject} in time") from exc
+        except nats.js.errors.NoStreamResponseError as exc:
+            raise NatsUnavailable(f"no stream answers on {subject} (run `fq init`)") from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                raise ConcurrentChange(f"{subject}: {exc.description}") from exc
+            if exc.err_code in _BAD_SCHEDULE:
+                raise InvalidSchedule(
+                    f"the server refused the schedule: {exc.description}"
+                ) from exc
+            raise PublishRejected(f"{subject}: {exc.description} ({exc.err_code})") from exc
+        except nats.errors.Error as exc:
+            raise NatsUnavailable(f"cannot publish {subject}: {exc!r}") from exc
+        seq: int = ack.seq
+        return seq
+
+
+def _defining(headers: dict[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (headers or {}).items() if k in _SCHEDULE_HEADERS}
+
+
+def _decode(raw: RawStreamMsg) -> CronDefinition | None:
+    """The definition a KV message holds; ``None`` for a delete marker or a broken value."""
+    if raw.headers and raw.headers.get(_KV_OP) in ("DEL", "PURGE"):
+        return None
+    try:
+        return CronDefinition.model_validate_json(raw.data or b"")
+    except ValidationError as exc:
+        log.warning("ignoring the undecodable schedule %s: %s", raw.subject, exc)
+        return None
+
+
+def _check_connected(nc: Client) -> None:
+    # Fail at once rather than wait out a request timeout while nats-py reconnects.
+    if not nc.is_connected:
+        raise NatsUnavailable("not connected to NATS")
+
+
+@contextmanager
+def _translated(nc: Client, what: str) -> Iterator[None]:
+    """nats-py's errors of a JetStream API call (purge, stream info), as FerrisQueue's."""
+    _check_connected(nc)
+    try:
+        yield
+    except nats.js.errors.APIError as exc:
+        raise NatsUnavailable(f"{what}: {exc.description} ({exc.err_code})") from exc
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise NatsUnavailable(f"{what}: {exc!r}") from exc

@@ -1,0 +1,103 @@
+"""Schedules from a file (``FQ_CRON_FILE``): the scheduler applies it at start.
+
+The file is TOML with one ``[[schedule]]`` table per schedule, the same fields as
+``POST /schedules``::
+
+    [[schedule]]
+    name = "nightly-report"
+    schedule = "0 30 2 * * *"
+    timezone = "Europe/Berlin"
+
+    [schedule.job]
+    type = "report"
+    payload = { output = "reports/nightly.html" }
+
+Applying it is an upsert of every table (unchanged ones are not rewritten, so their
+intervals are not restarted), then the deletion of schedules the file defined before
+(``source = "file"``) that it no longer holds. Schedules defined through the API or the CLI
+are never touched. The file owns its schedules: a file schedule paused through the API runs
+again when the file is applied next, unless the file says ``paused = true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from ferrisqueue.cron import CronSpec
+from ferrisqueue.cronbook import CronBook
+from ferrisqueue.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+class CronFile(BaseModel):
+    """The file's contents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: list[CronSpec] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CronFile:
+        names = [spec.name for spec in self.schedule]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"schedule names must be unique; defined twice: {twice}")
+        return self
+
+
+def parse_cron_file(text: str, *, origin: str = "<cron file>") -> list[CronSpec]:
+    """The schedules a cron file defines; :class:`ConfigurationError` saying what is wrong."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{origin} is not valid TOML: {exc}") from exc
+    try:
+        return CronFile.model_validate(data).schedule
+    except ValidationError as exc:
+        raise ConfigurationError(f"{origin} is not a valid cron file:\n{exc}") from exc
+
+
+def load_cron_file(path: Path) -> list[CronSpec]:
+    """:func:`parse_cron_file` of the file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the cron file {path}: {exc}") from exc
+    return parse_cron_file(text, origin=str(path))
+
+
+@dataclass
+class Applied:
+    """What applying a file changed."""
+
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+async def apply_cron_file(book: CronBook, specs: list[CronSpec]) -> Applied:
+    """Upsert ``specs`` as file schedules, then delete file schedules not among them."""
+    applied = Applied()
+    before = {d.name: d for d in await book.definitions()}
+    for spec in specs:
+        stored = await book.put(spec, source="file")
+        previous = before.get(spec.name)
+        if previous is None or not previous.same_as(stored):
+            applied.written.append(spec.name)
+    wanted = {spec.name for spec in specs}
+    for name, definition in before.items():
+        if definition.source == "file" and name not in wanted:
+            await book.delete(name)
+            applied.deleted.append(name)
+    log.info(
+        "cron file applied: %d schedules, written %s, deleted %s",
+        len(specs),
+        applied.written or "none",
+        applied.deleted or "none",
+    )
+    return applied

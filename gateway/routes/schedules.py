@@ -1,0 +1,128 @@
+"""``/schedules``: periodic jobs. Define (create or replace), list with the next fire times,
+pause, resume, delete.
+
+Definitions live in the ``FQ_CRON`` bucket and the server fires them (see
+:mod:`ferrisqueue.cronbook`); every route needs NATS: 503 with ``Retry-After`` while it is
+away. An expression or time zone that cannot run is refused with 422 and the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from ferrisqueue.cron import CronDefinition, InvalidSchedule, UnknownSchedule
+from ferrisqueue.cronbook import CronBook
+from ferrisqueue.errors import NatsUnavailable
+from ferrisqueue.events import Token
+from gateway.deps import JobTypesDep, SettingsDep
+from gateway.nats_link import NatsLink
+from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
+from gateway.schemas import Problem
+
+router = APIRouter(prefix="/schedules", tags=["schedules"])
+
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "NATS is unreachable; retry later"}
+}
+_UNKNOWN: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No schedule of that name"}
+}
+
+
+def get_cron_book(request: Request, settings: SettingsDep) -> CronBook:
+    link: NatsLink = request.app.state.nats
+    if link.client is None or not link.connected:
+        raise NatsUnavailable("the gateway is not connected to NATS")
+    return CronBook.for_settings(link.client, settings)
+
+
+CronBookDep = Annotated[CronBook, Depends(get_cron_book)]
+NextCount = Annotated[int, Query(ge=0, le=100, description="How many next fire times")]
+
+
+@router.post(
+    "",
+    responses={
+        **_UNAVAILABLE,
+        422: {"description": "Not a valid schedule (the reason says why)"},
+    },
+)
+async def put_schedule(
+    body: ScheduleCreate, book: CronBookDep, job_types: JobTypesDep, next: NextCount = 3
+) -> ScheduleOut:
+    """Create the schedule, or replace the one of that name (an unchanged one keeps running
+    as it was, its interval not restarted). The job's payload must match its type's contract,
+    as for ``POST /jobs``, so that every tick creates a job that can run."""
+    contract = job_types.get(body.job.type)
+    if contract is not None:
+        try:
+            contract.payload.model_validate(body.job.payload)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [
+                    {**e, "loc": ("body", "job", "payload", *e["loc"])}
+                    for e in exc.errors(include_url=False)
+                ]
+            ) from exc
+    try:
+        stored = await book.put(body, source="api")
+    except InvalidSchedule as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "schedule"), "msg": str(exc), "input": None}]
+        ) from exc
+    return await _out(book, stored, next)
+
+
+@router.get("", responses=_UNAVAILABLE)
+async def list_schedules(book: CronBookDep, next: NextCount = 3) -> list[ScheduleOut]:
+    """Every schedule, by name, with its next fire times."""
+    return [await _out(book, d, next) for d in await book.definitions()]
+
+
+@router.get("/{name}", responses={**_UNKNOWN, **_UNAVAILABLE})
+async def get_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -> ScheduleOut:
+    """One schedule and its next fire times."""
+    definition = await book.get(name)
+    if definition is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule {name}")
+    return await _out(book, definition, next)
+
+
+@router.post("/{name}/pause", responses={**_UNKNOWN, **_UNAVAILABLE})
+async def pause_schedule(name: Token, book: CronBookDep) -> ScheduleOut:
+    """Stop firing (the definition stays; ticks already fired create no job)."""
+    try:
+        return await _out(book, await book.pause(name), 0)
+    except UnknownSchedule as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.post("/{name}/resume", responses={**_UNKNOWN, **_UNAVAILABLE})
+async def resume_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -> ScheduleOut:
+    """Fire again (an interval starts afresh from now)."""
+    try:
+        return await _out(book, await book.resume(name), next)
+    except UnknownSchedule as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_UNKNOWN, **_UNAVAILABLE},
+)
+async def delete_schedule(name: Token, book: CronBookDep) -> Response:
+    """Remove the schedule; jobs it created stay."""
+    try:
+        await book.delete(name)
+    except UnknownSchedule as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _out(book: CronBook, definition: CronDefinition, count: int) -> ScheduleOut:
+    return ScheduleOut.of(definition, await book.next_fires(definition, count=count))

@@ -1,0 +1,191 @@
+"""The tick relay: every tick of a periodic schedule becomes exactly one job.
+
+The nats-server fires each schedule (see :mod:`ferrisqueue.cronbook`) as a message on
+``fq.tick.<name>`` in ``FQ_SCHEDULES``. Every scheduler instance pulls from the one durable
+consumer ``fq-scheduler-ticks``, so JetStream hands each tick to one instance at a time; an
+instance that dies holding a tick loses nothing, as the tick is delivered again after the
+consumer's AckWait (10 s). For each tick the relay:
+
+1. skips it (with a warning) when it is older than ``FQ_CRON_MISFIRE_GRACE``: a scheduler
+   that was down for hours must not flood the queue with every tick it missed (the age is
+   this machine's clock minus the server's storage time, so clocks must roughly agree);
+2. reads the schedule's definition from ``FQ_CRON`` and skips the tick when the schedule
+   was deleted or paused since it fired;
+3. appends the job's ``submitted`` event with a job id derived from the tick
+   (:func:`ferrisqueue.cron.tick_job_id`), guarded with "the job has no event yet"
+   (``after_seq=0``);
+4. acks the tick.
+
+Exactly one job per tick, however many instances run and however often a tick is
+delivered: every delivery of a tick computes the same job id, and the guarded append stores
+a job's creation only into an empty history. A second attempt, whether a redelivery after a
+crash between steps 3 and 4 or another instance, gets :class:`ConcurrentChange` (the server
+checks the guard before the ``Nats-Msg-Id`` duplicate window) and simply acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from ferrisqueue.cron import tick_job_id
+from ferrisqueue.cronbook import CronBook
+from ferrisqueue.cronfile import apply_cron_file, load_cron_file
+from ferrisqueue.errors import (
+    ConcurrentChange,
+    NatsUnavailable,
+    PayloadTooLarge,
+    PublishOutcomeUnknown,
+    PublishRejected,
+)
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.events import utcnow
+from ferrisqueue.ids import is_token
+from ferrisqueue.puller import Puller
+from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import SCHEDULE_STREAM, tick_subject
+from ferrisqueue.topology import ensure_consumer, load_consumer_definition
+
+log = logging.getLogger(__name__)
+
+TICK_CONSUMER = "fq-scheduler-ticks"
+_TICK_PREFIX = tick_subject("")
+_PULL_BATCH = 16
+_RETRY_DELAY = 1.0  # seconds before a tick that met a NATS hiccup is delivered again
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One fired tick: the schedule's name, the tick's stream sequence and storage time."""
+
+    name: str
+    seq: int
+    fired_at: datetime
+
+    @classmethod
+    def of(cls, msg: Msg) -> Tick:
+        meta = msg.metadata
+        return cls(msg.subject.removeprefix(_TICK_PREFIX), meta.sequence.stream, meta.timestamp)
+
+    @property
+    def job_id(self) -> str:
+        return tick_job_id(self.name, self.seq, self.fired_at)
+
+
+class Outcome(StrEnum):
+    """What became of a tick."""
+
+    CREATED = "created"
+    ALREADY_CREATED = "already_created"
+    MISFIRED = "misfired"
+    NOT_ACTIVE = "not_active"  # deleted, paused, or a subject that names no schedule
+    REFUSED = "refused"  # the event log refused the job for good (too large, say)
+    RETRY = "retry"  # NATS away or the outcome unknown: deliver the tick again
+
+
+async def run_cron(
+    nc: Client, event_log: EventLog, settings: Settings, stopping: asyncio.Event
+) -> None:
+    """The scheduler's cron part: apply the cron file, repair the server schedules, then
+    relay ticks until ``stopping`` is set."""
+    relay = TickRelay.for_settings(nc, event_log, settings)
+    await relay.prepare(settings)
+    await relay.run(stopping)
+
+
+class TickRelay:
+    """Turns ticks into jobs; any number of instances may run."""
+
+    def __init__(
+        self, nc: Client, event_log: EventLog, book: CronBook, *, misfire_grace: float
+    ) -> None:
+        self._nc = nc
+        self._log = event_log
+        self._book = book
+        self._grace = timedelta(seconds=misfire_grace)
+
+    @classmethod
+    def for_settings(cls, nc: Client, event_log: EventLog, settings: Settings) -> TickRelay:
+        return cls(
+            nc,
+            event_log,
+            CronBook.for_settings(nc, settings),
+            misfire_grace=settings.cron_misfire_grace,
+        )
+
+    async def prepare(self, settings: Settings) -> None:
+        """At start: apply ``FQ_CRON_FILE`` (if set), then repair the server schedules."""
+        if settings.cron_file is not None:
+            await apply_cron_file(self._book, load_cron_file(settings.cron_file))
+        await self._book.reconcile()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Relay ticks until ``stopping`` is set."""
+        await ensure_consumer(
+            self._nc, SCHEDULE_STREAM, load_consumer_definition(SCHEDULE_STREAM, TICK_CONSUMER)
+        )
+        puller = Puller(self._nc, SCHEDULE_STREAM, TICK_CONSUMER)
+        await puller.start()
+
+        async def batch() -> int:
+            return _PULL_BATCH
+
+        try:
+            async for burst in puller.bursts(stopping, request_size=batch):
+                for msg in burst:
+                    await self.relay(msg)
+        finally:
+            # Hand what arrived during the stop to another instance at once (else: AckWait).
+            for msg in await puller.stop():
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak()
+
+    async def relay(self, msg: Msg) -> Outcome:
+        """Handle one tick message, then ack it (or have it delivered again)."""
+        outcome = await self.create_job(Tick.of(msg))
+        if outcome is Outcome.RETRY:
+            await msg.nak(delay=_RETRY_DELAY)
+        else:
+            await msg.ack()
+        return outcome
+
+    async def create_job(self, tick: Tick, *, now: datetime | None = None) -> Outcome:
+        """Create the one job of ``tick`` unless it misfired or its schedule is not active."""
+        age = (now or utcnow()) - tick.fired_at
+        if age > self._grace:
+            log.warning(
+                "skipping tick %d of %s: it fired %.0f s ago, past the misfire grace of %.0f s",
+                tick.seq,
+                tick.name,
+                age.total_seconds(),
+                self._grace.total_seconds(),
+            )
+            return Outcome.MISFIRED
+        if not is_token(tick.name):
+            log.warning("ignoring a tick on a subject that names no schedule: %r", tick.name)
+            return Outcome.NOT_ACTIVE
+        try:
+            definition = await self._book.get(tick.name)
+            if definition is None or definition.paused:
+                log.info("tick %d of %s: the schedule is deleted or paused", tick.seq, tick.name)
+                return Outcome.NOT_ACTIVE
+            event = definition.job_event(tick.job_id, tick.fired_at)
+            await self._log.append(event, after_seq=0)
+        except ConcurrentChange:
+            return Outcome.ALREADY_CREATED  # another instance, or an earlier delivery, did it
+        except (NatsUnavailable, PublishOutcomeUnknown) as exc:
+            log.warning("tick %d of %s will be retried: %s", tick.seq, tick.name, exc)
+            return Outcome.RETRY
+        except (PayloadTooLarge, PublishRejected) as exc:
+            log.error("tick %d of %s created no job: %s", tick.seq, tick.name, exc)
+            return Outcome.REFUSED
+        log.info("tick %d of %s -> job %s", tick.seq, tick.name, event.job_id)
+        return Outcome.CREATED
