@@ -49,6 +49,7 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
+from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import encode_event, utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.settings import Settings
@@ -71,7 +72,6 @@ _SCHEDULE_HEADERS = (
 _NEXT_HEADER = "Nats-Schedule-Next"
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _NO_MESSAGE = 10037
-_WRONG_LAST_SEQUENCE = 10071
 # The server's reasons for refusing a schedule: pattern, per-message TTL, time zone.
 _BAD_SCHEDULE = (10189, 10191, 10223)
 _TRIES = 5
@@ -93,8 +93,8 @@ class CronBook:
         self._nc = nc
         self._js = nc.jetstream(timeout=timeout)
         self._tick_ttl = max(1, tick_ttl)
-        self._timeout = timeout
         self._max_event_bytes = max_event_bytes
+        self._log = EventLog(nc, publish_timeout=timeout, max_event_bytes=max_event_bytes)
 
     @classmethod
     def for_settings(cls, nc: Client, settings: Settings) -> CronBook:
@@ -372,27 +372,12 @@ class CronBook:
     async def _publish(
         self, subject: str, body: bytes, stream: str, headers: dict[str, str]
     ) -> int:
-        _check_connected(self._nc)
         try:
-            ack = await self._js.publish(
-                subject, body, stream=stream, headers=headers, timeout=self._timeout
-            )
-        except (TimeoutError, nats.errors.TimeoutError) as exc:
-            raise PublishOutcomeUnknown(f"no ack for {subject} in time") from exc
-        except nats.js.errors.NoStreamResponseError as exc:
-            raise NatsUnavailable(f"no stream answers on {subject} (run `fq init`)") from exc
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:
-                raise ConcurrentChange(f"{subject}: {exc.description}") from exc
-            if exc.err_code in _BAD_SCHEDULE:
-                raise InvalidSchedule(
-                    f"the server refused the schedule: {exc.description}"
-                ) from exc
-            raise PublishRejected(f"{subject}: {exc.description} ({exc.err_code})") from exc
-        except nats.errors.Error as exc:
-            raise NatsUnavailable(f"cannot publish {subject}: {exc!r}") from exc
-        seq: int = ack.seq
-        return seq
+            return await self._log.publish(subject, body, stream=stream, headers=headers)
+        except PublishRejected as exc:
+            if exc.code in _BAD_SCHEDULE:
+                raise InvalidSchedule(f"the server refused the schedule: {exc}") from exc
+            raise
 
 
 def _defining(headers: dict[str, str] | None) -> dict[str, str]:

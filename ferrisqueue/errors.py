@@ -22,6 +22,11 @@ class NatsUnavailable(FerrisQueueError):
 class PublishRejected(FerrisQueueError):
     """JetStream answered and refused the message: it was definitely not stored."""
 
+    def __init__(self, reason: str, *, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        """JetStream's error code (``err_code``), when it gave one."""
+
 
 class ConcurrentChange(PublishRejected):
     """A guarded append found the job's log moved on since it was read (someone else

@@ -159,7 +159,9 @@ class EventLog:
         except nats.js.errors.APIError as exc:
             if exc.err_code == _WRONG_LAST_SEQUENCE:
                 raise ConcurrentChange(f"{subject}: {exc.description}") from exc
-            raise PublishRejected(f"{subject}: {exc.description} ({exc.err_code})") from exc
+            raise PublishRejected(
+                f"{subject}: {exc.description} ({exc.err_code})", code=exc.err_code
+            ) from exc
         except (
             nats.errors.NoRespondersError,
             nats.errors.ConnectionClosedError,
@@ -205,20 +207,6 @@ class EventLog:
             raise NatsUnavailable(f"cannot read the state of {stream}: {exc!r}") from exc
         seq: int = info.state.last_seq
         return seq
-
-    async def was_submitted(self, job_id: str) -> bool:
-        """Whether the log holds any event of ``job_id`` (its creation comes first)."""
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
-        try:
-            await self._js.get_msg(
-                EVENT_STREAM, seq=1, subject=job_history_filter(job_id), next=True
-            )
-        except nats.js.errors.NotFoundError:
-            return False
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise NatsUnavailable(f"cannot look up {job_id}: {exc!r}") from exc
-        return True
 
     async def history(self, job_id: str) -> list[StoredEvent]:
         """Every stored message of one job, in log order (read straight from the stream)."""

@@ -226,15 +226,3 @@ class MetricsOut(BaseModel):
     until: datetime
     minutes: list[MinuteOut]
     totals: dict[str, float | None]
-
-
-class DeadLetterOut(BaseModel):
-    """A dead-lettered job."""
-
-    job_id: str
-    queue: str
-    type: str
-    reason: str
-    attempts: int
-    dead_lettered_at: datetime
-    redriven_at: datetime | None
