@@ -21,7 +21,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ferrisqueue.errors import (
     FerrisQueueError,
@@ -33,6 +33,7 @@ from ferrisqueue.events import BaseEvent, JobSpec, Submitted, encode_event, utcn
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.jobtypes import JobType
 from gateway.deps import EventLogDep, JobTypesDep, SettingsDep
+from gateway.routes.jobs import check_payload
 from gateway.schemas import JobCreate, Problem
 
 router = APIRouter(tags=["jobs"])
@@ -154,17 +155,7 @@ def _submitted(
     index: int, item: JobCreate, job_types: dict[str, JobType], by: str | None
 ) -> Submitted:
     """The event of one item, or 422 naming the item when its payload breaks the contract."""
-    contract = job_types.get(item.type)
-    if contract is not None:
-        try:
-            contract.payload.model_validate(item.payload)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [
-                    {**e, "loc": ("body", "jobs", index, "payload", *e["loc"])}
-                    for e in exc.errors(include_url=False)
-                ]
-            ) from exc
+    check_payload(job_types, item.type, item.payload, at=("body", "jobs", index, "payload"))
     fields = item.model_dump(exclude={"queue"}, exclude_defaults=True)
     unsupported = sorted(set(fields) - _SPEC_FIELDS)
     if unsupported:

@@ -25,6 +25,7 @@ from ferrisqueue.events import (
 )
 from ferrisqueue.idempotency import MAX_KEY_LENGTH, fingerprint
 from ferrisqueue.ids import new_job_id
+from ferrisqueue.jobtypes import JobType
 from ferrisqueue.states import JobStatus, PendingReason
 from ferrisqueue.store import queries
 from ferrisqueue.subjects import SCHEDULE_STREAM, timer_subject
@@ -84,17 +85,7 @@ async def submit_job(
     Unknown types are accepted: a worker with a plugin the gateway lacks may run them.
     Without an ``Idempotency-Key``, a retry after a 503 may create a second job.
     """
-    contract = job_types.get(body.type)
-    if contract is not None:
-        try:
-            contract.payload.model_validate(body.payload)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [
-                    {**e, "loc": ("body", "payload", *e["loc"])}
-                    for e in exc.errors(include_url=False)
-                ]
-            ) from exc
+    check_payload(job_types, body.type, body.payload, at=("body", "payload"))
     job_id = new_job_id()
     if idempotency_key is not None:
         # Options left out are not part of the fingerprint, so keys claimed before an option
@@ -272,3 +263,19 @@ types_router = APIRouter(tags=["job types"])
 async def list_job_types(job_types: JobTypesDep) -> list[dict[str, Any]]:
     """Every job type with a contract: its payload and result JSON Schemas."""
     return [job_type.schema() for _, job_type in sorted(job_types.items())]
+
+
+def check_payload(
+    job_types: dict[str, JobType], type_: str, payload: dict[str, Any], *, at: tuple[Any, ...]
+) -> None:
+    """422 with the field errors (located under ``at``) when ``payload`` breaks the contract
+    of its job type; types without a contract accept any payload."""
+    contract = job_types.get(type_)
+    if contract is None:
+        return
+    try:
+        contract.payload.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": (*at, *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
