@@ -15,11 +15,11 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 
+from ferrisqueue.cli.common import load_settings
 from ferrisqueue.cron import CronDefinition, CronSpec
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.natsconn import close_quietly, connect
-from ferrisqueue.settings import Settings
 
 app = typer.Typer(
     help="Periodic jobs: cron (seconds first) or @every schedules that the scheduler fires.",
@@ -138,10 +138,7 @@ def _plain(exc: Exception) -> str:
 
 def _with_book(action: Callable[[CronBook], Awaitable[T]]) -> T:
     """Run ``action`` on a CronBook of ``FQ_NATS_URL``; errors exit 1 with their message."""
-    try:
-        settings = Settings()
-    except Exception as exc:  # pydantic's ValidationError: print it plainly, no traceback
-        raise typer.BadParameter(f"invalid FQ_ settings:\n{exc}") from exc
+    settings = load_settings()
 
     async def run() -> T:
         nc = await connect(settings.effective_nats_url, name="fq-cron")

@@ -15,10 +15,9 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-from ferrisqueue.settings import Settings
+from ferrisqueue.cli.common import gateway_call, load_settings
 
 app = typer.Typer(
     help="Dead letters: list, inspect, redrive (run again) or purge (give up for good).",
@@ -194,6 +193,11 @@ def action_body(
     return body
 
 
+def _http(method: str, path: str, **kwargs: Any) -> Any:
+    # A batch of 1,000 jobs takes a few seconds: wait longer than for a single read.
+    return gateway_call(method, load_settings(), path, timeout=120, **kwargs)
+
+
 def _report(answer: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
@@ -207,23 +211,3 @@ def _report(answer: dict[str, Any], as_json: bool) -> None:
     )
     if answer["more"]:
         typer.echo(f"more than {answer['limit']} matched: run it again for the rest", err=True)
-
-
-def _http(method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        settings = Settings()
-    except Exception as exc:  # pydantic's ValidationError: print it plainly, no traceback
-        raise typer.BadParameter(f"invalid FQ_ settings:\n{exc}") from exc
-    url = f"{settings.gateway_url}{path}"
-    try:
-        # A batch of 1,000 jobs takes a few seconds: wait longer than for a single read.
-        response = httpx.request(method, url, timeout=120, **kwargs)
-    except httpx.HTTPError as exc:
-        typer.secho(
-            f"cannot reach the gateway at {settings.gateway_url}: {exc}", fg="red", err=True
-        )
-        raise typer.Exit(1) from exc
-    if response.status_code >= 400:
-        typer.secho(f"{response.status_code}: {response.text}", fg="red", err=True)
-        raise typer.Exit(1)
-    return response.json()

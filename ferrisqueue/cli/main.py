@@ -13,10 +13,10 @@ import time
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from ferrisqueue.audit import AuditEntry, audit_trail
+from ferrisqueue.cli.common import gateway_call, load_settings
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.errors import FerrisQueueError
@@ -25,7 +25,6 @@ from ferrisqueue.events import JobSpec, Scheduled, Submitted, utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.natsconn import connect
-from ferrisqueue.settings import Settings
 from ferrisqueue.states import JobStatus
 from ferrisqueue.topology import ensure_topology
 
@@ -36,20 +35,13 @@ app = typer.Typer(
 )
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:  # pydantic's ValidationError: print it plainly, no traceback
-        raise typer.BadParameter(f"invalid FQ_ settings:\n{exc}") from exc
-
-
 @app.command()
 def up() -> None:
     """Start everything locally: embedded NATS, projector, gateway, scheduler, workers,
     dashboard."""
     from ferrisqueue.cli import up as up_module
 
-    settings = _settings()
+    settings = load_settings()
     setup_logging("fq-up", settings.log_level)
     try:
         code = up_module.run(settings)
@@ -62,7 +54,7 @@ def up() -> None:
 @app.command()
 def init() -> None:
     """Create or update the streams and consumers (idempotent)."""
-    settings = _settings()
+    settings = load_settings()
 
     async def apply() -> None:
         nc = await connect(settings.effective_nats_url, name="fq-init")
@@ -101,7 +93,7 @@ def submit(
     ] = False,
 ) -> None:
     """Submit a job (now, after --delay or at --run-at); prints its id."""
-    settings = _settings()
+    settings = load_settings()
     try:
         body = json.loads(payload)
     except ValueError as exc:
@@ -141,7 +133,7 @@ def submit(
     request = {"type": type, "payload": body, "queue": queue, "delay": delay, **options}
     if due is not None:
         request["run_at"] = due.isoformat()
-    answer = _http(
+    answer = gateway_call(
         "POST", settings, "/jobs", json={k: v for k, v in request.items() if v is not None}
     )
     typer.echo(answer["job_id"])
@@ -163,10 +155,10 @@ def status(
     wait: Annotated[float, typer.Option(help="Seconds to wait for a final status")] = 0.0,
 ) -> None:
     """Print a job's status as JSON (optionally waiting until it is final)."""
-    settings = _settings()
+    settings = load_settings()
     deadline = time.monotonic() + wait
     while True:
-        answer = _http("GET", settings, f"/jobs/{job_id}/status")
+        answer = gateway_call("GET", settings, f"/jobs/{job_id}/status")
         if JobStatus(answer["status"]).is_terminal or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
@@ -213,7 +205,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
     """Print a job's complete history, read from the event log itself."""
-    settings = _settings()
+    settings = load_settings()
     trail: list[AuditEntry] = []
 
     async def read() -> None:
@@ -243,21 +235,6 @@ def audit(
 def new_id() -> None:
     """Print a fresh job id (for publishing with the plain `nats` CLI)."""
     typer.echo(new_job_id())
-
-
-def _http(method: str, settings: Settings, path: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        response = httpx.request(method, f"{settings.gateway_url}{path}", timeout=10, **kwargs)
-    except httpx.HTTPError as exc:
-        typer.secho(
-            f"cannot reach the gateway at {settings.gateway_url}: {exc}", fg="red", err=True
-        )
-        raise typer.Exit(1) from exc
-    if response.status_code >= 400:
-        typer.secho(f"{response.status_code}: {response.text}", fg="red", err=True)
-        raise typer.Exit(1)
-    data: dict[str, Any] = response.json()
-    return data
 
 
 def _run(coroutine: Any) -> None:
