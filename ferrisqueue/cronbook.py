@@ -71,7 +71,6 @@ _SCHEDULE_HEADERS = (
 )
 _NEXT_HEADER = "Nats-Schedule-Next"
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
-_NO_MESSAGE = 10037
 # The server's reasons for refusing a schedule: pattern, per-message TTL, time zone.
 _BAD_SCHEDULE = (10189, 10191, 10223)
 _TRIES = 5
@@ -239,7 +238,7 @@ class CronBook:
     async def _read(self, name: str) -> tuple[CronDefinition | None, int]:
         """The definition and the revision to guard the next write with (0: never written;
         a deleted key keeps the revision of its delete marker)."""
-        raw = await self._get(KV_STREAM, f"{_KV_PREFIX}{name}")
+        raw = await self._log.read(KV_STREAM, f"{_KV_PREFIX}{name}")
         if raw is None:
             return None, 0
         return _decode(raw), raw.seq or 0
@@ -248,7 +247,7 @@ class CronBook:
         # One message per key (the bucket keeps no history): walk the stream's keys in order.
         seq = 1
         while True:
-            raw = await self._get(KV_STREAM, f"{_KV_PREFIX}>", from_seq=seq)
+            raw = await self._log.read(KV_STREAM, f"{_KV_PREFIX}>", from_seq=seq)
             if raw is None:
                 return
             definition = _decode(raw)
@@ -346,28 +345,9 @@ class CronBook:
         return {s.removeprefix(prefix) for s in (info.state.subjects or {})}
 
     async def _last(self, subject: str) -> RawStreamMsg | None:
-        return await self._get(SCHEDULE_STREAM, subject)
+        return await self._log.read(SCHEDULE_STREAM, subject)
 
     # --- NATS -----------------------------------------------------------------------------
-
-    async def _get(
-        self, stream: str, subject: str, *, from_seq: int | None = None
-    ) -> RawStreamMsg | None:
-        """The last message on ``subject``, or with ``from_seq`` the first one at or after
-        that sequence; ``None`` when there is none."""
-        _check_connected(self._nc)
-        try:
-            if from_seq is None:
-                return await self._js.get_last_msg(stream, subject)
-            return await self._js.get_msg(stream, seq=from_seq, subject=subject, next=True)
-        except nats.js.errors.NotFoundError:
-            return None
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _NO_MESSAGE:
-                return None
-            raise NatsUnavailable(f"reading {subject}: {exc.description}") from exc
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise NatsUnavailable(f"reading {subject}: {exc!r}") from exc
 
     async def _publish(
         self, subject: str, body: bytes, stream: str, headers: dict[str, str]

@@ -24,11 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-
-from ferrisqueue.errors import ConcurrentChange, NatsUnavailable
+from ferrisqueue.errors import ConcurrentChange
 from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
 from ferrisqueue.events import BaseEvent, JobSpec, Purged, Redriven, utcnow
 from ferrisqueue.fold import JobState
@@ -38,7 +34,6 @@ MAX_BATCH = 1000
 """The most jobs one redrive or purge acts on; select more with repeated calls."""
 
 _CONCURRENCY = 16  # jobs handled at once: each costs a few round trips to the server
-_NO_MESSAGE = 10037
 
 Action = Literal["redriven", "purged"]
 
@@ -65,26 +60,16 @@ class Outcome:
 
 
 class DeadLetterQueue:
-    """The ``FQ_DLQ`` stream: read and remove a job's dead letter (nats-py adapter)."""
+    """The ``FQ_DLQ`` stream: read and remove a job's dead letter."""
 
-    def __init__(self, nc: Client) -> None:
-        self._nc = nc
-        self._js = nc.jetstream()
+    def __init__(self, event_log: EventLog) -> None:
+        self._log = event_log
 
     async def get(self, queue: str, job_id: str) -> DeadLetterMessage | None:
         """The job's newest dead letter, or ``None``."""
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
-        try:
-            raw = await self._js.get_last_msg(DLQ_STREAM, dlq_subject(queue, job_id))
-        except nats.js.errors.NotFoundError:
+        raw = await self._log.read(DLQ_STREAM, dlq_subject(queue, job_id))
+        if raw is None:
             return None
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _NO_MESSAGE:
-                return None
-            raise NatsUnavailable(f"reading {job_id}'s dead letter: {exc.description}") from exc
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise NatsUnavailable(f"reading {job_id}'s dead letter: {exc!r}") from exc
         assert raw.subject is not None and raw.seq is not None and raw.time is not None
         return DeadLetterMessage(
             subject=raw.subject,
@@ -96,12 +81,7 @@ class DeadLetterQueue:
 
     async def remove(self, queue: str, job_id: str) -> None:
         """Purge the job's dead letter(s) from ``FQ_DLQ`` (nothing to remove is fine)."""
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
-        try:
-            await self._js.purge_stream(DLQ_STREAM, subject=dlq_subject(queue, job_id))
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise NatsUnavailable(f"removing {job_id}'s dead letter: {exc!r}") from exc
+        await self._log.purge(dlq_subject(queue, job_id), stream=DLQ_STREAM)
 
 
 async def redrive(

@@ -16,6 +16,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
 from ferrisqueue.errors import (
     ConcurrentChange,
@@ -184,18 +185,30 @@ class EventLog:
         except (nats.errors.Error, TimeoutError) as exc:
             raise NatsUnavailable(f"cannot purge {subject}: {exc!r}") from exc
 
-    async def newest(self, job_id: str) -> StoredEvent | None:
-        """The newest stored message of one job (one request), or None if it has none."""
+    async def read(
+        self, stream: str, subject: str, *, from_seq: int | None = None
+    ) -> RawStreamMsg | None:
+        """The last message on ``subject`` in ``stream``, or with ``from_seq`` the first one
+        at or after that sequence; ``None`` when there is none."""
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
         try:
-            raw = await self._js.get_last_msg(EVENT_STREAM, job_history_filter(job_id))
+            if from_seq is None:
+                return await self._js.get_last_msg(stream, subject)
+            return await self._js.get_msg(stream, seq=from_seq, subject=subject, next=True)
         except nats.js.errors.NotFoundError:
             return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise NatsUnavailable(f"cannot read the newest event of {job_id}: {exc!r}") from exc
-        assert raw.seq is not None and raw.subject is not None and raw.time is not None
-        return StoredEvent.decode(raw.seq, raw.subject, raw.data or b"", raw.time)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _NO_MESSAGE:
+                return None
+            raise NatsUnavailable(f"reading {subject}: {exc.description}") from exc
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise NatsUnavailable(f"reading {subject}: {exc!r}") from exc
+
+    async def newest(self, job_id: str) -> StoredEvent | None:
+        """The newest stored message of one job (one request), or None if it has none."""
+        raw = await self.read(EVENT_STREAM, job_history_filter(job_id))
+        return None if raw is None else _stored(raw)
 
     async def last_seq(self, stream: str = EVENT_STREAM) -> int:
         """The sequence of the newest message in ``stream`` (0 when empty)."""
@@ -210,23 +223,14 @@ class EventLog:
 
     async def history(self, job_id: str) -> list[StoredEvent]:
         """Every stored message of one job, in log order (read straight from the stream)."""
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
         found: list[StoredEvent] = []
-        seq = 1
-        while True:
-            try:
-                raw = await self._js.get_msg(
-                    EVENT_STREAM, seq=seq, subject=job_history_filter(job_id), next=True
-                )
-            except nats.js.errors.NotFoundError:
-                return found
-            except nats.js.errors.APIError as exc:
-                if exc.err_code == _NO_MESSAGE:
-                    return found
-                raise NatsUnavailable(f"reading {job_id}'s history: {exc.description}") from exc
-            except (TimeoutError, nats.errors.TimeoutError) as exc:
-                raise NatsUnavailable(f"reading the history of {job_id} timed out") from exc
-            assert raw.seq is not None and raw.subject is not None and raw.time is not None
-            found.append(StoredEvent.decode(raw.seq, raw.subject, raw.data or b"", raw.time))
-            seq = raw.seq + 1
+        while raw := await self.read(
+            EVENT_STREAM, job_history_filter(job_id), from_seq=found[-1].seq + 1 if found else 1
+        ):
+            found.append(_stored(raw))
+        return found
+
+
+def _stored(raw: RawStreamMsg) -> StoredEvent:
+    assert raw.seq is not None and raw.subject is not None and raw.time is not None
+    return StoredEvent.decode(raw.seq, raw.subject, raw.data or b"", raw.time)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from ferrisqueue import dead_letter_ops
 from ferrisqueue.dead_letter_ops import MAX_BATCH, DeadLetterQueue, Outcome
-from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.eventlog import fold_history
 from ferrisqueue.events import Token, UtcDatetime
 from ferrisqueue.store import queries
@@ -30,7 +29,6 @@ from gateway.dead_letter_schemas import (
     JobOutcomeOut,
 )
 from gateway.deps import EventLogDep, SessionDep
-from gateway.nats_link import NatsLink
 from gateway.schemas import Problem
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
@@ -40,11 +38,8 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_dead_letter_queue(request: Request) -> DeadLetterQueue:
-    link: NatsLink = request.app.state.nats
-    if link.client is None or not link.connected:
-        raise NatsUnavailable("the gateway is not connected to NATS")
-    return DeadLetterQueue(link.client)
+def get_dead_letter_queue(event_log: EventLogDep) -> DeadLetterQueue:
+    return DeadLetterQueue(event_log)
 
 
 DeadLetterQueueDep = Annotated[DeadLetterQueue, Depends(get_dead_letter_queue)]
