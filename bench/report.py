@@ -72,6 +72,12 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x"
 
 
+def _cpu(per_job: dict[str, float] | None) -> str:
+    if not per_job:
+        return "-"
+    return " / ".join(_n(per_job[name]) for name in ("workers", "projector", "nats"))
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -118,6 +124,7 @@ def markdown(results: dict[str, Any]) -> str:
                     _n(r["projection_catch_up_s"], 2),
                     f"{r['completed_in_read_store']:,}/{r['jobs']:,}",
                     _n(max(rss, default=None), 1),
+                    _cpu(r.get("cpu_us_per_job")),
                 ]
             )
         out += _table(
@@ -131,6 +138,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "catch-up s",
                 "completed in store",
                 "worker peak RSS MiB",
+                "CPU µs/job workers/projector/nats",
             ],
             rows,
         )

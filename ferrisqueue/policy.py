@@ -51,7 +51,8 @@ def for_job(queue: QueuePolicy, job: JobSpec) -> QueuePolicy:
 
 
 def _refined(policy: QueuePolicy, **overrides: object) -> QueuePolicy:
-    return policy.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    update = {k: v for k, v in overrides.items() if v is not None}
+    return policy.model_copy(update=update) if update else policy  # frozen: safe to share
 
 
 def retry_at(

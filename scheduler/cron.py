@@ -46,7 +46,7 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.eventlog import EventLog
+from ferrisqueue.eventlog import Delivery, EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import is_token
 from ferrisqueue.puller import Puller
@@ -72,8 +72,8 @@ class Tick:
 
     @classmethod
     def of(cls, msg: Msg) -> Tick:
-        meta = msg.metadata
-        return cls(msg.subject.removeprefix(_TICK_PREFIX), meta.sequence.stream, meta.timestamp)
+        delivery = Delivery.of(msg)
+        return cls(msg.subject.removeprefix(_TICK_PREFIX), delivery.seq, delivery.stored_at)
 
     @property
     def job_id(self) -> str:

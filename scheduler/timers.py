@@ -57,7 +57,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
+from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent, fold_history
 from ferrisqueue.events import BaseEvent, Canceled, Failed, Scheduled
 from ferrisqueue.fold import JobState
 from ferrisqueue.puller import Puller
@@ -193,12 +193,12 @@ class TimerRelay:
 
     async def handle(self, msg: Msg) -> None:
         """Act on one event, then ack it; on failure nak it for a later retry. Never raises."""
-        meta = msg.metadata
-        stored = StoredEvent.decode(meta.sequence.stream, msg.subject, msg.data, meta.timestamp)
+        delivery = Delivery.of(msg)
+        stored = delivery.event(msg)
         try:
             await self._act(stored)
         except Exception as exc:
-            delay = min(_MAX_RETRY_DELAY, float(meta.num_delivered))
+            delay = min(_MAX_RETRY_DELAY, float(delivery.deliveries))
             if isinstance(exc, FerrisQueueError):
                 log.warning("timer for %s not stored, retry in %.0fs: %s", msg.subject, delay, exc)
             else:

@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 
 from ferrisqueue.deadletter import dead_letter
 from ferrisqueue.errors import ConcurrentChange, FerrisQueueError, PayloadTooLarge, Permanent
-from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
+from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent, fold_history
 from ferrisqueue.events import (
     BaseEvent,
     Canceled,
@@ -51,7 +51,7 @@ from ferrisqueue.policy import QueuePolicy, for_job, retry_at
 from ferrisqueue.states import JobStatus
 from ferrisqueue.subjects import parse_job_subject
 from worker.context import JobContext
-from worker.lease import leased
+from worker.lease import LeaseKeeper
 from worker.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,15 @@ class JobExecutor:
         *,
         worker_id: str,
         policies: Callable[[str], QueuePolicy],
+        leases: LeaseKeeper,
     ) -> None:
         self._log = event_log
+        self._leases = leases
         self._registry = registry
         self._worker_id = worker_id
         self._policies = policies
-        self._active: dict[str, asyncio.Future[Any]] = {}
-        """Handlers running now, by job id (for cancellation)."""
+        self._active: dict[str, asyncio.Task[Any]] = {}
+        """The tasks whose handlers run now, by job id (for cancellation)."""
         self._canceling: set[str] = set()
         self.processed = 0
         """Jobs whose outcome this executor recorded."""
@@ -112,15 +114,15 @@ class JobExecutor:
             log.exception("unexpected error handling %s; it will be redelivered", msg.subject)
 
     async def _execute(self, msg: Msg) -> None:
-        meta = msg.metadata
-        stored = StoredEvent.decode(meta.sequence.stream, msg.subject, msg.data, meta.timestamp)
-        run = await self._prepare(stored, meta.num_delivered)
+        delivery = Delivery.of(msg)
+        stored = delivery.event(msg)
+        run = await self._prepare(stored, delivery.deliveries)
         if isinstance(run, str):
             await self._reject_poison(msg, stored, run)
             return
         # On a first delivery the runnable message is the job's newest event, unless
         # something (a cancel, a duplicate's run) came after it; the guard tells.
-        after_seq = stored.seq if meta.num_delivered == 1 else None
+        after_seq = stored.seq if delivery.deliveries == 1 else None
         if await self._start(msg, run, after_seq):
             await self._run(msg, run)
 
@@ -157,11 +159,11 @@ class JobExecutor:
 
     def cancel(self, job_id: str) -> bool:
         """Cancel the handler of ``job_id`` if it runs here (a ``cancel_requested`` came)."""
-        handler = self._active.get(job_id)
-        if handler is None:
+        task = self._active.get(job_id)
+        if task is None:
             return False
         self._canceling.add(job_id)
-        handler.cancel()
+        task.cancel()
         return True
 
     async def _start(self, msg: Msg, run: _Run, after_seq: int | None) -> bool:
@@ -234,17 +236,20 @@ class JobExecutor:
         )
         began = time.perf_counter()
         outcome: BaseEvent
-        handler = asyncio.ensure_future(self._call(job, ctx))
-        self._active[job.job_id] = handler
+        # The handler runs in this task (no task of its own per job): cancel() cancels it.
+        task = asyncio.current_task()
+        assert task is not None
+        self._active[job.job_id] = task
         limit = asyncio.timeout(run.policy.timeout)
         try:
-            async with leased(msg, run.policy.ack_wait), limit:
-                result = await handler
+            with self._leases.hold(msg, run.policy.ack_wait):
+                async with limit:
+                    result = await self._registry.runner(job.type)(ctx, job.payload)
             pydantic_core.to_json(result)  # a result that cannot be stored fails the job here
         except asyncio.CancelledError:
             if job.job_id not in self._canceling:
-                handler.cancel()  # the worker is stopping: execute() hands the job back
-                raise
+                raise  # the worker is stopping: execute() hands the job back
+            task.uncancel()  # this cancellation is the job's outcome, not the task's end
             outcome = at(Canceled, reason="canceled while running")
         except Exception as exc:  # the handler's failure is the job's outcome, not ours
             timed_out = isinstance(exc, TimeoutError) and limit.expired()
@@ -312,9 +317,6 @@ class JobExecutor:
             },
         )
         log.warning("dead-lettered %s after attempt %d: %s", run.spec.job_id, attempts, error)
-
-    async def _call(self, job: JobSpec, ctx: JobContext) -> Any:
-        return await self._registry.runner(job.type)(ctx, job.payload)
 
     async def _reject_poison(self, msg: Msg, stored: StoredEvent, reason: str) -> None:
         """A message that can never run: dead-letter it as it arrived, with the reason, and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from nats.aio.client import Client
@@ -24,6 +25,7 @@ from ferrisqueue.subjects import EVENT_STREAM, job_subject, parse_job_subject
 from ferrisqueue.topology import ensure_consumer, ensure_streams, worker_consumer_config
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
+from worker.lease import LeaseKeeper
 from worker.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,15 @@ class Worker:
             name=f"fq-worker:{settings.worker_id}",
             connect_timeout=settings.nats_connect_timeout,
         )
+        leases = LeaseKeeper()
+        keeping = asyncio.create_task(leases.run(), name="leases")
         try:
             executor = JobExecutor(
                 EventLog.for_settings(nc, settings),
                 self._registry,
                 worker_id=settings.worker_id,
-                policies=settings.policy,
+                policies=functools.cache(settings.policy),  # settings are fixed at start
+                leases=leases,
             )
             pullers = await self._pullers(nc)
             await self._listen_for_cancels(nc, executor)
@@ -80,6 +85,9 @@ class Worker:
             await beating
             await heartbeat.beat("stopped")
         finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
             await close_quietly(nc)
 
     async def _listen_for_cancels(self, nc: Client, executor: JobExecutor) -> None:

@@ -18,7 +18,15 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bench import probes
-from bench.harness import Proc, check_alive, connected, peak_rss_mib, system, wait_until
+from bench.harness import (
+    Proc,
+    check_alive,
+    connected,
+    cpu_seconds,
+    peak_rss_mib,
+    system,
+    wait_until,
+)
 from bench.profiling import PySpy
 from ferrisqueue.store.db import init_schema, make_engine
 
@@ -50,6 +58,8 @@ async def run(
             stop = asyncio.Event()
             sampler = probes.LagSampler(nc, engine)
             sampling = asyncio.create_task(sampler.run(stop))
+            server_pid = sys_.nats_server.process.pid
+            cpu_before = {"projector": cpu_seconds(projector.pid), "nats": cpu_seconds(server_pid)}
             async with probes.Counter(nc, "fq.job.*.*.succeeded", "bench-succeeded") as done:
                 began = time.monotonic()
                 procs = [
@@ -80,6 +90,15 @@ async def run(
                     interval=0.05,
                 )
                 caught_up = time.monotonic()
+                cpu = _cpu_per_job(
+                    jobs,
+                    cpu_before,
+                    {
+                        "workers": [cpu_seconds(p.pid) for p in procs],
+                        "projector": cpu_seconds(projector.pid),
+                        "nats": cpu_seconds(server_pid),
+                    },
+                )
             stop.set()
             await sampling
             completed = await asyncio.to_thread(probes.completed, engine)
@@ -98,10 +117,28 @@ async def run(
         "projection_catch_up_s": round(caught_up - ended, 3),
         "worker_peak_rss_mib": [round(r, 1) if r else None for r in rss],
         "projector_peak_rss_mib": round(projector_rss, 1) if projector_rss else None,
+        "cpu_us_per_job": cpu,
     }
     if profiles:
         result["profile"] = {"worker": profiles[0], "projector": profiles[-1]}
     return result
+
+
+def _cpu_per_job(
+    jobs: int, before: dict[str, float | None], after: dict[str, Any]
+) -> dict[str, float] | None:
+    """CPU microseconds per job from the workers' start to the projector's catch-up: the
+    workers together, the projector, nats-server. Less noisy than jobs/s on a shared
+    machine, so it is what a change to the hot path is judged by."""
+    workers = after["workers"]
+    if None in workers or None in before.values() or None in after.values():
+        return None
+    spent = {
+        "workers": sum(workers),
+        "projector": after["projector"] - before["projector"],
+        "nats": after["nats"] - before["nats"],
+    }
+    return {name: round(seconds / jobs * 1e6, 1) for name, seconds in spent.items()}
 
 
 async def _position(engine: Engine, projector: Proc) -> int:

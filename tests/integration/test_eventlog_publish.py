@@ -1,0 +1,69 @@
+"""Appending to the event log on a real nats-server: every answer JetStream can give a
+publish comes back as FerrisQueue's own result or error (``ferrisqueue/pubacks.py`` waits
+for the answers; ``EventLog.publish`` translates them)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.aio.client import Client
+
+from ferrisqueue.errors import (
+    ConcurrentChange,
+    NatsUnavailable,
+    PublishOutcomeUnknown,
+    PublishRejected,
+)
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.events import Started, Submitted, utcnow
+from ferrisqueue.ids import new_job_id
+from ferrisqueue.subjects import EVENT_STREAM
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def submitted(job_id: str) -> Submitted:
+    return Submitted(job_id=job_id, queue="default", at=utcnow(), type="echo")
+
+
+async def test_appends_return_their_sequences_and_a_repeat_returns_the_first(
+    event_log: EventLog,
+) -> None:
+    events = [submitted(new_job_id()) for _ in range(50)]
+    seqs = await asyncio.gather(*(event_log.append(event) for event in events))
+
+    assert sorted(seqs) == list(range(min(seqs), min(seqs) + 50))
+    assert await event_log.append(events[7]) == seqs[7]  # same dedup key: stored once
+
+
+async def test_a_guarded_append_after_a_stale_sequence_is_a_concurrent_change(
+    event_log: EventLog,
+) -> None:
+    job = submitted(new_job_id())
+    seq = await event_log.append(job)
+    start = Started(job_id=job.job_id, queue="default", at=utcnow(), attempt=1, worker="w")
+
+    with pytest.raises(ConcurrentChange):
+        await event_log.append(start, after_seq=seq - 1)
+    assert await event_log.append(start, after_seq=seq) == seq + 1
+
+
+async def test_a_subject_no_stream_stores_is_nats_unavailable(event_log: EventLog) -> None:
+    with pytest.raises(NatsUnavailable, match="no stream answers"):
+        await event_log.publish("nobody.stores.this", b"{}", stream=EVENT_STREAM, headers={})
+
+
+async def test_the_wrong_stream_is_rejected_with_jetstreams_code(event_log: EventLog) -> None:
+    with pytest.raises(PublishRejected) as rejected:
+        await event_log.publish(
+            f"fq.job.default.{new_job_id()}.submitted", b"{}", stream="OTHER", headers={}
+        )
+    assert rejected.value.code == 10060  # expected stream does not match
+
+
+async def test_no_answer_in_time_is_an_unknown_outcome(nc: Client, event_log: EventLog) -> None:
+    await nc.subscribe("listens.but.never.answers")  # interest, so no 503 either
+    slow = EventLog(nc, publish_timeout=0.2)
+    with pytest.raises(PublishOutcomeUnknown):
+        await slow.publish("listens.but.never.answers", b"{}", stream=EVENT_STREAM, headers={})
