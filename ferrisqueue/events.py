@@ -266,20 +266,21 @@ def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None
     ``stored_at`` (the JetStream timestamp) stands in for ``at`` when the producer left it out.
     Raises :class:`DecodeError` with a reason a person can act on.
     """
-    try:
-        tokens = parse_job_subject(subject)
-    except ValueError as exc:
-        raise DecodeError(str(exc), subject=subject, data=data) from exc
     # The fast path: a complete body, as FerrisQueue itself writes it, validated straight
-    # from the bytes. Anything else (a plain-NATS producer's short body, or an error to
+    # from the bytes; the subject must name what the body does (whose tokens were just
+    # validated). Anything else (a plain-NATS producer's short body, or an error to
     # describe) takes the lenient path below.
     try:
         event = _EVENT_ADAPTER.validate_json(data)
     except ValidationError:
         pass
     else:
-        if (event.queue, event.job_id, event.event) == tokens:
+        if subject == job_subject(event.queue, event.job_id, event.event):
             return event
+    try:
+        tokens = parse_job_subject(subject)
+    except ValueError as exc:
+        raise DecodeError(str(exc), subject=subject, data=data) from exc
     try:
         body = json.loads(data) if data.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
