@@ -1,7 +1,7 @@
 """Table models of the read store, and the mapping between a ``jobs`` row and the fold's
 :class:`JobState`.
 
-SQLModel stores timezone-aware times (UTC) and gives them back aware, on SQLite too.
+Times are stored in UTC and come back timezone-aware, on SQLite too (:mod:`.types`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from ferrisqueue.fold import JobState
 from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.store.types import UtcDateTime
 
 
 class JobRow(SQLModel, table=True):
@@ -29,12 +30,12 @@ class JobRow(SQLModel, table=True):
     pending_reason: str | None = Field(default=None, max_length=16)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int
-    created_at: datetime = Field(index=True)
-    updated_at: datetime
-    run_at: datetime | None = None
-    retry_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = Field(default=None, index=True)
+    created_at: datetime = Field(index=True, sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+    run_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    retry_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
     worker: str | None = Field(default=None, max_length=200)
     progress: float | None = None
     result: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -82,8 +83,8 @@ class JobEventRow(SQLModel, table=True):
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     job_id: str = Field(index=True, max_length=64)
     event: str = Field(max_length=32)
-    at: datetime
-    stored_at: datetime
+    at: datetime = Field(sa_type=UtcDateTime)
+    stored_at: datetime = Field(sa_type=UtcDateTime)
     applied: bool
     rejected_because: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     body: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -98,7 +99,7 @@ class ProjectionCheckpoint(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=64)
     position: int = Field(sa_column=Column(BigInteger, nullable=False))
-    updated_at: datetime
+    updated_at: datetime = Field(sa_type=UtcDateTime)
 
 
 class WorkerRow(SQLModel, table=True):
@@ -114,8 +115,8 @@ class WorkerRow(SQLModel, table=True):
     in_flight: int
     processed: int
     failed: int
-    started_at: datetime
-    last_seen_at: datetime
+    started_at: datetime = Field(sa_type=UtcDateTime)
+    last_seen_at: datetime = Field(sa_type=UtcDateTime)
     interval: float
     stopped: bool = False
 
@@ -129,7 +130,7 @@ class MetricsMinuteRow(SQLModel, table=True):
 
     __tablename__ = "metrics_minute"
 
-    minute: datetime = Field(primary_key=True)
+    minute: datetime = Field(primary_key=True, sa_type=UtcDateTime)
     queue: str = Field(primary_key=True, max_length=64)
     type: str = Field(primary_key=True, max_length=64)
     submitted: int = 0
@@ -157,9 +158,9 @@ class DeadLetterRow(SQLModel, table=True):
     reason: str = Field(sa_column=Column(Text, nullable=False))
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     attempts: int
-    dead_lettered_at: datetime = Field(index=True)
+    dead_lettered_at: datetime = Field(index=True, sa_type=UtcDateTime)
     resolution: str | None = Field(default=None, index=True, max_length=16)
-    resolved_at: datetime | None = None
+    resolved_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     resolved_by: str | None = Field(default=None, max_length=200)
 
 
