@@ -38,7 +38,9 @@ def minute_rows(applied: Sequence[Applied]) -> dict[tuple[Any, ...], dict[str, A
         if kind not in _COUNTED:
             continue
         key = (event.at.replace(second=0, microsecond=0), after.queue, after.type)
-        row = rows.setdefault(key, _empty(key))
+        row = rows.get(key)
+        if row is None:  # not setdefault: that would build an empty row for every event
+            row = rows[key] = _empty(key)
         row[kind] += 1
         if isinstance(event, Started) and before is not None and _was_queued(before):
             wait_ms = (event.at - before.updated_at).total_seconds() * 1000

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.eventlog import StoredEvent
+from ferrisqueue.eventlog import Delivery, StoredEvent
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.natsconn import close_quietly, connect
 from ferrisqueue.puller import Puller
@@ -69,28 +69,35 @@ class Projection:
     definition: str
     consumer_suffix: str
     decode: Callable[[Msg], Any]
-    apply: Callable[[Session, Sequence[Any]], int]
-    """Both take and give items with ``seq`` and ``stored_at``."""
+    applier: Callable[[], Callable[[Session, Sequence[Any]], int]]
+    """Makes the apply function of one run (which may keep state between its batches).
+    Both it and ``decode`` give and take items with ``seq`` and ``stored_at``."""
 
 
 def _event(msg: Msg) -> StoredEvent:
-    meta = msg.metadata
-    return StoredEvent.decode(meta.sequence.stream, msg.subject, msg.data, meta.timestamp)
+    return Delivery.of(msg).event(msg)
 
 
 def _heartbeat(msg: Msg) -> workers.StoredHeartbeat:
-    meta = msg.metadata
-    return workers.StoredHeartbeat(meta.sequence.stream, meta.timestamp, msg.data)
+    delivery = Delivery.of(msg)
+    return workers.StoredHeartbeat(delivery.seq, delivery.stored_at, msg.data)
 
 
-JOBS = Projection(jobs.NAME, EVENT_STREAM, PROJECTOR_CONSUMER, "", _event, jobs.apply_batch)
+JOBS = Projection(
+    jobs.NAME,
+    EVENT_STREAM,
+    PROJECTOR_CONSUMER,
+    "",
+    _event,
+    lambda: jobs.JobsProjection().apply_batch,
+)
 WORKERS = Projection(
     workers.NAME,
     WORKER_STREAM,
     "fq-projector-workers",
     "-workers",
     _heartbeat,
-    workers.apply_batch,
+    lambda: workers.apply_batch,
 )
 
 
@@ -220,6 +227,7 @@ class Projector:
         log.info("%s projection resuming after sequence %d", projection.name, position)
         done = asyncio.Event() if one_shot else self._stopping
         batch_size = self._settings.projector_batch
+        apply = projection.applier()
 
         async def request_size() -> int:
             return batch_size
@@ -247,7 +255,7 @@ class Projector:
                     last_msg, batch = more[0], batch + more[1]
                 wanted = [entry for entry in batch if _within(entry, last_seq, until)]
                 if wanted:
-                    position = await asyncio.to_thread(_apply, engine, projection, wanted)
+                    position = await asyncio.to_thread(_apply, engine, apply, wanted)
                 await last_msg.ack()  # the consumer acks all: one ack covers every burst
                 if last_seq is not None and (len(wanted) < len(batch) or position >= last_seq):
                     done.set()
@@ -284,6 +292,8 @@ def _within(item: Any, last_seq: int | None, until: datetime | None) -> bool:
     return (last_seq is None or item.seq <= last_seq) and (until is None or item.stored_at <= until)
 
 
-def _apply(engine: Engine, projection: Projection, batch: Sequence[Any]) -> int:
+def _apply(
+    engine: Engine, apply: Callable[[Session, Sequence[Any]], int], batch: Sequence[Any]
+) -> int:
     with Session(engine) as session:
-        return projection.apply(session, batch)
+        return apply(session, batch)

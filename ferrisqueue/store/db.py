@@ -9,6 +9,7 @@ done by ``create_all``, which only creates what is missing.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,13 @@ def init_schema(engine: Engine) -> None:
             )
 
 
-def upsert(dialect_name: str, table: Any, *keys: str) -> Insert:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` every other column, on SQLite and PostgreSQL."""
+def upsert(dialect_name: str, table: Any, *keys: str, keep: Collection[str] = ()) -> Insert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` every other column but those to ``keep``
+    as they are, on SQLite and PostgreSQL."""
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     statement = dialect.insert(table)
-    columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    fixed = {*keys, *keep}
+    columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in fixed}
     result: Insert = statement.on_conflict_do_update(index_elements=list(keys), set_=columns)
     return result
 
