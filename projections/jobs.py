@@ -158,7 +158,7 @@ def _timeline_row(
     return {
         "seq": stored.seq,
         "job_id": event.job_id,
-        "event": event.kind.value,
+        "event": event.event,
         "at": event.at,
         "stored_at": stored.stored_at,
         "applied": transition.applied,

@@ -34,7 +34,7 @@ def minute_rows(applied: Sequence[Applied]) -> dict[tuple[Any, ...], dict[str, A
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for before, event, after in applied:
         # A job created for later (``scheduled``) is counted as submitted all the same.
-        kind = "submitted" if isinstance(event, JobSpec) else event.kind.value
+        kind = "submitted" if isinstance(event, JobSpec) else event.event
         if kind not in _COUNTED:
             continue
         key = (event.at.replace(second=0, microsecond=0), after.queue, after.type)
