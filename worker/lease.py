@@ -7,7 +7,7 @@ heartbeats. A worker that dies stops heartbeating, and its job comes back after 
 
 One :class:`LeaseKeeper` task per worker heartbeats all of its running jobs, rather than one
 task per job: most jobs end long before their first heartbeat is due, and a task created
-and cancelled per job cost about a tenth of a worker's CPU on short jobs.
+and cancelled per job cost about 7 % of a worker's CPU on short jobs.
 """
 
 from __future__ import annotations
