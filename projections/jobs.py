@@ -57,7 +57,9 @@ class JobsProjection:
     The cache is valid because only the projector that holds the store's lock writes
     ``jobs`` rows (:mod:`ferrisqueue.store.leadership`), and one instance serves one run of
     it: a restart, a rebuild or a replay starts empty. It is updated only after a batch
-    committed and emptied when one fails, so it never holds what the store does not.
+    committed and emptied when one fails, so it never holds what the store does not. It is
+    also emptied if the checkpoint moved since this instance's last batch: another projector
+    wrote the store meanwhile (a leader that had not noticed yet that it lost the lock).
     Finished jobs leave it: their rare later events (a redrive) read the row, which the
     cleanup task may have deleted.
     """
@@ -65,6 +67,8 @@ class JobsProjection:
     def __init__(self, limit: int = CACHE_LIMIT) -> None:
         self._limit = limit
         self._states: dict[str, JobState] = {}
+        self._position: int | None = None
+        """The checkpoint as this instance's last batch left it (None: no batch yet)."""
 
     @property
     def cached(self) -> int:
@@ -73,10 +77,14 @@ class JobsProjection:
     def apply_batch(self, session: Session, batch: Sequence[StoredEvent]) -> int:
         """:func:`apply_batch` with the cache."""
         try:
-            position, changed = _apply(session, batch, self._states)
+            position = queries.checkpoint(session, NAME)
+            if position != self._position:
+                self._states.clear()  # written by another projector since: the rows may differ
+            position, changed = _apply(session, batch, position, self._states)
         except BaseException:
             self._states.clear()
             raise
+        self._position = position
         for job_id, state in changed.items():
             self._states.pop(job_id, None)  # re-inserted last: the dict's order is its age
             if not state.status.is_terminal:
@@ -90,15 +98,18 @@ class JobsProjection:
 
 def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
     """Apply the events of ``batch`` not applied yet and commit; returns the new checkpoint."""
-    return _apply(session, batch, {})[0]
+    return _apply(session, batch, queries.checkpoint(session, NAME), {})[0]
 
 
 def _apply(
-    session: Session, batch: Sequence[StoredEvent], known: dict[str, JobState]
+    session: Session,
+    batch: Sequence[StoredEvent],
+    position: int,
+    known: dict[str, JobState],
 ) -> tuple[int, dict[str, JobState]]:
-    """Apply and commit ``batch`` given the ``known`` states of some jobs (as the store holds
-    them); returns the new checkpoint and the states of the jobs it changed."""
-    position = queries.checkpoint(session, NAME)
+    """Apply and commit ``batch`` after the store's checkpoint ``position`` (read in this
+    transaction), given the ``known`` states of some jobs (as the store holds them); returns
+    the new checkpoint and the states of the jobs it changed."""
     fresh = [stored for stored in batch if stored.seq > position]
     if not fresh:
         return position, {}

@@ -105,6 +105,56 @@ def test_a_failed_batch_empties_the_cache_and_the_next_one_reads_the_store(
         assert contents(engine)[0][0]["status"] == "running"
 
 
+def test_a_failed_commit_empties_the_cache_and_keeps_nothing_of_the_batch(
+    tmp_path: Path,
+) -> None:
+    log = log_of(2)
+    projection = jobs.JobsProjection()
+    with sqlite_store(tmp_path / "store.db") as engine:
+        with Session(engine) as session:
+            projection.apply_batch(session, log[:2])  # job-000 submitted and started
+        assert projection.cached == 1
+        before = contents(engine)
+
+        def refuse(_conn: Any) -> None:  # the COMMIT itself fails (all statements ran)
+            raise RuntimeError("I/O error on commit")
+
+        event.listen(engine, "commit", refuse)
+        try:
+            with Session(engine) as session, pytest.raises(RuntimeError, match="I/O error"):
+                projection.apply_batch(session, log[2:5])  # job-000 done, job-001 started
+        finally:
+            event.remove(engine, "commit", refuse)
+        assert projection.cached == 0
+        # SQLAlchemy returns a connection whose commit failed to the pool with its transaction
+        # still open; the projector's engine is disposed as it exits, which drops it.
+        engine.dispose()
+        assert contents(engine) == before  # nothing of the batch, checkpoint included
+
+        with job_reads(engine) as reads, Session(engine) as session:
+            projection.apply_batch(session, log[2:5])
+        assert sorted(reads) == ["job-000", "job-001"]  # both read from the store again
+        assert [row["status"] for row in contents(engine)[0]] == ["completed", "running"]
+
+
+def test_a_checkpoint_moved_by_another_projector_empties_the_cache(tmp_path: Path) -> None:
+    """A leader that has not noticed yet that it lost the lock must not fold over what the
+    new leader wrote meanwhile with states it cached before."""
+    log = log_of(1)[:3]  # job-000: submitted, started, succeeded
+    old_leader = jobs.JobsProjection()
+    with sqlite_store(tmp_path / "store.db") as engine:
+        with Session(engine) as session:
+            old_leader.apply_batch(session, log[:1])  # caches job-000 as pending
+        with Session(engine) as session:
+            jobs.JobsProjection().apply_batch(session, log[1:2])  # the new leader: running
+        with job_reads(engine) as reads, Session(engine) as session:
+            old_leader.apply_batch(session, log[2:3])
+        assert reads == ["job-000"]
+        rows, timeline = contents(engine)[:2]
+        assert rows[0]["status"] == "completed"
+        assert all(row["applied"] for row in timeline)
+
+
 def test_finished_jobs_leave_it_and_the_oldest_go_beyond_the_limit(tmp_path: Path) -> None:
     projection = jobs.JobsProjection(limit=3)
     submitted = [
