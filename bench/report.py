@@ -98,9 +98,23 @@ def markdown(results: dict[str, Any]) -> str:
     if enqueue := results.get("enqueue"):
         out += ["### Enqueue (acknowledged by JetStream)", ""]
         out += _table(
-            ["path", "jobs", "jobs/s", "vs raw publish_async"],
             [
-                [r["path"], _n(r["jobs"]), _n(r["jobs_per_s"]), _ratio(r["jobs_per_s"], raw_pub)]
+                "path",
+                "jobs",
+                "jobs/s",
+                "vs raw publish_async",
+                "CPU µs/job gateway / client",
+            ],
+            [
+                [
+                    r["path"],
+                    _n(r["jobs"]),
+                    _n(r["jobs_per_s"]),
+                    _ratio(r["jobs_per_s"], raw_pub),
+                    f"{_n(r['gateway_cpu_us_per_job'])} / {_n(r['client_cpu_us_per_job'])}"
+                    if "gateway_cpu_us_per_job" in r
+                    else "-",
+                ]
                 for r in enqueue
             ],
         )

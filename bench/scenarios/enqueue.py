@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from bench import probes
-from bench.harness import connected, system
+from bench.harness import Proc, connected, cpu_seconds, system
 from ferrisqueue.eventlog import EventLog
 
 HTTP_BATCH = 100
@@ -53,7 +53,7 @@ async def run(
                     "in_flight": 1000,
                 }
             )
-        await sys_.start_gateway()
+        gateway = await sys_.start_gateway()
         limits = httpx.Limits(max_connections=http_concurrency, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=sys_.gateway_url, limits=limits, timeout=30) as http:
 
@@ -70,14 +70,33 @@ async def run(
                 return HTTP_BATCH
 
             results.append(
-                await _closed_loop("http single", post_one, jobs, http_concurrency, seconds)
+                await _with_cpu(
+                    gateway,
+                    _closed_loop("http single", post_one, jobs, http_concurrency, seconds),
+                )
                 | {"concurrency": http_concurrency}
             )
             results.append(
-                await _closed_loop("http batch", post_batch, jobs, BATCH_CONCURRENCY, seconds)
+                await _with_cpu(
+                    gateway,
+                    _closed_loop("http batch", post_batch, jobs, BATCH_CONCURRENCY, seconds),
+                )
                 | {"concurrency": BATCH_CONCURRENCY, "batch": HTTP_BATCH}
             )
     return results
+
+
+async def _with_cpu(gateway: Proc, measured: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """The result, with the CPU the gateway and this client spent per job: which of the two
+    bounds the HTTP figures (one Python client process sends the requests)."""
+    gateway_before, client_before = cpu_seconds(gateway.pid), time.process_time()
+    result = await measured
+    gateway_after, client_after = cpu_seconds(gateway.pid), time.process_time()
+    jobs = result["jobs"] or 1
+    if gateway_before is not None and gateway_after is not None:
+        result["gateway_cpu_us_per_job"] = round((gateway_after - gateway_before) / jobs * 1e6, 1)
+    result["client_cpu_us_per_job"] = round((client_after - client_before) / jobs * 1e6, 1)
+    return result
 
 
 async def _closed_loop(

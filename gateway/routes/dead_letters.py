@@ -38,7 +38,7 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_dead_letter_queue(event_log: EventLogDep) -> DeadLetterQueue:
+async def get_dead_letter_queue(event_log: EventLogDep) -> DeadLetterQueue:
     return DeadLetterQueue(event_log)
 
 

@@ -144,7 +144,7 @@ async def job_status(job_id: Token, session: SessionDep, request: Request) -> Jo
     if state is not None:
         return JobStatusOut.from_state(state, "read_store")
     # Resolved here, not as a dependency: reads from the store must work while NATS is down.
-    history = await get_event_log(request).history(job_id)
+    history = await (await get_event_log(request)).history(job_id)
     state = fold_history(history)
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")

@@ -33,7 +33,7 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_cron_book(request: Request, settings: SettingsDep) -> CronBook:
+async def get_cron_book(request: Request, settings: SettingsDep) -> CronBook:
     link: NatsLink = request.app.state.nats
     if link.client is None or not link.connected:
         raise NatsUnavailable("the gateway is not connected to NATS")
