@@ -38,11 +38,16 @@ async def get_job_types(request: Request) -> dict[str, JobType]:
     return job_types
 
 
-async def get_event_log(request: Request) -> EventLog:
+def event_log_of(request: Request) -> EventLog:
+    """The event log, or :class:`NatsUnavailable` before the gateway first reached NATS."""
     link: NatsLink = request.app.state.nats
     if link.event_log is None:
         raise NatsUnavailable("the gateway has not reached NATS yet")
     return link.event_log
+
+
+async def get_event_log(request: Request) -> EventLog:
+    return event_log_of(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -47,7 +47,7 @@ def make_engine(url: str) -> Engine:
 
 def _json_text(value: Any) -> str:
     """JSON columns serialised by pydantic-core: the projector writes two or three per event,
-    and the standard library's encoder was a tenth of its time. Same JSON, UTF-8 unescaped."""
+    and the standard library's encoder took about 4 % of its time. Same JSON, UTF-8 unescaped."""
     return pydantic_core.to_json(value).decode()
 
 

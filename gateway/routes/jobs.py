@@ -29,7 +29,7 @@ from ferrisqueue.jobtypes import JobType
 from ferrisqueue.states import JobStatus, PendingReason
 from ferrisqueue.store import queries
 from ferrisqueue.subjects import SCHEDULE_STREAM, timer_subject
-from gateway.deps import EventLogDep, IdempotencyDep, JobTypesDep, SessionDep, get_event_log
+from gateway.deps import EventLogDep, IdempotencyDep, JobTypesDep, SessionDep, event_log_of
 from gateway.schemas import (
     AuditEntryOut,
     JobAccepted,
@@ -144,7 +144,7 @@ async def job_status(job_id: Token, session: SessionDep, request: Request) -> Jo
     if state is not None:
         return JobStatusOut.from_state(state, "read_store")
     # Resolved here, not as a dependency: reads from the store must work while NATS is down.
-    history = await (await get_event_log(request)).history(job_id)
+    history = await event_log_of(request).history(job_id)
     state = fold_history(history)
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
