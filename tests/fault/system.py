@@ -23,12 +23,17 @@ DISPATCH = "fq-worker-default"
 """The dispatch consumer of the default queue."""
 
 
-async def dispatch_info(nc: Client) -> ConsumerInfo | None:
+async def consumer_info(nc: Client, consumer: str) -> ConsumerInfo | None:
+    """A durable consumer of the event log, or None while nobody has created it yet."""
     try:
-        info: ConsumerInfo = await nc.jetstream().consumer_info(EVENT_STREAM, DISPATCH)
+        info: ConsumerInfo = await nc.jetstream().consumer_info(EVENT_STREAM, consumer)
     except nats.js.errors.NotFoundError:
         return None
     return info
+
+
+async def dispatch_info(nc: Client) -> ConsumerInfo | None:
+    return await consumer_info(nc, DISPATCH)
 
 
 async def consuming(nc: Client, *, waiting: int, timeout: float = 30.0) -> None:

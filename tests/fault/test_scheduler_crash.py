@@ -9,10 +9,10 @@ from nats.aio.client import Client
 from sqlalchemy import Engine
 
 from ferrisqueue.events import Released, utcnow
-from ferrisqueue.subjects import EVENT_STREAM
+from scheduler.timers import TIMER_CONSUMER
 from tests.conftest import StartService
 from tests.fault.clients import Producer
-from tests.fault.system import consuming
+from tests.fault.system import consumer_info, consuming
 from tests.support.history import History, verify
 from tests.support.waits import collect_events, wait_until
 
@@ -36,6 +36,14 @@ async def test_retries_survive_a_scheduler_crash(
     scheduler = start("scheduler")
     start("worker", FQ_WORKER_ID="w1")
     await consuming(nc, waiting=1)
+    # The scheduler starts on its own time: its relay must be pulling before jobs fail, or
+    # the first batch would not be armed before the kill.
+    await wait_until(
+        lambda: consumer_info(nc, TIMER_CONSUMER),
+        lambda info: info is not None and (info.num_waiting or 0) >= 1,
+        timeout=30,
+        what="the timer relay to pull",
+    )
 
     for n in range(EACH):
         await producer.submit(f"armed-{n}", FLAKY)
@@ -72,8 +80,8 @@ async def test_retries_survive_a_scheduler_crash(
 async def _relay_caught_up(nc: Client) -> None:
     """Wait until the timer relay's durable consumer has nothing pending or unacked."""
     await wait_until(
-        lambda: nc.jetstream().consumer_info(EVENT_STREAM, "fq-scheduler-timers"),
-        lambda i: i.num_pending == 0 and i.num_ack_pending == 0,
+        lambda: consumer_info(nc, TIMER_CONSUMER),
+        lambda i: i is not None and i.num_pending == 0 and i.num_ack_pending == 0,
         timeout=20,
         what="the timer relay to arm every timer",
     )
