@@ -153,6 +153,12 @@ class Started(BaseEvent):
     event: Literal["started"] = "started"
     attempt: int = Field(ge=1)
     worker: str
+    trigger_seq: int | None = Field(
+        default=None,
+        ge=1,
+        description="Stream sequence of the runnable message this attempt runs: when the "
+        "same message is delivered again, the attempt it started was lost.",
+    )
 
 
 class Progress(BaseEvent):

@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pydantic_core
@@ -68,6 +68,8 @@ class _Run:
     budget_start: int
     """Attempts made before the job's budget began (its last redrive, else 0)."""
     policy: QueuePolicy
+    trigger_seq: int
+    """The stream sequence of the delivered message (recorded in ``started``)."""
     history: list[StoredEvent] | None = None
     """The job's events, when they were read to find its creation (a release or redrive)."""
 
@@ -123,8 +125,8 @@ class JobExecutor:
         # On a first delivery the runnable message is the job's newest event, unless
         # something (a cancel, a duplicate's run) came after it; the guard tells.
         after_seq = stored.seq if delivery.deliveries == 1 else None
-        if await self._start(msg, run, after_seq):
-            await self._run(msg, run)
+        if (started := await self._start(msg, run, after_seq)) is not None:
+            await self._run(msg, started)
 
     async def _prepare(self, stored: StoredEvent, deliveries: int) -> _Run | str:
         """What to run for a delivered message, or why it can never run."""
@@ -154,6 +156,7 @@ class JobExecutor:
             attempt=before + deliveries,
             budget_start=budget_start,
             policy=for_job(self._policies(spec.queue), spec),
+            trigger_seq=stored.seq,
             history=history,
         )
 
@@ -166,14 +169,17 @@ class JobExecutor:
         task.cancel()
         return True
 
-    async def _start(self, msg: Msg, run: _Run, after_seq: int | None) -> bool:
+    async def _start(self, msg: Msg, run: _Run, after_seq: int | None) -> _Run | None:
         """Record ``started``, guarded by the job's newest sequence, so that a job that was
         canceled, finished, or started by a duplicate delivery in the meantime is not run
-        (then the message is acked and False returned).
+        (then the message is acked and None returned); returns the attempt to run.
 
         A release or redrive is always checked against the job's events (read already to
         find its creation): a stale or duplicate one may be the job's newest event, so the
-        guard alone would not stop it."""
+        guard alone would not stop it. An attempt that this very message started before
+        and that never ended was lost (JetStream delivers the message again only when its
+        lease expired, or when a restarted server forgot the delivery, which also resets
+        the delivery count): the next attempt runs."""
         job, last, history = run.spec, after_seq, run.history
         for _ in range(_START_TRIES):
             if last is None or history is not None:
@@ -181,11 +187,13 @@ class JobExecutor:
                     history = await self._log.history(job.job_id)
                 last = history[-1].seq if history else 0
                 state = fold_history(history)
+                if state is not None and _lost_by(state, history, run.trigger_seq):
+                    run = replace(run, attempt=max(run.attempt, state.attempts + 1))
                 if state is not None and _must_not_start(state, run.attempt):
                     await self._settle(run, state)
                     log.info("not running %s: it is %s", job.job_id, state.status.value)
                     await msg.ack()
-                    return False
+                    return None
                 history = None
             started = Started(
                 job_id=job.job_id,
@@ -193,10 +201,11 @@ class JobExecutor:
                 at=utcnow(),
                 attempt=run.attempt,
                 worker=self._worker_id,
+                trigger_seq=run.trigger_seq,
             )
             try:
                 await self._log.append(started, after_seq=last)
-                return True
+                return run
             except ConcurrentChange:
                 last = None  # re-read the job and decide again
         raise ConcurrentChange(f"{job.job_id} kept changing while starting it")
@@ -337,6 +346,16 @@ class JobExecutor:
 
 
 _START_TRIES = 3
+
+
+def _lost_by(state: JobState, history: list[StoredEvent], trigger_seq: int) -> bool:
+    """Whether the job's running attempt was started from the message at ``trigger_seq``."""
+    if state.status is not JobStatus.RUNNING:
+        return False
+    start = next((s.event for s in reversed(history) if isinstance(s.event, Started)), None)
+    if start is None:
+        return False
+    return start.trigger_seq == trigger_seq and start.attempt == state.attempts
 
 
 def _must_not_start(state: JobState, attempt: int) -> bool:
