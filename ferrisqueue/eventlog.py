@@ -57,6 +57,18 @@ def _stored_seq(subject: str, reply: Msg) -> int:
     return seq
 
 
+def _sent_headers(headers: dict[str, str], stream: str) -> dict[str, str]:
+    """``headers`` as published: the server refuses the message unless ``stream`` stores it."""
+    return {**headers, "Nats-Expected-Stream": stream}
+
+
+def _header_bytes(headers: dict[str, str]) -> int:
+    """What ``headers`` add on the wire, as the server counts it: ``NATS/1.0``, one
+    ``name: value`` line each, a blank line."""
+    lines = sum(len(f"{name}: {value}\r\n".encode()) for name, value in headers.items())
+    return len(b"NATS/1.0\r\n\r\n") + lines
+
+
 def _headers(event: BaseEvent, after_seq: int | None) -> dict[str, str]:
     headers = {"Nats-Msg-Id": event.dedup_key()}
     if after_seq is not None:
@@ -158,15 +170,7 @@ class EventLog:
 
     def body_room(self, *, stream: str, headers: dict[str, str]) -> int:
         """The largest body :meth:`publish` can send to ``stream`` with ``headers``."""
-        return self.max_payload - self._header_bytes(headers, stream)
-
-    @staticmethod
-    def _header_bytes(headers: dict[str, str], stream: str) -> int:
-        """What the headers add on the wire, as the server counts it: ``NATS/1.0``, one
-        ``name: value`` line each (nats-py adds ``Nats-Expected-Stream``), a blank line."""
-        sent = {**headers, "Nats-Expected-Stream": stream}
-        lines = sum(len(f"{name}: {value}\r\n".encode()) for name, value in sent.items())
-        return len(b"NATS/1.0\r\n\r\n") + lines
+        return self.max_payload - _header_bytes(_sent_headers(headers, stream))
 
     async def append(self, event: BaseEvent, *, after_seq: int | None = None) -> int:
         """Publish ``event`` and wait for JetStream to store it; returns its stream sequence.
@@ -193,7 +197,8 @@ class EventLog:
         sequence. Library errors come back as FerrisQueue's (see :meth:`append`)."""
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
-        size = len(data) + self._header_bytes(headers, stream)
+        sent = _sent_headers(headers, stream)
+        size = len(data) + _header_bytes(sent)
         if size > self.max_payload:
             # nats-py checks the body alone; the server counts the headers too, answers a
             # larger message with "Maximum Payload Violation" and drops the connection, which
@@ -205,7 +210,7 @@ class EventLog:
             reply = await self._acks.request(
                 subject,
                 data,
-                headers={**headers, "Nats-Expected-Stream": stream},
+                headers=sent,
                 within=self._publish_timeout,
             )
         except TimeoutError as exc:

@@ -4,7 +4,7 @@ it; finished jobs and the oldest beyond the limit leave it; payloads stay in the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +25,16 @@ pytestmark = pytest.mark.timeout(30)
 
 
 @contextmanager
+def listening(engine: Engine, name: str, listener: Callable[..., None]) -> Iterator[None]:
+    """``listener`` on ``engine``'s event ``name`` inside the block."""
+    event.listen(engine, name, listener)
+    try:
+        yield
+    finally:
+        event.remove(engine, name, listener)
+
+
+@contextmanager
 def job_reads(engine: Engine) -> Iterator[list[str]]:
     """The job ids that ``engine`` reads from ``jobs`` inside the block."""
     seen: list[str] = []
@@ -34,11 +44,8 @@ def job_reads(engine: Engine) -> Iterator[list[str]]:
             values = parameters.values() if isinstance(parameters, dict) else parameters
             seen.extend(v for v in values if isinstance(v, str) and v.startswith("job-"))
 
-    event.listen(engine, "before_cursor_execute", before)
-    try:
+    with listening(engine, "before_cursor_execute", before):
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
 
 
 def batches(log: list[StoredEvent], size: int) -> list[list[StoredEvent]]:
@@ -93,10 +100,12 @@ def test_a_failed_batch_empties_the_cache_and_the_next_one_reads_the_store(
             if statement.lstrip().upper().startswith("INSERT INTO JOB_EVENTS"):
                 raise RuntimeError("disk full")
 
-        event.listen(engine, "before_cursor_execute", refuse)
-        with Session(engine) as session, pytest.raises(RuntimeError, match="disk full"):
+        with (
+            listening(engine, "before_cursor_execute", refuse),
+            Session(engine) as session,
+            pytest.raises(RuntimeError, match="disk full"),
+        ):
             projection.apply_batch(session, log[1:2])
-        event.remove(engine, "before_cursor_execute", refuse)
         assert projection.cached == 0
 
         with job_reads(engine) as reads, Session(engine) as session:
@@ -119,12 +128,12 @@ def test_a_failed_commit_empties_the_cache_and_keeps_nothing_of_the_batch(
         def refuse(_conn: Any) -> None:  # the COMMIT itself fails (all statements ran)
             raise RuntimeError("I/O error on commit")
 
-        event.listen(engine, "commit", refuse)
-        try:
-            with Session(engine) as session, pytest.raises(RuntimeError, match="I/O error"):
-                projection.apply_batch(session, log[2:5])  # job-000 done, job-001 started
-        finally:
-            event.remove(engine, "commit", refuse)
+        with (
+            listening(engine, "commit", refuse),
+            Session(engine) as session,
+            pytest.raises(RuntimeError, match="I/O error"),
+        ):
+            projection.apply_batch(session, log[2:5])  # job-000 done, job-001 started
         assert projection.cached == 0
         # SQLAlchemy returns a connection whose commit failed to the pool with its transaction
         # still open; the projector's engine is disposed as it exits, which drops it.
