@@ -186,19 +186,23 @@ class EventLog:
                 f"{event.kind.value} event of {len(body)} bytes exceeds the limit of "
                 f"{self._max_event_bytes} bytes"
             )
-        return await self.publish(
-            event.subject, body, stream=EVENT_STREAM, headers=_headers(event, after_seq)
-        )
+        # Without Nats-Expected-Stream: no other stream can store fq.job.> (the server
+        # refuses streams whose subjects overlap), and a header is kept with the event and
+        # parsed again on every read of it (each event is read at least by the projector).
+        return await self._publish(event.subject, body, _headers(event, after_seq))
 
     async def publish(
         self, subject: str, data: bytes, *, stream: str, headers: dict[str, str]
     ) -> int:
         """Publish one message to ``stream`` and wait for it to be stored; returns its
-        sequence. Library errors come back as FerrisQueue's (see :meth:`append`)."""
+        sequence. The server refuses it if another stream would store it. Library errors
+        come back as FerrisQueue's (see :meth:`append`)."""
+        return await self._publish(subject, data, _sent_headers(headers, stream))
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
-        sent = _sent_headers(headers, stream)
-        size = len(data) + _header_bytes(sent)
+        size = len(data) + _header_bytes(headers)
         if size > self.max_payload:
             # nats-py checks the body alone; the server counts the headers too, answers a
             # larger message with "Maximum Payload Violation" and drops the connection, which
@@ -210,7 +214,7 @@ class EventLog:
             reply = await self._acks.request(
                 subject,
                 data,
-                headers=sent,
+                headers=headers,
                 within=self._publish_timeout,
             )
         except TimeoutError as exc:

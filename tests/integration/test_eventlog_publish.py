@@ -49,6 +49,17 @@ async def test_a_guarded_append_after_a_stale_sequence_is_a_concurrent_change(
     assert await event_log.append(start, after_seq=seq) == seq + 1
 
 
+async def test_an_event_is_stored_with_no_header_but_its_dedup_key(
+    nc: Client, event_log: EventLog
+) -> None:
+    # Every header is kept with every event and parsed on each read of it.
+    job = submitted(new_job_id())
+    seq = await event_log.append(job)
+
+    stored = await nc.jetstream().get_msg(EVENT_STREAM, seq)
+    assert stored.headers == {"Nats-Msg-Id": job.dedup_key()}
+
+
 async def test_a_subject_no_stream_stores_is_nats_unavailable(event_log: EventLog) -> None:
     with pytest.raises(NatsUnavailable, match="no stream answers"):
         await event_log.publish("nobody.stores.this", b"{}", stream=EVENT_STREAM, headers={})
