@@ -3,7 +3,8 @@ each path a producer has. No worker and no projector run: this is the write path
 
 * ``nats append``: ``EventLog.append`` (one awaited publish per job), ``concurrency`` at once;
 * ``nats publish_async``: a bounded ``publish_async`` pipeline, every ack awaited at the end;
-* ``http single``: ``POST /jobs`` on the real uvicorn gateway, keep-alive, ``concurrency`` at once;
+* ``http single``: ``POST /jobs`` on the real uvicorn gateway, keep-alive, ``concurrency`` at once
+  (sent by :mod:`bench.httpload`, which costs far less CPU than the gateway it measures);
 * ``http batch``: ``POST /jobs:batch`` with ``batch`` jobs per request, 4 requests at once.
 
 Each path stops after ``jobs`` jobs or ``seconds``, whichever comes first.
@@ -16,10 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-
 from bench import probes
 from bench.harness import Proc, connected, cpu_seconds, system
+from bench.httpload import HttpLoad
 from ferrisqueue.eventlog import EventLog
 
 HTTP_BATCH = 100
@@ -54,19 +54,16 @@ async def run(
                 }
             )
         gateway = await sys_.start_gateway()
-        limits = httpx.Limits(max_connections=http_concurrency, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=sys_.gateway_url, limits=limits, timeout=30) as http:
+        async with HttpLoad(sys_.gateway_url, connections=http_concurrency) as http:
 
             async def post_one() -> int:
-                response = await http.post("/jobs", json={"type": probes.TASK})
-                response.raise_for_status()
+                (await http.post("/jobs", {"type": probes.TASK})).expect(202)
                 return 1
 
             body = {"jobs": [{"type": probes.TASK}] * HTTP_BATCH}
 
             async def post_batch() -> int:
-                response = await http.post("/jobs:batch", json=body)
-                response.raise_for_status()
+                (await http.post("/jobs:batch", body)).expect(202)
                 return HTTP_BATCH
 
             results.append(

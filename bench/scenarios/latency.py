@@ -18,7 +18,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import httpx
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -26,6 +25,7 @@ from sqlalchemy import Engine
 
 from bench import probes
 from bench.harness import connected, percentile, system, wait_until
+from bench.httpload import HttpLoad
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.subjects import EVENT_STREAM
@@ -47,10 +47,7 @@ async def run(
         await sys_.start_gateway()
         async with connected(sys_) as nc:
             await _workers_ready(nc, workers)
-            limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-            async with httpx.AsyncClient(
-                base_url=sys_.gateway_url, limits=limits, timeout=30
-            ) as http:
+            async with HttpLoad(sys_.gateway_url, connections=256) as http:
                 engine = make_engine(sys_.settings.effective_database_url)
                 init_schema(engine)
                 for path in ("nats", "http"):
@@ -86,9 +83,7 @@ async def _workers_ready(nc: Client, workers: int) -> None:
     await wait_until(beating, lambda n: n == workers, within=30, what="worker heartbeats")
 
 
-async def _one(
-    nc: Client, http: httpx.AsyncClient, path: str, rate: int, seconds: float
-) -> dict[str, Any]:
+async def _one(nc: Client, http: HttpLoad, path: str, rate: int, seconds: float) -> dict[str, Any]:
     start_seq = await probes.last_seq(nc) + 1
     event_log = EventLog(nc)
     sent: dict[str, float] = {}
@@ -103,9 +98,8 @@ async def _one(
 
     async def via_http() -> None:
         began = time.time()
-        response = await http.post("/jobs", json={"type": probes.TASK})
-        response.raise_for_status()
-        sent[response.json()["job_id"]] = began
+        answer = (await http.post("/jobs", {"type": probes.TASK})).expect(202)
+        sent[answer.json()["job_id"]] = began
         acked.append(time.time() - began)
 
     submit = via_nats if path == "nats" else via_http
