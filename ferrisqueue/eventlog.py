@@ -8,13 +8,13 @@ stored" (:class:`PublishRejected`, :class:`NatsUnavailable`) from "maybe stored"
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import nats.errors
 import nats.js.errors
+import pydantic_core
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -45,7 +45,7 @@ def _stored_seq(subject: str, reply: Msg) -> int:
     if status == _NO_RESPONDERS:
         raise NatsUnavailable(f"no stream answers on {subject} (run `fq init`)")
     try:
-        answer = json.loads(reply.data)
+        answer = pydantic_core.from_json(reply.data)
     except ValueError as exc:
         raise PublishOutcomeUnknown(f"{subject}: unreadable ack (status {status})") from exc
     if error := answer.get("error"):

@@ -87,13 +87,13 @@ class BaseEvent(BaseModel):
     @property
     def subject(self) -> str:
         """The subject this event is published on."""
-        return job_subject(self.queue, self.job_id, self.kind.value)
+        return job_subject(self.queue, self.job_id, self.event)
 
     def dedup_key(self) -> str:
         """The ``Nats-Msg-Id``: publishing the same event twice stores it once."""
         attempt = getattr(self, "attempt", None)
         suffix = attempt if attempt is not None else int(self.at.timestamp() * 1_000_000)
-        return f"{self.job_id}:{self.kind.value}:{suffix}"
+        return f"{self.job_id}:{self.event}:{suffix}"
 
 
 class JobSpec(BaseEvent):
@@ -115,7 +115,7 @@ class JobSpec(BaseEvent):
 
     def dedup_key(self) -> str:
         # A job is created once: a retried publish of the same creation is stored once.
-        return f"{self.job_id}:{self.kind.value}"
+        return f"{self.job_id}:{self.event}"
 
 
 class Submitted(JobSpec):
