@@ -124,6 +124,7 @@ def markdown(results: dict[str, Any]) -> str:
         for r in processing:
             lag = r["projection"]
             raw = base.get(f"fetch_ack_{r['workers']}", {}).get("msgs_per_s")
+            raw_jobs = base.get(f"job_messages_{r['workers']}", {}).get("msgs_per_s")
             rss = [x for x in r["worker_peak_rss_mib"] if x is not None]
             rows.append(
                 [
@@ -131,6 +132,7 @@ def markdown(results: dict[str, Any]) -> str:
                     _n(r["jobs"]),
                     _n(r["jobs_per_s"]),
                     _ratio(r["jobs_per_s"], raw),
+                    _ratio(r["jobs_per_s"], raw_jobs),
                     f"{_n(lag['lag_s_p50'], 2)} / {_n(lag['lag_s_p99'], 2)} / "
                     f"{_n(lag['lag_s_max'], 2)}",
                     f"{_n(lag['lag_events_p50'])} / {_n(lag['lag_events_p99'])} / "
@@ -147,6 +149,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "jobs",
                 "jobs/s",
                 "vs raw fetch+ack",
+                "vs raw job messages",
                 "projection lag s p50/p99/max",
                 "lag events p50/p99/max",
                 "catch-up s",
@@ -188,6 +191,14 @@ def markdown(results: dict[str, Any]) -> str:
             rows.append(
                 [
                     f"pull fetch + ack, {base[key]['processes']} process(es)",
+                    _n(base[key]["msgs_per_s"]),
+                ]
+            )
+        for key in sorted(k for k in base if k.startswith("job_messages_")):
+            rows.append(
+                [
+                    "a job's messages (fetch, guarded started + outcome acknowledged, ack), "
+                    f"{base[key]['processes']} process(es); jobs/s",
                     _n(base[key]["msgs_per_s"]),
                 ]
             )

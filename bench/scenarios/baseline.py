@@ -3,7 +3,12 @@
 * ``publish_async``: N messages the size of a ``submitted`` event into a file stream
   (``BENCH_RAW``, no dedup header), at most 1,000 awaiting their ack, every ack awaited;
 * pull ``fetch`` + ``ack``: the same N messages consumed by 1 and by 2 processes sharing one
-  durable consumer (explicit acks), from the first message to the last ack.
+  durable consumer (explicit acks), from the first message to the last ack;
+* a job's messages: the same again, each message handled as a FerrisQueue job is (a guarded
+  ``started`` and an outcome, acknowledged, into a second file stream, then the ack) with
+  nats-py's ``publish_async`` (each ack awaited) and no FerrisQueue code, 16 at a time (a
+  worker's default slots): about the most workers could do here if their own code and the
+  projection cost nothing.
 
 What FerrisQueue does on top (events, guards, dedup, a fold per job) is what the ratios show.
 """
@@ -26,6 +31,9 @@ from ferrisqueue.events import encode_event
 STREAM = "BENCH_RAW"
 SUBJECT = "bench.raw"
 FETCH_BATCH = 256
+EVENTS_STREAM = "BENCH_RAW_EVENTS"
+EVENTS_SUBJECT = "bench.events"
+JOB_BATCH = 16
 
 
 async def run(jobs: int, consumers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
@@ -52,13 +60,44 @@ async def run(jobs: int, consumers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
                     ),
                 )
                 results[f"fetch_ack_{count}"] = await _consume(
-                    sys_.nats_server.url, durable, count, jobs
+                    sys_.nats_server.url, durable, count, jobs, FETCH_BATCH
+                )
+            await js.add_stream(
+                StreamConfig(
+                    name=EVENTS_STREAM, subjects=[f"{EVENTS_SUBJECT}.>"], storage=StorageType.FILE
+                )
+            )
+            for count in consumers:
+                durable = f"job-{count}"
+                await js.add_consumer(
+                    STREAM,
+                    ConsumerConfig(
+                        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000
+                    ),
+                )
+                results[f"job_messages_{count}"] = await _consume(
+                    sys_.nats_server.url,
+                    durable,
+                    count,
+                    jobs,
+                    JOB_BATCH,
+                    events=f"{EVENTS_SUBJECT}.p{count}",
                 )
     return results
 
 
-async def _consume(url: str, durable: str, processes: int, jobs: int) -> dict[str, Any]:
-    argv = ["-m", "bench.rawconsumer", url, STREAM, durable, str(FETCH_BATCH)]
+async def _consume(
+    url: str, durable: str, processes: int, jobs: int, batch: int, events: str | None = None
+) -> dict[str, Any]:
+    argv = [
+        "-m",
+        "bench.rawconsumer",
+        url,
+        STREAM,
+        durable,
+        str(batch),
+        *([events] if events else []),
+    ]
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable, *argv, cwd=REPO, stdin=PIPE, stdout=PIPE
