@@ -42,14 +42,16 @@ class Answer:
 
 
 class HttpLoad:
-    """Up to ``connections`` keep-alive connections to ``base_url`` (``http://host:port``)."""
+    """Up to ``connections`` keep-alive connections to ``base_url`` (``http://host:port``);
+    a request not answered within ``timeout`` seconds raises ``TimeoutError``."""
 
-    def __init__(self, base_url: str, *, connections: int) -> None:
+    def __init__(self, base_url: str, *, connections: int, timeout: float = 30.0) -> None:
         url = urlsplit(base_url)
         if url.scheme != "http" or url.hostname is None or url.port is None:
             raise ValueError(f"need http://host:port, got {base_url!r}")
         self._host, self._port = url.hostname, url.port
         self._slots = asyncio.Semaphore(connections)
+        self._timeout = timeout
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def __aenter__(self) -> HttpLoad:
@@ -78,11 +80,12 @@ class HttpLoad:
             else:
                 reader, writer = await asyncio.open_connection(self._host, self._port)
             try:
-                writer.write(head + body)
-                answer_head = await reader.readuntil(_END_OF_HEAD)
-                answer = Answer(
-                    _status(answer_head), await reader.readexactly(_length(answer_head))
-                )
+                async with asyncio.timeout(self._timeout):
+                    writer.write(head + body)
+                    answer_head = await reader.readuntil(_END_OF_HEAD)
+                    answer = Answer(
+                        _status(answer_head), await reader.readexactly(_length(answer_head))
+                    )
             except BaseException:
                 writer.close()  # half a conversation: the connection cannot be reused
                 raise

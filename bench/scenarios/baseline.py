@@ -22,6 +22,7 @@ import time
 from asyncio.subprocess import PIPE
 from typing import Any
 
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bench import probes
@@ -51,16 +52,11 @@ async def run(jobs: int, consumers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
             await asyncio.gather(*futures)
             took = time.perf_counter() - began
             results["publish_async"] = {"seconds": round(took, 3), "msgs_per_s": round(jobs / took)}
+            url = sys_.nats_server.url
             for count in consumers:
-                durable = f"raw-{count}"
-                await js.add_consumer(
-                    STREAM,
-                    ConsumerConfig(
-                        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000
-                    ),
-                )
+                durable = await _durable(js, f"raw-{count}")
                 results[f"fetch_ack_{count}"] = await _consume(
-                    sys_.nats_server.url, durable, count, jobs, FETCH_BATCH
+                    url, durable, count, jobs, FETCH_BATCH
                 )
             await js.add_stream(
                 StreamConfig(
@@ -68,22 +64,21 @@ async def run(jobs: int, consumers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
                 )
             )
             for count in consumers:
-                durable = f"job-{count}"
-                await js.add_consumer(
-                    STREAM,
-                    ConsumerConfig(
-                        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000
-                    ),
-                )
+                durable = await _durable(js, f"job-{count}")
+                events = f"{EVENTS_SUBJECT}.p{count}"  # per run: each job's subjects start empty
                 results[f"job_messages_{count}"] = await _consume(
-                    sys_.nats_server.url,
-                    durable,
-                    count,
-                    jobs,
-                    JOB_BATCH,
-                    events=f"{EVENTS_SUBJECT}.p{count}",
+                    url, durable, count, jobs, JOB_BATCH, events=events
                 )
     return results
+
+
+async def _durable(js: JetStreamContext, name: str) -> str:
+    """A new durable consumer on every message of the raw stream, with explicit acks."""
+    config = ConsumerConfig(
+        durable_name=name, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000
+    )
+    await js.add_consumer(STREAM, config)
+    return name
 
 
 async def _consume(
