@@ -33,6 +33,12 @@ class ConcurrentChange(PublishRejected):
     appended an event): re-read the job and decide again."""
 
 
+class CheckpointMoved(FerrisQueueError):
+    """A projection's checkpoint in the read store is not where this projector left it
+    (another projector wrote the store meanwhile): nothing of the batch was committed, and
+    the projection must resume from the stored checkpoint."""
+
+
 class PublishOutcomeUnknown(FerrisQueueError):
     """No answer in time: the message may or may not be stored.
 

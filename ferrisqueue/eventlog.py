@@ -32,7 +32,7 @@ from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
 from ferrisqueue.fold import JobState, fold
 from ferrisqueue.pubacks import AckInbox
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
+from ferrisqueue.subjects import EVENT_STREAM, job_history_filter, subject_matches
 
 _NO_MESSAGE = 10037  # "no message found"
 _WRONG_LAST_SEQUENCE = 10071
@@ -42,8 +42,6 @@ _NO_RESPONDERS = "503"
 def _stored_seq(subject: str, reply: Msg) -> int:
     """The sequence a JetStream publish ack names, or the translated refusal."""
     status = reply.headers.get("Status") if reply.headers else None
-    if status == _NO_RESPONDERS:
-        raise NatsUnavailable(f"no stream answers on {subject} (run `fq init`)")
     try:
         answer = pydantic_core.from_json(reply.data)
     except ValueError as exc:
@@ -189,7 +187,7 @@ class EventLog:
         # Without Nats-Expected-Stream: no other stream can store fq.job.> (the server
         # refuses streams whose subjects overlap), and a header is kept with the event and
         # parsed again on every read of it (each event is read at least by the projector).
-        return await self._publish(event.subject, body, _headers(event, after_seq))
+        return await self._publish(event.subject, body, _headers(event, after_seq), EVENT_STREAM)
 
     async def publish(
         self, subject: str, data: bytes, *, stream: str, headers: dict[str, str]
@@ -197,9 +195,11 @@ class EventLog:
         """Publish one message to ``stream`` and wait for it to be stored; returns its
         sequence. The server refuses it if another stream would store it. Library errors
         come back as FerrisQueue's (see :meth:`append`)."""
-        return await self._publish(subject, data, _sent_headers(headers, stream))
+        return await self._publish(subject, data, _sent_headers(headers, stream), stream)
 
-    async def _publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
+    async def _publish(
+        self, subject: str, data: bytes, headers: dict[str, str], stream: str
+    ) -> int:
         if not self._nc.is_connected:
             raise NatsUnavailable("not connected to NATS")
         size = len(data) + _header_bytes(headers)
@@ -228,7 +228,26 @@ class EventLog:
             nats.errors.StaleConnectionError,
         ) as exc:
             raise NatsUnavailable(f"cannot publish {subject}: {exc!r}") from exc
+        if reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
+            raise NatsUnavailable(await self._unanswered(subject, stream))
         return _stored_seq(subject, reply)
+
+    async def _unanswered(self, subject: str, stream: str) -> str:
+        """Why no stream answered a publish on ``subject``: a missing stream needs
+        ``fq init``, a stream without a leader (an election, after a node was lost) needs
+        only a retry. Asked only when it happens (one request)."""
+        why = f"no stream answers on {subject}"
+        try:
+            info = await self._js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return f"{why}: stream {stream} does not exist (run `fq init`)"
+        except (nats.errors.Error, TimeoutError):
+            return f"{why}: JetStream has no leader for {stream} right now (an election?); retry"
+        if info.cluster is not None and not info.cluster.leader:
+            return f"{why}: stream {stream} is electing a leader (a node was lost?); retry"
+        if any(subject_matches(subject, p) for p in info.config.subjects or []):
+            return f"{why}: stream {stream} did not answer in time (a leader change?); retry"
+        return f"{why}: stream {stream} does not store this subject"
 
     async def purge(self, subject: str, *, stream: str) -> None:
         """Remove every message on ``subject`` from ``stream`` (nothing there is no error)."""

@@ -103,3 +103,15 @@ def cron_subject(name: str) -> str:
 def tick_subject(name: str) -> str:
     """Where each tick of a periodic schedule lands."""
     return f"fq.tick.{name}"
+
+
+def subject_matches(subject: str, pattern: str) -> bool:
+    """Whether ``subject`` matches the NATS subject ``pattern`` (``*`` one token, ``>`` the
+    rest: one or more tokens)."""
+    tokens, wanted = subject.split("."), pattern.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or token not in ("*", tokens[index]):
+            return False
+    return len(tokens) == len(wanted)

@@ -179,6 +179,22 @@ class ProjectionStatus(BaseModel):
     parked_events: int = Field(
         description="Undecodable messages parked in job timelines instead of stopping the fold."
     )
+    lost_deliveries: int = Field(
+        default=0,
+        description="Messages the consumer failed to deliver (e.g. in a NATS leader change); "
+        "each gap was filled by re-reading the log, none was skipped.",
+    )
+    checkpoint_moves: int = Field(
+        default=0,
+        description="Batches refused because another projector had moved the checkpoint.",
+    )
+    orphan_events: int = Field(
+        default=0,
+        description="Events for jobs the store never saw created (a stray producer, a job a "
+        "cleanup deleted, or a store that missed events: run `fq projections verify`).",
+    )
+    last_problem: str | None = Field(default=None, description="The latest of the above.")
+    last_problem_at: datetime | None = None
 
 
 class WorkerOut(BaseModel):

@@ -2,8 +2,9 @@
 
 ``python -m projections rebuild`` folds the whole log into the read store once and exits;
 ``python -m projections replay --until 2026-01-01T12:00:00Z`` stops at that time, leaving
-the store as it was then. Both take ``--database-url`` (default: ``FQ_DATABASE_URL``) and are
-what ``fq projections rebuild`` and ``fq replay`` run.
+the store as it was then; ``python -m projections verify`` compares the store with a fresh
+fold of the log and exits 1 if they differ. All take ``--database-url`` (default:
+``FQ_DATABASE_URL``) and are what ``fq projections rebuild|verify`` and ``fq replay`` run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.settings import Settings
 from projections.runner import Projector
+from projections.verify import verify
 
 
 async def _serve(settings: Settings) -> None:
@@ -45,6 +47,7 @@ def main() -> None:
     commands.add_parser("rebuild", help="fold the whole log once, then exit")
     replay = commands.add_parser("replay", help="fold the log up to a time, then exit")
     replay.add_argument("--until", type=_aware, required=True, help="RFC 3339 time")
+    commands.add_parser("verify", help="compare the read store with a fresh fold of the log")
     args = parser.parse_args()
 
     settings = Settings()
@@ -55,6 +58,10 @@ def main() -> None:
         if args.command is None:
             runloop.run(_serve(settings))
             return
+        if args.command == "verify":
+            comparison = runloop.run(verify(settings))
+            print(comparison.report())
+            raise SystemExit(1 if comparison.differences else 0)
         position = runloop.run(Projector(settings).catch_up(until=getattr(args, "until", None)))
     except FerrisQueueError as exc:
         print(f"projections {args.command or 'follow'}: {exc}", file=sys.stderr)

@@ -4,6 +4,9 @@
 Exactly once: :func:`apply_batch` skips every event at or below the checkpoint and moves the
 checkpoint in the same transaction as the rows it changed. A crash before the commit loses
 the whole batch (it is applied again from the log); a crash after it cannot apply it twice.
+The checkpoint moves only from where this batch found it (:func:`commit_at` is fenced), and
+the runner hands over only batches that follow it without a gap (:mod:`.contiguity`), so no
+event is skipped either.
 
 Writes are set-based (one multi-row insert for the timeline, one upsert for the jobs) so a
 batch costs a handful of statements, not one per event.
@@ -24,7 +27,7 @@ from sqlmodel import Session
 from ferrisqueue.eventlog import StoredEvent
 from ferrisqueue.fold import JobState, apply, evolve
 from ferrisqueue.store import queries
-from ferrisqueue.store.db import commit_at, upsert
+from ferrisqueue.store.db import checkpoint_at, commit_at, upsert
 from ferrisqueue.store.models import (
     JobEventRow,
     JobRow,
@@ -32,7 +35,7 @@ from ferrisqueue.store.models import (
     state_from_row,
 )
 from ferrisqueue.subjects import parse_job_subject
-from projections import dead_letters, metrics
+from projections import dead_letters, health, metrics
 from projections.metrics import Applied
 
 NAME = queries.JOBS_PROJECTION
@@ -75,10 +78,12 @@ class JobsProjection:
     def cached(self) -> int:
         return len(self._states)
 
-    def apply_batch(self, session: Session, batch: Sequence[StoredEvent]) -> int:
+    def apply_batch(
+        self, session: Session, batch: Sequence[StoredEvent], *, after: int | None = None
+    ) -> int:
         """:func:`apply_batch` with the cache."""
         try:
-            position = queries.checkpoint(session, NAME)
+            position = checkpoint_at(session, NAME, expected=after)
             if position != self._position:
                 self._states.clear()  # written by another projector since: the rows may differ
             position, changed = _apply(session, batch, position, self._states)
@@ -97,9 +102,13 @@ class JobsProjection:
         return position
 
 
-def apply_batch(session: Session, batch: Sequence[StoredEvent]) -> int:
-    """Apply the events of ``batch`` not applied yet and commit; returns the new checkpoint."""
-    return _apply(session, batch, queries.checkpoint(session, NAME), {})[0]
+def apply_batch(session: Session, batch: Sequence[StoredEvent], *, after: int | None = None) -> int:
+    """Apply the events of ``batch`` not applied yet and commit; returns the new checkpoint.
+
+    With ``after``, the batch was checked to follow that checkpoint without a gap
+    (:mod:`projections.contiguity`): if the store's checkpoint is elsewhere, nothing is
+    applied and :class:`~ferrisqueue.errors.CheckpointMoved` is raised."""
+    return _apply(session, batch, checkpoint_at(session, NAME, expected=after), {})[0]
 
 
 def _apply(
@@ -124,7 +133,8 @@ def _apply(
         )
     last_seq: dict[str, int] = {}
     applied: list[Applied] = []
-    timeline = [_timeline_row(stored, states, last_seq, applied) for stored in fresh]
+    orphans: list[StoredEvent] = []
+    timeline = [_timeline_row(stored, states, last_seq, applied, orphans) for stored in fresh]
 
     dialect = session.get_bind().dialect.name
     session.execute(insert(_TIMELINE), timeline)
@@ -136,7 +146,18 @@ def _apply(
         )
     metrics.write(session, dialect, applied)
     dead_letters.write(session, dialect, applied)
-    return commit_at(session, NAME, fresh[-1].seq, fresh[-1].stored_at), changed
+    if orphans:
+        first = orphans[0]
+        health.count(
+            session,
+            NAME,
+            f"{len(orphans)} event(s) for jobs the store never saw created, the first at "
+            f"sequence {first.seq} ({first.subject})",
+            fresh[-1].stored_at,
+            orphan_events=len(orphans),
+        )
+    last = fresh[-1]
+    return commit_at(session, NAME, last.seq, last.stored_at, after=position), changed
 
 
 def _timeline_row(
@@ -144,9 +165,10 @@ def _timeline_row(
     states: dict[str, JobState],
     last_seq: dict[str, int],
     applied: list[Applied],
+    orphans: list[StoredEvent],
 ) -> dict[str, Any]:
-    """Fold one event into ``states`` (noting it in ``applied`` if it was) and describe it
-    as a timeline row."""
+    """Fold one event into ``states`` (noting it in ``applied`` if it was, in ``orphans`` if
+    its job was never created) and describe it as a timeline row."""
     event = stored.event
     if event is None:
         reason = stored.error.reason if stored.error else "?"
@@ -167,6 +189,8 @@ def _timeline_row(
         states[event.job_id] = transition.state
         last_seq[event.job_id] = stored.seq
         applied.append((before, event, transition.state))
+    elif transition.state is None:
+        orphans.append(stored)
     return {
         "seq": stored.seq,
         "job_id": event.job_id,

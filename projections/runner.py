@@ -12,6 +12,12 @@ Several projectors may run for one read store (for availability): the one holdin
 store's lock (:mod:`ferrisqueue.store.leadership`) projects, the others stand by and take
 over when it dies. Each read store needs its own consumers (``FQ_PROJECTOR_CONSUMER`` names
 them): two stores on one consumer would each receive part of the log.
+
+Nothing is skipped, whatever NATS does: a batch is applied only if it follows the checkpoint
+without a lost delivery (:mod:`projections.contiguity`), and it commits only if the stored
+checkpoint is still the one it was applied on (``commit_at`` is fenced). On a lost delivery
+or a moved checkpoint the projector counts it (:mod:`projections.health`), re-reads the
+stored checkpoint and re-creates its consumer from there.
 """
 
 from __future__ import annotations
@@ -22,15 +28,16 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.eventlog import Delivery, StoredEvent
+from ferrisqueue.errors import CheckpointMoved, ConfigurationError
+from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent
+from ferrisqueue.events import utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.natsconn import close_quietly, connect
 from ferrisqueue.puller import Puller
@@ -38,7 +45,7 @@ from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.leadership import StoreLock
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.subjects import ALL_JOB_EVENTS, EVENT_STREAM
 from ferrisqueue.topology import (
     PROJECTOR_CONSUMER,
     delete_consumer,
@@ -46,8 +53,9 @@ from ferrisqueue.topology import (
     ensure_streams,
     load_consumer_definition,
 )
-from ferrisqueue.workers import WORKER_STREAM
-from projections import jobs, workers
+from ferrisqueue.workers import WORKER_STREAM, WORKER_SUBJECTS
+from projections import health, jobs, workers
+from projections.contiguity import Gap, contiguous
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +68,37 @@ STANDBY_RETRY = 1.0
 """Seconds between a standby projector's attempts to take the lead."""
 
 
+class ApplyBatch(Protocol):
+    """Apply a batch that follows checkpoint ``after`` and commit; returns the new checkpoint
+    (raises :class:`CheckpointMoved` if the store's checkpoint is not at ``after``)."""
+
+    def __call__(
+        self, session: Session, batch: Sequence[Any], *, after: int | None = None
+    ) -> int: ...
+
+
 @dataclass(frozen=True)
 class Projection:
     """One fold: which stream, which consumer definition, how to decode and apply."""
 
     name: str
     stream: str
+    subjects: str
+    """The consumer's filter: the subjects of ``stream`` this projection folds."""
     definition: str
     consumer_suffix: str
     decode: Callable[[Msg], Any]
-    applier: Callable[[], Callable[[Session, Sequence[Any]], int]]
+    applier: Callable[[], ApplyBatch]
     """Makes the apply function of one run (which may keep state between its batches).
     Both it and ``decode`` give and take items with ``seq`` and ``stored_at``."""
+
+
+class _LostDeliveries(Exception):
+    """The consumer skipped messages the stream holds: resume from the checkpoint."""
+
+    def __init__(self, gap: Gap) -> None:
+        super().__init__(str(gap))
+        self.gap = gap
 
 
 def _event(msg: Msg) -> StoredEvent:
@@ -86,6 +113,7 @@ def _heartbeat(msg: Msg) -> workers.StoredHeartbeat:
 JOBS = Projection(
     jobs.NAME,
     EVENT_STREAM,
+    ALL_JOB_EVENTS,
     PROJECTOR_CONSUMER,
     "",
     _event,
@@ -94,6 +122,7 @@ JOBS = Projection(
 WORKERS = Projection(
     workers.NAME,
     WORKER_STREAM,
+    WORKER_SUBJECTS,
     "fq-projector-workers",
     "-workers",
     _heartbeat,
@@ -136,11 +165,13 @@ class Projector:
             lock.release()
             engine.dispose()
 
-    async def catch_up(self, *, until: datetime | None = None) -> int:
-        """One-shot: apply the event log up to its current end (or to ``until``, by the time
-        JetStream stored each message) and return the position reached.
+    async def catch_up(self, *, until: datetime | None = None, up_to: int | None = None) -> int:
+        """One-shot: apply the event log up to its current end (or to sequence ``up_to``, or
+        to ``until``, by the time JetStream stored each message) and return the position
+        reached.
 
-        ``fq projections rebuild`` and ``fq replay --until`` run this into a fresh store.
+        ``fq projections rebuild`` and ``fq replay --until`` run this into a fresh store,
+        ``fq projections verify`` into a scratch one.
         """
         engine = make_engine(self._settings.effective_database_url)
         init_schema(engine)
@@ -153,7 +184,9 @@ class Projector:
                 )
             nc = await self._connect()
             try:
-                last = (await nc.jetstream().stream_info(EVENT_STREAM)).state.last_seq
+                last = up_to
+                if last is None:
+                    last = (await nc.jetstream().stream_info(EVENT_STREAM)).state.last_seq
                 return await self._follow(
                     nc, engine, JOBS, f"fq-rebuild-{new_job_id()}", last, until
                 )
@@ -208,9 +241,38 @@ class Projector:
         until: datetime | None,
     ) -> int:
         """Apply ``projection`` from its checkpoint on: for ever (``last_seq`` None), or up
-        to ``last_seq`` / ``until`` on a temporary consumer (one-shot runs)."""
-        with Session(engine) as session:
-            position = queries.checkpoint(session, projection.name)
+        to ``last_seq`` / ``until`` on a temporary consumer (one-shot runs). A lost delivery
+        or a moved checkpoint is counted, and the projection resumes from the stored
+        checkpoint."""
+        while True:
+            try:
+                return await self._follow_from_checkpoint(
+                    nc, engine, projection, consumer, last_seq, until
+                )
+            except (_LostDeliveries, CheckpointMoved) as exc:
+                counter = (
+                    "lost_deliveries" if isinstance(exc, _LostDeliveries) else "checkpoint_moves"
+                )
+                problem = f"{exc}; resuming from the stored checkpoint"
+                await asyncio.to_thread(
+                    health.record, engine, projection.name, problem, utcnow(), **{counter: 1}
+                )
+                if isinstance(exc, CheckpointMoved):  # another writer: give the lock a moment
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), STANDBY_RETRY)
+                if self._stopping.is_set():
+                    return await asyncio.to_thread(_position, engine, projection)
+
+    async def _follow_from_checkpoint(
+        self,
+        nc: Client,
+        engine: Engine,
+        projection: Projection,
+        consumer: str,
+        last_seq: int | None,
+        until: datetime | None,
+    ) -> int:
+        position = await asyncio.to_thread(_position, engine, projection)
         one_shot = last_seq is not None
         if last_seq is not None and position >= last_seq:
             return position
@@ -228,9 +290,14 @@ class Projector:
         done = asyncio.Event() if one_shot else self._stopping
         batch_size = self._settings.projector_batch
         apply = projection.applier()
+        event_log = EventLog(nc)
 
         async def request_size() -> int:
             return batch_size
+
+        async def first_stored(seq: int) -> int | None:
+            found = await event_log.read(projection.stream, projection.subjects, from_seq=seq)
+            return None if found is None else found.seq
 
         # Receiving (and decoding) the next bursts overlaps with applying this one in the
         # database thread; bursts that piled up meanwhile are applied in one transaction.
@@ -254,8 +321,11 @@ class Projector:
                         break
                     last_msg, batch = more[0], batch + more[1]
                 wanted = [entry for entry in batch if _within(entry, last_seq, until)]
-                if wanted:
-                    position = await asyncio.to_thread(_apply, engine, apply, wanted)
+                applicable, lost = await contiguous(position, wanted, first_stored)
+                if applicable:
+                    position = await asyncio.to_thread(_apply, engine, apply, position, applicable)
+                if lost is not None:  # acknowledge nothing past what was applied
+                    raise _LostDeliveries(lost)
                 await last_msg.ack()  # the consumer acks all: one ack covers every burst
                 if last_seq is not None and (len(wanted) < len(batch) or position >= last_seq):
                     done.set()
@@ -292,8 +362,11 @@ def _within(item: Any, last_seq: int | None, until: datetime | None) -> bool:
     return (last_seq is None or item.seq <= last_seq) and (until is None or item.stored_at <= until)
 
 
-def _apply(
-    engine: Engine, apply: Callable[[Session, Sequence[Any]], int], batch: Sequence[Any]
-) -> int:
+def _apply(engine: Engine, apply: ApplyBatch, after: int, batch: Sequence[Any]) -> int:
     with Session(engine) as session:
-        return apply(session, batch)
+        return apply(session, batch, after=after)
+
+
+def _position(engine: Engine, projection: Projection) -> int:
+    with Session(engine) as session:
+        return queries.checkpoint(session, projection.name)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from ferrisqueue.store import queries
-from ferrisqueue.store.db import commit_at, upsert
+from ferrisqueue.store.db import checkpoint_at, commit_at, upsert
 from ferrisqueue.store.models import WorkerRow
 from ferrisqueue.workers import Heartbeat
 
@@ -34,9 +34,12 @@ class StoredHeartbeat:
     data: bytes
 
 
-def apply_batch(session: Session, batch: Sequence[StoredHeartbeat]) -> int:
-    """Apply the heartbeats not applied yet (the newest per worker wins) and commit."""
-    position = queries.checkpoint(session, NAME)
+def apply_batch(
+    session: Session, batch: Sequence[StoredHeartbeat], *, after: int | None = None
+) -> int:
+    """Apply the heartbeats not applied yet (the newest per worker wins) and commit; with
+    ``after``, only if the checkpoint is still there (see :func:`projections.jobs.apply_batch`)."""
+    position = checkpoint_at(session, NAME, expected=after)
     fresh = [item for item in batch if item.seq > position]
     if not fresh:
         return position
@@ -61,4 +64,4 @@ def apply_batch(session: Session, batch: Sequence[StoredHeartbeat]) -> int:
                 for beat in latest.values()
             ],
         )
-    return commit_at(session, NAME, fresh[-1].seq, fresh[-1].stored_at)
+    return commit_at(session, NAME, fresh[-1].seq, fresh[-1].stored_at, after=position)

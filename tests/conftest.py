@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -46,17 +47,22 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     server.stop()
 
 
+def settings_for(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
+    """A test's settings: its own NATS, var folder, SQLite store and gateway port."""
+    fields: dict[str, Any] = {
+        "nats_url": nats_url,
+        "var_dir": tmp_path / "var",
+        "database_url": f"sqlite:///{tmp_path / 'read.db'}",
+        "gateway_port": free_port(),
+        "ack_wait": 5.0,
+        "shutdown_grace": 5.0,
+    }
+    return Settings(_env_file=None, **{**fields, **overrides})  # type: ignore[call-arg]
+
+
 @pytest.fixture
 def settings(tmp_path: Path, nats_server: EmbeddedNats) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        nats_url=nats_server.url,
-        var_dir=tmp_path / "var",
-        database_url=f"sqlite:///{tmp_path / 'read.db'}",
-        gateway_port=free_port(),
-        ack_wait=5.0,
-        shutdown_grace=5.0,
-    )
+    return settings_for(tmp_path, nats_server.url)
 
 
 @pytest.fixture

@@ -182,6 +182,12 @@ def rebuild(database_url: DatabaseUrl = None) -> None:
     _projections("rebuild", database_url)
 
 
+@projections_app.command("verify")
+def verify(database_url: DatabaseUrl = None) -> None:
+    """Compare the read store with a fresh fold of the event log; exit 1 if they differ."""
+    _projections("verify", database_url)
+
+
 @app.command()
 def replay(
     until: Annotated[str, typer.Option(help="RFC 3339 time, e.g. 2026-01-01T12:00:00Z")],

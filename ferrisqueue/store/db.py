@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pydantic_core
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.sql import Insert
 from sqlmodel import Session, SQLModel
 
-from ferrisqueue.errors import ConfigurationError
+from ferrisqueue.errors import CheckpointMoved, ConfigurationError
 from ferrisqueue.store.models import ProjectionCheckpoint, SchemaInfo
 
 SCHEMA_VERSION = 2
@@ -100,13 +100,54 @@ def upsert(dialect_name: str, table: Any, *keys: str, keep: tuple[str, ...] = ()
     return result
 
 
-def commit_at(session: Session, projection: str, position: int, stored_at: datetime) -> int:
-    """Move ``projection``'s checkpoint to ``position`` and commit, together with whatever
-    rows the session changed: the exactly-once step every projection ends its batch with."""
-    dialect = session.get_bind().dialect.name
-    session.execute(
-        upsert(dialect, ProjectionCheckpoint.__table__, "name"),  # type: ignore[attr-defined]
-        [{"name": projection, "position": position, "updated_at": stored_at}],
-    )
+def checkpoint_at(session: Session, projection: str, *, expected: int | None = None) -> int:
+    """``projection``'s checkpoint, read at the start of a batch's transaction; with
+    ``expected``, :class:`CheckpointMoved` unless it is there (the batch was checked to
+    follow that position)."""
+    row = session.get(ProjectionCheckpoint, projection)
+    position = row.position if row else 0
+    if expected is not None and position != expected:
+        raise CheckpointMoved(
+            f"the {projection} checkpoint is at {position}, not at {expected}: another "
+            "projector wrote this read store"
+        )
+    return position
+
+
+def commit_at(
+    session: Session, projection: str, position: int, stored_at: datetime, *, after: int
+) -> int:
+    """Move ``projection``'s checkpoint from ``after`` to ``position`` and commit, together
+    with whatever rows the session changed: the exactly-once step every projection ends its
+    batch with.
+
+    The move is fenced: it happens only if the stored checkpoint is still ``after`` (the one
+    this batch was applied on top of). If another projector moved it meanwhile, nothing is
+    committed and :class:`CheckpointMoved` is raised, so two projectors racing on one store
+    can neither apply an event twice nor skip one. (On PostgreSQL the conditional UPDATE
+    re-reads the row after any concurrent writer committed; on SQLite a writer that read a
+    stale snapshot cannot commit at all.)
+    """
+    table = ProjectionCheckpoint.__table__  # type: ignore[attr-defined]
+    if after == 0:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(table)
+            .values(name=projection, position=position, updated_at=stored_at)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+    else:
+        statement = (
+            update(table)
+            .where(table.c.name == projection, table.c.position == after)
+            .values(position=position, updated_at=stored_at)
+        )
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
+    if session.execute(statement.returning(table.c.name)).first() is None:
+        session.rollback()
+        raise CheckpointMoved(
+            f"the {projection} checkpoint is no longer at {after}: another projector wrote "
+            "this read store"
+        )
     session.commit()
     return position

@@ -102,6 +102,34 @@ class ProjectionCheckpoint(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UtcDateTime)
 
 
+class ProjectionHealth(SQLModel, table=True):
+    """What a projection noticed that could make the store differ from its log.
+
+    Counted for ever (a rebuild starts at zero); an operator reads them in
+    ``GET /projections`` and checks the store with ``fq projections verify``.
+    """
+
+    __tablename__ = "projection_health"
+
+    name: str = Field(primary_key=True, max_length=64)
+    lost_deliveries: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    """Gaps in what the consumer delivered, although the stream holds the messages: each was
+    filled by re-reading the log from the checkpoint (none was skipped)."""
+    checkpoint_moves: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    """Batches refused because another projector had moved the checkpoint meanwhile."""
+    orphan_events: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    """Events for a job the store never saw created: a producer's stray event, a job whose
+    row a cleanup deleted, or a store that missed the job's creation."""
+    last_problem: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_problem_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
 class WorkerRow(SQLModel, table=True):
     """A worker process as its latest heartbeat describes it."""
 

@@ -15,6 +15,7 @@ from ferrisqueue.store.models import (
     JobRow,
     MetricsMinuteRow,
     ProjectionCheckpoint,
+    ProjectionHealth,
     WorkerRow,
 )
 from ferrisqueue.subjects import EVENT_STREAM
@@ -80,6 +81,11 @@ def parked_events(session: Session) -> int:
 
 def checkpoints(session: Session) -> list[ProjectionCheckpoint]:
     return list(session.exec(select(ProjectionCheckpoint)))
+
+
+def projection_health(session: Session) -> dict[str, ProjectionHealth]:
+    """Each projection's divergence signals, by projection name (none noticed: absent)."""
+    return {row.name: row for row in session.exec(select(ProjectionHealth))}
 
 
 def checkpoint(session: Session, name: str) -> int:

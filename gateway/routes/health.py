@@ -40,9 +40,11 @@ async def readyz(request: Request, response: Response, session: SessionDep) -> d
 
 @router.get("/projections")
 async def projections(request: Request, session: SessionDep) -> list[ProjectionStatus]:
-    """Each projection's position and lag behind its stream (null while NATS is away)."""
+    """Each projection's position, lag behind its stream (null while NATS is away) and the
+    divergence signals its projector noticed."""
     rows = {row.name: row for row in await run_in_threadpool(queries.checkpoints, session)}
     parked = await run_in_threadpool(queries.parked_events, session)
+    signals = await run_in_threadpool(queries.projection_health, session)
     link: NatsLink = request.app.state.nats
     found = []
     for name, stream in sorted(queries.PROJECTIONS.items()):
@@ -61,6 +63,7 @@ async def projections(request: Request, session: SessionDep) -> list[ProjectionS
                 stream_last_seq=last,
                 lag_events=None if last is None else max(0, last - position),
                 parked_events=parked if name == queries.JOBS_PROJECTION else 0,
+                **(signals[name].model_dump(exclude={"name"}) if name in signals else {}),
             )
         )
     return found

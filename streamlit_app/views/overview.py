@@ -91,6 +91,12 @@ def lag_problems(projections: list[dict[str, Any]], now: datetime) -> list[str]:
                 f"Projection **{name}** parked {row['parked_events']} undecodable message(s) "
                 "in job timelines instead of applying them (see Errors → Dead letters)."
             )
+        if row.get("orphan_events"):
+            problems.append(
+                f"Projection **{name}** received {row['orphan_events']} event(s) for jobs it "
+                f"never saw created (latest: {row.get('last_problem')}). Check the store "
+                "against the log with `fq projections verify`."
+            )
     return problems
 
 
@@ -172,6 +178,7 @@ def show_projections(projections: list[dict[str, Any]]) -> None:
             "newest in log": row.get("stream_last_seq"),
             "lag (events)": row.get("lag_events"),
             **({"parked": row["parked_events"]} if "parked_events" in row else {}),
+            "lost deliveries (refilled)": row.get("lost_deliveries", 0),
             "last applied": clock(row.get("last_applied_at")),
             "ago": duration(seconds_between(row.get("last_applied_at"), now)),
         }

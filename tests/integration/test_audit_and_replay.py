@@ -110,6 +110,11 @@ async def test_projections_endpoint_reports_the_lag(
         "stream_last_seq": 5,
         "lag_events": 5,
         "parked_events": 0,
+        "lost_deliveries": 0,
+        "checkpoint_moves": 0,
+        "orphan_events": 0,
+        "last_problem": None,
+        "last_problem_at": None,
     }
     assert behind[1]["name"] == "workers" and behind[1]["stream"] == "FQ_WORKERS"
     assert caught_up.json()[0]["position"] == 5

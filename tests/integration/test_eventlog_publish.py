@@ -61,8 +61,16 @@ async def test_an_event_is_stored_with_no_header_but_its_dedup_key(
 
 
 async def test_a_subject_no_stream_stores_is_nats_unavailable(event_log: EventLog) -> None:
-    with pytest.raises(NatsUnavailable, match="no stream answers"):
+    with pytest.raises(NatsUnavailable, match="no stream answers") as unanswered:
         await event_log.publish("nobody.stores.this", b"{}", stream=EVENT_STREAM, headers={})
+    assert str(unanswered.value).endswith(f"stream {EVENT_STREAM} does not store this subject")
+
+
+async def test_a_missing_stream_says_to_run_fq_init(nc: Client, event_log: EventLog) -> None:
+    await nc.jetstream().delete_stream(EVENT_STREAM)
+    job = submitted(new_job_id())
+    with pytest.raises(NatsUnavailable, match=r"does not exist \(run `fq init`\)$"):
+        await event_log.append(job)
 
 
 async def test_the_wrong_stream_is_rejected_with_jetstreams_code(event_log: EventLog) -> None:

@@ -241,7 +241,7 @@ async def test_a_store_ahead_of_the_log_is_refused_with_how_to_repair_it(
     )
     engine = read_store(settings.effective_database_url)
     with Session(engine) as session:
-        commit_at(session, jobs.NAME, 50, utcnow())  # as if it had applied 50 events
+        commit_at(session, jobs.NAME, 50, utcnow(), after=0)  # as if it had applied 50 events
 
     projector = start("projections")
     code = await wait_until(

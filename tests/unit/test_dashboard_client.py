@@ -128,6 +128,13 @@ def test_lag_warns_only_when_a_projection_is_behind_and_has_not_moved_for_a_whil
     assert "cannot reach NATS" in unknown
 
 
+def test_events_for_jobs_never_created_point_the_operator_to_verify() -> None:
+    assert lag_problems([projection(orphan_events=0, lost_deliveries=3)], NOW) == []
+    [orphans] = lag_problems([projection(orphan_events=2, last_problem="2 event(s) ...")], NOW)
+    assert "2 event(s) for jobs it never saw created" in orphans
+    assert "fq projections verify" in orphans
+
+
 def test_workers_are_listed_stale_first_then_healthy_then_gone() -> None:
     def worker(worker_id: str, health: str) -> dict[str, object]:
         return {
