@@ -8,25 +8,27 @@ naming who did it, appended to the job's log, and then the job's dead letter is 
   and as ``redriven`` is a runnable event the queue's workers run it at once;
 * **purge**: ``purged``: the job stays ``failed`` for good and leaves the dead letters.
 
-Each job is decided on its own history read from the log, never on the read store (which
-may lag): a job that is not dead-lettered is skipped with the reason, never failing the
-batch. The append is guarded by the job's last sequence, so an action racing another
-(two operators, a worker) lands once or is re-read. A crash between the event and the
-removal leaves the copy in ``FQ_DLQ`` beside a job that is no longer dead; inspecting the
-job shows both.
+Each job is decided (:func:`~ferrisqueue.commands.decide_redrive`, ``decide_purge``) on its
+own history read from the log, never on the read store (which may lag): a job that is not
+dead-lettered is skipped with the reason, never failing the batch. The append is guarded by
+the job's last sequence (:meth:`EventLog.command`), so an action racing another (two
+operators, a worker) lands once or is decided again on the new history. A crash between
+the event and the removal leaves the copy in ``FQ_DLQ`` beside a job that is no longer
+dead; inspecting the job shows both.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
+from ferrisqueue.commands import Decision, decide_purge, decide_redrive
 from ferrisqueue.errors import ConcurrentChange
-from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
-from ferrisqueue.events import BaseEvent, JobSpec, Purged, Redriven, utcnow
+from ferrisqueue.eventlog import Decide, EventLog
+from ferrisqueue.events import BaseEvent, Purged, Redriven, utcnow
 from ferrisqueue.fold import JobState
 from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
 
@@ -94,17 +96,10 @@ async def redrive(
 ) -> list[Outcome]:
     """Send dead-lettered jobs back to their queues; one :class:`Outcome` per job, in order."""
 
-    def event(state: JobState) -> Redriven:
-        return Redriven(
-            job_id=state.job_id,
-            queue=state.queue,
-            at=utcnow(),
-            attempt=state.attempts,
-            redriven_by=by,
-            reason=reason,
-        )
+    def decide(state: JobState | None, history: Sequence[BaseEvent]) -> Decision[Redriven]:
+        return decide_redrive(state, history, by=by, reason=reason, now=utcnow())
 
-    return await _act(event_log, dlq, job_ids, "redriven", event, by)
+    return await _act(event_log, dlq, job_ids, "redriven", decide, by)
 
 
 async def purge(
@@ -118,12 +113,10 @@ async def purge(
     """Remove jobs from the dead letters for good (they stay ``failed``); one
     :class:`Outcome` per job, in order."""
 
-    def event(state: JobState) -> Purged:
-        return Purged(
-            job_id=state.job_id, queue=state.queue, at=utcnow(), purged_by=by, reason=reason
-        )
+    def decide(state: JobState | None, _history: Sequence[BaseEvent]) -> Decision[Purged]:
+        return decide_purge(state, by=by, reason=reason, now=utcnow())
 
-    return await _act(event_log, dlq, job_ids, "purged", event, by)
+    return await _act(event_log, dlq, job_ids, "purged", decide, by)
 
 
 async def _act(
@@ -131,7 +124,7 @@ async def _act(
     dlq: DeadLetterQueue,
     job_ids: Iterable[str],
     action: Action,
-    make_event: Callable[[JobState], BaseEvent],
+    decide: Decide[Any],
     by: str,
 ) -> list[Outcome]:
     if not by.strip():
@@ -143,7 +136,7 @@ async def _act(
 
     async def one(job_id: str) -> Outcome:
         async with limit:
-            return await _act_on_job(event_log, dlq, job_id, action, make_event)
+            return await _act_on_job(event_log, dlq, job_id, action, decide)
 
     # A task group, not gather: when one job fails (NATS went away) the others stop too,
     # rather than acting on after the caller was told the batch failed.
@@ -156,47 +149,33 @@ async def _act(
 
 
 async def _act_on_job(
-    event_log: EventLog,
-    dlq: DeadLetterQueue,
-    job_id: str,
-    action: Action,
-    make_event: Callable[[JobState], BaseEvent],
+    event_log: EventLog, dlq: DeadLetterQueue, job_id: str, action: Action, decide: Decide[Any]
 ) -> Outcome:
     queue: str | None = None
-    for _ in range(2):  # a concurrent change is re-read once
-        history = await event_log.history(job_id)
-        state = fold_history(history)
-        why = skip_reason(state, history, action)
-        if why is not None or state is None:
-            return Outcome(job_id, state.queue if state else None, "skipped", why)
-        queue, last = state.queue, history[-1].seq
-        try:
-            seq = await event_log.append(make_event(state), after_seq=last)
-        except ConcurrentChange:
-            continue
-        if seq <= last:
-            # JetStream answered with an earlier message: an event with the same key was
-            # already stored inside the duplicate window, so nothing changed now.
-            return Outcome(
-                job_id,
-                state.queue,
-                "skipped",
-                f"the log already holds this {action} event from the last 2 minutes "
-                f"(seq {seq}); try again later",
-            )
-        await dlq.remove(state.queue, job_id)
-        return Outcome(job_id, state.queue, action)
-    return Outcome(job_id, queue, "skipped", "the job kept changing while we acted; try again")
 
+    def deciding(state: JobState | None, history: Sequence[BaseEvent]) -> Decision[Any]:
+        nonlocal queue  # for the answer if the job keeps changing
+        queue = state.queue if state else queue
+        return decide(state, history)
 
-def skip_reason(state: JobState | None, history: list[StoredEvent], action: Action) -> str | None:
-    """Why ``action`` does not apply to the job, or ``None`` when it does."""
-    if state is None:
-        return "no such job in the event log"
-    if not state.dead_lettered:
-        return f"not dead-lettered (the job is {state.status.value})"
-    if action == "redriven" and not any(isinstance(s.event, JobSpec) for s in history):
-        # Dead-lettered because its submission could not be decoded: there is nothing a
-        # worker could run, so only a purge makes sense.
-        return "its submission was never decodable, so there is nothing to run; purge it"
-    return None
+    try:
+        result = await event_log.command(job_id, deciding)
+    except ConcurrentChange:
+        return Outcome(job_id, queue, "skipped", "the job kept changing while we acted; try again")
+    state = result.state
+    if (rejection := result.rejection) is not None:
+        return Outcome(job_id, state.queue if state else None, "skipped", rejection.reason)
+    assert state is not None  # a job the log does not know is rejected
+    (stored,) = result.appended
+    if stored.duplicate:
+        # JetStream answered with an earlier message: an event with the same key was
+        # already stored inside the duplicate window, so nothing changed now.
+        return Outcome(
+            job_id,
+            state.queue,
+            "skipped",
+            f"the log already holds this {action} event from the last 2 minutes "
+            f"(seq {stored.seq}); try again later",
+        )
+    await dlq.remove(state.queue, job_id)
+    return Outcome(job_id, state.queue, action)

@@ -8,9 +8,10 @@ stored" (:class:`PublishRejected`, :class:`NatsUnavailable`) from "maybe stored"
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic
 
 import nats.errors
 import nats.js.errors
@@ -20,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
+from ferrisqueue.commands import Decision, E, Rejection
 from ferrisqueue.errors import (
     ConcurrentChange,
     DecodeError,
@@ -138,6 +140,62 @@ def fold_history(history: Iterable[StoredEvent]) -> JobState | None:
     return fold(stored.event for stored in history if stored.event is not None)
 
 
+COMMAND_TRIES = 5
+"""How often :meth:`EventLog.command` reads, decides and appends before it gives up.
+
+Every try that fails does so because another writer appended to the same job in between
+(a worker's ``started`` / ``progress`` / outcome, a fired timer's ``released``, another
+operator), so the job made progress and the next decision is made on newer facts; often it
+is then a rejection (the job finished) and the command ends. A job's writers are few and
+mostly take turns, so a job that changes five times inside five read-to-append windows
+(a few milliseconds each) is one whose handler reports progress in a tight loop, or a
+storm of duplicate commands; then the caller is told so (:class:`ConcurrentChange`: the
+gateway answers 503 with ``Retry-After``, a worker leaves the message for redelivery, a
+dead-letter action reports the job as skipped) rather than spinning. Five is the most any
+command used before they shared this loop (cancel; start used 3, redrive and purge 2), so
+no command gives up sooner than it did. No pause between tries: a conflict is resolved by
+reading the job again, not by waiting for it.
+"""
+
+Decide = Callable[[JobState | None, Sequence[BaseEvent]], Decision[E]]
+"""A command's decision on a job's folded state and decoded history (see
+:mod:`ferrisqueue.commands`); called again on fresher facts after a conflict."""
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An event a command appended, and where the log holds it."""
+
+    event: BaseEvent
+    seq: int
+    duplicate: bool
+    """The log already held an event with its dedup key (within the 2-minute window) and
+    answered with that one's earlier sequence: nothing new was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult(Generic[E]):
+    """What :meth:`EventLog.command` did: the last decision and the facts it was made on."""
+
+    state: JobState | None
+    """The job's state the last decision was made on (before its events)."""
+    history: list[StoredEvent]
+    """The job's history that state was folded from."""
+    decision: Decision[E]
+    appended: tuple[Appended, ...]
+    """Every event this command stored, over all its tries, in order: an earlier try may
+    have stored some of its events before a conflict stopped it."""
+
+    @property
+    def rejection(self) -> Rejection | None:
+        return self.decision if isinstance(self.decision, Rejection) else None
+
+    @property
+    def events(self) -> tuple[E, ...]:
+        """The events of the last decision (all appended), or none if it was a rejection."""
+        return () if isinstance(self.decision, Rejection) else self.decision
+
+
 class EventLog:
     """Append events and read a job's history."""
 
@@ -188,6 +246,48 @@ class EventLog:
         # refuses streams whose subjects overlap), and a header is kept with the event and
         # parsed again on every read of it (each event is read at least by the projector).
         return await self._publish(event.subject, body, _headers(event, after_seq), EVENT_STREAM)
+
+    async def command(
+        self, job_id: str, decide: Decide[E], *, history: list[StoredEvent] | None = None
+    ) -> CommandResult[E]:
+        """Carry out one command on a job: read its history, fold it, ``decide``, and
+        append the decided events, each guarded by the job's newest sequence (the first by
+        the last one read, each further one by its predecessor's), so the events land only
+        on the state they were decided on. If another writer appended in between
+        (:class:`ConcurrentChange`), read and decide again, at most :data:`COMMAND_TRIES`
+        times; then :class:`ConcurrentChange` is raised. A :class:`Rejection` ends the
+        command with nothing (more) appended.
+
+        ``history`` is one the caller already holds, or presumes (a worker presumes a job
+        whose ``submitted`` it was just delivered has nothing else yet): the first decision
+        is made on it without a read. If it is out of date, the guard refuses the append
+        and the command reads the real one, so a wrong guess costs a round trip, never a
+        wrong event.
+
+        Callers never retry a command themselves; what they do around it (an HTTP answer,
+        an ack, removing a dead letter or a timer) follows from the returned result.
+        """
+        appended: list[Appended] = []
+        for _ in range(COMMAND_TRIES):
+            if history is None:
+                history = await self.history(job_id)
+            state = fold_history(history)
+            decision = decide(state, [s.event for s in history if s.event is not None])
+            if isinstance(decision, Rejection):
+                return CommandResult(state, history, decision, tuple(appended))
+            last = history[-1].seq if history else 0
+            try:
+                for event in decision:
+                    seq = await self.append(event, after_seq=last)
+                    # A duplicate answers with the original's (earlier) sequence; the
+                    # job's newest event is still the one at ``last``.
+                    appended.append(Appended(event, seq, duplicate=seq <= last))
+                    last = max(last, seq)
+            except ConcurrentChange:
+                history = None  # someone else appended: look again
+                continue
+            return CommandResult(state, history, decision, tuple(appended))
+        raise ConcurrentChange(f"job {job_id} kept changing; retry")
 
     async def publish(
         self, subject: str, data: bytes, *, stream: str, headers: dict[str, str]

@@ -28,14 +28,19 @@ Leadership and safety notes
   the repeat carries the same ``Nats-Msg-Id`` and is dropped by ``FQ_SCHEDULES``' duplicate
   window (2 minutes), even if the first timer already fired and left the subject.
 * **Only a job that still waits for this timer gets one.** Before arming, the relay folds the
-  job's history and checks that it is pending for exactly this wait (same sub-state, attempt
-  and due time). A consumer re-created from the start of the log, or a ``failed`` of an attempt
-  that lost its lease, therefore arms nothing, instead of releasing long-finished jobs.
+  job's history and decides the release (:func:`~ferrisqueue.commands.decide_release`): the
+  job must be pending for exactly this wait (same sub-state, attempt and due time). A
+  consumer re-created from the start of the log, or a ``failed`` of an attempt that lost its
+  lease, therefore arms nothing, instead of releasing long-finished jobs.
 * **Cancel races.** The gateway appends ``canceled`` and then purges the timer; this relay
   purges it again when the ``canceled`` event arrives (durably: it is an event). An instance
   that armed a timer while another handled the cancel re-reads the job afterwards and purges
-  the timer if the job was canceled or asked to be in the meantime, so the timer cannot
-  outlive a cancel. Events of one job within a burst are handled in log order.
+  the timer if the job was canceled or asked to be in the meantime
+  (:func:`~ferrisqueue.commands.release_abandoned`), so the timer cannot outlive a cancel.
+  This is not :meth:`EventLog.command`'s guarded append: the timer goes to
+  ``FQ_SCHEDULES``, where no guard can name the job's sequence in ``FQ_EVENTS``, so the
+  relay checks after the write and withdraws it instead of preventing it. Events of one job
+  within a burst are handled in log order.
 * **The last line of defence** is the fold: a ``released`` whose attempt is not the job's
   current one, or that reaches a job that is not waiting, is rejected (recorded, no effect),
   and a worker does not start a job that is finished, canceled or past that attempt.
@@ -56,12 +61,12 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from ferrisqueue.commands import Rejection, decide_release, release_abandoned
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent, fold_history
 from ferrisqueue.events import BaseEvent, Canceled, Failed, Scheduled
-from ferrisqueue.fold import JobState
 from ferrisqueue.puller import Puller
-from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.states import PendingReason
 from ferrisqueue.subjects import (
     EVENT_STREAM,
     SCHEDULE_STREAM,
@@ -133,21 +138,6 @@ def timer_for(event: BaseEvent) -> Timer | None:
             event.queue, event.job_id, event.retry_at, event.attempt, PendingReason.RETRYING
         )
     return None
-
-
-def waits_for(state: JobState | None, timer: Timer) -> bool:
-    """Whether the job (its folded state) is pending for exactly this timer."""
-    if state is None or state.status is not JobStatus.PENDING or state.cancel_requested:
-        return False
-    if state.pending_reason is not timer.waiting or state.attempts != timer.attempt:
-        return False
-    due = state.run_at if timer.waiting is PendingReason.SCHEDULED else state.retry_at
-    return due == timer.due
-
-
-def given_up(state: JobState | None) -> bool:
-    """Whether a timer armed for the job must go: it finished, or a cancel is under way."""
-    return state is None or state.status.is_terminal or state.cancel_requested
 
 
 class TimerRelay:
@@ -227,8 +217,17 @@ class TimerRelay:
         # storage time, which nats-py's two read paths round differently (by a microsecond).
         trigger = next((s.event for s in history if s.seq == stored.seq and s.event), event)
         timer = timer_for(trigger)
-        if timer is None or not waits_for(fold_history(history), timer):
-            log.info("no timer for %s: the job no longer waits for it", stored.subject)
+        if timer is None:
+            return
+        release = decide_release(
+            fold_history(history), waiting=timer.waiting, attempt=timer.attempt, due=timer.due
+        )
+        if isinstance(release, Rejection):
+            log.info(
+                "no timer for %s: the job no longer waits for it (%s)",
+                stored.subject,
+                release.reason,
+            )
             return
         await self._log.publish(
             timer.subject, timer.body, stream=SCHEDULE_STREAM, headers=timer.headers()
@@ -239,7 +238,7 @@ class TimerRelay:
         newest = await self._log.newest(timer.job_id)
         if newest is not None and history and newest.seq == history[-1].seq:
             return  # nothing happened to the job since
-        if given_up(fold_history(await self._log.history(timer.job_id))):
+        if release_abandoned(fold_history(await self._log.history(timer.job_id))):
             await self._cancel(timer.queue, timer.job_id)
 
     async def _cancel(self, queue: str, job_id: str) -> None:

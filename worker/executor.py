@@ -23,16 +23,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pydantic_core
 from nats.aio.msg import Msg
 
+from ferrisqueue.commands import CANCELED_BEFORE_RUN, Decision, decide_start
 from ferrisqueue.deadletter import dead_letter
-from ferrisqueue.errors import ConcurrentChange, FerrisQueueError, PayloadTooLarge, Permanent
-from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent, fold_history
+from ferrisqueue.errors import FerrisQueueError, PayloadTooLarge, Permanent
+from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent
 from ferrisqueue.events import (
     BaseEvent,
     Canceled,
@@ -122,10 +123,13 @@ class JobExecutor:
         if isinstance(run, str):
             await self._reject_poison(msg, stored, run)
             return
-        # On a first delivery the runnable message is the job's newest event, unless
-        # something (a cancel, a duplicate's run) came after it; the guard tells.
-        after_seq = stored.seq if delivery.deliveries == 1 else None
-        if (started := await self._start(msg, run, after_seq)) is not None:
+        # On a first delivery the runnable message is presumed to be the job's whole history
+        # (no read), unless something (a cancel, a duplicate's run) came after it; the
+        # guard tells.
+        presumed = run.history
+        if presumed is None and delivery.deliveries == 1:
+            presumed = [stored]
+        if (started := await self._start(msg, run, presumed)) is not None:
             await self._run(msg, started)
 
     async def _prepare(self, stored: StoredEvent, deliveries: int) -> _Run | str:
@@ -169,46 +173,38 @@ class JobExecutor:
         task.cancel()
         return True
 
-    async def _start(self, msg: Msg, run: _Run, after_seq: int | None) -> _Run | None:
-        """Record ``started``, guarded by the job's newest sequence, so that a job that was
-        canceled, finished, or started by a duplicate delivery in the meantime is not run
-        (then the message is acked and None returned); returns the attempt to run.
+    async def _start(self, msg: Msg, run: _Run, presumed: list[StoredEvent] | None) -> _Run | None:
+        """Record ``started`` (:func:`~ferrisqueue.commands.decide_start`, guarded by the
+        job's newest sequence), so that a job that was canceled, finished, or started by a
+        duplicate delivery in the meantime is not run (then the message is acked and None
+        returned); returns the attempt to run, which is the next one when this very
+        message's earlier attempt was lost.
 
-        A release or redrive is always checked against the job's events (read already to
-        find its creation): a stale or duplicate one may be the job's newest event, so the
-        guard alone would not stop it. An attempt that this very message started before
-        and that never ended was lost (JetStream delivers the message again only when its
-        lease expired, or when a restarted server forgot the delivery, which also resets
-        the delivery count): the next attempt runs."""
-        job, last, history = run.spec, after_seq, run.history
-        for _ in range(_START_TRIES):
-            if last is None or history is not None:
-                if history is None:
-                    history = await self._log.history(job.job_id)
-                last = history[-1].seq if history else 0
-                state = fold_history(history)
-                if state is not None and _lost_by(state, history, run.trigger_seq):
-                    run = replace(run, attempt=max(run.attempt, state.attempts + 1))
-                if state is not None and _must_not_start(state, run.attempt):
-                    await self._settle(run, state)
-                    log.info("not running %s: it is %s", job.job_id, state.status.value)
-                    await msg.ack()
-                    return None
-                history = None
-            started = Started(
-                job_id=job.job_id,
-                queue=job.queue,
-                at=utcnow(),
+        ``presumed`` is the history to decide on first: the one read to find the job's
+        creation (a release or redrive is always checked against it, as a stale or
+        duplicate one may be the job's newest event, so the guard alone would not stop
+        it), or on a first delivery the delivered message alone; else it is read."""
+
+        def decide(state: JobState | None, history: Sequence[BaseEvent]) -> Decision[Started]:
+            return decide_start(
+                state,
+                history,
+                job=run.spec,
                 attempt=run.attempt,
-                worker=self._worker_id,
                 trigger_seq=run.trigger_seq,
+                worker=self._worker_id,
+                now=utcnow(),
             )
-            try:
-                await self._log.append(started, after_seq=last)
-                return run
-            except ConcurrentChange:
-                last = None  # re-read the job and decide again
-        raise ConcurrentChange(f"{job.job_id} kept changing while starting it")
+
+        result = await self._log.command(run.spec.job_id, decide, history=presumed)
+        if result.rejection is not None:
+            assert result.state is not None  # only a known job is refused a start
+            await self._settle(run, result.state)
+            log.info("not running %s: it is %s", run.spec.job_id, result.state.status.value)
+            await msg.ack()
+            return None
+        (started,) = result.events
+        return replace(run, attempt=started.attempt)
 
     async def _settle(self, run: _Run, state: JobState) -> None:
         """Finish what a crashed predecessor left half done before this redelivery."""
@@ -216,7 +212,7 @@ class JobExecutor:
         if state.cancel_requested and not state.status.is_terminal:
             await self._log.append(
                 Canceled(
-                    job_id=job.job_id, queue=job.queue, at=utcnow(), reason="canceled before it ran"
+                    job_id=job.job_id, queue=job.queue, at=utcnow(), reason=CANCELED_BEFORE_RUN
                 )
             )
         elif state.status is JobStatus.FAILED and not state.dead_lettered:
@@ -343,24 +339,6 @@ class JobExecutor:
         )
         # msg.term() cannot carry a reason; the protocol's "+TERM <reason>" can.
         await msg.respond(f"+TERM {reason}".encode())
-
-
-_START_TRIES = 3
-
-
-def _lost_by(state: JobState, history: list[StoredEvent], trigger_seq: int) -> bool:
-    """Whether the job's running attempt was started from the message at ``trigger_seq``."""
-    if state.status is not JobStatus.RUNNING:
-        return False
-    start = next((s.event for s in reversed(history) if isinstance(s.event, Started)), None)
-    if start is None:
-        return False
-    return start.trigger_seq == trigger_seq and start.attempt == state.attempts
-
-
-def _must_not_start(state: JobState, attempt: int) -> bool:
-    """Finished, canceled (or asked to be), or already at this attempt elsewhere."""
-    return state.status.is_terminal or state.cancel_requested or attempt <= state.attempts
 
 
 def _job_of(subject: str, seq: int) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,9 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ferrisqueue.audit import audit_trail
-from ferrisqueue.errors import ConcurrentChange, FerrisQueueError
+from ferrisqueue.commands import Decision, decide_cancel
+from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.eventlog import EventLog, fold_history
 from ferrisqueue.events import (
+    BaseEvent,
     Canceled,
     CancelRequested,
     JobSpec,
@@ -23,6 +26,7 @@ from ferrisqueue.events import (
     Token,
     utcnow,
 )
+from ferrisqueue.fold import JobState
 from ferrisqueue.idempotency import MAX_KEY_LENGTH, fingerprint
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.jobtypes import JobType
@@ -170,44 +174,32 @@ async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) ->
     """Cancel a job. Pending: it is ``canceled`` at once and never runs. Running: its worker
     cancels the handler (cooperatively: a plain ``def`` handler finishes its work) and
     records ``canceled``; the answer says ``running`` with ``cancel_requested``. Finished:
-    409. Every append is guarded by the job's newest sequence, so a cancel racing a worker's
-    start resolves one way or the other, never both."""
+    409. The decision is :func:`~ferrisqueue.commands.decide_cancel`, carried out by
+    :meth:`EventLog.command`: every append is guarded by the job's newest sequence, so a
+    cancel racing a worker's start resolves one way or the other, never both."""
     by = request.client.host if request.client else None
-    requested = False
-    for _ in range(_CANCEL_TRIES):
-        history = await event_log.history(job_id)
-        state = fold_history(history)
-        if state is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-        if requested and state.status is JobStatus.CANCELED:
-            return JobStatusOut.from_state(state, "event_log")  # a worker recorded it first
-        if state.status.is_terminal:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is already {state.status}")
-        last = history[-1].seq
-        try:
-            if not state.cancel_requested:
-                request_event = CancelRequested(
-                    job_id=job_id, queue=state.queue, at=utcnow(), requested_by=by
-                )
-                last = await event_log.append(request_event, after_seq=last)
-                requested = True
-            if state.status is JobStatus.PENDING:
-                canceled = Canceled(
-                    job_id=job_id, queue=state.queue, at=utcnow(), reason="canceled before it ran"
-                )
-                await event_log.append(canceled, after_seq=last)
-                if state.pending_reason is not PendingReason.QUEUED:
-                    await _remove_timer(event_log, state.queue, job_id)
-        except ConcurrentChange:
-            continue  # a worker moved the job on: look again
-        history = await event_log.history(job_id)
-        final = fold_history(history)
-        assert final is not None
-        return JobStatusOut.from_state(final, "event_log")
-    raise ConcurrentChange(f"job {job_id} kept changing; retry")
 
+    def decide(
+        state: JobState | None, _history: Sequence[BaseEvent]
+    ) -> Decision[CancelRequested | Canceled]:
+        return decide_cancel(state, requested_by=by, now=utcnow())
 
-_CANCEL_TRIES = 5
+    result = await event_log.command(job_id, decide)
+    state = result.state
+    if state is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    if (rejection := result.rejection) is not None:
+        if result.appended and state.status is JobStatus.CANCELED:
+            # Our request was stored, then a worker recorded the cancel before we could.
+            return JobStatusOut.from_state(state, "event_log")
+        raise HTTPException(status.HTTP_409_CONFLICT, rejection.reason)
+    canceled = any(isinstance(event, Canceled) for event in result.events)
+    if canceled and state.pending_reason is not PendingReason.QUEUED:
+        await _remove_timer(event_log, state.queue, job_id)
+    # The answer is the job as the log now holds it, whatever else was appended since.
+    final = fold_history(await event_log.history(job_id))
+    assert final is not None
+    return JobStatusOut.from_state(final, "event_log")
 
 
 async def _remove_timer(event_log: EventLog, queue: str, job_id: str) -> None:

@@ -1,5 +1,5 @@
-"""The pure parts of the dead-letter operations: who may be acted on, the request models,
-how a kept message is shown, and the CLI's options."""
+"""The pure parts of the dead-letter operations: the request models, how a kept message is
+shown, and the CLI's options (who may be acted on: tests/unit/test_commands.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import typer
 from pydantic import ValidationError
 
 from ferrisqueue.cli.dead_letters import action_body, parse_time, selection
-from ferrisqueue.dead_letter_ops import MAX_BATCH, DeadLetterMessage, skip_reason
-from ferrisqueue.eventlog import StoredEvent, fold_history
-from ferrisqueue.events import BaseEvent, DeadLettered, Started, Submitted, encode_event
+from ferrisqueue.dead_letter_ops import MAX_BATCH, DeadLetterMessage
+from ferrisqueue.eventlog import StoredEvent
+from ferrisqueue.events import BaseEvent, encode_event
 from gateway.dead_letter_schemas import DeadLetterAction, DeadLetterMessageOut
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -24,34 +24,6 @@ def history(*events: BaseEvent) -> list[StoredEvent]:
     return [
         StoredEvent.decode(seq, e.subject, encode_event(e), e.at) for seq, e in enumerate(events, 1)
     ]
-
-
-# --- which jobs an action applies to -------------------------------------------------------
-
-
-def test_only_a_dead_lettered_job_is_acted_on() -> None:
-    running = history(
-        Submitted(**JOB, at=T0, type="echo"), Started(**JOB, at=T0, attempt=1, worker="w")
-    )
-    dead = history(
-        Submitted(**JOB, at=T0, type="echo"), DeadLettered(**JOB, at=T0, reason="permanent")
-    )
-
-    assert skip_reason(None, [], "redriven") == "no such job in the event log"
-    assert skip_reason(fold_history(running), running, "purged") == (
-        "not dead-lettered (the job is running)"
-    )
-    assert skip_reason(fold_history(dead), dead, "redriven") is None
-    assert skip_reason(fold_history(dead), dead, "purged") is None
-
-
-def test_an_undecodable_submission_can_be_purged_but_not_redriven() -> None:
-    undecodable = history(DeadLettered(**JOB, at=T0, reason="body is not JSON"))
-    state = fold_history(undecodable)
-
-    assert state is not None and state.dead_lettered
-    assert "nothing to run" in (skip_reason(state, undecodable, "redriven") or "")
-    assert skip_reason(state, undecodable, "purged") is None
 
 
 # --- request and response models -------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The timer relay's pure parts: which event asks for which timer, the timer message, and
-whether a job still waits for a timer (so replays and stale failures arm nothing)."""
+whether a job still waits for the timer an event asks for (so replays and stale failures
+arm nothing)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from ferrisqueue.commands import Rejection, decide_release, release_abandoned
 from ferrisqueue.events import (
     BaseEvent,
     Canceled,
@@ -19,9 +21,9 @@ from ferrisqueue.events import (
     Succeeded,
     decode_event,
 )
-from ferrisqueue.fold import fold
+from ferrisqueue.fold import JobState, fold
 from ferrisqueue.states import PendingReason
-from scheduler.timers import FIRED_TTL, Timer, at_schedule, given_up, timer_for, waits_for
+from scheduler.timers import FIRED_TTL, Timer, at_schedule, timer_for
 
 JOB = "job-1"
 QUEUE = "default"
@@ -131,7 +133,13 @@ def test_the_fired_body_on_the_transformed_subject_is_the_jobs_release() -> None
     assert event == Released(job_id=JOB, queue=QUEUE, at=stored_at, attempt=2)
 
 
-# --- waits_for / given_up -----------------------------------------------------------------
+# --- the release decision on the timer an event asks for ----------------------------------
+# (every state against every wait: tests/unit/test_commands.py)
+
+
+def waits_for(state: JobState | None, timer: Timer) -> bool:
+    release = decide_release(state, waiting=timer.waiting, attempt=timer.attempt, due=timer.due)
+    return not isinstance(release, Rejection)
 
 
 def test_a_freshly_scheduled_job_waits_for_its_timer() -> None:
@@ -140,7 +148,7 @@ def test_a_freshly_scheduled_job_waits_for_its_timer() -> None:
     assert timer is not None
 
     assert waits_for(state, timer)
-    assert not given_up(state)
+    assert not release_abandoned(state)
 
 
 def test_a_retrying_job_waits_for_the_timer_of_its_last_failure() -> None:
@@ -192,20 +200,4 @@ def test_an_unknown_job_waits_for_nothing_and_any_timer_of_it_must_go() -> None:
     assert timer is not None
 
     assert not waits_for(None, timer)
-    assert given_up(None)
-
-
-@pytest.mark.parametrize(
-    ("history", "expected"),
-    [
-        ([scheduled()], False),
-        ([scheduled(), released(0, 1), started(1, 1)], False),
-        ([scheduled(), CancelRequested(job_id=JOB, queue=QUEUE, at=T0)], True),
-        ([scheduled(), Canceled(job_id=JOB, queue=QUEUE, at=T0)], True),
-    ],
-    ids=["waiting", "running", "cancel-requested", "canceled"],
-)
-def test_a_timer_must_go_once_the_job_is_finished_or_being_canceled(
-    history: list[BaseEvent], expected: bool
-) -> None:
-    assert given_up(fold(history)) is expected
+    assert release_abandoned(None)
