@@ -115,19 +115,22 @@ class LoopSignals:
 class ServiceLoop(ABC):
     """A background loop that serves until stopped and survives its own failures.
 
-    Subclasses implement :meth:`serve`, one life of the loop; :meth:`run` starts it again
-    after a failure. Run it with ``await loop.run(stopping)`` (a service's shared stop), or
-    ``loop.start()`` and later ``await loop.stop()``.
+    Subclasses name themselves (:attr:`name`) and implement :meth:`serve`, one life of the
+    loop; :meth:`run` starts it again after a failure. Run it with ``await loop.run(stopping)``
+    (a service's shared stop), or ``loop.start()`` and later ``await loop.stop()``.
     """
+
+    name: str = "loop"
+    """What the loop is called in logs and task names."""
 
     def __init__(
         self,
-        name: str,
         *,
         restart: RetryPolicy = RESTART,
         draw: Callable[[], float] = random.random,
     ) -> None:
-        self.name = name
+        """``restart``: the backoff between failed lives; ``draw``: the random source of
+        every backoff's jitter (a constant in tests)."""
         self.signals = LoopSignals()
         self._restart = restart
         self._draw = draw
@@ -212,31 +215,34 @@ class Source(Protocol):
 
 class ConsumerLoop(ServiceLoop):
     """A loop over one durable pull consumer: each message is one item, handled by
-    :meth:`handle` under the module's error policy and acked when it returns."""
+    :meth:`handle` under the module's error policy and acked when it returns.
+
+    Subclasses say which consumer (:attr:`stream`, :attr:`consumer`, whose definition is in
+    ``nats/jetstream/consumers``) and how many messages to ask for at once."""
+
+    stream: str
+    consumer: str
+    request_size: int = 1
+    """Most messages asked for per pull request (one burst, see :meth:`handle_burst`)."""
 
     def __init__(
         self,
         nc: Client,
         *,
-        name: str,
-        stream: str,
-        consumer: str,
-        request_size: int = 1,
+        request_size: int | None = None,
         retry: RetryPolicy = ITEM_RETRY,
         restart: RetryPolicy = RESTART,
         draw: Callable[[], float] = random.random,
         source: Callable[[], Source] | None = None,
     ) -> None:
-        """``request_size``: most messages asked for per pull request (one burst's messages
-        are handled by :meth:`handle_burst`); ``source``: what to pull from instead of the
-        consumer (tests)."""
-        super().__init__(name, restart=restart, draw=draw)
+        """``request_size``: instead of the class's; ``retry``: the backoff of a failed
+        item; ``source``: what to pull from instead of the consumer (tests)."""
+        super().__init__(restart=restart, draw=draw)
         self._nc = nc
-        self.stream = stream
-        self.consumer = consumer
-        self._request_size = request_size
+        if request_size is not None:
+            self.request_size = request_size
         self._retry = retry
-        self._source = source or (lambda: Puller(nc, stream, consumer))
+        self._source = source or (lambda: Puller(nc, self.stream, self.consumer))
 
     async def prepare(self) -> None:
         """Before each life's first pull: create or update the durable consumer from its
@@ -263,7 +269,7 @@ class ConsumerLoop(ServiceLoop):
         self.serving()
 
         async def request_size() -> int:
-            return self._request_size
+            return self.request_size
 
         try:
             async for burst in source.bursts(stopping, request_size=request_size):

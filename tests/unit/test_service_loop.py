@@ -13,7 +13,7 @@ import pytest
 
 from ferrisqueue.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError, NatsUnavailable
-from ferrisqueue.service_loop import ConsumerLoop, Poison, Redeliver
+from ferrisqueue.service_loop import ConsumerLoop, Poison, Redeliver, Signal
 from tests.support.loops import FakeMsg, MemorySource
 
 pytestmark = pytest.mark.timeout(10)
@@ -40,11 +40,9 @@ class Loop(ConsumerLoop):
         broken_starts: float = 0,
     ) -> None:
         self.source = MemorySource()
+        self.name, self.stream, self.consumer = name, "S", "c"
         super().__init__(
             None,  # type: ignore[arg-type]  # never used: the source stands in for NATS
-            name=name,
-            stream="S",
-            consumer="c",
             retry=RetryPolicy(base=1.0, cap=30.0, jitter=0.2),
             restart=RetryPolicy(base=0.01, cap=0.05),  # restarts in ms: the test waits less
             draw=lambda: 0.5,  # no jitter: delays are exact
@@ -62,6 +60,14 @@ class Loop(ConsumerLoop):
         await self._behaviour(msg)
 
 
+async def run_until(loop: Loop, signal: Signal, *msgs: FakeMsg) -> None:
+    """Feed ``msgs`` to a started ``loop``, wait for ``signal`` once, then stop it."""
+    loop.source.put(*msgs)
+    loop.start()
+    await signal.reached(1, timeout=WAIT)
+    await loop.stop()
+
+
 async def failing(msg: FakeMsg) -> None:
     if msg.subject == "bad":
         raise RuntimeError("boom")
@@ -74,11 +80,7 @@ async def test_an_item_that_raises_is_nakd_with_capped_backoff_and_the_next_is_h
     loop = Loop("flaky loop", failing)
     bad = FakeMsg("bad", seq=7, deliveries=deliveries)
     good = FakeMsg("good", seq=8)
-    loop.source.put(bad, good)
-    loop.start()
-
-    await loop.signals.handled.reached(1, timeout=WAIT)
-    await loop.stop()
+    await run_until(loop, loop.signals.handled, bad, good)
 
     assert bad.settled == [("nak", delay)]
     assert good.settled == [("ack", None)]
@@ -97,11 +99,7 @@ async def test_an_expected_failure_is_a_warning_without_a_traceback(
 
     loop = Loop("relay", nats_away)
     msg = FakeMsg("x", seq=3)
-    loop.source.put(msg)
-    loop.start()
-
-    await loop.signals.retried.reached(1, timeout=WAIT)
-    await loop.stop()
+    await run_until(loop, loop.signals.retried, msg)
 
     assert msg.settled == [("nak", 1.0)]
     warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
@@ -122,11 +120,7 @@ async def test_a_poison_item_is_parked_not_retried_and_the_loop_goes_on(
 
     loop = Loop("router", poisoned)
     bad, good = FakeMsg("poison", seq=11), FakeMsg("fine", seq=12)
-    loop.source.put(bad, good)
-    loop.start()
-
-    await loop.signals.handled.reached(1, timeout=WAIT)
-    await loop.stop()
+    await run_until(loop, loop.signals.handled, bad, good)
 
     assert bad.settled == [("term", None)]
     assert good.settled == [("ack", None)]
@@ -142,11 +136,7 @@ async def test_a_handler_asking_for_redelivery_is_nakd_with_its_delay_not_counte
 
     loop = Loop("cron", later)
     msg = FakeMsg("tick")
-    loop.source.put(msg)
-    loop.start()
-
-    await loop.signals.redelivered.reached(1, timeout=WAIT)
-    await loop.stop()
+    await run_until(loop, loop.signals.redelivered, msg)
 
     assert msg.settled == [("nak", 2.5)]
     assert loop.signals.retried.count == 0
@@ -174,11 +164,7 @@ async def test_a_loop_whose_start_keeps_failing_retries_and_its_sibling_keeps_ru
 async def test_a_loop_whose_consumer_lookup_fails_starts_again_until_it_serves() -> None:
     loop = Loop("timers", broken_starts=2)
     msg = FakeMsg("event")
-    loop.source.put(msg)
-    loop.start()
-
-    await loop.signals.handled.reached(1, timeout=WAIT)
-    await loop.stop()
+    await run_until(loop, loop.signals.handled, msg)
 
     assert loop.signals.loop_failures.count == 2
     assert loop.signals.serving.count == 1
