@@ -1,4 +1,9 @@
-"""``python -m scheduler``: the dead-letter router, the timer relay and cron, until SIGTERM."""
+"""``python -m scheduler``: the dead-letter router, the timer relay and cron, until SIGTERM.
+
+Three loops of one shape (:class:`ferrisqueue.service_loop.ConsumerLoop`), each with its own
+durable consumer. Each handles its own failures and never raises, so a bad advisory or a
+NATS hiccup in one of them leaves the other two running.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from ferrisqueue.logs import setup_logging
 from ferrisqueue.natsconn import close_quietly, connect
 from ferrisqueue.settings import Settings
 from ferrisqueue.topology import ensure_streams
-from scheduler.cron import run_cron
+from scheduler.cron import TickRelay
 from scheduler.dead_letters import DeadLetterRouter
 from scheduler.timers import TimerRelay
 
@@ -29,11 +34,16 @@ async def _serve(settings: Settings) -> None:
     try:
         await ensure_streams(nc, settings)
         event_log = EventLog.for_settings(nc, settings)
-        # One task each until stopping; if one fails the others are canceled and we exit.
+        loops = (
+            DeadLetterRouter(nc, event_log),
+            TimerRelay(nc, event_log),
+            TickRelay.for_settings(nc, event_log, settings),  # a broken cron file stops us here
+        )
+        # A loop's run() returns only once stopping is set and it has drained: the group
+        # waits for all three; no loop's failure reaches it to cancel the others.
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(DeadLetterRouter(nc, event_log).run(stopping))
-            tasks.create_task(TimerRelay(nc, event_log).run(stopping))
-            tasks.create_task(run_cron(nc, event_log, settings, stopping))
+            for service_loop in loops:
+                tasks.create_task(service_loop.run(stopping), name=service_loop.name)
     finally:
         await close_quietly(nc)
 

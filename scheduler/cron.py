@@ -25,18 +25,15 @@ checks the guard before the ``Nats-Msg-Id`` duplicate window) and simply acks.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ferrisqueue.cron import tick_job_id
+from ferrisqueue.cron import CronSpec, tick_job_id
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.cronfile import apply_cron_file, load_cron_file
 from ferrisqueue.errors import (
@@ -49,10 +46,9 @@ from ferrisqueue.errors import (
 from ferrisqueue.eventlog import Delivery, EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import is_token
-from ferrisqueue.puller import Puller
+from ferrisqueue.service_loop import ConsumerLoop, Redeliver
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, tick_subject
-from ferrisqueue.topology import ensure_consumer, load_consumer_definition
 
 log = logging.getLogger(__name__)
 
@@ -91,71 +87,63 @@ class Outcome(StrEnum):
     RETRY = "retry"  # NATS away or the outcome unknown: deliver the tick again
 
 
-async def run_cron(
-    nc: Client, event_log: EventLog, settings: Settings, stopping: asyncio.Event
-) -> None:
-    """The scheduler's cron part: apply the cron file, repair the server schedules, then
-    relay ticks until ``stopping`` is set."""
-    relay = TickRelay.for_settings(nc, event_log, settings)
-    await relay.prepare(settings)
-    await relay.run(stopping)
+class TickRelay(ConsumerLoop):
+    """Turns ticks into jobs; any number of instances may run.
 
+    A :class:`~ferrisqueue.service_loop.ConsumerLoop`; before it first pulls it applies the
+    cron file (if any) and repairs the server schedules."""
 
-class TickRelay:
-    """Turns ticks into jobs; any number of instances may run."""
+    name = "tick relay"
+    stream = SCHEDULE_STREAM
+    consumer = TICK_CONSUMER
+    request_size = _PULL_BATCH
 
     def __init__(
-        self, nc: Client, event_log: EventLog, book: CronBook, *, misfire_grace: float
+        self,
+        nc: Client,
+        event_log: EventLog,
+        book: CronBook,
+        *,
+        misfire_grace: float,
+        cron_file: list[CronSpec] | None = None,
     ) -> None:
-        self._nc = nc
+        """``cron_file``: the schedules of ``FQ_CRON_FILE``, already read and checked."""
+        super().__init__(nc)
         self._log = event_log
         self._book = book
         self._grace = timedelta(seconds=misfire_grace)
+        self._cron_file = cron_file
+        self._prepared = False
 
     @classmethod
     def for_settings(cls, nc: Client, event_log: EventLog, settings: Settings) -> TickRelay:
+        """The relay of ``settings``; reads ``FQ_CRON_FILE`` now, so a broken file stops the
+        scheduler at start (:class:`ConfigurationError` saying why)."""
         return cls(
             nc,
             event_log,
             CronBook.for_settings(nc, settings),
             misfire_grace=settings.cron_misfire_grace,
+            cron_file=(None if settings.cron_file is None else load_cron_file(settings.cron_file)),
         )
 
-    async def prepare(self, settings: Settings) -> None:
-        """At start: apply ``FQ_CRON_FILE`` (if set), then repair the server schedules."""
-        if settings.cron_file is not None:
-            await apply_cron_file(self._book, load_cron_file(settings.cron_file))
-        await self._book.reconcile()
+    async def prepare(self) -> None:
+        """Once: apply the cron file (if any), then repair the server schedules; then, as
+        every life of the loop, make sure the tick consumer exists."""
+        if not self._prepared:
+            if self._cron_file is not None:
+                await apply_cron_file(self._book, self._cron_file)
+            await self._book.reconcile()
+            # Not again when the loop restarts: applying the file again would undo what an
+            # operator paused through the API since the start.
+            self._prepared = True
+        await super().prepare()
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Relay ticks until ``stopping`` is set."""
-        await ensure_consumer(
-            self._nc, SCHEDULE_STREAM, load_consumer_definition(SCHEDULE_STREAM, TICK_CONSUMER)
-        )
-        puller = Puller(self._nc, SCHEDULE_STREAM, TICK_CONSUMER)
-        await puller.start()
-
-        async def batch() -> int:
-            return _PULL_BATCH
-
-        try:
-            async for burst in puller.bursts(stopping, request_size=batch):
-                for msg in burst:
-                    await self.relay(msg)
-        finally:
-            # Hand what arrived during the stop to another instance at once (else: AckWait).
-            for msg in await puller.stop():
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.nak()
-
-    async def relay(self, msg: Msg) -> Outcome:
-        """Handle one tick message, then ack it (or have it delivered again)."""
-        outcome = await self.create_job(Tick.of(msg))
-        if outcome is Outcome.RETRY:
-            await msg.nak(delay=_RETRY_DELAY)
-        else:
-            await msg.ack()
-        return outcome
+    async def handle(self, msg: Msg) -> None:
+        """Handle one tick message: acked once handled, or delivered again after a while
+        when NATS was away or the append's outcome is unknown."""
+        if await self.create_job(Tick.of(msg)) is Outcome.RETRY:
+            raise Redeliver(_RETRY_DELAY)
 
     async def create_job(self, tick: Tick, *, now: datetime | None = None) -> Outcome:
         """Create the one job of ``tick`` unless it misfired or its schedule is not active."""

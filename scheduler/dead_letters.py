@@ -14,15 +14,23 @@ router:
 3. appends ``dead_lettered`` to the job's events, so its status becomes ``failed``;
 4. acks the advisory.
 
-A crash between steps repeats them on redelivery: the copy and the event carry deterministic
-``Nats-Msg-Id`` values, and the fold ignores a second ``dead_lettered``.
+A crash between steps repeats them on redelivery: the copy carries the ``Nats-Msg-Id``
+``<job_id>:dlq:<seq>`` (a repeat within ``FQ_DLQ``'s duplicate window is dropped), and a job
+whose ``dead_lettered`` is already stored is finished (``failed``), so the repeat appends
+nothing and only acks.
+
+The router is a :class:`~ferrisqueue.service_loop.ConsumerLoop`, so one advisory cannot stop
+the scheduler: an advisory that is not a MAX_DELIVERIES advisory, or that names a message
+``FQ_EVENTS`` no longer holds, is poison and parked (terminated, kept in ``FQ_ADVISORIES``);
+one whose routing fails (NATS away) is nak'd with backoff and comes back, while the router,
+the timer relay and cron go on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -30,49 +38,56 @@ from nats.aio.msg import Msg
 from ferrisqueue.deadletter import dead_letter
 from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
 from ferrisqueue.events import Failed, Started
-from ferrisqueue.puller import Puller
-from ferrisqueue.subjects import ADVISORY_STREAM, EVENT_STREAM
-from ferrisqueue.topology import ensure_consumer, load_consumer_definition
+from ferrisqueue.service_loop import ConsumerLoop, Poison
+from ferrisqueue.subjects import ADVISORY_STREAM, ALL_JOB_EVENTS, EVENT_STREAM
 
 log = logging.getLogger(__name__)
 
 ROUTER_CONSUMER = "fq-dlq-router"
 
 
-class DeadLetterRouter:
+@dataclass(frozen=True, slots=True)
+class Advisory:
+    """What a MAX_DELIVERIES advisory says: which message was given up on, after how many
+    deliveries."""
+
+    stream_seq: int
+    deliveries: int
+
+    @classmethod
+    def parse(cls, data: bytes) -> Advisory:
+        """The advisory in ``data``; :class:`Poison` if it is not one."""
+        try:
+            body = json.loads(data)
+            advisory = cls(int(body["stream_seq"]), int(body.get("deliveries", 0)))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise Poison(f"not a MAX_DELIVERIES advisory ({exc!r}): {data[:200]!r}") from exc
+        if advisory.stream_seq < 1:
+            raise Poison(f"an advisory naming stream sequence {advisory.stream_seq}")
+        return advisory
+
+
+class DeadLetterRouter(ConsumerLoop):
     """Moves every job that reached MaxDeliver to ``FQ_DLQ`` and marks it dead-lettered."""
 
+    name = "dead-letter router"
+    stream = ADVISORY_STREAM
+    consumer = ROUTER_CONSUMER
+    # request_size stays 1: one advisory at a time (a burst of them is rare).
+
     def __init__(self, nc: Client, event_log: EventLog) -> None:
-        self._nc = nc
-        self._js = nc.jetstream()
+        super().__init__(nc)
         self._log = event_log
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        await ensure_consumer(
-            self._nc, ADVISORY_STREAM, load_consumer_definition(ADVISORY_STREAM, ROUTER_CONSUMER)
-        )
-        puller = Puller(self._nc, ADVISORY_STREAM, ROUTER_CONSUMER)
-        await puller.start()
-
-        async def one_at_a_time() -> int:
-            return 1
-
-        try:
-            async for burst in puller.bursts(stopping, request_size=one_at_a_time):
-                for advisory in burst:
-                    await self.route(advisory)
-        finally:
-            await puller.stop()
-
-    async def route(self, advisory: Msg) -> None:
-        """Dead-letter the job one advisory names, then ack the advisory."""
-        body = json.loads(advisory.data)
-        seq, deliveries = int(body["stream_seq"]), int(body.get("deliveries", 0))
-        raw = await self._js.get_msg(EVENT_STREAM, seq)
-        assert raw.subject is not None and raw.time is not None
+    async def handle(self, msg: Msg) -> None:
+        """Dead-letter the job one advisory names (acked by the loop once this returns)."""
+        advisory = Advisory.parse(msg.data)
+        seq, deliveries = advisory.stream_seq, advisory.deliveries
+        raw = await self._log.read(EVENT_STREAM, ALL_JOB_EVENTS, from_seq=seq)
+        if raw is None or raw.seq != seq or raw.subject is None or raw.time is None:
+            raise Poison(f"the advisory names sequence {seq}, which {EVENT_STREAM} does not hold")
         stored = StoredEvent.decode(seq, raw.subject, raw.data or b"", raw.time)
         if stored.event is None:  # workers terminate these themselves; nothing to route
-            await advisory.ack()
             return
         job = stored.event
         history = await self._log.history(job.job_id)
@@ -101,4 +116,3 @@ class DeadLetterRouter:
                 },
             )
             log.warning("dead-lettered %s: %s", job.job_id, reason)
-        await advisory.ack()

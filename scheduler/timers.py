@@ -46,6 +46,9 @@ Leadership and safety notes
   and a worker does not start a job that is finished, canceled or past that attempt.
 * Undecodable events are acked and logged here: the workers and the projector deal with
   poison; a timer cannot be built from it.
+* An event whose timer could not be stored (NATS away, say) is nak'd with backoff and comes
+  back, while the relay goes on with the others: the error policy of every scheduler loop
+  (:mod:`ferrisqueue.service_loop`).
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -62,10 +64,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from ferrisqueue.commands import Rejection, decide_release, release_abandoned
-from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent, fold_history
 from ferrisqueue.events import BaseEvent, Canceled, Failed, Scheduled
-from ferrisqueue.puller import Puller
+from ferrisqueue.service_loop import ConsumerLoop
 from ferrisqueue.states import PendingReason
 from ferrisqueue.subjects import (
     EVENT_STREAM,
@@ -74,7 +75,6 @@ from ferrisqueue.subjects import (
     parse_job_subject,
     timer_subject,
 )
-from ferrisqueue.topology import ensure_consumer, load_consumer_definition
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,6 @@ milliseconds; the TTL only keeps the schedule stream from growing)."""
 
 BATCH = 256
 """Most events asked for per pull request; one burst's jobs are handled concurrently."""
-
-_MAX_RETRY_DELAY = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,36 +138,21 @@ def timer_for(event: BaseEvent) -> Timer | None:
     return None
 
 
-class TimerRelay:
-    """Arms and cancels jobs' timers in ``FQ_SCHEDULES`` from the events in the log."""
+class TimerRelay(ConsumerLoop):
+    """Arms and cancels jobs' timers in ``FQ_SCHEDULES`` from the events in the log.
+
+    A :class:`~ferrisqueue.service_loop.ConsumerLoop`: an event whose timer could not be
+    stored is nak'd with backoff and comes back; the relay goes on with the others."""
+
+    name = "timer relay"
+    stream = EVENT_STREAM
+    consumer = TIMER_CONSUMER
 
     def __init__(self, nc: Client, event_log: EventLog, *, batch: int = BATCH) -> None:
-        self._nc = nc
+        super().__init__(nc, request_size=batch)
         self._log = event_log
-        self._batch = batch
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Relay events until ``stopping`` is set."""
-        await ensure_consumer(
-            self._nc, EVENT_STREAM, load_consumer_definition(EVENT_STREAM, TIMER_CONSUMER)
-        )
-        puller = Puller(self._nc, EVENT_STREAM, TIMER_CONSUMER)
-        await puller.start()
-        log.info("timer relay: arming timers from %s on %s", TIMER_CONSUMER, EVENT_STREAM)
-
-        async def batch() -> int:
-            return self._batch
-
-        try:
-            async for burst in puller.bursts(stopping, request_size=batch):
-                await self.relay(burst)
-        finally:
-            # Hand back what arrived but was not handled: redelivered at once, not after
-            # AckWait, to this instance's successor or a sibling.
-            for msg in await puller.stop():
-                await _quietly(msg.nak())
-
-    async def relay(self, burst: list[Msg]) -> None:
+    async def handle_burst(self, burst: list[Msg]) -> None:
         """Handle a burst: different jobs concurrently, one job's events in log order."""
         by_job: dict[str, list[Msg]] = {}
         for msg in burst:
@@ -177,25 +160,13 @@ class TimerRelay:
 
         async def in_order(msgs: list[Msg]) -> None:
             for msg in msgs:
-                await self.handle(msg)
+                await self.process(msg)
 
         await asyncio.gather(*(in_order(msgs) for msgs in by_job.values()))
 
     async def handle(self, msg: Msg) -> None:
-        """Act on one event, then ack it; on failure nak it for a later retry. Never raises."""
-        delivery = Delivery.of(msg)
-        stored = delivery.event(msg)
-        try:
-            await self._act(stored)
-        except Exception as exc:
-            delay = min(_MAX_RETRY_DELAY, float(delivery.deliveries))
-            if isinstance(exc, FerrisQueueError):
-                log.warning("timer for %s not stored, retry in %.0fs: %s", msg.subject, delay, exc)
-            else:
-                log.exception("unexpected error relaying %s, retry in %.0fs", msg.subject, delay)
-            await _quietly(msg.nak(delay=delay))
-            return
-        await _quietly(msg.ack())
+        """Act on one event (arm, keep or cancel its job's timer)."""
+        await self._act(Delivery.of(msg).event(msg))
 
     async def _act(self, stored: StoredEvent) -> None:
         event = stored.event
@@ -251,10 +222,3 @@ def _job_key(msg: Msg) -> str:
         return parse_job_subject(msg.subject).job_id
     except ValueError:
         return msg.subject
-
-
-async def _quietly(action: Awaitable[None]) -> None:
-    try:
-        await action
-    except Exception as exc:  # the connection is gone: the server redelivers after AckWait
-        log.debug("ack/nak failed: %r", exc)

@@ -3,11 +3,23 @@ keep dying is dead-lettered with its lineage instead of staying `running` for ev
 
 from __future__ import annotations
 
+import functools
+import json
+
 import httpx
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.subjects import DLQ_STREAM
+from ferrisqueue.cron import CronSpec
+from ferrisqueue.cronbook import CronBook
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.ids import new_job_id
+from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, SCHEDULE_STREAM
+from scheduler.cron import TICK_CONSUMER
+from scheduler.dead_letters import ROUTER_CONSUMER
+from scheduler.timers import TIMER_CONSUMER
 from tests.conftest import StartService
 from tests.support.waits import collect_events, wait_until
 
@@ -74,3 +86,87 @@ async def test_a_job_whose_workers_keep_dying_is_dead_lettered(
     assert b'"sleep"' in (letter.data or b"")
     assert len(await started(nc, job_id, 2)) == 2, "the job ran a third time"
     assert last.alive()
+
+
+MAX_DELIVERIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FQ_EVENTS.fq-worker-default"
+
+
+async def pulling(nc: Client, stream: str, consumer: str) -> bool:
+    """Whether some process has a pull request waiting on ``consumer`` (its loop runs)."""
+    try:
+        info = await nc.jetstream().consumer_info(stream, consumer)
+    except nats.js.errors.NotFoundError:
+        return False
+    return (info.num_waiting or 0) > 0
+
+
+async def router_done_up_to(nc: Client, seq: int) -> bool:
+    """Whether the router settled (acked or parked) every advisory up to ``seq``."""
+    info = await nc.jetstream().consumer_info(ADVISORY_STREAM, ROUTER_CONSUMER)
+    return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq
+
+
+@pytest.mark.timeout(60)
+async def test_a_malformed_advisory_is_parked_and_timers_and_cron_keep_running(
+    start: StartService, nc: Client, settings: Settings, event_log: EventLog
+) -> None:
+    scheduler = start("scheduler")
+    start("worker")
+    for stream, consumer in (
+        (ADVISORY_STREAM, ROUTER_CONSUMER),
+        (EVENT_STREAM, TIMER_CONSUMER),
+        (SCHEDULE_STREAM, TICK_CONSUMER),
+    ):
+        await wait_until(
+            functools.partial(pulling, nc, stream, consumer),
+            bool,
+            timeout=30,
+            what=f"{consumer} pulls",
+        )
+
+    # One advisory that is no JSON at all, one naming a message FQ_EVENTS does not hold
+    # (reading it fails). Either used to escape the router and stop the whole scheduler.
+    js = nc.jetstream()
+    await js.publish(MAX_DELIVERIES, b"{not json", stream=ADVISORY_STREAM)
+    last = await js.publish(
+        MAX_DELIVERIES,
+        json.dumps({"stream_seq": 10**9, "deliveries": 2}).encode(),
+        stream=ADVISORY_STREAM,
+    )
+    await wait_until(
+        functools.partial(router_done_up_to, nc, last.seq),
+        bool,
+        timeout=20,
+        what="the router to settle the bad advisories",
+    )
+
+    # The timer relay still arms timers: a delayed job is released and runs.
+    job_id = new_job_id()
+    await js.publish(
+        f"fq.job.default.{job_id}.scheduled", json.dumps({"type": "echo", "delay": 1}).encode()
+    )
+    released = await collect_events(
+        nc, f"fq.job.*.{job_id}.released", until=lambda b: len(b) == 1, timeout=20
+    )
+    succeeded = await collect_events(
+        nc, f"fq.job.*.{job_id}.succeeded", until=lambda b: len(b) == 1, timeout=20
+    )
+    # Cron still turns ticks into jobs.
+    await CronBook.for_settings(nc, settings).put(
+        CronSpec.model_validate(
+            {"name": "after-bad-advisory", "schedule": "@every 1s", "job": {"type": "echo"}}
+        )
+    )
+    cron_jobs = await collect_events(
+        nc,
+        "fq.job.*.*.submitted",
+        until=lambda b: any(e.get("submitted_by") == "cron:after-bad-advisory" for e in b),
+        timeout=20,
+    )
+
+    assert released[0]["attempt"] == 0 and succeeded[0]["attempt"] == 1
+    assert cron_jobs
+    assert scheduler.alive(), scheduler.log()
+    assert scheduler.log().count("parked") == 2, scheduler.log()
+    # Parked, not lost: both stay in FQ_ADVISORIES for an operator to read.
+    assert (await js.stream_info(ADVISORY_STREAM)).state.messages == 2
