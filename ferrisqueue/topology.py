@@ -11,20 +11,32 @@ same definition with the queue name swapped in.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
 
-from ferrisqueue.errors import ConfigurationError
+from ferrisqueue.errors import ConfigurationError, NatsUnavailable
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM, runnable_filters
 
 _NANOS = 1_000_000_000
 _STREAM_IN_USE = 10058  # "stream name already in use with a different configuration"
 _BACKOFF_STEPS = 6  # redelivery waits double up to 32x AckWait
+_UNANSWERED = frozenset({None, 10008})  # no answer; "JetStream system temporarily unavailable"
+
+API_TIMEOUT = 5.0
+"""Seconds one JetStream API request waits for its answer."""
+API_PATIENCE = 30.0
+"""Seconds a topology request is asked again while JetStream does not answer."""
+API_RETRY_PAUSE = 1.0
+
+log = logging.getLogger(__name__)
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent.parent / "nats" / "jetstream"
 """Where the JSON lives in a checkout (the project runs from one, see README)."""
@@ -97,13 +109,30 @@ async def ensure_topology(nc: Client, settings: Settings) -> None:
 async def _api(
     nc: Client, subject: str, body: dict[str, Any] | None, *, allow: tuple[int, ...] = ()
 ) -> dict[str, Any]:
+    """One JetStream API request. Every request made here is idempotent (create or update
+    to a definition, delete what may be gone), so one that gets no answer — a cluster
+    electing its meta leader, a node lost under load — is sent again for up to
+    :data:`API_PATIENCE` seconds before :class:`NatsUnavailable` is raised; a service
+    starting beside a busy cluster waits for it instead of dying."""
     payload = json.dumps(body).encode() if body is not None else b""
-    msg = await nc.request(subject, payload, timeout=5.0)
-    reply: dict[str, Any] = json.loads(msg.data)
-    error = reply.get("error")
-    if error and error.get("err_code") not in allow:
-        raise ConfigurationError(f"{subject}: {error.get('description')} ({error.get('err_code')})")
-    return reply
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + API_PATIENCE
+    while True:
+        try:
+            msg = await nc.request(subject, payload, timeout=API_TIMEOUT)
+            reply: dict[str, Any] = json.loads(msg.data)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            reply = {"error": {"err_code": None, "description": f"no answer ({exc!r})"}}
+        error = reply.get("error")
+        if error is None or error.get("err_code") in allow:
+            return reply
+        why = f"{subject}: {error.get('description')} ({error.get('err_code')})"
+        if error.get("err_code") not in _UNANSWERED:
+            raise ConfigurationError(why)
+        if loop.time() + API_TIMEOUT > deadline:
+            raise NatsUnavailable(f"JetStream did not answer in {API_PATIENCE:g} s: {why}")
+        log.warning("%s; asking again", why)
+        await asyncio.sleep(API_RETRY_PAUSE)  # the cluster's own recovery, not a test's wait
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import nats
 import nats.errors
 import nats.js.errors
@@ -30,6 +31,7 @@ class Node:
     data_dir: Path
     port: int
     route_port: int
+    monitor_port: int
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -45,6 +47,7 @@ class Node:
         route_list = "\n".join(f"    nats-route://127.0.0.1:{port}" for port in routes)
         config.write_text(
             f"server_name: {self.name}\nhost: 127.0.0.1\nport: {self.port}\nmax_payload: 1MB\n"
+            f"http: 127.0.0.1:{self.monitor_port}\n"
             f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"\n}}\n'
             f"cluster {{\n  name: {CLUSTER_NAME}\n  host: 127.0.0.1\n  port: {self.route_port}\n"
             f"  routes: [\n{route_list}\n  ]\n}}\n"
@@ -82,7 +85,8 @@ class NatsCluster:
 
     def __init__(self, root: Path, size: int = 3) -> None:
         self.nodes = [
-            Node(f"n{i}", root / f"n{i}", free_port(), free_port()) for i in range(1, size + 1)
+            Node(f"n{i}", root / f"n{i}", free_port(), free_port(), free_port())
+            for i in range(1, size + 1)
         ]
 
     @property
@@ -95,6 +99,20 @@ class NatsCluster:
 
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
+
+    async def serving(self, client_name: str) -> Node | None:
+        """The node a client (by its connection name) is connected to now, from each live
+        node's ``/connz`` monitoring endpoint."""
+        async with httpx.AsyncClient(timeout=2) as http:
+            for node in self.nodes:
+                if not node.alive():
+                    continue
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await http.get(f"http://127.0.0.1:{node.monitor_port}/connz")
+                    names = [c.get("name") for c in answer.json().get("connections") or []]
+                    if client_name in names:
+                        return node
+        return None
 
     def start(self) -> None:
         for node in self.nodes:
