@@ -4,8 +4,11 @@ Three paths end here: the scheduler's router (a job that reached MaxDeliver), a 
 ran out of attempts or hit a permanent error, and a worker that received a message it could
 not decode. Each copies the original bytes to ``fq.dlq.<queue>.<job_id>`` with the reason and
 the job's lineage in ``Fq-*`` headers (a message too large to copy beside them is cut, with
-``Fq-Truncated: <its size>``), then appends ``dead_lettered``. Both carry
-deterministic ``Nats-Msg-Id`` values, so a crash between them is repaired by doing both again.
+``Fq-Truncated: <its size>``), then appends ``dead_lettered``. A crash between the two is
+repaired by doing both again: the copy's ``Nats-Msg-Id`` is deterministic (stored once within
+the 2-minute duplicate window), the event's is time-based, so a repair may store a second
+``dead_lettered``, which the fold rejects ("already dead-lettered": recorded in the timeline,
+counted once).
 """
 
 from __future__ import annotations

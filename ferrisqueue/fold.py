@@ -204,6 +204,10 @@ def _changes(state: JobState, event: BaseEvent) -> dict[str, Any] | str:
                     last_error=event.error,
                 )
             return dict(status=JobStatus.FAILED, last_error=event.error, finished_at=event.at)
+        case DeadLettered() if state.dead_lettered:
+            # A repair after a crash (or the router and a worker both giving up on one
+            # delivery) can store a second one: it is recorded, not counted again.
+            return "the job is already dead-lettered"
         case DeadLettered() if active or state.status is JobStatus.FAILED:
             return dict(
                 status=JobStatus.FAILED,

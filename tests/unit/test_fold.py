@@ -216,7 +216,6 @@ TABLE: dict[str, dict[str, Outcome]] = {
     "failed": {**ALL_REJECTED, "dead_lettered": FAILED},
     "failed+dead_lettered": {
         **ALL_REJECTED,
-        "dead_lettered": FAILED,
         "redriven": PENDING_QUEUED,
         "purged": FAILED,
     },
