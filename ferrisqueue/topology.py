@@ -79,13 +79,20 @@ async def ensure_streams(nc: Client, settings: Settings, root: Path = DEFINITION
     """Create every stream, or update it where its definition changed.
 
     ``FQ_STREAM_REPLICAS`` overrides the files' replica count: 1 on the embedded server,
-    3 on the production cluster (docker-compose.yml).
+    3 on the production cluster (docker-compose.yml). Left unset, an existing stream keeps
+    the replica count it has (only new streams get the default of 1).
     """
+    replicas_chosen = "stream_replicas" in settings.model_fields_set
     for definition in load_stream_definitions(root):
         config = {**definition, "num_replicas": settings.stream_replicas}
         name = config["name"]
         reply = await _api(nc, f"$JS.API.STREAM.CREATE.{name}", config, allow=(_STREAM_IN_USE,))
         if reply.get("error"):
+            if not replicas_chosen:
+                # A process started without FQ_STREAM_REPLICAS (a one-off `fq` command, say)
+                # must not scale a production R3 stream down to the default R1.
+                info = await _api(nc, f"$JS.API.STREAM.INFO.{name}", None)
+                config["num_replicas"] = info["config"].get("num_replicas", 1)
             await _api(nc, f"$JS.API.STREAM.UPDATE.{name}", config)
 
 

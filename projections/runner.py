@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,12 +36,13 @@ from nats.aio.msg import Msg
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from ferrisqueue.errors import CheckpointMoved, ConfigurationError
+from ferrisqueue.errors import CheckpointMoved, ConfigurationError, FerrisQueueError
 from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.natsconn import close_quietly, connect
 from ferrisqueue.puller import Puller
+from ferrisqueue.service_loop import RESTART
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import init_schema, make_engine
@@ -244,6 +246,7 @@ class Projector:
         to ``last_seq`` / ``until`` on a temporary consumer (one-shot runs). A lost delivery
         or a moved checkpoint is counted, and the projection resumes from the stored
         checkpoint."""
+        failures = 0
         while True:
             try:
                 return await self._follow_from_checkpoint(
@@ -257,11 +260,29 @@ class Projector:
                 await asyncio.to_thread(
                     health.record, engine, projection.name, problem, utcnow(), **{counter: 1}
                 )
-                if isinstance(exc, CheckpointMoved):  # another writer: give the lock a moment
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), STANDBY_RETRY)
-                if self._stopping.is_set():
-                    return await asyncio.to_thread(_position, engine, projection)
+                pause = STANDBY_RETRY if isinstance(exc, CheckpointMoved) else 0.0
+            except ConfigurationError:
+                raise  # the store and the log disagree: an operator must act
+            except Exception as exc:
+                if last_seq is not None:
+                    raise  # a one-shot run reports its failure
+                # The live projector outlives a NATS failover (a request that timed out, a
+                # connection cut under a pull): its position is in the store, so it resumes
+                # from there instead of stopping one projection while the other goes on.
+                failures += 1
+                pause = RESTART.delay(failures, random.random())
+                log.warning(
+                    "%s projection failed (%r); resuming from the stored checkpoint in %.1f s",
+                    projection.name,
+                    exc,
+                    pause,
+                    exc_info=not isinstance(exc, FerrisQueueError),
+                )
+            if pause:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+            if self._stopping.is_set():
+                return await asyncio.to_thread(_position, engine, projection)
 
     async def _follow_from_checkpoint(
         self,
@@ -312,7 +333,11 @@ class Projector:
 
         receiver = asyncio.create_task(receive(), name=f"receive:{projection.name}")
         try:
-            while (item := await received.get()) is not None:
+            while True:
+                item = await received.get()
+                if item is None:  # the receiver ended: re-raise why, if it failed
+                    await receiver
+                    break
                 last_msg, batch = item
                 while len(batch) < batch_size and not received.empty():
                     more = received.get_nowait()
@@ -332,7 +357,8 @@ class Projector:
                     break
         finally:
             receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Its failure, if any, was raised above (or matters less than the one raised).
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
             await puller.stop()
             if one_shot:

@@ -1,0 +1,46 @@
+"""The topology on a 3-node cluster: streams are created with ``FQ_STREAM_REPLICAS`` replicas,
+and a process started without that setting (a one-off ``fq`` command, say) leaves an R3
+stream at R3 instead of scaling it down to the default R1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ferrisqueue.natsconn import connect
+from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.topology import ensure_streams
+from tests.support.cluster import NatsCluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    nodes = NatsCluster(tmp_path / "cluster")
+    nodes.start()
+    yield nodes
+    nodes.stop()
+
+
+async def test_a_process_without_the_replica_setting_does_not_rescale_streams(
+    cluster: NatsCluster,
+) -> None:
+    await cluster.wait_ready()
+    nc = await connect(cluster.url, name="fq-test")
+    try:
+        await ensure_streams(nc, Settings(_env_file=None, stream_replicas=3))  # type: ignore[call-arg]
+        created = await nc.jetstream().stream_info(EVENT_STREAM)
+        await ensure_streams(nc, Settings(_env_file=None))  # type: ignore[call-arg]
+        kept = await nc.jetstream().stream_info(EVENT_STREAM)
+        await ensure_streams(nc, Settings(_env_file=None, stream_replicas=1))  # type: ignore[call-arg]
+        chosen = await nc.jetstream().stream_info(EVENT_STREAM)
+    finally:
+        await nc.close()
+
+    assert created.config.num_replicas == 3
+    assert kept.config.num_replicas == 3
+    assert chosen.config.num_replicas == 1  # set explicitly: an operator's decision
