@@ -16,26 +16,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ferrisqueue.errors import NatsUnavailable
+
 _STATUS = "Status"
 _HEARTBEAT = "100"
+_NO_RESPONDERS = "503"
 _NANOS = 1_000_000_000
+_FIRST_PAUSE = 0.1
+_LONGEST_PAUSE = 2.0
+"""Seconds between pull requests that nobody answers, doubling from the first."""
+
+log = logging.getLogger(__name__)
 
 
 class Puller:
     """Bursts of messages from one durable pull consumer."""
 
     def __init__(
-        self, nc: Client, stream: str, consumer: str, *, expires: float = 1.0, linger: float = 0.0
+        self,
+        nc: Client,
+        stream: str,
+        consumer: str,
+        *,
+        expires: float = 1.0,
+        linger: float = 0.0,
+        give_up_after: float | None = None,
     ) -> None:
         """``linger``: how long a burst may wait for more messages after its first one
         (0 for a worker, which wants each job at once; a little for a projector, which
-        writes one transaction per burst)."""
+        writes one transaction per burst). ``give_up_after``: seconds of unanswered pull
+        requests after which :meth:`bursts` raises :class:`NatsUnavailable` (None: never,
+        it keeps asking)."""
         self._nc = nc
         self._linger = linger
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -45,6 +63,10 @@ class Puller:
         self._held: list[Msg] = []
         """Delivered after ``stopping`` was set: never handed over, returned by :meth:`stop`."""
         self._sub: Subscription | None = None
+        self._give_up_after = give_up_after
+        self._answered = True
+        self._unanswered_since: float | None = None
+        self._pause = _FIRST_PAUSE
 
     async def start(self) -> None:
         async def arrived(msg: Msg) -> None:
@@ -103,8 +125,34 @@ class Puller:
                         break
             finally:
                 unused(wanted - delivered)
+            if not self._answered:
+                await self._unanswered(stopping)
+            else:
+                self._unanswered_since = None
+
+    async def _unanswered(self, stopping: asyncio.Event) -> None:
+        """A pull request nobody answered (503 no responders: the consumer has no leader,
+        as in an election, or is gone; or no answer at all: the connection dropped). Wait
+        before the next one, longer each time, instead of spinning; warn once per streak,
+        and give up after ``give_up_after`` seconds if the owner can recover (re-create the
+        consumer)."""
+        loop = asyncio.get_running_loop()
+        if self._unanswered_since is None:
+            self._unanswered_since = loop.time()
+            self._pause = _FIRST_PAUSE
+            log.warning("no answer to pull requests on %s; asking again", self._api)
+        elif self._give_up_after is not None and (
+            loop.time() - self._unanswered_since > self._give_up_after
+        ):
+            raise NatsUnavailable(
+                f"no answer to pull requests on {self._api} for {self._give_up_after:g} s"
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), self._pause)
+        self._pause = min(self._pause * 2, _LONGEST_PAUSE)
 
     async def _request(self, batch: int) -> None:
+        self._answered = False
         body = {"batch": batch, "expires": int(self._expires * _NANOS)}
         await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
 
@@ -120,6 +168,7 @@ class Puller:
             except TimeoutError:
                 return burst, True  # no answer at all: the connection may have dropped
             status = _status(msg)
+            self._answered = self._answered or status != _NO_RESPONDERS
             if status == _HEARTBEAT:
                 continue
             if status:

@@ -66,6 +66,9 @@ BURST_LINGER = 0.01
 """Seconds a burst waits to fill up: fewer, larger transactions for 10 ms of latency."""
 PIPELINE_DEPTH = 4
 """Bursts received ahead of the one being applied."""
+UNANSWERED_LIMIT = 10.0
+"""Seconds of unanswered pull requests (the consumer lost its leader, or was deleted) after
+which the projector re-creates its consumer from the stored checkpoint."""
 STANDBY_RETRY = 1.0
 """Seconds between a standby projector's attempts to take the lead."""
 
@@ -276,7 +279,7 @@ class Projector:
                     projection.name,
                     exc,
                     pause,
-                    exc_info=not isinstance(exc, FerrisQueueError),
+                    exc_info=not isinstance(exc, FerrisQueueError | TimeoutError),
                 )
             if pause:
                 with contextlib.suppress(TimeoutError):
@@ -379,7 +382,14 @@ class Projector:
         # The start position cannot be changed on an existing consumer: re-create it.
         await delete_consumer(nc, projection.stream, name)
         await ensure_consumer(nc, projection.stream, config)
-        puller = Puller(nc, projection.stream, name, expires=FETCH_TIMEOUT, linger=BURST_LINGER)
+        puller = Puller(
+            nc,
+            projection.stream,
+            name,
+            expires=FETCH_TIMEOUT,
+            linger=BURST_LINGER,
+            give_up_after=UNANSWERED_LIMIT,
+        )
         await puller.start()
         return puller
 

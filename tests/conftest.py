@@ -18,6 +18,7 @@ from ferrisqueue.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.topology import ensure_topology
+from tests.support.cluster import NatsCluster
 from tests.support.procs import ServiceProcess, module_argv, service_env, start_service
 from tests.support.stores import BACKENDS, store_url_for
 from tests.support.waits import wait_until
@@ -58,6 +59,15 @@ def settings_for(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
         "shutdown_grace": 5.0,
     }
     return Settings(_env_file=None, **{**fields, **overrides})  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster on free loopback ports, stopped by pid at teardown."""
+    nodes = NatsCluster(tmp_path / "cluster")
+    nodes.start()
+    yield nodes
+    nodes.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ later event acknowledged them too, and nothing ever applied them)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -39,14 +39,6 @@ CLIENTS = 8
 """Concurrent HTTP clients, each submitting its share of the jobs one after another."""
 JOB = {"type": "echo", "payload": {}}
 CLUSTER_ENV = {"FQ_STREAM_REPLICAS": "3", "FQ_PUBLISH_TIMEOUT": "3"}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "cluster")
-    nodes.start()
-    yield nodes
-    nodes.stop()
 
 
 @pytest.fixture
@@ -132,11 +124,17 @@ async def test_losing_nodes_under_load_leaves_the_read_store_equal_to_a_fresh_fo
     )
     for node in victims:
         cluster.restart(node)
+    await wait_until(
+        lambda: stream_whole(nc, EVENT_STREAM), bool, timeout=60, what="the cluster whole again"
+    )
 
     await producing
     verdict = await verify(nc, history, store, timeout=90)
     verified = await run_fq(settings, tmp_path, "projections", "verify")
 
+    if not verdict.ok:  # say why: the services' own account of the faults
+        for service in [*services, *workers]:
+            print(f"--- {service.name}\n{service.log()[-6000:]}")
     verdict.assert_ok()  # nothing lost or unexpected; store_mismatches = ∅
     assert verdict.outcomes == {"completed": JOBS}
     assert [op for op in history.ops.values() if op.outcome is not Outcome.ACCEPTED] == []

@@ -4,9 +4,6 @@ stream at R3 instead of scaling it down to the default R1."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from ferrisqueue.natsconn import connect
@@ -16,14 +13,6 @@ from ferrisqueue.topology import ensure_streams
 from tests.support.cluster import NatsCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "cluster")
-    nodes.start()
-    yield nodes
-    nodes.stop()
 
 
 async def test_a_process_without_the_replica_setting_does_not_rescale_streams(

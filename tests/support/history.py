@@ -485,7 +485,14 @@ async def settle(nc: Client, history: History, *, timeout: float) -> bool:
         if op.job_id is not None
     }
     while waiting:
-        info = await nc.jetstream().stream_info(EVENT_STREAM, subjects_filter="fq.job.*.*.*")
+        try:
+            info = await nc.jetstream().stream_info(EVENT_STREAM, subjects_filter="fq.job.*.*.*")
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            # A cluster still electing after a fault: ask again until the deadline.
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)  # polling the log, bounded by the deadline
+            continue
         seen: dict[str, set[str]] = defaultdict(set)
         for subject in info.state.subjects or {}:
             with contextlib.suppress(ValueError):  # a subject naming no job finishes none
