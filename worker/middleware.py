@@ -17,7 +17,7 @@ default and every hook is ``async`` (do blocking work with ``asyncio.to_thread``
 ``on_error``           B, then A; the attempt failed and ``failed`` is recorded; with the
                        exception and ``will_retry`` (the job comes back after a backoff).
 ``after_attempt``      B, then A (each right after its ``after_success`` / ``on_error``);
-                       after *every* attempt whose ``before_attempt`` returned, with its
+                       after *every* attempt its ``before_attempt`` was called for, with its
                        :class:`AttemptOutcome`: also canceled ones, and ``interrupted`` ones
                        (the worker stopped or could not record the outcome; the job will be
                        delivered again). The place to close what ``before_attempt`` opened.
@@ -25,9 +25,9 @@ default and every hook is ``async`` (do blocking work with ``asyncio.to_thread``
                        resources. Only middleware whose ``on_worker_start`` returned.
 =====================  ==================================================================
 
-Like nested ``async with`` blocks: the after-hooks of a middleware run only if its
-``before_attempt`` returned, innermost first. They run after the outcome is recorded in the
-log and the message acked, so they observe the outcome and cannot change it.
+The after-hooks of a middleware run for each attempt its ``before_attempt`` was called for
+(even if it raised), innermost first. They run after the outcome is recorded in the log and
+the message acked, so they observe the outcome and cannot change it.
 
 **Errors in hooks** never crash the worker:
 
@@ -36,7 +36,8 @@ log and the message acked, so they observe the outcome and cannot change it.
 * ``before_attempt`` raising is the attempt's error, as if the handler had raised it: raise
   :class:`~ferrisqueue.errors.Permanent` to refuse a job for good, anything else to have the
   attempt retried after its backoff. The handler does not run; the middleware further in do
-  not see the attempt at all, the ones further out get ``on_error`` and ``after_attempt``.
+  not see the attempt at all, the raising one and those further out get ``on_error`` and
+  ``after_attempt`` (so a middleware that refuses an attempt also counts it).
 * ``after_success``, ``on_error``, ``after_attempt`` and ``on_worker_stop`` raising is logged
   (with the job and the middleware) and ignored: the outcome is already stored, and the other
   middleware's hooks still run. Each call is cut off after :data:`HOOK_TIME_LIMIT` seconds,
@@ -150,7 +151,8 @@ class Middleware:
         back after a backoff, else it is dead-lettered."""
 
     async def after_attempt(self, ctx: JobContext, outcome: AttemptOutcome) -> None:
-        """After every attempt whose ``before_attempt`` returned, however it ended."""
+        """After every attempt this middleware's ``before_attempt`` was called for, however
+        it ended."""
 
 
 class MiddlewareStack:
@@ -225,15 +227,17 @@ class Attempt:
         self._ctx = ctx
         self._payload = payload
         self._entered: list[Middleware] = []
-        """The middleware whose ``before_attempt`` returned: the ones whose after-hooks run."""
+        """The middleware whose ``before_attempt`` was called: the ones whose after-hooks run."""
         self._outcome: AttemptOutcome | None = None
 
     async def before(self) -> None:
         """Every ``before_attempt``, outermost first; the first that raises stops the rest
         and its exception is the attempt's."""
         for middleware in self._stack.middleware:
-            await middleware.before_attempt(self._ctx, self._payload)
+            # Entered before the call: a middleware that refuses the attempt (or half-opens
+            # something for it) still sees how it ended.
             self._entered.append(middleware)
+            await middleware.before_attempt(self._ctx, self._payload)
 
     def record(self, outcome: BaseEvent, error: BaseException | None = None) -> None:
         """The attempt's stored outcome event (``succeeded``, ``failed`` or ``canceled``) and,

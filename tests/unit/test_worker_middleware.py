@@ -143,7 +143,7 @@ async def test_an_attempt_left_without_a_stored_outcome_is_reported_interrupted(
     assert calls == ["a.before", "a.after:interrupted"]
 
 
-async def test_a_before_hook_error_is_the_attempts_and_only_outer_middleware_see_it() -> None:
+async def test_a_before_hook_error_is_the_attempts_and_middleware_further_in_never_see_it() -> None:
     calls: list[str] = []
     stack = MiddlewareStack(
         [Recorder("a", calls), Recorder("b", calls, "before"), Recorder("c", calls)]
@@ -157,10 +157,12 @@ async def test_a_before_hook_error_is_the_attempts_and_only_outer_middleware_see
                 hooks.record(FINAL, exc)
                 raise
 
-    # c never saw the attempt; b's own after-hooks do not run, as with a failed __aenter__.
+    # c never saw the attempt; b, which refused it, sees how it ended, as a does.
     assert calls == [
         "a.before",
         "b.before",
+        "b.error:b.before broke, retry=False",
+        "b.after:failed",
         "a.error:b.before broke, retry=False",
         "a.after:failed",
     ]
