@@ -293,9 +293,9 @@ class JobExecutor:
             error = Permanent(str(exc))
             outcome = self._failure(run, error, False, _ms_since(began))
             await self._log.append(outcome)
+        hooks.record(outcome, error)  # stored: if the dead letter fails, a redelivery ends it
         if isinstance(outcome, Failed) and outcome.retry_at is None:
             await self._dead_letter(run, outcome.error, attempt, permanent=_is_permanent(outcome))
-        hooks.record(outcome, error)
         await msg.ack()
         self.processed += 1
         self.failed += isinstance(outcome, Failed)

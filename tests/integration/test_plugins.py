@@ -227,6 +227,35 @@ async def test_plugin_middleware_opens_a_resource_at_start_hooks_every_attempt_a
     }
 
 
+async def test_plugin_hooks_see_a_canceled_attempt_and_one_the_stopping_worker_hands_back(
+    example_plugin: None,
+    gateway: httpx.AsyncClient,
+    start: StartService,
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    worker = start("worker", FQ_PLUGIN_EXAMPLE_JOURNAL=str(journal), FQ_SHUTDOWN_GRACE="0.5")
+    long_job = {"type": "sleep", "payload": {"seconds": 30, "steps": 30}}
+    canceled, handed_back = await submit(gateway, long_job), await submit(gateway, long_job)
+    for job_id in (canceled, handed_back):  # progress: the handler runs, past its hooks
+        await collect_events(
+            nc,
+            f"fq.job.default.{job_id}.*",
+            until=lambda b: any(e["event"] == "progress" for e in b),
+            timeout=20,
+        )
+
+    assert (await gateway.post(f"/jobs/{canceled}/cancel")).status_code == 202
+    await wait_for_journal(journal, {canceled})
+    assert worker.terminate() == 0, worker.log()  # past its grace, handed_back is handed back
+
+    lines = journal_of(journal)
+    ended = {line["job_id"]: line["status"] for line in lines if line["event"] == "attempt"}
+    assert ended == {canceled: "canceled", handed_back: "interrupted"}
+    assert lines[-1]["event"] == "closed"
+
+
 async def test_a_plugin_hook_refuses_a_job_for_good_before_its_handler_runs(
     example_plugin: None,
     gateway: httpx.AsyncClient,
