@@ -19,7 +19,8 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from nats.aio.client import Client
 
 from ferrisqueue.subjects import EVENT_STREAM
 from tests.conftest import StartService
+from tests.support.procs import ServiceProcess
 from tests.support.waits import collect_events, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -153,6 +155,23 @@ async def test_worker_runs_the_plugin_job(
     assert "word_count" in worker.log()  # the worker says which plugins it loaded
 
 
+@dataclass(frozen=True)
+class Journaled:
+    """Workers of the example plugin writing their journal to ``path``."""
+
+    path: Path
+    start_worker: Callable[..., ServiceProcess]
+    """``start_worker(FQ_...="...")``: a worker with the journal and these variables."""
+
+
+@pytest.fixture
+def journaled(example_plugin: None, start: StartService, tmp_path: Path) -> Journaled:
+    path = tmp_path / "journal.jsonl"
+    return Journaled(
+        path, lambda **env: start("worker", FQ_PLUGIN_EXAMPLE_JOURNAL=str(path), **env)
+    )
+
+
 def journal_of(path: Path) -> list[dict[str, Any]]:
     """The example plugin's journal: one JSON object per line."""
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -171,6 +190,16 @@ async def wait_for_journal(path: Path, job_ids: set[str]) -> list[dict[str, Any]
     return await wait_until(read, attempted, timeout=20, what=f"journal lines for {job_ids}")
 
 
+async def wait_for_event(nc: Client, job_id: str, kind: str) -> list[dict[str, Any]]:
+    """The job's stored events, once one of them is a ``kind``."""
+    return await collect_events(
+        nc,
+        f"fq.job.default.{job_id}.*",
+        until=lambda bodies: any(e["event"] == kind for e in bodies),
+        timeout=20,
+    )
+
+
 async def submit(gateway: httpx.AsyncClient, body: dict[str, Any]) -> str:
     response = await gateway.post("/jobs", json=body)
     assert response.status_code == 202, response.text
@@ -179,10 +208,9 @@ async def submit(gateway: httpx.AsyncClient, body: dict[str, Any]) -> str:
 
 
 async def test_plugin_middleware_opens_a_resource_at_start_hooks_every_attempt_and_closes_it(
-    example_plugin: None, gateway: httpx.AsyncClient, start: StartService, tmp_path: Path
+    journaled: Journaled, gateway: httpx.AsyncClient
 ) -> None:
-    journal = tmp_path / "journal.jsonl"
-    worker = start("worker", FQ_PLUGIN_EXAMPLE_JOURNAL=str(journal))
+    journal, worker = journaled.path, journaled.start_worker()
     counted = await submit(
         gateway, {"type": "word_count", "payload": {"text": "to be or not to be"}}
     )
@@ -228,23 +256,13 @@ async def test_plugin_middleware_opens_a_resource_at_start_hooks_every_attempt_a
 
 
 async def test_plugin_hooks_see_a_canceled_attempt_and_one_the_stopping_worker_hands_back(
-    example_plugin: None,
-    gateway: httpx.AsyncClient,
-    start: StartService,
-    nc: Client,
-    tmp_path: Path,
+    journaled: Journaled, gateway: httpx.AsyncClient, nc: Client
 ) -> None:
-    journal = tmp_path / "journal.jsonl"
-    worker = start("worker", FQ_PLUGIN_EXAMPLE_JOURNAL=str(journal), FQ_SHUTDOWN_GRACE="0.5")
+    journal, worker = journaled.path, journaled.start_worker(FQ_SHUTDOWN_GRACE="0.5")
     long_job = {"type": "sleep", "payload": {"seconds": 30, "steps": 30}}
     canceled, handed_back = await submit(gateway, long_job), await submit(gateway, long_job)
     for job_id in (canceled, handed_back):  # progress: the handler runs, past its hooks
-        await collect_events(
-            nc,
-            f"fq.job.default.{job_id}.*",
-            until=lambda b: any(e["event"] == "progress" for e in b),
-            timeout=20,
-        )
+        await wait_for_event(nc, job_id, "progress")
 
     assert (await gateway.post(f"/jobs/{canceled}/cancel")).status_code == 202
     await wait_for_journal(journal, {canceled})
@@ -257,31 +275,21 @@ async def test_plugin_hooks_see_a_canceled_attempt_and_one_the_stopping_worker_h
 
 
 async def test_a_plugin_hook_refuses_a_job_for_good_before_its_handler_runs(
-    example_plugin: None,
-    gateway: httpx.AsyncClient,
-    start: StartService,
-    nc: Client,
-    tmp_path: Path,
+    journaled: Journaled, gateway: httpx.AsyncClient, nc: Client
 ) -> None:
-    journal = tmp_path / "journal.jsonl"
-    start("worker", FQ_PLUGIN_EXAMPLE_JOURNAL=str(journal), FQ_PLUGIN_EXAMPLE_MAX_TEXT_CHARS="20")
+    journaled.start_worker(FQ_PLUGIN_EXAMPLE_MAX_TEXT_CHARS="20")
     text = "a text of thirty characters.."
 
     job_id = await submit(gateway, {"type": "word_count", "payload": {"text": text}})
 
-    events = await collect_events(
-        nc,
-        f"fq.job.default.{job_id}.*",
-        until=lambda b: any(e["event"] == "dead_lettered" for e in b),
-        timeout=20,
-    )
+    events = await wait_for_event(nc, job_id, "dead_lettered")
     (failed,) = [e for e in events if e["event"] == "failed"]
     assert failed["error"] == (
         f"text of {len(text)} characters is over FQ_PLUGIN_EXAMPLE_MAX_TEXT_CHARS (20)"
     )
     assert failed["error_type"].startswith("permanent:")
     assert "retry_at" not in failed
-    lines = await wait_for_journal(journal, {job_id})
+    lines = await wait_for_journal(journaled.path, {job_id})
     assert [(e["event"], e.get("status")) for e in lines if e.get("job_id") == job_id] == [
         ("attempt", "failed")  # and no "counted": the handler never ran
     ]
