@@ -133,11 +133,10 @@ class JobExecutor:
         if presumed is None and delivery.deliveries == 1:
             presumed = [stored]
         if (started := await self._start(msg, run, presumed)) is not None:
-            ctx = self._context(started)
             # The middleware's after-hooks run as this block is left: after the ack, or with
             # "interrupted" when the attempt ends without a stored outcome.
-            async with self._middleware.attempt(ctx, started.spec.payload) as hooks:
-                await self._run(msg, started, ctx, hooks)
+            async with self._middleware.attempt() as hooks:
+                await self._run(msg, started, hooks)
 
     async def _prepare(self, stored: StoredEvent, deliveries: int) -> _Run | str:
         """What to run for a delivered message, or why it can never run."""
@@ -226,39 +225,27 @@ class JobExecutor:
             # Its final failure is stored, its dead-lettering may not be.
             await self._dead_letter(run, state.last_error or "failed", state.attempts)
 
-    def _context(self, run: _Run) -> JobContext:
-        """What the handler and the middleware know of this attempt."""
-        job = run.spec
-
-        async def report(fraction: float, message: str | None) -> None:
-            await self._log.append(
-                Progress(
-                    job_id=job.job_id,
-                    queue=job.queue,
-                    at=utcnow(),
-                    attempt=run.attempt,
-                    fraction=fraction,
-                    message=message,
-                )
-            )
-
-        return JobContext(
-            job.job_id,
-            job.queue,
-            job.type,
-            run.attempt,
-            self._worker_id,
-            report,
-            asyncio.get_running_loop(),
-            self._middleware.resources,
-        )
-
-    async def _run(self, msg: Msg, run: _Run, ctx: JobContext, hooks: Attempt) -> None:
+    async def _run(self, msg: Msg, run: _Run, hooks: Attempt) -> None:
         job, attempt = run.spec, run.attempt
 
         def at(kind: type[BaseEvent], **fields: Any) -> Any:
             return kind(job_id=job.job_id, queue=job.queue, at=utcnow(), **fields)
 
+        async def report(fraction: float, message: str | None) -> None:
+            await self._log.append(
+                at(Progress, attempt=attempt, fraction=fraction, message=message)
+            )
+
+        ctx = JobContext(
+            job.job_id,
+            job.queue,
+            job.type,
+            attempt,
+            self._worker_id,
+            report,
+            asyncio.get_running_loop(),
+            self._middleware.resources,
+        )
         began = time.perf_counter()
         outcome: BaseEvent
         error: BaseException | None = None
@@ -270,7 +257,7 @@ class JobExecutor:
         try:
             with self._leases.hold(msg, run.policy.ack_wait):
                 async with limit:
-                    await hooks.before()  # may refuse the attempt: its error is the attempt's
+                    await hooks.before(ctx, job.payload)  # raising fails the attempt instead
                     result = await self._registry.runner(job.type)(ctx, job.payload)
             pydantic_core.to_json(result)  # a result that cannot be stored fails the job here
         except asyncio.CancelledError:

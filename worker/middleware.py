@@ -187,11 +187,12 @@ class MiddlewareStack:
             for middleware in reversed(started):
                 await self._observe(middleware, "on_worker_stop", middleware.on_worker_stop, worker)
 
-    def attempt(self, ctx: JobContext, payload: dict[str, Any]) -> Attempt:
-        """The hooks of one attempt: ``async with stack.attempt(ctx, payload) as hooks``, then
-        ``await hooks.before()`` just before the handler and ``hooks.record(outcome, error)``
-        once the outcome is stored; the after-hooks run when the block is left."""
-        return Attempt(self, ctx, payload)
+    def attempt(self) -> Attempt:
+        """The hooks of one attempt: ``async with stack.attempt() as hooks``, then
+        ``await hooks.before(ctx, payload)`` just before the handler and
+        ``hooks.record(outcome, error)`` once the outcome is stored; the after-hooks run when
+        the block is left."""
+        return Attempt(self)
 
     async def _observe(
         self,
@@ -222,22 +223,22 @@ class MiddlewareStack:
 class Attempt:
     """The middleware's hooks around one attempt (see :meth:`MiddlewareStack.attempt`)."""
 
-    def __init__(self, stack: MiddlewareStack, ctx: JobContext, payload: dict[str, Any]) -> None:
+    def __init__(self, stack: MiddlewareStack) -> None:
         self._stack = stack
-        self._ctx = ctx
-        self._payload = payload
+        self._ctx: JobContext | None = None
         self._entered: list[Middleware] = []
         """The middleware whose ``before_attempt`` was called: the ones whose after-hooks run."""
         self._outcome: AttemptOutcome | None = None
 
-    async def before(self) -> None:
+    async def before(self, ctx: JobContext, payload: dict[str, Any]) -> None:
         """Every ``before_attempt``, outermost first; the first that raises stops the rest
         and its exception is the attempt's."""
+        self._ctx = ctx
         for middleware in self._stack.middleware:
             # Entered before the call: a middleware that refuses the attempt (or half-opens
             # something for it) still sees how it ended.
             self._entered.append(middleware)
-            await middleware.before_attempt(self._ctx, self._payload)
+            await middleware.before_attempt(ctx, payload)
 
     def record(self, outcome: BaseEvent, error: BaseException | None = None) -> None:
         """The attempt's stored outcome event (``succeeded``, ``failed`` or ``canceled``) and,
@@ -262,8 +263,11 @@ class Attempt:
     ) -> None:
         # Left without a recorded outcome: the worker is stopping (a CancelledError passes
         # through here), or the outcome could not be stored. Either way the job comes again.
+        ctx = self._ctx
+        if ctx is None:  # it ended before the hooks were reached: they saw nothing
+            return
         outcome = self._outcome or AttemptOutcome(AttemptStatus.INTERRUPTED)
-        observe, ctx = self._stack._observe, self._ctx
+        observe = self._stack._observe
         for middleware in reversed(self._entered):
             if outcome.status is AttemptStatus.SUCCEEDED:
                 await observe(

@@ -83,8 +83,8 @@ async def test_before_hooks_run_outermost_first_and_after_hooks_innermost_first(
     calls: list[str] = []
     stack = MiddlewareStack([Recorder("a", calls), Recorder("b", calls)])
 
-    async with stack.attempt(context(), {}) as hooks:
-        await hooks.before()
+    async with stack.attempt() as hooks:
+        await hooks.before(context(), {})
         calls.append("handler")
         hooks.record(SUCCEEDED)
 
@@ -108,8 +108,8 @@ async def test_a_failed_attempt_tells_on_error_the_error_and_whether_it_will_ret
     calls: list[str] = []
     stack = MiddlewareStack([Recorder("a", calls)])
 
-    async with stack.attempt(context(), {}) as hooks:
-        await hooks.before()
+    async with stack.attempt() as hooks:
+        await hooks.before(context(), {})
         hooks.record(outcome, RuntimeError("boom"))
 
     assert calls == ["a.before", f"a.error:boom, retry={retry}", "a.after:failed"]
@@ -119,8 +119,8 @@ async def test_a_canceled_attempt_gets_after_attempt_but_neither_success_nor_err
     calls: list[str] = []
     stack = MiddlewareStack([Recorder("a", calls)])
 
-    async with stack.attempt(context(), {}) as hooks:
-        await hooks.before()
+    async with stack.attempt() as hooks:
+        await hooks.before(context(), {})
         hooks.record(CANCELED)
 
     assert calls == ["a.before", "a.after:canceled"]
@@ -136,11 +136,22 @@ async def test_an_attempt_left_without_a_stored_outcome_is_reported_interrupted(
     stack = MiddlewareStack([Recorder("a", calls)])
 
     with pytest.raises(stop):
-        async with stack.attempt(context(), {}) as hooks:
-            await hooks.before()
+        async with stack.attempt() as hooks:
+            await hooks.before(context(), {})
             raise stop()
 
     assert calls == ["a.before", "a.after:interrupted"]
+
+
+async def test_an_attempt_that_ends_before_its_hooks_are_reached_is_not_reported() -> None:
+    calls: list[str] = []
+    stack = MiddlewareStack([Recorder("a", calls)])
+
+    with pytest.raises(asyncio.CancelledError):  # e.g. the worker stopping at once
+        async with stack.attempt():
+            raise asyncio.CancelledError()
+
+    assert calls == []
 
 
 async def test_a_before_hook_error_is_the_attempts_and_middleware_further_in_never_see_it() -> None:
@@ -150,9 +161,9 @@ async def test_a_before_hook_error_is_the_attempts_and_middleware_further_in_nev
     )
 
     with pytest.raises(RuntimeError, match=r"b\.before broke"):
-        async with stack.attempt(context(), {}) as hooks:
+        async with stack.attempt() as hooks:
             try:
-                await hooks.before()
+                await hooks.before(context(), {})
             except RuntimeError as exc:  # what the executor does: the attempt failed with it
                 hooks.record(FINAL, exc)
                 raise
@@ -174,10 +185,10 @@ async def test_a_before_hook_can_refuse_an_attempt_with_permanent() -> None:
             if payload.get("tenant") == "banned":
                 raise Permanent("tenant banned")
 
-    hooks = MiddlewareStack([Refuse()]).attempt(context(), {"tenant": "banned"})
+    hooks = MiddlewareStack([Refuse()]).attempt()
 
     with pytest.raises(Permanent, match="tenant banned"):
-        await hooks.before()
+        await hooks.before(context(), {"tenant": "banned"})
 
 
 async def test_an_after_hook_error_is_logged_and_the_other_hooks_still_run(
@@ -186,8 +197,8 @@ async def test_an_after_hook_error_is_logged_and_the_other_hooks_still_run(
     calls: list[str] = []
     stack = MiddlewareStack([Recorder("a", calls), Recorder("b", calls, "success", "after")])
 
-    async with stack.attempt(context(), {}) as hooks:  # no exception escapes the block
-        await hooks.before()
+    async with stack.attempt() as hooks:  # no exception escapes the block
+        await hooks.before(context(), {})
         hooks.record(SUCCEEDED)
 
     assert calls[2:] == ["b.success:[1]", "b.after:succeeded", "a.success:[1]", "a.after:succeeded"]
@@ -209,8 +220,8 @@ async def test_a_stuck_after_hook_is_cut_off_and_the_attempt_ends(
 
     stack = MiddlewareStack([Stuck()], hook_time_limit=0.05)
 
-    async with stack.attempt(context(), {}) as hooks:
-        await hooks.before()
+    async with stack.attempt() as hooks:
+        await hooks.before(context(), {})
         hooks.record(SUCCEEDED)
 
     assert "middleware Stuck: after_attempt took over 0.05s for job j1 (ignored)" in caplog.messages
@@ -277,6 +288,6 @@ async def test_a_resource_opened_at_start_reaches_handlers_by_type_and_closes_at
 async def test_the_middleware_base_does_nothing() -> None:
     stack = MiddlewareStack([Middleware()])
 
-    async with stack.running(settings()), stack.attempt(context(stack), {}) as hooks:
-        await hooks.before()
+    async with stack.running(settings()), stack.attempt() as hooks:
+        await hooks.before(context(), {})
         hooks.record(FINAL, RuntimeError("boom"))
