@@ -45,9 +45,10 @@ the message acked, so they observe the outcome and cannot change it.
 
 **At least once.** A job's handler may run more than once (a worker can die after the work
 but before the ack), and so may every attempt hook, for the same job and even the same
-attempt number. If the worker dies, or cannot record an outcome, the after-hooks of that
-attempt may not run at all. Hooks are for observing and guarding attempts, not for effects
-that must happen exactly once; key any effect on ``ctx.job_id`` (and ``ctx.attempt``).
+attempt number. If the worker dies, the after-hooks of that attempt do not run at all (and
+if it cannot record the outcome, only ``after_attempt`` runs, with ``interrupted``). Hooks are
+for observing and guarding attempts, not for effects that must happen exactly once; key any
+effect on ``ctx.job_id`` (and ``ctx.attempt``).
 
 **Registering.** From code: ``Worker(settings, registry, middleware=[Timing(), ...])``, in
 order, outermost first. From a plugin: an entry point in the ``ferrisqueue.middleware``

@@ -38,7 +38,8 @@ FETCH_TIMEOUT = 1.0
 
 
 class Worker:
-    """One worker process's jobs, across its queues."""
+    """One worker process's jobs, across its queues; ``middleware`` (outermost first) runs
+    around every attempt and opens the worker's resources (:mod:`worker.middleware`)."""
 
     def __init__(
         self,
