@@ -4,14 +4,22 @@ Handlers may run more than once for the same job (at-least-once delivery: a work
 after the work but before the ack). ``job_id`` and ``attempt`` are there so a handler can
 make its effects idempotent, e.g. by using ``job_id`` as an idempotency key downstream or by
 writing its output to a path named after the job.
+
+Things opened once per worker (a connection pool, a client) are reached through
+:meth:`JobContext.resource`, not through module globals; see :mod:`worker.resources`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from worker.resources import Resources
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,13 @@ class JobContext:
     worker: str
     _report: Callable[[float, str | None], Coroutine[Any, Any, None]]
     _loop: asyncio.AbstractEventLoop
+    resources: Resources = field(default_factory=Resources)
+    """What the worker's middleware opened at start (see :meth:`resource`)."""
+
+    def resource(self, kind: builtins.type[T]) -> T:  # `type` is a field here
+        """The worker's resource of type ``kind`` (opened by a middleware at worker start);
+        :class:`~worker.resources.MissingResource` if this worker has none."""
+        return self.resources.get(kind)
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the job got (0.0 to 1.0); visible in the job's status."""

@@ -53,6 +53,7 @@ from ferrisqueue.states import JobStatus
 from ferrisqueue.subjects import parse_job_subject
 from worker.context import JobContext
 from worker.lease import LeaseKeeper
+from worker.middleware import Attempt, MiddlewareStack
 from worker.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,10 @@ class JobExecutor:
         worker_id: str,
         policies: Callable[[str], QueuePolicy],
         leases: LeaseKeeper,
+        middleware: MiddlewareStack | None = None,
     ) -> None:
         self._log = event_log
+        self._middleware = middleware or MiddlewareStack()
         self._leases = leases
         self._registry = registry
         self._worker_id = worker_id
@@ -130,7 +133,10 @@ class JobExecutor:
         if presumed is None and delivery.deliveries == 1:
             presumed = [stored]
         if (started := await self._start(msg, run, presumed)) is not None:
-            await self._run(msg, started)
+            # The middleware's after-hooks run as this block is left: after the ack, or with
+            # "interrupted" when the attempt ends without a stored outcome.
+            async with self._middleware.attempt() as hooks:
+                await self._run(msg, started, hooks)
 
     async def _prepare(self, stored: StoredEvent, deliveries: int) -> _Run | str:
         """What to run for a delivered message, or why it can never run."""
@@ -219,7 +225,7 @@ class JobExecutor:
             # Its final failure is stored, its dead-lettering may not be.
             await self._dead_letter(run, state.last_error or "failed", state.attempts)
 
-    async def _run(self, msg: Msg, run: _Run) -> None:
+    async def _run(self, msg: Msg, run: _Run, hooks: Attempt) -> None:
         job, attempt = run.spec, run.attempt
 
         def at(kind: type[BaseEvent], **fields: Any) -> Any:
@@ -238,9 +244,11 @@ class JobExecutor:
             self._worker_id,
             report,
             asyncio.get_running_loop(),
+            self._middleware.resources,
         )
         began = time.perf_counter()
         outcome: BaseEvent
+        error: BaseException | None = None
         # The handler runs in this task (no task of its own per job): cancel() cancels it.
         task = asyncio.current_task()
         assert task is not None
@@ -249,6 +257,7 @@ class JobExecutor:
         try:
             with self._leases.hold(msg, run.policy.ack_wait):
                 async with limit:
+                    await hooks.before(ctx, job.payload)  # raising fails the attempt instead
                     result = await self._registry.runner(job.type)(ctx, job.payload)
             pydantic_core.to_json(result)  # a result that cannot be stored fails the job here
         except asyncio.CancelledError:
@@ -257,6 +266,7 @@ class JobExecutor:
             task.uncancel()  # this cancellation is the job's outcome, not the task's end
             outcome = at(Canceled, reason="canceled while running")
         except Exception as exc:  # the handler's failure is the job's outcome, not ours
+            error = exc
             timed_out = isinstance(exc, TimeoutError) and limit.expired()
             outcome = self._failure(run, exc, timed_out, _ms_since(began))
         else:
@@ -267,8 +277,10 @@ class JobExecutor:
         try:
             await self._log.append(outcome)
         except PayloadTooLarge as exc:  # a result too large to store fails the job instead
-            outcome = self._failure(run, Permanent(str(exc)), False, _ms_since(began))
+            error = Permanent(str(exc))
+            outcome = self._failure(run, error, False, _ms_since(began))
             await self._log.append(outcome)
+        hooks.record(outcome, error)  # stored: if the dead letter fails, a redelivery ends it
         if isinstance(outcome, Failed) and outcome.retry_at is None:
             await self._dead_letter(run, outcome.error, attempt, permanent=_is_permanent(outcome))
         await msg.ack()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Iterable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -26,6 +27,7 @@ from ferrisqueue.topology import ensure_consumer, ensure_streams, worker_consume
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
 from worker.lease import LeaseKeeper
+from worker.middleware import Middleware, MiddlewareStack
 from worker.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,18 @@ FETCH_TIMEOUT = 1.0
 
 
 class Worker:
-    """One worker process's jobs, across its queues."""
+    """One worker process's jobs, across its queues; ``middleware`` (outermost first) runs
+    around every attempt and opens the worker's resources (:mod:`worker.middleware`)."""
 
-    def __init__(self, settings: Settings, registry: TaskRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: TaskRegistry,
+        middleware: Iterable[Middleware] = (),
+    ) -> None:
         self._settings = settings
         self._registry = registry
+        self._middleware = MiddlewareStack(middleware)
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -50,7 +59,12 @@ class Worker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Consume until :meth:`stop`, then wind down."""
+        """Start the middleware (opening the worker's resources), consume until
+        :meth:`stop`, wind down, and stop the middleware (closing them)."""
+        async with self._middleware.running(self._settings):
+            await self._serve()
+
+    async def _serve(self) -> None:
         settings = self._settings
         nc = await connect(
             settings.effective_nats_url,
@@ -66,6 +80,7 @@ class Worker:
                 worker_id=settings.worker_id,
                 policies=functools.cache(settings.policy),  # settings are fixed at start
                 leases=leases,
+                middleware=self._middleware,
             )
             pullers = await self._pullers(nc)
             await self._listen_for_cancels(nc, executor)

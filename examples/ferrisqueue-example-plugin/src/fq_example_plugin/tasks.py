@@ -8,6 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from fq_example_plugin.contract import TOP_WORDS, WordCountPayload, WordCountResult, WordFrequency
+from fq_example_plugin.journal import Journal
 
 if TYPE_CHECKING:  # only for type hints: the package imports no worker code at run time
     from ferrisqueue.settings import Settings
@@ -39,4 +40,8 @@ def register(registry: TaskRegistry, settings: Settings) -> None:
     # stores the returned model as the job's result.
     @registry.task("word_count")
     def word_count(ctx: JobContext, payload: WordCountPayload) -> WordCountResult:
-        return count_words(payload.text, payload.min_length)
+        result = count_words(payload.text, payload.min_length)
+        # The worker's resource, opened by this plugin's middleware at worker start: reached
+        # through the context, typed, never a global.
+        ctx.resource(Journal).write(event="counted", job_id=ctx.job_id, words=result.words)
+        return result
