@@ -1,9 +1,10 @@
 """The job builder: every producer's request, as a row of what it becomes.
 
-Each row is one path's case (single, batch item, ``fq submit --nats``) with the request as
-that path hands it over, and either the creation event the builder makes or the reason it
-refuses. Pure and clock-free like the fold: ``now`` is fixed. Every event the builder makes
-is one the fold accepts as a job's creation.
+Each row is one path's case (single, batch item, ``fq submit --nats``, a cron schedule's job
+on a tick or when defined) with the request as that path hands it over, and either the
+creation event the builder makes or the reason it refuses. Pure and clock-free like the
+fold: ``now`` is fixed. Every event the builder makes is one the fold accepts as a job's
+creation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from ferrisqueue.cron import CronSpec
 from ferrisqueue.events import Scheduled, Submitted
 from ferrisqueue.fold import apply
 from ferrisqueue.jobbuilder import (
@@ -72,6 +74,11 @@ class Refused:
 
     reason: str
     loc: tuple[Any, ...] | None = None
+
+
+def tick_template(**job: Any) -> JobFields:
+    """A cron schedule's job, as a definition holds it."""
+    return CronSpec.model_validate({"name": "nightly", "schedule": "@hourly", "job": job}).job
 
 
 ROWS: dict[str, tuple[Any, Made | Refused]] = {
@@ -164,6 +171,15 @@ ROWS: dict[str, tuple[Any, Made | Refused]] = {
     "cli fields breaking a contract are refused": (
         {"type": "cleanup", "payload": {}},
         Refused("payload.older_than_seconds: Field required", ("payload", "older_than_seconds")),
+    ),
+    # --- cron tick: a definition's job, which has no start time -------------------------
+    "cron tick is submitted at the tick's time with all the job's options": (
+        tick_template(type="echo", queue="mail", payload={"a": 1}, max_attempts=4, timeout=9.5),
+        Made(Submitted, {"queue": "mail", "payload": {"a": 1}, "max_attempts": 4}),
+    ),
+    "cron tick of a job breaking its contract is refused": (
+        tick_template(type="cleanup", payload={"older_than_seconds": -1}),
+        Refused("payload.older_than_seconds: Input should be greater than or equal to 0"),
     ),
 }
 
