@@ -165,20 +165,10 @@ def build_job(
     """
     checked = check_job(request, job_types)
     run_at = checked.due(now) if isinstance(checked, JobRequest) else None
-    fields = checked.model_dump(include=set(JobFields.model_fields) - {"queue"})
+    fields = checked.model_dump(include=set(JobFields.model_fields))
+    fields.update(job_id=job_id, at=now, submitted_by=submitted_by)
     try:
-        if run_at is None:
-            return Submitted(
-                job_id=job_id, queue=checked.queue, at=now, submitted_by=submitted_by, **fields
-            )
-        return Scheduled(
-            job_id=job_id,
-            queue=checked.queue,
-            at=now,
-            submitted_by=submitted_by,
-            run_at=run_at,
-            **fields,
-        )
+        return Submitted(**fields) if run_at is None else Scheduled(**fields, run_at=run_at)
     except ValidationError as exc:
         raise _refused(exc.errors(include_url=False)) from exc
 
