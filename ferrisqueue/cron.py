@@ -20,15 +20,15 @@ import hashlib
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ferrisqueue.backoff import RetryPolicy
 from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.events import Submitted, Token, UtcDatetime
+from ferrisqueue.events import Token, UtcDatetime
+from ferrisqueue.jobbuilder import JobFields
 
 
 class InvalidSchedule(FerrisQueueError, ValueError):
@@ -224,21 +224,12 @@ def tick_job_id(name: str, tick_seq: int, fired_at: datetime) -> str:
     return str(uuid.UUID(int=value))
 
 
-class JobTemplate(BaseModel):
-    """The job each tick creates (the fields of a ``submitted`` event)."""
+class JobTemplate(JobFields):
+    """The job each tick creates (the fields of a ``submitted`` event); its payload must
+    match its type's contract."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Token = Field(description="The task that runs the job, e.g. 'report'.")
-    queue: Token = Field(default="default", description="The queue whose workers run it.")
-    payload: dict[str, Any] = Field(default_factory=dict, description="The task's input (JSON).")
-    max_attempts: int | None = Field(
-        default=None, ge=1, le=1000, description="Attempts before the job is dead-lettered."
-    )
-    timeout: float | None = Field(
-        default=None, gt=0, le=7 * 86_400, description="Seconds one attempt may run."
-    )
-    retry: RetryPolicy | None = Field(default=None, description="Backoff between attempts.")
+    # Checked when the schedule is defined (ferrisqueue.jobbuilder.check_job, through
+    # CronBook.put) and built on every tick by the same builder as any other job.
 
 
 class CronSpec(BaseModel):
@@ -274,6 +265,11 @@ class CronSpec(BaseModel):
             raise InvalidSchedule("a time zone applies to cron schedules only, not to @every")
         return self
 
+    @property
+    def submitted_by(self) -> str:
+        """The actor of the jobs this schedule creates."""
+        return f"cron:{self.name}"
+
 
 Source = Literal["api", "cli", "file"]
 
@@ -295,23 +291,3 @@ class CronDefinition(CronSpec):
     def same_as(self, other: CronDefinition) -> bool:
         """Whether both define the same thing (timestamps aside)."""
         return self.spec() == other.spec() and self.source == other.source
-
-    @property
-    def submitted_by(self) -> str:
-        """The actor of the jobs this schedule creates."""
-        return f"cron:{self.name}"
-
-    def job_event(self, job_id: str, at: datetime) -> Submitted:
-        """The ``submitted`` event of the job one tick creates."""
-        job = self.job
-        return Submitted(
-            job_id=job_id,
-            queue=job.queue,
-            at=at,
-            type=job.type,
-            payload=job.payload,
-            submitted_by=self.submitted_by,
-            max_attempts=job.max_attempts,
-            timeout=job.timeout,
-            retry=job.retry,
-        )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -52,6 +52,8 @@ from ferrisqueue.errors import (
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import encode_event, utcnow
 from ferrisqueue.ids import new_job_id
+from ferrisqueue.jobbuilder import build_job
+from ferrisqueue.jobtypes import JobType, load_job_types
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
 
@@ -86,9 +88,15 @@ class CronBook:
         tick_ttl: int = 120,
         timeout: float = 5.0,
         max_event_bytes: int = 512 * 1024,
+        job_types: Mapping[str, JobType] | None = None,
     ) -> None:
         """``tick_ttl``: seconds a fired tick stays in ``FQ_SCHEDULES`` (at least 1);
-        ``max_event_bytes``: the largest ``submitted`` event a tick may create."""
+        ``max_event_bytes``: the largest ``submitted`` event a tick may create;
+        ``job_types``: the contracts a schedule's job is checked against (default: the ones
+        installed here, built-in and plugins)."""
+        self.job_types: Mapping[str, JobType] = load_job_types() if job_types is None else job_types
+        """The contracts the jobs of schedules are checked against, when defined and on
+        every tick."""
         self._nc = nc
         self._js = nc.jetstream(timeout=timeout)
         self._tick_ttl = max(1, tick_ttl)
@@ -96,7 +104,9 @@ class CronBook:
         self._log = EventLog(nc, publish_timeout=timeout, max_event_bytes=max_event_bytes)
 
     @classmethod
-    def for_settings(cls, nc: Client, settings: Settings) -> CronBook:
+    def for_settings(
+        cls, nc: Client, settings: Settings, *, job_types: Mapping[str, JobType] | None = None
+    ) -> CronBook:
         """Ticks outlive the misfire grace by a minute: a tick the scheduler could still
         use is never expired before it, and one it would skip is logged, not lost silently."""
         return cls(
@@ -104,6 +114,7 @@ class CronBook:
             tick_ttl=math.ceil(settings.cron_misfire_grace) + 60,
             timeout=settings.publish_timeout,
             max_event_bytes=settings.max_event_bytes,
+            job_types=job_types,
         )
 
     # --- definitions ----------------------------------------------------------------------
@@ -124,10 +135,12 @@ class CronBook:
         An unchanged definition is not written again and its server schedule is left alone
         (so its interval is not restarted). Raises :class:`InvalidSchedule` when the server
         refuses the schedule; the previous definition is then restored.
-        :class:`PayloadTooLarge` when the job each tick creates would exceed the event limit.
+        :class:`~ferrisqueue.jobbuilder.JobRefused` when the job's payload breaks its type's
+        contract, :class:`PayloadTooLarge` when the job each tick creates would exceed the
+        event limit; nothing is written then.
         """
         now = utcnow()
-        self._check_size(spec)
+        self._check_job(spec, now)
         for _ in range(_TRIES):
             current, revision = await self._read(spec.name)
             wanted = CronDefinition(
@@ -225,10 +238,13 @@ class CronBook:
 
     # --- the KV bucket --------------------------------------------------------------------
 
-    def _check_size(self, spec: CronSpec) -> None:
-        # Refused now rather than on every tick: the job's event must fit the event log.
-        sample = CronDefinition(**spec.model_dump(), created_at=utcnow(), updated_at=utcnow())
-        size = len(encode_event(sample.job_event(new_job_id(), utcnow())))
+    def _check_job(self, spec: CronSpec, now: datetime) -> None:
+        # Refused now rather than on every tick: each tick's job is built as this one is
+        # (contract checked), and its event must fit the event log.
+        sample = build_job(
+            spec.job, self.job_types, job_id=new_job_id(), now=now, submitted_by=spec.submitted_by
+        )
+        size = len(encode_event(sample))
         if size > self._max_event_bytes:
             raise PayloadTooLarge(
                 f"the job of schedule {spec.name} would be a {size}-byte event; the limit is "

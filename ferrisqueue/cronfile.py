@@ -12,6 +12,10 @@ The file is TOML with one ``[[schedule]]`` table per schedule, the same fields a
     type = "report"
     payload = { output = "reports/nightly.html" }
 
+Every schedule's job is checked against its type's contract when the file is read
+(:func:`ferrisqueue.jobbuilder.check_job`): a file with a job that could never run stops the
+scheduler at start, saying which schedule and why, rather than creating jobs that fail.
+
 Applying it is an upsert of every table (unchanged ones are not rewritten, so their
 intervals are not restarted), then the deletion of schedules the file defined before
 (``source = "file"``) that it no longer holds. Schedules defined through the API or the CLI
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from ferrisqueue.cron import CronSpec
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.errors import ConfigurationError
+from ferrisqueue.jobbuilder import JobRefused, check_job
+from ferrisqueue.jobtypes import JobType
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +58,36 @@ class CronFile(BaseModel):
         return self
 
 
-def parse_cron_file(text: str, *, origin: str = "<cron file>") -> list[CronSpec]:
-    """The schedules a cron file defines; :class:`ConfigurationError` saying what is wrong."""
+def parse_cron_file(
+    text: str, job_types: Mapping[str, JobType], *, origin: str = "<cron file>"
+) -> list[CronSpec]:
+    """The schedules a cron file defines, each job checked against ``job_types``;
+    :class:`ConfigurationError` saying what is wrong."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{origin} is not valid TOML: {exc}") from exc
     try:
-        return CronFile.model_validate(data).schedule
+        specs = CronFile.model_validate(data).schedule
     except ValidationError as exc:
         raise ConfigurationError(f"{origin} is not a valid cron file:\n{exc}") from exc
+    for spec in specs:
+        try:
+            check_job(spec.job, job_types)
+        except JobRefused as exc:
+            raise ConfigurationError(
+                f"{origin}: the job of schedule {spec.name} is refused: {exc}"
+            ) from exc
+    return specs
 
 
-def load_cron_file(path: Path) -> list[CronSpec]:
+def load_cron_file(path: Path, job_types: Mapping[str, JobType]) -> list[CronSpec]:
     """:func:`parse_cron_file` of the file at ``path``."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read the cron file {path}: {exc}") from exc
-    return parse_cron_file(text, origin=str(path))
+    return parse_cron_file(text, job_types, origin=str(path))
 
 
 @dataclass

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from ferrisqueue.backoff import RetryPolicy
-from ferrisqueue.events import Token
 from ferrisqueue.fold import JobState
+from ferrisqueue.jobbuilder import JobRequest
 from ferrisqueue.states import JobStatus, PendingReason
 from ferrisqueue.workers import WorkerHealth
 
-MAX_DELAY = 30_000_000
-"""Longest ``delay`` in seconds (about a year), as for plain-NATS ``scheduled`` messages."""
 
-
-class JobCreate(BaseModel):
+class JobCreate(JobRequest):
     """A job to run."""
+
+    # The fields and their rules are the job builder's (ferrisqueue.jobbuilder.JobRequest),
+    # so that every way of creating a job reads a request the same way.
 
     model_config = ConfigDict(
         extra="forbid",
@@ -30,37 +29,6 @@ class JobCreate(BaseModel):
             ]
         },
     )
-
-    type: Token = Field(description="The task that runs the job, e.g. 'echo'.")
-    payload: dict[str, Any] = Field(default_factory=dict, description="The task's input (JSON).")
-    queue: Token = Field(default="default", description="The queue whose workers run it.")
-    run_at: AwareDatetime | None = Field(
-        default=None,
-        description="Run at this time (with a timezone); a time already past runs it now.",
-    )
-    delay: float | None = Field(
-        default=None, ge=0, le=MAX_DELAY, description="Run this many seconds from now."
-    )
-    max_attempts: int | None = Field(
-        default=None, ge=1, le=1000, description="Attempts before the job is dead-lettered."
-    )
-    timeout: float | None = Field(
-        default=None, gt=0, le=7 * 86_400, description="Seconds one attempt may run."
-    )
-    retry: RetryPolicy | None = Field(
-        default=None, description="Backoff between attempts (default: the queue's)."
-    )
-
-    @model_validator(mode="after")
-    def _one_start_time(self) -> JobCreate:
-        if self.run_at is not None and self.delay is not None:
-            raise ValueError("give run_at or delay, not both")
-        return self
-
-    def due(self, now: datetime) -> datetime | None:
-        """When the job should run, if that is after ``now`` (else it runs at once)."""
-        due = now + timedelta(seconds=self.delay) if self.delay is not None else self.run_at
-        return due.astimezone(UTC) if due is not None and due > now else None
 
 
 class JobAccepted(BaseModel):

@@ -11,9 +11,11 @@ consumer's AckWait (10 s). For each tick the relay:
    this machine's clock minus the server's storage time, so clocks must roughly agree);
 2. reads the schedule's definition from ``FQ_CRON`` and skips the tick when the schedule
    was deleted or paused since it fired;
-3. appends the job's ``submitted`` event with a job id derived from the tick
-   (:func:`ferrisqueue.cron.tick_job_id`), guarded with "the job has no event yet"
-   (``after_seq=0``);
+3. builds the job's ``submitted`` event with the job builder
+   (:func:`ferrisqueue.jobbuilder.build_job`: a payload that breaks its type's contract,
+   say in a schedule stored before definitions were checked, creates no job and is logged)
+   and a job id derived from the tick (:func:`ferrisqueue.cron.tick_job_id`), then appends
+   it guarded with "the job has no event yet" (``after_seq=0``);
 4. acks the tick.
 
 Exactly one job per tick, however many instances run and however often a tick is
@@ -46,6 +48,7 @@ from ferrisqueue.errors import (
 from ferrisqueue.eventlog import Delivery, EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import is_token
+from ferrisqueue.jobbuilder import JobRefused, build_job
 from ferrisqueue.service_loop import ConsumerLoop, Redeliver
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, tick_subject
@@ -83,7 +86,7 @@ class Outcome(StrEnum):
     ALREADY_CREATED = "already_created"
     MISFIRED = "misfired"
     NOT_ACTIVE = "not_active"  # deleted, paused, or a subject that names no schedule
-    REFUSED = "refused"  # the event log refused the job for good (too large, say)
+    REFUSED = "refused"  # refused for good: a payload breaking its contract, too large, ...
     RETRY = "retry"  # NATS away or the outcome unknown: deliver the tick again
 
 
@@ -119,12 +122,14 @@ class TickRelay(ConsumerLoop):
     def for_settings(cls, nc: Client, event_log: EventLog, settings: Settings) -> TickRelay:
         """The relay of ``settings``; reads ``FQ_CRON_FILE`` now, so a broken file stops the
         scheduler at start (:class:`ConfigurationError` saying why)."""
+        book = CronBook.for_settings(nc, settings)
+        cron_file = settings.cron_file
         return cls(
             nc,
             event_log,
-            CronBook.for_settings(nc, settings),
+            book,
             misfire_grace=settings.cron_misfire_grace,
-            cron_file=(None if settings.cron_file is None else load_cron_file(settings.cron_file)),
+            cron_file=None if cron_file is None else load_cron_file(cron_file, book.job_types),
         )
 
     async def prepare(self) -> None:
@@ -165,14 +170,20 @@ class TickRelay(ConsumerLoop):
             if definition is None or definition.paused:
                 log.info("tick %d of %s: the schedule is deleted or paused", tick.seq, tick.name)
                 return Outcome.NOT_ACTIVE
-            event = definition.job_event(tick.job_id, tick.fired_at)
+            event = build_job(
+                definition.job,
+                self._book.job_types,
+                job_id=tick.job_id,
+                now=tick.fired_at,
+                submitted_by=definition.submitted_by,
+            )
             await self._log.append(event, after_seq=0)
         except ConcurrentChange:
             return Outcome.ALREADY_CREATED  # another instance, or an earlier delivery, did it
         except (NatsUnavailable, PublishOutcomeUnknown) as exc:
             log.warning("tick %d of %s will be retried: %s", tick.seq, tick.name, exc)
             return Outcome.RETRY
-        except (PayloadTooLarge, PublishRejected) as exc:
+        except (JobRefused, PayloadTooLarge, PublishRejected) as exc:
             log.error("tick %d of %s created no job: %s", tick.seq, tick.name, exc)
             return Outcome.REFUSED
         log.info("tick %d of %s -> job %s", tick.seq, tick.name, event.job_id)

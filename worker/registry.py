@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ferrisqueue.errors import Permanent, UnknownJobType
 from ferrisqueue.ids import is_token
+from ferrisqueue.jobbuilder import JobRefused, validate_payload
 from ferrisqueue.jobtypes import JobType
 from ferrisqueue.settings import Settings
 from worker.context import JobContext
@@ -75,15 +76,13 @@ class TaskRegistry:
             raise UnknownJobType(
                 f"no task {name!r} on this worker (known: {', '.join(self.names)})"
             )
-        contract = self._job_types.get(name)
 
         async def run(ctx: JobContext, payload: dict[str, Any]) -> Any:
-            argument: Any = payload
-            if contract is not None:
-                try:
-                    argument = contract.payload.model_validate(payload)
-                except ValidationError as exc:
-                    raise InvalidPayload(f"invalid {name} payload: {exc}") from exc
+            # The job builder's contract check: a plain `nats pub` reaches no producer's.
+            try:
+                argument = validate_payload(self._job_types, name, payload)
+            except JobRefused as exc:
+                raise InvalidPayload(f"invalid {name} payload: {exc}") from exc
             if inspect.iscoroutinefunction(handler):
                 result = await handler(ctx, argument)
             else:

@@ -19,6 +19,8 @@ from ferrisqueue.cli.common import load_settings
 from ferrisqueue.cron import CronDefinition, CronSpec
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.errors import FerrisQueueError
+from ferrisqueue.jobbuilder import JobRefused, check_job
+from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.natsconn import close_quietly, connect
 
 app = typer.Typer(
@@ -54,7 +56,8 @@ def add(
     ] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Define it without firing")] = False,
 ) -> None:
-    """Create a schedule, or replace the one of that name."""
+    """Create a schedule, or replace the one of that name. The job's payload must match its
+    type's contract (exit 2 with the reason)."""
     try:
         spec = CronSpec(
             name=name,
@@ -69,8 +72,13 @@ def add(
                 "timeout": timeout,
             },
         )
+        # Checked here, before NATS is touched, as the API and the cron file check it: a
+        # payload that breaks its type's contract would make every tick a job that fails.
+        check_job(spec.job, load_job_types())
     except ValueError as exc:  # a ValidationError, or --payload that is not JSON
         raise typer.BadParameter(_plain(exc)) from exc
+    except JobRefused as exc:
+        raise typer.BadParameter(f"the job is refused: {exc}") from exc
     stored, fires = _with_book(lambda book: _put(book, spec))
     typer.echo(_line(stored, fires))
 

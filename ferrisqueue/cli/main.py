@@ -10,7 +10,6 @@ import logging
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -21,8 +20,10 @@ from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import JobSpec, Scheduled, Submitted, utcnow
+from ferrisqueue.events import utcnow
 from ferrisqueue.ids import new_job_id
+from ferrisqueue.jobbuilder import JobRefused, build_job, parse_request
+from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.natsconn import connect
 from ferrisqueue.states import JobStatus
@@ -98,27 +99,33 @@ def submit(
         body = json.loads(payload)
     except ValueError as exc:
         raise typer.BadParameter(f"--payload is not JSON: {exc}") from exc
-    if delay is not None and run_at is not None:
-        raise typer.BadParameter("give --delay or --run-at, not both")
-    due = _run_at(run_at) if run_at is not None else None
-    options = {"max_attempts": max_attempts, "timeout": timeout}
+    fields = {
+        "type": type,
+        "payload": body,
+        "queue": queue,
+        "delay": delay,
+        "run_at": run_at,
+        "max_attempts": max_attempts,
+        "timeout": timeout,
+    }
+    try:
+        if via_nats:
+            # Nothing checks the job between here and the log: the builder checks it against
+            # the contracts installed here, as the gateway does against its own.
+            event = build_job(
+                fields,
+                load_job_types(),
+                job_id=new_job_id(),
+                now=utcnow(),
+                submitted_by="fq-cli",
+            )
+        else:
+            # The gateway builds the job with its contracts (its plugins decide what it
+            # accepts); the request's shape and start time are checked here first.
+            request = parse_request(fields)
+    except JobRefused as exc:
+        raise typer.BadParameter(str(exc)) from exc
     if via_nats:
-        at = utcnow()
-        if delay is not None:
-            due = at + timedelta(seconds=delay)
-        fields: dict[str, Any] = dict(
-            job_id=new_job_id(),
-            queue=queue,
-            at=at,
-            type=type,
-            payload=body,
-            submitted_by="fq-cli",
-            **options,
-        )
-        # Due later: a `scheduled` job waits for the scheduler's timer; else it runs now.
-        event: JobSpec = (
-            Scheduled(**fields, run_at=due) if due is not None and due > at else Submitted(**fields)
-        )
 
         async def publish() -> None:
             nc = await connect(settings.effective_nats_url, name="fq-submit")
@@ -130,23 +137,10 @@ def submit(
         _run(publish())
         typer.echo(event.job_id)
         return
-    request = {"type": type, "payload": body, "queue": queue, "delay": delay, **options}
-    if due is not None:
-        request["run_at"] = due.isoformat()
     answer = gateway_call(
-        "POST", settings, "/jobs", json={k: v for k, v in request.items() if v is not None}
+        "POST", settings, "/jobs", json=request.model_dump(mode="json", exclude_none=True)
     )
     typer.echo(answer["job_id"])
-
-
-def _run_at(text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"--run-at is not an ISO 8601 time: {exc}") from exc
-    if when.tzinfo is None:
-        raise typer.BadParameter("--run-at needs a timezone, e.g. 2030-01-01T09:00Z or +02:00")
-    return when
 
 
 @app.command()

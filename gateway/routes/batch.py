@@ -1,10 +1,19 @@
 """``POST /jobs:batch``: submit up to :data:`MAX_BATCH` jobs in one request.
 
+Each item is what ``POST /jobs`` takes (a start time ``delay`` or ``run_at`` included), plus
+an optional ``idempotency_key`` with the ``Idempotency-Key`` header's meaning: one key, one
+job; the same key with the same item gets that job back (``replayed``), with another body it
+is refused. Every item goes through the same job builder as a single submit
+(:mod:`ferrisqueue.jobbuilder`).
+
 The whole batch is checked before anything is published: one invalid item (its body, or its
 payload against the job type's contract) refuses the batch with 422 naming the item's index,
 and one item whose event is larger than ``FQ_MAX_EVENT_BYTES`` refuses it with 413. Then the
-``submitted`` events are appended through a bounded pipeline (up to :data:`PIPELINE`
-publishes awaiting their ack at once), and the answer comes only when every publish has been
+items' keys are claimed (a key already used for another body: 422 naming the item; keys
+claimed by the other items stay claimed for the jobs they name, so that the corrected batch,
+resent, creates each of them once). Then the events (``submitted``, or ``scheduled`` for a
+job due later) are appended through a bounded pipeline (up to :data:`PIPELINE` publishes
+awaiting their ack at once), and the answer comes only when every publish has been
 acknowledged or has failed:
 
 * 202: every job is stored;
@@ -16,7 +25,9 @@ acknowledged or has failed:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -25,41 +36,71 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferrisqueue.errors import (
     FerrisQueueError,
+    IdempotencyConflict,
     NatsUnavailable,
     PublishOutcomeUnknown,
 )
 from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import BaseEvent, JobSpec, Submitted, encode_event, utcnow
+from ferrisqueue.events import JobSpec, encode_event, utcnow
+from ferrisqueue.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from ferrisqueue.ids import new_job_id
-from ferrisqueue.jobtypes import JobType
-from gateway.deps import EventLogDep, JobTypesDep, SettingsDep
-from gateway.routes.jobs import check_payload
+from ferrisqueue.jobbuilder import JobRefused, build_job
+from gateway.deps import EventLogDep, JobTypesDep, SettingsDep, get_idempotency_keys
 from gateway.schemas import JobCreate, Problem
+from gateway.submit import Keyed, claim_key, run_at_of, unprocessable
 
 router = APIRouter(tags=["jobs"])
 
 MAX_BATCH = 1000
 """Jobs one request may carry."""
 PIPELINE = 64
-"""Publishes of one batch awaiting their JetStream ack at once."""
+"""Key claims, and publishes awaiting their JetStream ack, of one batch at once."""
 
-_SPEC_FIELDS = (
-    frozenset(JobSpec.model_fields) - frozenset(BaseEvent.model_fields) - {"submitted_by"}
-)
-"""Fields of a job request that a ``submitted`` event carries as they are."""
+Outcome = Literal["accepted", "rejected", "unknown"]
+T = TypeVar("T")
+
+
+class BatchJobCreate(JobCreate):
+    """One job of a batch: what ``POST /jobs`` takes, and the key that header would carry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "echo", "payload": {"n": 1}, "idempotency_key": "order-1234"},
+                {"type": "echo", "delay": 30},
+            ]
+        },
+    )
+
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description="Retry-safe submission of this job, as the Idempotency-Key header of "
+        "POST /jobs (the same keys): every item or request with this key and the same job "
+        "gets the same job (for 24 h); the key with another job is refused (422).",
+    )
 
 
 class BatchCreate(BaseModel):
-    """Jobs to run, each as ``POST /jobs`` takes it."""
+    """Jobs to run, each as ``POST /jobs`` takes it, each with its own optional key."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"jobs": [{"type": "echo", "payload": {"n": 1}}, {"type": "echo"}]}]
+            "examples": [
+                {"jobs": [{"type": "echo", "payload": {"n": 1}}, {"type": "echo"}]},
+                {
+                    "jobs": [
+                        {"type": "echo", "idempotency_key": "nightly-1", "delay": 60},
+                        {"type": "echo", "run_at": "2030-01-01T09:00:00Z"},
+                    ]
+                },
+            ]
         },
     )
 
-    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH)
+    jobs: list[BatchJobCreate] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class BatchItemOut(BaseModel):
@@ -68,12 +109,25 @@ class BatchItemOut(BaseModel):
     index: int
     job_id: str
     queue: str
-    outcome: Literal["accepted", "rejected", "unknown"] = Field(
+    outcome: Outcome = Field(
         description="accepted: stored; rejected: not stored (resend it); unknown: no ack in "
         "time, it may be stored."
     )
     status_url: str
     error: str | None = None
+    # Left out when empty, so that the answer to a batch without start times or keys is
+    # what it was before batches took them.
+    run_at: datetime | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="When it will run, if it waits (pending: scheduled); absent otherwise.",
+    )
+    replayed: bool | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Only for an item with an idempotency_key: true when the key already "
+        "named this job (no new job was created), as the Idempotent-Replayed header.",
+    )
 
 
 class BatchOut(BaseModel):
@@ -92,8 +146,9 @@ class BatchOut(BaseModel):
         207: {"model": BatchOut, "description": "Some jobs were stored, some not (see items)"},
         413: {"model": Problem, "description": "A job is larger than FQ_MAX_EVENT_BYTES"},
         422: {
-            "description": "An item is invalid (its index is in the error's loc), or the "
-            f"batch is empty or has more than {MAX_BATCH} jobs"
+            "description": "An item is invalid (its index is in the error's loc), its "
+            "idempotency_key was used for another job, or the batch is empty or has more "
+            f"than {MAX_BATCH} jobs"
         },
         503: {"model": Problem, "description": "NATS is unreachable; nothing was stored"},
     },
@@ -105,36 +160,51 @@ async def submit_batch(
     job_types: JobTypesDep,
     settings: SettingsDep,
 ) -> Any:
-    """Append one ``submitted`` event per job; answer when JetStream has acked them all.
+    """Append one creation event per job (``submitted``, or ``scheduled`` when its
+    ``run_at``/``delay`` lies ahead); answer when JetStream has acked them all.
 
-    Nothing is published unless every item is valid. No ``Idempotency-Key``: a batch resent
-    after a 503 or an ``unknown`` item may create those jobs twice.
+    Nothing is published unless every item is valid. An item without ``idempotency_key``
+    resent after a 503 or an ``unknown`` outcome may become a second job; one with a key
+    cannot.
     """
     by = request.client.host if request.client else None
-    events = [_submitted(i, item, job_types, by) for i, item in enumerate(body.jobs)]
+    now = utcnow()
+    events: list[JobSpec] = []
+    for index, item in enumerate(body.jobs):
+        try:
+            events.append(build_job(item, job_types, job_id=new_job_id(), now=now, submitted_by=by))
+        except JobRefused as exc:
+            raise unprocessable(exc, at=("body", "jobs", index)) from exc
     for index, event in enumerate(events):
         size = len(encode_event(event))
         if size > settings.max_event_bytes:
             return JSONResponse(
                 {
-                    "detail": f"job {index}: submitted event of {size} bytes exceeds the limit "
-                    f"of {settings.max_event_bytes} bytes"
+                    "detail": f"job {index}: {event.event} event of {size} bytes exceeds the "
+                    f"limit of {settings.max_event_bytes} bytes"
                 },
                 status_code=status.HTTP_413_CONTENT_TOO_LARGE,
             )
     if not event_log.connected:
         raise NatsUnavailable("not connected to NATS")
-    outcomes = await _append_all(event_log, events)
+    keyed = await _claim_keys(request, event_log, body.jobs, events)
+    jobs = [keyed[i].event if i in keyed else event for i, event in enumerate(events)]
+    pending = [i for i in range(len(jobs)) if i not in keyed or not keyed[i].stored]
+    outcomes: dict[int, tuple[Outcome, str | None]] = dict.fromkeys(keyed, ("accepted", None))
+    appended = await _append_all(event_log, [jobs[i] for i in pending])
+    outcomes |= zip(pending, appended, strict=True)
     items = [
         BatchItemOut(
             index=index,
-            job_id=event.job_id,
-            queue=event.queue,
-            outcome=outcome,
-            status_url=str(request.url_for("job_status", job_id=event.job_id)),
-            error=error,
+            job_id=job.job_id,
+            queue=job.queue,
+            outcome=outcomes[index][0],
+            status_url=str(request.url_for("job_status", job_id=job.job_id)),
+            error=outcomes[index][1],
+            run_at=run_at_of(job),
+            replayed=keyed[index].replayed if index in keyed else None,
         )
-        for index, (event, (outcome, error)) in enumerate(zip(events, outcomes, strict=True))
+        for index, job in enumerate(jobs)
     ]
     accepted = sum(item.outcome == "accepted" for item in items)
     answer = BatchOut(accepted=accepted, failed=len(items) - accepted, jobs=items)
@@ -144,52 +214,76 @@ async def submit_batch(
         first_error = next(item.error for item in items if item.error)
         return JSONResponse(
             {"detail": f"the event log is unavailable, retry later: {first_error}"}
-            | answer.model_dump(),
+            | answer.model_dump(mode="json"),
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    return JSONResponse(answer.model_dump(), status_code=status.HTTP_207_MULTI_STATUS)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status.HTTP_207_MULTI_STATUS)
 
 
-def _submitted(
-    index: int, item: JobCreate, job_types: dict[str, JobType], by: str | None
-) -> Submitted:
-    """The event of one item, or 422 naming the item when its payload breaks the contract."""
-    check_payload(job_types, item.type, item.payload, at=("body", "jobs", index, "payload"))
-    fields = item.model_dump(exclude={"queue"}, exclude_defaults=True)
-    unsupported = sorted(set(fields) - _SPEC_FIELDS)
-    if unsupported:
-        # Job options a batch cannot express as a `submitted` event yet (a delay, say).
+async def _claim_keys(
+    request: Request, event_log: EventLog, items: list[BatchJobCreate], events: list[JobSpec]
+) -> dict[int, Keyed]:
+    """Claim the key of every item that has one (by index); 422 naming every item whose key
+    already names a job of another body. Items that share a key and a body share its job."""
+    indexes = [i for i, item in enumerate(items) if item.idempotency_key is not None]
+    if not indexes:
+        return {}
+    # Resolved only for keyed batches: a batch without keys needs no key bucket.
+    keys: IdempotencyKeys = await get_idempotency_keys(request)
+
+    def claim(i: int) -> Callable[[], Awaitable[Keyed]]:
+        key = items[i].idempotency_key
+        assert key is not None
+        return lambda: claim_key(keys, event_log, key, items[i], events[i])
+
+    results = dict(zip(indexes, await _bounded([claim(i) for i in indexes]), strict=True))
+    failed = [r for r in results.values() if isinstance(r, BaseException)]
+    if unexpected := next((r for r in failed if not isinstance(r, IdempotencyConflict)), None):
+        raise unexpected  # NATS away: 503, as for a single submit
+    if failed:
         raise RequestValidationError(
             [
                 {
                     "type": "value_error",
-                    "loc": ("body", "jobs", index, name),
-                    "msg": "not supported in a batch; use POST /jobs",
-                    "input": fields[name],
+                    "loc": ("body", "jobs", i, "idempotency_key"),
+                    "msg": str(result),
+                    "input": items[i].idempotency_key,
                 }
-                for name in unsupported
+                for i, result in results.items()
+                if isinstance(result, IdempotencyConflict)
             ]
         )
-    return Submitted(job_id=new_job_id(), queue=item.queue, at=utcnow(), submitted_by=by, **fields)
+    return {i: r for i, r in results.items() if isinstance(r, Keyed)}
 
 
 async def _append_all(
-    event_log: EventLog, events: list[Submitted]
-) -> list[tuple[Literal["accepted", "rejected", "unknown"], str | None]]:
+    event_log: EventLog, events: list[JobSpec]
+) -> list[tuple[Outcome, str | None]]:
     """Append every event, at most :data:`PIPELINE` awaiting their ack at once."""
+
+    def append(event: JobSpec) -> Callable[[], Awaitable[int]]:
+        return lambda: event_log.append(event)
+
+    outcomes: list[tuple[Outcome, str | None]] = []
+    for result in await _bounded([append(event) for event in events]):
+        if isinstance(result, PublishOutcomeUnknown):
+            outcomes.append(("unknown", str(result)))
+        elif isinstance(result, FerrisQueueError):
+            outcomes.append(("rejected", str(result)))
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            outcomes.append(("accepted", None))
+    return outcomes
+
+
+async def _bounded(calls: list[Callable[[], Awaitable[T]]]) -> list[T | BaseException]:
+    """Run ``calls`` at most :data:`PIPELINE` at a time; each one's result or exception."""
     slots = asyncio.Semaphore(PIPELINE)
 
-    async def one(
-        event: Submitted,
-    ) -> tuple[Literal["accepted", "rejected", "unknown"], str | None]:
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
         async with slots:
-            try:
-                await event_log.append(event)
-            except PublishOutcomeUnknown as exc:
-                return "unknown", str(exc)
-            except FerrisQueueError as exc:
-                return "rejected", str(exc)
-        return "accepted", None
+            return await call()
 
-    return await asyncio.gather(*(one(event) for event in events))
+    return await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from ferrisqueue.audit import audit_trail
 from ferrisqueue.commands import Decision, decide_cancel
@@ -21,15 +18,13 @@ from ferrisqueue.events import (
     Canceled,
     CancelRequested,
     JobSpec,
-    Scheduled,
-    Submitted,
     Token,
     utcnow,
 )
 from ferrisqueue.fold import JobState
-from ferrisqueue.idempotency import MAX_KEY_LENGTH, fingerprint
+from ferrisqueue.idempotency import MAX_KEY_LENGTH
 from ferrisqueue.ids import new_job_id
-from ferrisqueue.jobtypes import JobType
+from ferrisqueue.jobbuilder import JobRefused, build_job
 from ferrisqueue.states import JobStatus, PendingReason
 from ferrisqueue.store import queries
 from ferrisqueue.subjects import SCHEDULE_STREAM, timer_subject
@@ -43,6 +38,7 @@ from gateway.schemas import (
     Problem,
     QueueStats,
 )
+from gateway.submit import claim_key, run_at_of, unprocessable
 
 log = logging.getLogger(__name__)
 
@@ -89,51 +85,34 @@ async def submit_job(
     Unknown types are accepted: a worker with a plugin the gateway lacks may run them.
     Without an ``Idempotency-Key``, a retry after a 503 may create a second job.
     """
-    check_payload(job_types, body.type, body.payload, at=("body", "payload"))
-    job_id = new_job_id()
+    by = request.client.host if request.client else None
+    try:
+        event: JobSpec = build_job(
+            body, job_types, job_id=new_job_id(), now=utcnow(), submitted_by=by
+        )
+    except JobRefused as exc:
+        raise unprocessable(exc, at=("body",)) from exc
     if idempotency_key is not None:
-        # Options left out are not part of the fingerprint, so keys claimed before an option
-        # existed still match the same body.
-        request_body = body.model_dump(exclude_none=True)
-        claim = await keys.claim(idempotency_key, fingerprint(request_body), job_id)
-        job_id = claim.job_id
-        response.headers["Idempotent-Replayed"] = "false" if claim.first else "true"
-        # The first request may have died before its publish: re-publishing the same event
-        # is safe (same Nats-Msg-Id), but only while the log lacks it, since the duplicate
-        # window is shorter than the key's life.
-        if not claim.first:
-            history = await event_log.history(job_id)
-            if history:
-                creation = next((s.event for s in history if isinstance(s.event, JobSpec)), None)
-                run_at = creation.run_at if isinstance(creation, Scheduled) else None
-                return _accepted(request, response, job_id, body.queue, run_at)
-    at = utcnow()
-    spec: dict[str, Any] = dict(
-        job_id=job_id,
-        queue=body.queue,
-        at=at,
-        type=body.type,
-        payload=body.payload,
-        submitted_by=request.client.host if request.client else None,
-        max_attempts=body.max_attempts,
-        timeout=body.timeout,
-        retry=body.retry,
-    )
-    # A job due later waits for its timer (the scheduler arms it from the ``scheduled``
-    # event); one due now or in the past is simply submitted.
-    run_at = body.due(at)
-    event: JobSpec = Submitted(**spec) if run_at is None else Scheduled(**spec, run_at=run_at)
+        keyed = await claim_key(keys, event_log, idempotency_key, body, event)
+        response.headers["Idempotent-Replayed"] = "true" if keyed.replayed else "false"
+        if keyed.stored:
+            return _accepted(request, response, keyed.event, body.queue)
+        event = keyed.event
     await event_log.append(event)
-    return _accepted(request, response, event.job_id, event.queue, run_at)
+    return _accepted(request, response, event, event.queue)
 
 
-def _accepted(
-    request: Request, response: Response, job_id: str, queue: str, run_at: datetime | None
-) -> JobAccepted:
-    status_url = str(request.url_for("job_status", job_id=job_id))
+def _accepted(request: Request, response: Response, job: JobSpec, queue: str) -> JobAccepted:
+    # A job due later waits for its timer (the scheduler arms it from the ``scheduled``
+    # event); the builder made one due now or in the past a plain ``submitted``.
+    status_url = str(request.url_for("job_status", job_id=job.job_id))
     response.headers["Location"] = status_url
     return JobAccepted(
-        job_id=job_id, queue=queue, status=JobStatus.PENDING, run_at=run_at, status_url=status_url
+        job_id=job.job_id,
+        queue=queue,
+        status=JobStatus.PENDING,
+        run_at=run_at_of(job),
+        status_url=status_url,
     )
 
 
@@ -255,19 +234,3 @@ types_router = APIRouter(tags=["job types"])
 async def list_job_types(job_types: JobTypesDep) -> list[dict[str, Any]]:
     """Every job type with a contract: its payload and result JSON Schemas."""
     return [job_type.schema() for _, job_type in sorted(job_types.items())]
-
-
-def check_payload(
-    job_types: dict[str, JobType], type_: str, payload: dict[str, Any], *, at: tuple[Any, ...]
-) -> None:
-    """422 with the field errors (located under ``at``) when ``payload`` breaks the contract
-    of its job type; types without a contract accept any payload."""
-    contract = job_types.get(type_)
-    if contract is None:
-        return
-    try:
-        contract.payload.model_validate(payload)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": (*at, *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from exc

@@ -3,7 +3,9 @@ pause, resume, delete.
 
 Definitions live in the ``FQ_CRON`` bucket and the server fires them (see
 :mod:`ferrisqueue.cronbook`); every route needs NATS: 503 with ``Retry-After`` while it is
-away. An expression or time zone that cannot run is refused with 422 and the reason.
+away. An expression or time zone that cannot run is refused with 422 and the reason, and so
+is a job whose payload breaks its type's contract (the job builder's check, which
+``fq cron add`` and the cron file get too), so that every tick creates a job that can run.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from ferrisqueue.cron import CronDefinition, InvalidSchedule, UnknownSchedule
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.events import Token
+from ferrisqueue.jobbuilder import JobRefused
 from gateway.deps import JobTypesDep, SettingsDep
 from gateway.nats_link import NatsLink
 from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
 from gateway.schemas import Problem
+from gateway.submit import unprocessable
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 
@@ -33,11 +36,13 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def get_cron_book(request: Request, settings: SettingsDep) -> CronBook:
+async def get_cron_book(
+    request: Request, settings: SettingsDep, job_types: JobTypesDep
+) -> CronBook:
     link: NatsLink = request.app.state.nats
     if link.client is None or not link.connected:
         raise NatsUnavailable("the gateway is not connected to NATS")
-    return CronBook.for_settings(link.client, settings)
+    return CronBook.for_settings(link.client, settings, job_types=job_types)
 
 
 CronBookDep = Annotated[CronBook, Depends(get_cron_book)]
@@ -51,25 +56,14 @@ NextCount = Annotated[int, Query(ge=0, le=100, description="How many next fire t
         422: {"description": "Not a valid schedule (the reason says why)"},
     },
 )
-async def put_schedule(
-    body: ScheduleCreate, book: CronBookDep, job_types: JobTypesDep, next: NextCount = 3
-) -> ScheduleOut:
+async def put_schedule(body: ScheduleCreate, book: CronBookDep, next: NextCount = 3) -> ScheduleOut:
     """Create the schedule, or replace the one of that name (an unchanged one keeps running
     as it was, its interval not restarted). The job's payload must match its type's contract,
     as for ``POST /jobs``, so that every tick creates a job that can run."""
-    contract = job_types.get(body.job.type)
-    if contract is not None:
-        try:
-            contract.payload.model_validate(body.job.payload)
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [
-                    {**e, "loc": ("body", "job", "payload", *e["loc"])}
-                    for e in exc.errors(include_url=False)
-                ]
-            ) from exc
     try:
         stored = await book.put(body, source="api")
+    except JobRefused as exc:
+        raise unprocessable(exc, at=("body", "job")) from exc
     except InvalidSchedule as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", "schedule"), "msg": str(exc), "input": None}]

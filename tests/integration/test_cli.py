@@ -7,9 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nats.aio.client import Client
 
+from ferrisqueue.eventlog import EventLog
 from ferrisqueue.ids import is_token
 from ferrisqueue.settings import Settings
+from ferrisqueue.subjects import EVENT_STREAM
 from tests.conftest import StartService
 from tests.support.procs import run_fq
 
@@ -54,3 +57,23 @@ async def test_fq_submit_with_bad_payload_says_why(settings: Settings, tmp_path:
 
     assert result.returncode == 2
     assert "--payload is not JSON" in result.stderr
+
+
+@pytest.mark.timeout(60)
+async def test_fq_submit_over_nats_checks_the_contract_and_publishes_nothing_refused(
+    settings: Settings, tmp_path: Path, event_log: EventLog, nc: Client
+) -> None:
+    refused = await run_fq(settings, tmp_path, "submit", "cleanup", "-p", "{}", "--nats")
+    both = await run_fq(
+        settings, tmp_path, "submit", "echo", "--nats", "--delay", "1", "--run-at", "2030-01-01Z"
+    )
+    unknown = await run_fq(settings, tmp_path, "submit", "made_up", "-p", '{"x": 1}', "--nats")
+
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.replace("│", " ").split())  # typer boxes and wraps it
+    assert "payload.older_than_seconds: Field required" in said
+    assert both.returncode == 2 and "not both" in both.stderr
+    # A type without a contract here may be a plugin's elsewhere: it is published as it is.
+    assert unknown.returncode == 0, unknown.stderr
+    info = await nc.jetstream().stream_info(EVENT_STREAM)
+    assert info.state.messages == 1

@@ -17,6 +17,7 @@ from ferrisqueue.cron import CronSpec, UnknownSchedule, tick_job_id
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import utcnow
+from ferrisqueue.jobbuilder import JobRefused
 from ferrisqueue.natsconn import connect
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
@@ -326,11 +327,22 @@ async def test_the_scheduler_applies_the_cron_file_at_start(
     assert await book.next_fires(by_name["file-paused"]) == []
 
 
+@pytest.mark.parametrize(
+    ("table", "reason"),
+    [
+        ('schedule = "@often"\njob = { type = "e" }', "unknown schedule '@often'"),
+        (
+            'schedule = "@hourly"\njob = { type = "cleanup", payload = {} }',
+            "the job of schedule x is refused: payload.older_than_seconds: Field required",
+        ),
+    ],
+    ids=["bad-expression", "payload-breaking-its-contract"],
+)
 async def test_a_scheduler_with_a_broken_cron_file_stops_and_says_why(
-    start: StartService, tmp_path: Path, event_log: EventLog
+    start: StartService, tmp_path: Path, event_log: EventLog, table: str, reason: str
 ) -> None:
     cron_file = tmp_path / "cron.toml"
-    cron_file.write_text('[[schedule]]\nname = "x"\nschedule = "@often"\njob = { type = "e" }\n')
+    cron_file.write_text(f'[[schedule]]\nname = "x"\n{table}\n')
 
     scheduler = start("scheduler", FQ_CRON_FILE=str(cron_file))
     await wait_until(
@@ -338,7 +350,36 @@ async def test_a_scheduler_with_a_broken_cron_file_stops_and_says_why(
     )
 
     assert scheduler.process.returncode != 0
-    assert "unknown schedule '@often'" in scheduler.log()
+    assert reason in scheduler.log()
+
+
+async def test_a_schedule_whose_job_breaks_its_contract_is_refused_and_never_stored(
+    book: CronBook, nc: Client
+) -> None:
+    bad = spec("purge", "@hourly", job={"type": "cleanup", "payload": {"older_than_seconds": -1}})
+
+    with pytest.raises(JobRefused) as refused:
+        await book.put(bad)
+
+    assert refused.value.errors[0]["loc"] == ("payload", "older_than_seconds")
+    assert await book.definitions() == []
+    assert await book.get("purge") is None
+
+
+async def test_a_tick_of_a_stored_schedule_whose_job_breaks_its_contract_creates_no_job(
+    nc: Client, settings: Settings, event_log: EventLog
+) -> None:
+    # Stored as a schedule defined before definitions were checked would be: by a book
+    # that knows no contracts.
+    unchecked = CronBook.for_settings(nc, settings, job_types={})
+    await unchecked.put(spec("legacy", "@every 1h", job={"type": "cleanup", "payload": {}}))
+    relay = TickRelay.for_settings(nc, event_log, settings)
+    tick = Tick("legacy", seq=77, fired_at=utcnow())
+
+    outcome = await relay.create_job(tick)
+
+    assert outcome is Outcome.REFUSED
+    assert await event_log.history(tick.job_id) == []
 
 
 async def _alive(process: Any) -> bool:

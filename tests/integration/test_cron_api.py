@@ -131,6 +131,21 @@ async def test_fq_cron_add_list_pause_delete(
     assert again.returncode == 1 and "no schedule tidy" in again.stderr
 
 
+@pytest.mark.timeout(60)
+async def test_fq_cron_add_refuses_a_payload_breaking_its_contract_and_stores_nothing(
+    settings: Settings, tmp_path: Path, event_log: EventLog
+) -> None:
+    refused = await run_fq(
+        settings, tmp_path, "cron", "add", "purge", "@hourly", "-t", "cleanup", "-p", "{}"
+    )
+    listed = await run_fq(settings, tmp_path, "cron", "list", "--json")
+
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.replace("│", " ").split())  # typer boxes and wraps it
+    assert "the job is refused: payload.older_than_seconds: Field required" in said
+    assert listed.returncode == 0 and listed.stdout.strip() == ""
+
+
 async def test_schedules_answer_503_with_retry_after_while_nats_is_down(
     gateway: httpx.AsyncClient, nats_server: EmbeddedNats
 ) -> None:

@@ -24,8 +24,10 @@ from ferrisqueue.cron import (
 from ferrisqueue.cronfile import load_cron_file, parse_cron_file
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.ids import is_token
+from ferrisqueue.jobtypes import builtin_job_types
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cron.toml"
+JOB_TYPES = {t.name: t for t in builtin_job_types()}
 
 
 @pytest.mark.parametrize(
@@ -169,34 +171,6 @@ def test_each_tick_has_its_own_job_id() -> None:
     assert later > max(ids)
 
 
-def test_a_definition_makes_the_submitted_event_of_a_tick() -> None:
-    definition = CronDefinition.model_validate(
-        {
-            "name": "digest",
-            "schedule": "@every 1m",
-            "job": {
-                "type": "echo",
-                "queue": "mail",
-                "payload": {"a": 1},
-                "max_attempts": 4,
-                "timeout": 9.5,
-                "retry": {"base": 2, "cap": 60},
-            },
-            "source": "file",
-            "created_at": FIRED,
-            "updated_at": FIRED,
-        }
-    )
-
-    event = definition.job_event("0190b6d2-0000-7000-8000-000000000000", FIRED)
-
-    assert event.subject == "fq.job.mail.0190b6d2-0000-7000-8000-000000000000.submitted"
-    assert event.submitted_by == "cron:digest"
-    assert (event.type, event.payload, event.at) == ("echo", {"a": 1}, FIRED)
-    assert (event.max_attempts, event.timeout) == (4, 9.5)
-    assert event.retry is not None and event.retry.base == 2
-
-
 def test_same_as_ignores_timestamps_but_not_the_source() -> None:
     fields = {"name": "s", "schedule": "@hourly", "job": {"type": "echo"}}
     a = CronDefinition.model_validate(fields | {"created_at": FIRED, "updated_at": FIRED})
@@ -209,7 +183,7 @@ def test_same_as_ignores_timestamps_but_not_the_source() -> None:
 
 
 def test_the_example_cron_file_loads() -> None:
-    specs = load_cron_file(EXAMPLE)
+    specs = load_cron_file(EXAMPLE, JOB_TYPES)
 
     by_name = {spec.name: spec for spec in specs}
     assert set(by_name) == {"purge-old-jobs", "weekday-hello", "tidy-temp-files"}
@@ -220,7 +194,7 @@ def test_the_example_cron_file_loads() -> None:
 
 
 def test_an_empty_cron_file_defines_nothing() -> None:
-    assert parse_cron_file("") == []
+    assert parse_cron_file("", JOB_TYPES) == []
 
 
 @pytest.mark.parametrize(
@@ -238,15 +212,21 @@ def test_an_empty_cron_file_defines_nothing() -> None:
         ),
         ('[[schedule]]\nname = "a"\nschedule = "@hourly"', "job"),
         ('[[cron]]\nname = "a"', "cron"),
+        (
+            '[[schedule]]\nname = "purge"\nschedule = "@hourly"\n'
+            'job = { type = "cleanup", payload = { older_than_seconds = -1 } }',
+            "the job of schedule purge is refused: payload.older_than_seconds: Input should be "
+            "greater than or equal to 0",
+        ),
     ],
 )
 def test_a_bad_cron_file_is_a_configuration_error_saying_why(text: str, reason: str) -> None:
     with pytest.raises(ConfigurationError) as refused:
-        parse_cron_file(text, origin="cron.toml")
+        parse_cron_file(text, JOB_TYPES, origin="cron.toml")
     assert "cron.toml" in str(refused.value)
     assert reason in str(refused.value)
 
 
 def test_a_missing_cron_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read the cron file"):
-        load_cron_file(tmp_path / "absent.toml")
+        load_cron_file(tmp_path / "absent.toml", JOB_TYPES)

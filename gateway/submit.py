@@ -1,0 +1,68 @@
+"""What ``POST /jobs`` and ``POST /jobs:batch`` share around the job builder: its refusal as a
+422 answer, and the claim of an ``Idempotency-Key``.
+
+A key names one job for 24 h (:mod:`ferrisqueue.idempotency`): the first request with it
+claims it for the job it is about to create; a later one with the same body gets that job
+(``replayed``), one with another body is refused (:class:`IdempotencyConflict`, 422). The
+single submit takes the key as a header, a batch as each item's ``idempotency_key``; both
+claim in the same bucket, so a key means the same job whichever way it is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.events import JobSpec, Scheduled
+from ferrisqueue.idempotency import IdempotencyKeys, fingerprint
+from ferrisqueue.jobbuilder import JobRefused
+
+
+def unprocessable(refused: JobRefused, *, at: tuple[Any, ...]) -> RequestValidationError:
+    """The builder's refusal as FastAPI's 422, each error located under ``at`` (where the
+    request sits in the body), as if the body's own validation had found it."""
+    return RequestValidationError([{**e, "loc": (*at, *e["loc"])} for e in refused.errors])
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A keyed request after its claim."""
+
+    event: JobSpec
+    """The job's creation event: the one the log holds (``stored``), else the one to append."""
+    replayed: bool
+    """The key already named a job: this is that job, no new one."""
+    stored: bool
+    """The log already has the job: nothing to append."""
+
+
+def run_at_of(event: JobSpec) -> datetime | None:
+    """When the job ``event`` creates will run, if it waits (a ``scheduled`` job)."""
+    return event.run_at if isinstance(event, Scheduled) else None
+
+
+async def claim_key(
+    keys: IdempotencyKeys, event_log: EventLog, key: str, request: BaseModel, event: JobSpec
+) -> Keyed:
+    """Claim ``key`` for the job of ``event`` (built from ``request``), or find the job it
+    already names. :class:`IdempotencyConflict` when it names a job of another request."""
+    # Options left out are not part of the fingerprint, so keys claimed before an option
+    # existed still match the same body; the key itself is no part of the body.
+    body = request.model_dump(exclude_none=True, exclude={"idempotency_key"})
+    claim = await keys.claim(key, fingerprint(body), event.job_id)
+    if claim.first:
+        return Keyed(event, replayed=False, stored=False)
+    mine = event.model_copy(update={"job_id": claim.job_id})
+    # The first request may have died before its publish: re-publishing the same event is
+    # safe (same Nats-Msg-Id), but only while the log lacks it, since the duplicate window
+    # is shorter than the key's life.
+    history = await event_log.history(claim.job_id)
+    if not history:
+        return Keyed(mine, replayed=True, stored=False)
+    creation = next((s.event for s in history if isinstance(s.event, JobSpec)), mine)
+    return Keyed(creation, replayed=True, stored=True)
