@@ -30,9 +30,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from ferrisqueue.cron import CronSpec, tick_job_id
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.cronfile import apply_cron_file, load_cron_file
@@ -43,9 +40,10 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.eventlog import Delivery, EventLog
+from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import is_token
+from ferrisqueue.logport import Delivery
 from ferrisqueue.service_loop import ConsumerLoop, Redeliver
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, tick_subject
@@ -67,9 +65,8 @@ class Tick:
     fired_at: datetime
 
     @classmethod
-    def of(cls, msg: Msg) -> Tick:
-        delivery = Delivery.of(msg)
-        return cls(msg.subject.removeprefix(_TICK_PREFIX), delivery.seq, delivery.stored_at)
+    def of(cls, msg: Delivery) -> Tick:
+        return cls(msg.subject.removeprefix(_TICK_PREFIX), msg.seq, msg.stored_at)
 
     @property
     def job_id(self) -> str:
@@ -100,7 +97,6 @@ class TickRelay(ConsumerLoop):
 
     def __init__(
         self,
-        nc: Client,
         event_log: EventLog,
         book: CronBook,
         *,
@@ -108,7 +104,7 @@ class TickRelay(ConsumerLoop):
         cron_file: list[CronSpec] | None = None,
     ) -> None:
         """``cron_file``: the schedules of ``FQ_CRON_FILE``, already read and checked."""
-        super().__init__(nc)
+        super().__init__(event_log)
         self._log = event_log
         self._book = book
         self._grace = timedelta(seconds=misfire_grace)
@@ -116,13 +112,12 @@ class TickRelay(ConsumerLoop):
         self._prepared = False
 
     @classmethod
-    def for_settings(cls, nc: Client, event_log: EventLog, settings: Settings) -> TickRelay:
+    def for_settings(cls, event_log: EventLog, settings: Settings) -> TickRelay:
         """The relay of ``settings``; reads ``FQ_CRON_FILE`` now, so a broken file stops the
         scheduler at start (:class:`ConfigurationError` saying why)."""
         return cls(
-            nc,
             event_log,
-            CronBook.for_settings(nc, settings),
+            CronBook.for_settings(event_log, settings),
             misfire_grace=settings.cron_misfire_grace,
             cron_file=(None if settings.cron_file is None else load_cron_file(settings.cron_file)),
         )
@@ -139,7 +134,7 @@ class TickRelay(ConsumerLoop):
             self._prepared = True
         await super().prepare()
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Delivery) -> None:
         """Handle one tick message: acked once handled, or delivered again after a while
         when NATS was away or the append's outcome is unknown."""
         if await self.create_job(Tick.of(msg)) is Outcome.RETRY:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from ferrisqueue.embedded import EmbeddedNats, free_port
 from ferrisqueue.eventlog import EventLog
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.topology import ensure_topology
@@ -75,8 +76,8 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
 @pytest.fixture
 async def event_log(nc: Client, settings: Settings) -> EventLog:
     """The event log of the test's server, with the topology applied (as `fq init` does)."""
-    await ensure_topology(nc, settings)
-    return EventLog(nc)
+    await ensure_topology(NatsLog(nc), settings)
+    return NatsLog(nc)
 
 
 StartService = Callable[..., ServiceProcess]

@@ -20,6 +20,7 @@ from ferrisqueue.cron import CronDefinition, CronSpec
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.natsconn import close_quietly, connect
+from ferrisqueue.natslog import NatsLog
 
 app = typer.Typer(
     help="Periodic jobs: cron (seconds first) or @every schedules that the scheduler fires.",
@@ -143,7 +144,7 @@ def _with_book(action: Callable[[CronBook], Awaitable[T]]) -> T:
     async def run() -> T:
         nc = await connect(settings.effective_nats_url, name="fq-cron")
         try:
-            return await action(CronBook.for_settings(nc, settings))
+            return await action(CronBook.for_settings(NatsLog.for_settings(nc, settings), settings))
         finally:
             await close_quietly(nc)
 

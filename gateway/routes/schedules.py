@@ -35,9 +35,9 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
 
 async def get_cron_book(request: Request, settings: SettingsDep) -> CronBook:
     link: NatsLink = request.app.state.nats
-    if link.client is None or not link.connected:
+    if link.event_log is None or not link.connected:
         raise NatsUnavailable("the gateway is not connected to NATS")
-    return CronBook.for_settings(link.client, settings)
+    return CronBook.for_settings(link.event_log, settings)
 
 
 CronBookDep = Annotated[CronBook, Depends(get_cron_book)]

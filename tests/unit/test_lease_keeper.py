@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
-from nats.aio.msg import Msg
 
+from ferrisqueue.logport import Delivery
 from worker.lease import LeaseKeeper
 
 pytestmark = pytest.mark.timeout(10)
@@ -54,8 +54,8 @@ async def running() -> AsyncIterator[LeaseKeeper]:
             await task
 
 
-def as_msg(msg: RecordingMsg) -> Msg:
-    return cast(Msg, msg)
+def as_msg(msg: RecordingMsg) -> Delivery:
+    return cast(Delivery, msg)
 
 
 async def test_a_held_message_is_heartbeaten_every_third_of_its_ack_wait() -> None:
