@@ -19,11 +19,14 @@ leased (``in_progress``) and come back after their AckWait. What a method may ra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 MSG_ID = "Nats-Msg-Id"
 """Deduplication: a second message with the same id within the stream's duplicate window is
@@ -214,3 +217,17 @@ class LogPort(ABC):
 def _sent_headers(headers: Mapping[str, str], stream: str) -> dict[str, str]:
     """``headers`` as published: the log refuses the message unless ``stream`` stores it."""
     return {**headers, EXPECTED_STREAM: stream}
+
+
+async def unless_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | None:
+    """``await work``, or None as soon as ``stopping`` is set (the wait is cancelled). What
+    a consumer waits on (free slots, the next messages) must not outlast a stop."""
+    sizing = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait((sizing, stop), return_when=asyncio.FIRST_COMPLETED)
+    for waiting in (stop, sizing):
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    return None if sizing.cancelled() else sizing.result()

@@ -18,7 +18,6 @@ from its ack subject, and ack / nak / term / in_progress with nats-py's errors t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.logport import Delivery
+from ferrisqueue.logport import Delivery, unless_stopped
 
 _STATUS = "Status"
 _HEARTBEAT = "100"
@@ -137,7 +136,7 @@ class Puller:
         :meth:`stop` to return.
         """
         while not stopping.is_set():
-            wanted = await _unless_stopped(request_size(), stopping)
+            wanted = await unless_stopped(request_size(), stopping)
             if wanted is None:
                 return
             if stopping.is_set():
@@ -200,19 +199,6 @@ class Puller:
             if not status:
                 burst.append(NatsDelivery.of(msg))
         return burst, False
-
-
-async def _unless_stopped(size: Awaitable[int], stopping: asyncio.Event) -> int | None:
-    """``await size``, or None as soon as ``stopping`` is set (the wait is cancelled)."""
-    sizing = asyncio.ensure_future(size)
-    stop = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait((sizing, stop), return_when=asyncio.FIRST_COMPLETED)
-    for waiting in (stop, sizing):
-        if not waiting.done():
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
-    return None if sizing.cancelled() else sizing.result()
 
 
 def _status(msg: Msg) -> str | None:

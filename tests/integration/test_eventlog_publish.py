@@ -1,6 +1,6 @@
 """Appending to the event log on a real nats-server: every answer JetStream can give a
 publish comes back as FerrisQueue's own result or error (``ferrisqueue/pubacks.py`` waits
-for the answers; ``EventLog.publish`` translates them)."""
+for the answers; ``NatsLog`` translates them)."""
 
 from __future__ import annotations
 
