@@ -82,7 +82,6 @@ class _Consumer:
     cursor: int
     """The stream sequence up to which messages were delivered (or skipped) once."""
     pending: dict[int, _Pending] = field(default_factory=dict)
-    lost: set[int] = field(default_factory=set)
 
     @property
     def filters(self) -> list[str]:
@@ -106,6 +105,8 @@ class _Stream:
     last_seq: int = 0
     ids: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     consumers: dict[str, _Consumer] = field(default_factory=dict)
+    lost: dict[str, set[int]] = field(default_factory=dict)
+    """By consumer name (kept when it is re-created): deliveries that will vanish."""
 
     def stores(self, subject: str) -> bool:
         return any(subject_matches(subject, p) for p in self.config.get("subjects", []))
@@ -130,8 +131,10 @@ class _State:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def next_change(self) -> None:
-        await self._changed.wait()
+    def next_change(self) -> Awaitable[bool]:
+        """Wait for the next change after *this call* (not after the wait first runs: a
+        change in between would be missed)."""
+        return self._changed.wait()
 
     def stream(self, name: str) -> _Stream:
         if (stream := self.streams.get(name)) is None:
@@ -236,8 +239,9 @@ class _State:
             if acked:
                 consumer.pending[seq] = _Pending(1, self.now + consumer.wait(1))
             out.append((message, 1))
-        handed = [(m, n) for m, n in out if m.seq not in consumer.lost]
-        consumer.lost -= {m.seq for m, _ in out}
+        lost = stream.lost.get(name, set())
+        handed = [(m, n) for m, n in out if m.seq not in lost]
+        lost -= {m.seq for m, _ in out}
         return handed
 
     def expire(self, stream: _Stream, name: str, consumer: _Consumer) -> None:
@@ -346,7 +350,7 @@ class MemoryLog(EventLog):
     def lose(self, stream: str, consumer: str, *seqs: int) -> None:
         """The next delivery of each of ``seqs`` vanishes in transit: counted delivered
         (an AckAll ack past it acknowledges it) but never handed over."""
-        self._state.stream(stream).consumers[consumer].lost.update(seqs)
+        self._state.stream(stream).lost.setdefault(consumer, set()).update(seqs)
 
     def messages(self, stream: str, subject: str = ">") -> list[StoredMessage]:
         """What ``stream`` holds on ``subject``, in order."""

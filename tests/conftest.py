@@ -41,6 +41,15 @@ def store_engine(store_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def store(settings: Settings) -> Iterator[Engine]:
+    """The read store of the test's ``settings`` (schema created if it is not yet)."""
+    engine = make_engine(settings.effective_database_url)
+    init_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
     server = EmbeddedNats(tmp_path / "nats", free_port())
     server.start()
