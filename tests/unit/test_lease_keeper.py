@@ -1,7 +1,7 @@
 """The worker's one lease keeper: heartbeats each held message every AckWait/3, wakes up for
 a shorter lease than any it holds, survives a failed heartbeat, forgets released messages.
 
-A heartbeat is ``Msg.in_progress()``; these tests hand the keeper a message that records its
+A heartbeat is ``Delivery.in_progress()``; these tests hand the keeper a message that records its
 heartbeats (the scheduling is what is tested here; tests/fault/test_lease.py shows a real
 job keeping its lease on a real nats-server)."""
 
