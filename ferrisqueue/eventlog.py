@@ -145,7 +145,7 @@ class EventLog(LogPort):
         self._max_event_bytes = max_event_bytes
 
     async def append(self, event: BaseEvent, *, after_seq: int | None = None) -> int:
-        """Publish ``event`` and wait for JetStream to store it; returns its stream sequence.
+        """Publish ``event`` and wait for the log to store it; returns its stream sequence.
 
         The ``Nats-Msg-Id`` header is the event's dedup key, so appending the same event
         again (after a timeout, say) stores it once and returns the original sequence.

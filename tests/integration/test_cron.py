@@ -19,6 +19,7 @@ from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.natsconn import connect
 from ferrisqueue.natslog import NatsLog
+from ferrisqueue.puller import NatsDelivery
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
 from scheduler.cron import TICK_CONSUMER, Outcome, Tick, TickRelay
@@ -62,7 +63,7 @@ async def stored_ticks(nc: Client, name: str) -> list[tuple[int, datetime]]:
     count = (info.state.subjects or {}).get(tick_subject(name), 0)
     sub = await js.subscribe(tick_subject(name), stream=SCHEDULE_STREAM, ordered_consumer=True)
     try:
-        ticks = [Tick.of(await sub.next_msg(timeout=5)) for _ in range(count)]
+        ticks = [Tick.of(NatsDelivery.of(await sub.next_msg(timeout=5))) for _ in range(count)]
     finally:
         await sub.unsubscribe()
     return [(t.seq, t.fired_at) for t in ticks]
