@@ -243,3 +243,19 @@ class LogContract:
         body = json.loads(found.data)
         assert (body["stream_seq"], body["deliveries"]) == (seq, 2)
         await consumer.stop()
+
+    async def test_a_watcher_hears_of_messages_stored_on_its_subject(self, log: EventLog) -> None:
+        heard: list[str] = []
+
+        async def watcher(subject: str, data: bytes) -> None:
+            heard.append(json.loads(data)["job_id"])
+
+        await log.watch("fq.job.watched.*.submitted", watcher)
+        event = submitted(queue="watched")
+        await log.append(submitted(queue="elsewhere"))
+        await log.append(event)
+
+        async def seen() -> list[str]:
+            return heard
+
+        assert await wait_until(seen, bool, timeout=WAIT, what="the watcher") == [event.job_id]

@@ -4,7 +4,6 @@ connections and lost deliveries."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -123,18 +122,3 @@ async def test_a_lost_delivery_is_never_handed_over_but_an_ack_all_past_it_acks_
 
     assert [d.seq for d in got] == [seqs[0], seqs[2]]
     assert memory_log.pending(EVENT_STREAM, CONSUMER) == {}
-
-
-async def test_watchers_hear_of_stored_messages_on_their_subject(memory_log: MemoryLog) -> None:
-    heard: list[str] = []
-
-    async def watcher(subject: str, data: bytes) -> None:
-        heard.append(json.loads(data)["job_id"])
-
-    await memory_log.watch("fq.job.q.*.submitted", watcher)
-    event = submitted(queue="q")
-    await memory_log.append(submitted(queue="other"))
-    await memory_log.append(event)
-
-    await memory_log.wait_until(lambda: bool(heard), timeout=1)
-    assert heard == [event.job_id]
