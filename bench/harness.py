@@ -25,6 +25,7 @@ import nats
 from nats.aio.client import Client
 
 from ferrisqueue.embedded import EmbeddedNats, free_port
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.topology import ensure_topology
 
@@ -117,7 +118,7 @@ class System:
     async def topology(self) -> None:
         nc = await self.client()
         try:
-            await ensure_topology(nc, self.settings)
+            await ensure_topology(NatsLog(nc), self.settings)
         finally:
             await nc.close()
 

@@ -21,14 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-from nats.js.api import RawStreamMsg
 from pydantic import ValidationError
 
 from ferrisqueue.cron import (
@@ -49,11 +44,11 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import encode_event, utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.jobbuilder import build_job
 from ferrisqueue.jobtypes import JobType, load_job_types
+from ferrisqueue.logport import EXPECTED_LAST_SUBJECT_SEQ, LogPort, StoredMessage
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
 
@@ -72,7 +67,6 @@ _SCHEDULE_HEADERS = (
     "Nats-Schedule-TTL",
 )
 _NEXT_HEADER = "Nats-Schedule-Next"
-_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 # The server's reasons for refusing a schedule: pattern, per-message TTL, time zone.
 _BAD_SCHEDULE = (10189, 10191, 10223)
 _TRIES = 5
@@ -83,36 +77,34 @@ class CronBook:
 
     def __init__(
         self,
-        nc: Client,
+        log: LogPort,
         *,
         tick_ttl: int = 120,
-        timeout: float = 5.0,
         max_event_bytes: int = 512 * 1024,
         job_types: Mapping[str, JobType] | None = None,
     ) -> None:
-        """``tick_ttl``: seconds a fired tick stays in ``FQ_SCHEDULES`` (at least 1);
-        ``max_event_bytes``: the largest ``submitted`` event a tick may create;
-        ``job_types``: the contracts a schedule's job is checked against (default: the ones
-        installed here, built-in and plugins)."""
+        """``log``: where the bucket and the schedules are (the KV bucket is a stream, read
+        and written with its subjects and ``Nats-Expected-Last-Subject-Sequence``, as
+        nats-py's KV client does); ``tick_ttl``: seconds a fired tick stays in
+        ``FQ_SCHEDULES`` (at least 1); ``max_event_bytes``: the largest ``submitted`` event
+        a tick may create; ``job_types``: the contracts a schedule's job is checked against
+        (default: the ones installed here, built-in and plugins)."""
         self.job_types: Mapping[str, JobType] = load_job_types() if job_types is None else job_types
         """The contracts the jobs of schedules are checked against, when defined and on
         every tick."""
-        self._nc = nc
-        self._js = nc.jetstream(timeout=timeout)
         self._tick_ttl = max(1, tick_ttl)
         self._max_event_bytes = max_event_bytes
-        self._log = EventLog(nc, publish_timeout=timeout, max_event_bytes=max_event_bytes)
+        self._log = log
 
     @classmethod
     def for_settings(
-        cls, nc: Client, settings: Settings, *, job_types: Mapping[str, JobType] | None = None
+        cls, log: LogPort, settings: Settings, *, job_types: Mapping[str, JobType] | None = None
     ) -> CronBook:
         """Ticks outlive the misfire grace by a minute: a tick the scheduler could still
         use is never expired before it, and one it would skip is logged, not lost silently."""
         return cls(
-            nc,
+            log,
             tick_ttl=math.ceil(settings.cron_misfire_grace) + 60,
-            timeout=settings.publish_timeout,
             max_event_bytes=settings.max_event_bytes,
             job_types=job_types,
         )
@@ -226,11 +218,11 @@ class CronBook:
         if interval is None:
             return next_cron_fires(definition.schedule, definition.timezone, now, count)
         schedule = await self._last(cron_subject(definition.name))
-        if schedule is None or schedule.time is None:
+        if schedule is None:
             return []
-        first = round_to_second(schedule.time + timedelta(seconds=interval))
+        first = round_to_second(schedule.stored_at + timedelta(seconds=interval))
         tick = await self._last(tick_subject(definition.name))
-        if tick is not None and (tick.seq or 0) > (schedule.seq or 0) and tick.headers:
+        if tick is not None and tick.seq > schedule.seq:
             announced = tick.headers.get(_NEXT_HEADER)
             if announced:
                 first = datetime.fromisoformat(announced)
@@ -257,7 +249,7 @@ class CronBook:
         raw = await self._log.read(KV_STREAM, f"{_KV_PREFIX}{name}")
         if raw is None:
             return None, 0
-        return _decode(raw), raw.seq or 0
+        return _decode(raw), raw.seq
 
     async def _scan(self) -> AsyncIterator[CronDefinition]:
         # One message per key (the bucket keeps no history): walk the stream's keys in order.
@@ -269,7 +261,7 @@ class CronBook:
             definition = _decode(raw)
             if definition is not None:
                 yield definition
-            seq = (raw.seq or seq) + 1
+            seq = raw.seq + 1
 
     async def _write(self, definition: CronDefinition, revision: int) -> int:
         body = definition.model_dump_json().encode()
@@ -279,7 +271,10 @@ class CronBook:
         self, name: str, body: bytes, revision: int, headers: dict[str, str]
     ) -> int:
         return await self._publish(
-            f"{_KV_PREFIX}{name}", body, KV_STREAM, {**headers, _EXPECTED_LAST: str(revision)}
+            f"{_KV_PREFIX}{name}",
+            body,
+            KV_STREAM,
+            {**headers, EXPECTED_LAST_SUBJECT_SEQ: str(revision)},
         )
 
     async def _set_paused(self, name: str, paused: bool) -> CronDefinition:
@@ -337,7 +332,7 @@ class CronBook:
             expected = str(last.seq if last is not None else 0)
             try:
                 await self._publish(
-                    subject, body, SCHEDULE_STREAM, {**wanted, _EXPECTED_LAST: expected}
+                    subject, body, SCHEDULE_STREAM, {**wanted, EXPECTED_LAST_SUBJECT_SEQ: expected}
                 )
                 break
             except ConcurrentChange:
@@ -351,16 +346,17 @@ class CronBook:
             await self._unschedule(definition.name)
 
     async def _unschedule(self, name: str) -> None:
-        with _translated(self._nc, f"cancelling schedule {name}"):
-            await self._js.purge_stream(SCHEDULE_STREAM, subject=cron_subject(name))
+        try:
+            await self._log.purge(cron_subject(name), stream=SCHEDULE_STREAM)
+        except PublishRejected as exc:  # as before the port: a failed purge is "retry later"
+            raise NatsUnavailable(f"cancelling schedule {name}: {exc}") from exc
 
     async def _scheduled_names(self) -> set[str]:
         prefix = cron_subject("")
-        with _translated(self._nc, "listing the server schedules"):
-            info = await self._js.stream_info(SCHEDULE_STREAM, subjects_filter=f"{prefix}>")
-        return {s.removeprefix(prefix) for s in (info.state.subjects or {})}
+        subjects = await self._log.subjects(SCHEDULE_STREAM, f"{prefix}>")
+        return {s.removeprefix(prefix) for s in subjects}
 
-    async def _last(self, subject: str) -> RawStreamMsg | None:
+    async def _last(self, subject: str) -> StoredMessage | None:
         return await self._log.read(SCHEDULE_STREAM, subject)
 
     # --- NATS -----------------------------------------------------------------------------
@@ -376,34 +372,16 @@ class CronBook:
             raise
 
 
-def _defining(headers: dict[str, str] | None) -> dict[str, str]:
+def _defining(headers: Mapping[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in (headers or {}).items() if k in _SCHEDULE_HEADERS}
 
 
-def _decode(raw: RawStreamMsg) -> CronDefinition | None:
+def _decode(raw: StoredMessage) -> CronDefinition | None:
     """The definition a KV message holds; ``None`` for a delete marker or a broken value."""
-    if raw.headers and raw.headers.get(_KV_OP) in ("DEL", "PURGE"):
+    if raw.headers.get(_KV_OP) in ("DEL", "PURGE"):
         return None
     try:
-        return CronDefinition.model_validate_json(raw.data or b"")
+        return CronDefinition.model_validate_json(raw.data)
     except ValidationError as exc:
         log.warning("ignoring the undecodable schedule %s: %s", raw.subject, exc)
         return None
-
-
-def _check_connected(nc: Client) -> None:
-    # Fail at once rather than wait out a request timeout while nats-py reconnects.
-    if not nc.is_connected:
-        raise NatsUnavailable("not connected to NATS")
-
-
-@contextmanager
-def _translated(nc: Client, what: str) -> Iterator[None]:
-    """nats-py's errors of a JetStream API call (purge, stream info), as FerrisQueue's."""
-    _check_connected(nc)
-    try:
-        yield
-    except nats.js.errors.APIError as exc:
-        raise NatsUnavailable(f"{what}: {exc.description} ({exc.err_code})") from exc
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise NatsUnavailable(f"{what}: {exc!r}") from exc

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from ferrisqueue.commands import Decision, decide_purge, decide_redrive
@@ -30,6 +29,7 @@ from ferrisqueue.errors import ConcurrentChange
 from ferrisqueue.eventlog import Decide, EventLog
 from ferrisqueue.events import BaseEvent, Purged, Redriven, utcnow
 from ferrisqueue.fold import JobState
+from ferrisqueue.logport import StoredMessage
 from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
 
 MAX_BATCH = 1000
@@ -40,15 +40,8 @@ _CONCURRENCY = 16  # jobs handled at once: each costs a few round trips to the s
 Action = Literal["redriven", "purged"]
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetterMessage:
-    """A job's message as ``FQ_DLQ`` keeps it."""
-
-    subject: str
-    seq: int
-    stored_at: datetime
-    headers: dict[str, str]
-    data: bytes
+DeadLetterMessage = StoredMessage
+"""A job's message as ``FQ_DLQ`` keeps it (its lineage in the ``Fq-*`` headers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +62,7 @@ class DeadLetterQueue:
 
     async def get(self, queue: str, job_id: str) -> DeadLetterMessage | None:
         """The job's newest dead letter, or ``None``."""
-        raw = await self._log.read(DLQ_STREAM, dlq_subject(queue, job_id))
-        if raw is None:
-            return None
-        assert raw.subject is not None and raw.seq is not None and raw.time is not None
-        return DeadLetterMessage(
-            subject=raw.subject,
-            seq=raw.seq,
-            stored_at=raw.time,
-            headers=dict(raw.headers or {}),
-            data=raw.data or b"",
-        )
+        return await self._log.read(DLQ_STREAM, dlq_subject(queue, job_id))
 
     async def remove(self, queue: str, job_id: str) -> None:
         """Purge the job's dead letter(s) from ``FQ_DLQ`` (nothing to remove is fine)."""

@@ -1,7 +1,14 @@
-"""Appending to and reading from the event log (the ``FQ_EVENTS`` stream).
+"""The event log as services use it: append an event, read a job's history, carry out a
+command, on top of the log port (:mod:`ferrisqueue.logport`).
 
-This is the adapter between FerrisQueue and nats-py's JetStream API: it translates the
-library's errors into :mod:`ferrisqueue.errors` so that callers can tell "definitely not
+:class:`EventLog` is the port with FerrisQueue's events on it. Its event-level operations
+(:meth:`~EventLog.append`, :meth:`~EventLog.command`, :meth:`~EventLog.history`,
+:meth:`~EventLog.newest`) are written once here over the port's primitives, so the NATS
+adapter (:class:`ferrisqueue.natslog.NatsLog`) and the in-memory log
+(:class:`ferrisqueue.memlog.MemoryLog`) behave alike by construction: what differs between
+them is only how a message is stored, read and delivered.
+
+Errors are FerrisQueue's (:mod:`ferrisqueue.errors`), so callers can tell "definitely not
 stored" (:class:`PublishRejected`, :class:`NatsUnavailable`) from "maybe stored"
 (:class:`PublishOutcomeUnknown`).
 """
@@ -10,71 +17,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Generic
 
-import nats.errors
-import nats.js.errors
-import pydantic_core
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
-
 from ferrisqueue.commands import Decision, E, Rejection
-from ferrisqueue.errors import (
-    ConcurrentChange,
-    DecodeError,
-    NatsUnavailable,
-    PayloadTooLarge,
-    PublishOutcomeUnknown,
-    PublishRejected,
-)
+from ferrisqueue.errors import ConcurrentChange, DecodeError, PayloadTooLarge
 from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
 from ferrisqueue.fold import JobState, fold
-from ferrisqueue.pubacks import AckInbox
-from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, job_history_filter, subject_matches
-
-_NO_MESSAGE = 10037  # "no message found"
-_WRONG_LAST_SEQUENCE = 10071
-_NO_RESPONDERS = "503"
-
-
-def _stored_seq(subject: str, reply: Msg) -> int:
-    """The sequence a JetStream publish ack names, or the translated refusal."""
-    status = reply.headers.get("Status") if reply.headers else None
-    try:
-        answer = pydantic_core.from_json(reply.data)
-    except ValueError as exc:
-        raise PublishOutcomeUnknown(f"{subject}: unreadable ack (status {status})") from exc
-    if error := answer.get("error"):
-        code, why = error.get("err_code"), error.get("description")
-        if code == _WRONG_LAST_SEQUENCE:
-            raise ConcurrentChange(f"{subject}: {why}")
-        raise PublishRejected(f"{subject}: {why} ({code})", code=code)
-    seq: int = answer["seq"]
-    return seq
-
-
-def _sent_headers(headers: dict[str, str], stream: str) -> dict[str, str]:
-    """``headers`` as published: the server refuses the message unless ``stream`` stores it."""
-    return {**headers, "Nats-Expected-Stream": stream}
-
-
-def _header_bytes(headers: dict[str, str]) -> int:
-    """What ``headers`` add on the wire, as the server counts it: ``NATS/1.0``, one
-    ``name: value`` line each, a blank line."""
-    lines = sum(len(f"{name}: {value}\r\n".encode()) for name, value in headers.items())
-    return len(b"NATS/1.0\r\n\r\n") + lines
+from ferrisqueue.logport import (
+    EXPECTED_LAST_SUBJECT_SEQ,
+    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+    MSG_ID,
+    Delivery,
+    LogPort,
+    StoredMessage,
+)
+from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
 
 
 def _headers(event: BaseEvent, after_seq: int | None) -> dict[str, str]:
-    headers = {"Nats-Msg-Id": event.dedup_key()}
+    headers = {MSG_ID: event.dedup_key()}
     if after_seq is not None:
         # Optimistic concurrency over all of the job's subjects (every event kind).
-        headers["Nats-Expected-Last-Subject-Sequence"] = str(after_seq)
-        headers["Nats-Expected-Last-Subject-Sequence-Subject"] = job_history_filter(event.job_id)
+        headers[EXPECTED_LAST_SUBJECT_SEQ] = str(after_seq)
+        headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = job_history_filter(event.job_id)
     return headers
 
 
@@ -103,36 +69,10 @@ class StoredEvent:
         except DecodeError as exc:
             return cls(seq, subject, stored_at, data, None, exc)
 
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Where a message a consumer delivered sits in its stream, and how often it came."""
-
-    seq: int
-    deliveries: int
-    stored_at: datetime
-
     @classmethod
-    def of(cls, msg: Msg) -> Delivery:
-        """Read from the message's ack subject, ``$JS.ACK.[<domain>.<account>.]<stream>.
-        <consumer>.<delivered>.<stream seq>.<consumer seq>.<nanoseconds>.<pending>[...]``.
-
-        ``msg.metadata`` reads the same but builds several objects per message: a tenth of
-        the projector's receiving time."""
-        tokens = (msg.reply or "").split(".")
-        if tokens[:2] != ["$JS", "ACK"] or len(tokens) < 9 or len(tokens) == 10:
-            meta = msg.metadata  # not a JetStream delivery: the library's error says so
-            return cls(meta.sequence.stream, meta.num_delivered, meta.timestamp)
-        at = 2 if len(tokens) > 9 else 0  # the newer form names the domain and account
-        return cls(
-            int(tokens[at + 5]),
-            int(tokens[at + 4]),
-            datetime.fromtimestamp(int(tokens[at + 7]) / 1e9, UTC),
-        )
-
-    def event(self, msg: Msg) -> StoredEvent:
-        """The delivered message as a :class:`StoredEvent`."""
-        return StoredEvent.decode(self.seq, msg.subject, msg.data, self.stored_at)
+    def of(cls, message: Delivery | StoredMessage) -> StoredEvent:
+        """A delivered or read message as a :class:`StoredEvent`."""
+        return cls.decode(message.seq, message.subject, message.data, message.stored_at)
 
 
 def fold_history(history: Iterable[StoredEvent]) -> JobState | None:
@@ -196,40 +136,16 @@ class CommandResult(Generic[E]):
         return () if isinstance(self.decision, Rejection) else self.decision
 
 
-class EventLog:
-    """Append events and read a job's history."""
+class EventLog(LogPort):
+    """The log port with FerrisQueue's events on it: append events and read a job's history.
 
-    def __init__(
-        self, nc: Client, *, publish_timeout: float = 5.0, max_event_bytes: int = 512 * 1024
-    ) -> None:
-        self._nc = nc
-        self._js: JetStreamContext = nc.jetstream()
-        self._acks = AckInbox(nc)
-        self._publish_timeout = publish_timeout
+    Abstract: the NATS adapter and the in-memory log implement the port's primitives."""
+
+    def __init__(self, *, max_event_bytes: int = 512 * 1024) -> None:
         self._max_event_bytes = max_event_bytes
 
-    @classmethod
-    def for_settings(cls, nc: Client, settings: Settings) -> EventLog:
-        return cls(
-            nc, publish_timeout=settings.publish_timeout, max_event_bytes=settings.max_event_bytes
-        )
-
-    @property
-    def connected(self) -> bool:
-        return bool(self._nc.is_connected)
-
-    @property
-    def max_payload(self) -> int:
-        """The largest message (body and headers) the server accepts."""
-        size: int = self._nc.max_payload
-        return size
-
-    def body_room(self, *, stream: str, headers: dict[str, str]) -> int:
-        """The largest body :meth:`publish` can send to ``stream`` with ``headers``."""
-        return self.max_payload - _header_bytes(_sent_headers(headers, stream))
-
     async def append(self, event: BaseEvent, *, after_seq: int | None = None) -> int:
-        """Publish ``event`` and wait for JetStream to store it; returns its stream sequence.
+        """Publish ``event`` and wait for the log to store it; returns its stream sequence.
 
         The ``Nats-Msg-Id`` header is the event's dedup key, so appending the same event
         again (after a timeout, say) stores it once and returns the original sequence.
@@ -245,7 +161,9 @@ class EventLog:
         # Without Nats-Expected-Stream: no other stream can store fq.job.> (the server
         # refuses streams whose subjects overlap), and a header is kept with the event and
         # parsed again on every read of it (each event is read at least by the projector).
-        return await self._publish(event.subject, body, _headers(event, after_seq), EVENT_STREAM)
+        return await self.store(
+            event.subject, body, headers=_headers(event, after_seq), stream=EVENT_STREAM
+        )
 
     async def command(
         self, job_id: str, decide: Decide[E], *, history: list[StoredEvent] | None = None
@@ -289,112 +207,10 @@ class EventLog:
             return CommandResult(state, history, decision, tuple(appended))
         raise ConcurrentChange(f"job {job_id} kept changing; retry")
 
-    async def publish(
-        self, subject: str, data: bytes, *, stream: str, headers: dict[str, str]
-    ) -> int:
-        """Publish one message to ``stream`` and wait for it to be stored; returns its
-        sequence. The server refuses it if another stream would store it. Library errors
-        come back as FerrisQueue's (see :meth:`append`)."""
-        return await self._publish(subject, data, _sent_headers(headers, stream), stream)
-
-    async def _publish(
-        self, subject: str, data: bytes, headers: dict[str, str], stream: str
-    ) -> int:
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
-        size = len(data) + _header_bytes(headers)
-        if size > self.max_payload:
-            # nats-py checks the body alone; the server counts the headers too, answers a
-            # larger message with "Maximum Payload Violation" and drops the connection, which
-            # nats-py then closes for good. Refuse it here instead.
-            raise PayloadTooLarge(
-                f"{subject}: {size} bytes with headers, the server takes {self.max_payload}"
-            )
-        try:
-            reply = await self._acks.request(
-                subject,
-                data,
-                headers=headers,
-                within=self._publish_timeout,
-            )
-        except TimeoutError as exc:
-            raise PublishOutcomeUnknown(f"no ack for {subject} in time") from exc
-        except nats.errors.MaxPayloadError as exc:
-            raise PayloadTooLarge(f"{subject}: larger than the server accepts") from exc
-        except (
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.OutboundBufferLimitError,
-            nats.errors.StaleConnectionError,
-        ) as exc:
-            raise NatsUnavailable(f"cannot publish {subject}: {exc!r}") from exc
-        if reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
-            raise NatsUnavailable(await self._unanswered(subject, stream))
-        return _stored_seq(subject, reply)
-
-    async def _unanswered(self, subject: str, stream: str) -> str:
-        """Why no stream answered a publish on ``subject``: a missing stream needs
-        ``fq init``, a stream without a leader (an election, after a node was lost) needs
-        only a retry. Asked only when it happens (one request)."""
-        why = f"no stream answers on {subject}"
-        try:
-            info = await self._js.stream_info(stream)
-        except nats.js.errors.NotFoundError:
-            return f"{why}: stream {stream} does not exist (run `fq init`)"
-        except (nats.errors.Error, TimeoutError):
-            return f"{why}: JetStream has no leader for {stream} right now (an election?); retry"
-        if info.cluster is not None and not info.cluster.leader:
-            return f"{why}: stream {stream} is electing a leader (a node was lost?); retry"
-        if any(subject_matches(subject, p) for p in info.config.subjects or []):
-            return f"{why}: stream {stream} did not answer in time (a leader change?); retry"
-        return f"{why}: stream {stream} does not store this subject"
-
-    async def purge(self, subject: str, *, stream: str) -> None:
-        """Remove every message on ``subject`` from ``stream`` (nothing there is no error)."""
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
-        try:
-            await self._js.purge_stream(stream, subject=subject)
-        except nats.js.errors.APIError as exc:
-            raise PublishRejected(f"purge {subject}: {exc.description} ({exc.err_code})") from exc
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise NatsUnavailable(f"cannot purge {subject}: {exc!r}") from exc
-
-    async def read(
-        self, stream: str, subject: str, *, from_seq: int | None = None
-    ) -> RawStreamMsg | None:
-        """The last message on ``subject`` in ``stream``, or with ``from_seq`` the first one
-        at or after that sequence; ``None`` when there is none."""
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
-        try:
-            if from_seq is None:
-                return await self._js.get_last_msg(stream, subject)
-            return await self._js.get_msg(stream, seq=from_seq, subject=subject, next=True)
-        except nats.js.errors.NotFoundError:
-            return None
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _NO_MESSAGE:
-                return None
-            raise NatsUnavailable(f"reading {subject}: {exc.description}") from exc
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise NatsUnavailable(f"reading {subject}: {exc!r}") from exc
-
     async def newest(self, job_id: str) -> StoredEvent | None:
         """The newest stored message of one job (one request), or None if it has none."""
         raw = await self.read(EVENT_STREAM, job_history_filter(job_id))
-        return None if raw is None else _stored(raw)
-
-    async def last_seq(self, stream: str = EVENT_STREAM) -> int:
-        """The sequence of the newest message in ``stream`` (0 when empty)."""
-        if not self._nc.is_connected:
-            raise NatsUnavailable("not connected to NATS")
-        try:
-            info = await self._js.stream_info(stream)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise NatsUnavailable(f"cannot read the state of {stream}: {exc!r}") from exc
-        seq: int = info.state.last_seq
-        return seq
+        return None if raw is None else StoredEvent.of(raw)
 
     async def history(self, job_id: str) -> list[StoredEvent]:
         """Every stored message of one job, in log order (read straight from the stream)."""
@@ -402,10 +218,5 @@ class EventLog:
         while raw := await self.read(
             EVENT_STREAM, job_history_filter(job_id), from_seq=found[-1].seq + 1 if found else 1
         ):
-            found.append(_stored(raw))
+            found.append(StoredEvent.of(raw))
         return found
-
-
-def _stored(raw: RawStreamMsg) -> StoredEvent:
-    assert raw.seq is not None and raw.subject is not None and raw.time is not None
-    return StoredEvent.decode(raw.seq, raw.subject, raw.data or b"", raw.time)

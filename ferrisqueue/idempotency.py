@@ -6,6 +6,11 @@ with one key, exactly one creates the entry and the others read the job id it ho
 entry also holds a fingerprint of the request, so reusing a key for another job is refused.
 Entries live 24 hours (the bucket's ``max_age``), far beyond JetStream's 2-minute duplicate
 window, which is why this does not rely on ``Nats-Msg-Id`` alone.
+
+The bucket is a stream (``KV_FQ_IDEMPOTENCY``, one message per key on
+``$KV.FQ_IDEMPOTENCY.<key>``), used through the log port the way nats-py's KV client does: a
+create is a publish guarded by ``Nats-Expected-Last-Subject-Sequence: 0``, a get reads the
+subject's last message. Nothing deletes a key (they expire), so no delete marker is ever met.
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-
-from ferrisqueue.errors import IdempotencyConflict, NatsUnavailable
+from ferrisqueue.errors import ConcurrentChange, IdempotencyConflict, NatsUnavailable
+from ferrisqueue.logport import EXPECTED_LAST_SUBJECT_SEQ, LogPort
 
 BUCKET = "FQ_IDEMPOTENCY"
+_STREAM = f"KV_{BUCKET}"
+_PREFIX = f"$KV.{BUCKET}."
 MAX_KEY_LENGTH = 255
 
 
@@ -41,8 +45,8 @@ def fingerprint(request: object) -> str:
 class IdempotencyKeys:
     """Claims keys in the bucket; create it first (``fq init`` / the services' topology)."""
 
-    def __init__(self, nc: Client) -> None:
-        self._js = nc.jetstream()
+    def __init__(self, log: LogPort) -> None:
+        self._log = log
 
     async def claim(self, key: str, request_fingerprint: str, job_id: str) -> Claim:
         """Claim ``key`` for ``job_id``, or return the job it already names.
@@ -50,17 +54,19 @@ class IdempotencyKeys:
         Raises :class:`IdempotencyConflict` when the key was used for a different request.
         """
         # Keys are hashed: clients may use any characters, KV keys may not.
-        name = hashlib.sha256(key.encode()).hexdigest()
+        subject = _PREFIX + hashlib.sha256(key.encode()).hexdigest()
         value = json.dumps({"job_id": job_id, "fingerprint": request_fingerprint}).encode()
         try:
-            bucket = await self._js.key_value(BUCKET)
-            try:
-                await bucket.create(name, value)
-                return Claim(job_id, True)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                stored = json.loads((await bucket.get(name)).value or b"{}")
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise NatsUnavailable(f"cannot claim the idempotency key: {exc!r}") from exc
+            # Created only if the key holds nothing yet: of concurrent claims, one wins.
+            await self._log.store(
+                subject, value, headers={EXPECTED_LAST_SUBJECT_SEQ: "0"}, stream=_STREAM
+            )
+            return Claim(job_id, True)
+        except ConcurrentChange:
+            found = await self._log.read(_STREAM, subject)
+        if found is None:  # expired between the two requests: the claim may be made again
+            raise NatsUnavailable("the idempotency key expired while it was read; retry")
+        stored = json.loads(found.data or b"{}")
         if stored.get("fingerprint") != request_fingerprint:
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used with a different request body"

@@ -9,6 +9,10 @@ consumer gets large bursts (few wake-ups), a quiet one gets every message at onc
 One pull request is outstanding at a time. It ends when its batch is delivered, or with a
 status message (408 when it expires, 409 when the server cuts it short), or at a client-side
 deadline in case the connection dropped; then the next one is sent.
+
+Each message is handed over as a :class:`NatsDelivery`, the log port's
+:class:`~ferrisqueue.logport.Delivery` over a nats-py message: its place in the stream read
+from its ack subject, and ack / nak / term / in_progress with nats-py's errors translated.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ferrisqueue.errors import NatsUnavailable
+from ferrisqueue.logport import Delivery, unless_stopped
 
 _STATUS = "Status"
 _HEARTBEAT = "100"
@@ -34,6 +42,53 @@ _LONGEST_PAUSE = 2.0
 """Seconds between pull requests that nobody answers, doubling from the first."""
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class NatsDelivery(Delivery):
+    """A message a JetStream consumer delivered, settled through its ack subject."""
+
+    msg: Msg
+
+    @classmethod
+    def of(cls, msg: Msg) -> NatsDelivery:
+        """Read from the message's ack subject, ``$JS.ACK.[<domain>.<account>.]<stream>.
+        <consumer>.<delivered>.<stream seq>.<consumer seq>.<nanoseconds>.<pending>[...]``.
+
+        ``msg.metadata`` reads the same but builds several objects per message: a tenth of
+        the projector's receiving time."""
+        tokens = (msg.reply or "").split(".")
+        if tokens[:2] != ["$JS", "ACK"] or len(tokens) < 9 or len(tokens) == 10:
+            meta = msg.metadata  # not a JetStream delivery: the library's error says so
+            seq, deliveries, stored_at = meta.sequence.stream, meta.num_delivered, meta.timestamp
+        else:
+            at = 2 if len(tokens) > 9 else 0  # the newer form names the domain and account
+            seq, deliveries = int(tokens[at + 5]), int(tokens[at + 4])
+            stored_at = datetime.fromtimestamp(int(tokens[at + 7]) / 1e9, UTC)
+        return cls(seq, deliveries, msg.subject, msg.data, msg.headers, stored_at, msg)
+
+    async def ack(self) -> None:
+        await self._settle(self.msg.ack())
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._settle(self.msg.nak(delay=delay))
+
+    async def term(self, reason: str | None = None) -> None:
+        if reason is None:
+            await self._settle(self.msg.term())
+        else:  # msg.term() cannot carry a reason; the protocol's "+TERM <reason>" can
+            await self._settle(self.msg.respond(f"+TERM {reason}".encode()))
+
+    async def in_progress(self) -> None:
+        await self._settle(self.msg.in_progress())
+
+    async def _settle(self, action: Awaitable[None]) -> None:
+        try:
+            await action
+        except nats.errors.Error as exc:
+            raise NatsUnavailable(
+                f"cannot settle {self.subject} (seq {self.seq}): {exc!r}"
+            ) from exc
 
 
 class Puller:
@@ -60,7 +115,7 @@ class Puller:
         self._expires = expires
         self._inbox = nc.new_inbox()
         self._arrived: asyncio.Queue[Msg] = asyncio.Queue()
-        self._held: list[Msg] = []
+        self._held: list[Delivery] = []
         """Delivered after ``stopping`` was set: never handed over, returned by :meth:`stop`."""
         self._sub: Subscription | None = None
         self._give_up_after = give_up_after
@@ -74,7 +129,7 @@ class Puller:
 
         self._sub = await self._nc.subscribe(self._inbox, cb=arrived)
 
-    async def stop(self) -> list[Msg]:
+    async def stop(self) -> list[Delivery]:
         """Unsubscribe; returns messages that arrived but were never handed over."""
         if self._sub is not None:
             await self._sub.unsubscribe()
@@ -82,7 +137,7 @@ class Puller:
         while not self._arrived.empty():
             msg = self._arrived.get_nowait()
             if not _status(msg):
-                left.append(msg)
+                left.append(NatsDelivery.of(msg))
         return left
 
     async def bursts(
@@ -91,7 +146,7 @@ class Puller:
         *,
         request_size: Callable[[], Awaitable[int]],
         unused: Callable[[int], None] = lambda _: None,
-    ) -> AsyncIterator[list[Msg]]:
+    ) -> AsyncIterator[list[Delivery]]:
         """Yield bursts until ``stopping`` is set.
 
         ``request_size`` says how many messages to ask for next (it may wait, e.g. for free
@@ -102,7 +157,7 @@ class Puller:
         :meth:`stop` to return.
         """
         while not stopping.is_set():
-            wanted = await _unless_stopped(request_size(), stopping)
+            wanted = await unless_stopped(request_size(), stopping)
             if wanted is None:
                 return
             if stopping.is_set():
@@ -156,12 +211,12 @@ class Puller:
         body = {"batch": batch, "expires": int(self._expires * _NANOS)}
         await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
 
-    async def _next_burst(self, most: int, deadline: float) -> tuple[list[Msg], bool]:
+    async def _next_burst(self, most: int, deadline: float) -> tuple[list[Delivery], bool]:
         """Wait for the next message, then take what else arrives within the linger time
         (up to ``most``).
         Returns the messages and whether the pull request is over."""
         loop = asyncio.get_running_loop()
-        burst: list[Msg] = []
+        burst: list[Delivery] = []
         while not burst:
             try:
                 msg = await asyncio.wait_for(self._arrived.get(), max(0.0, deadline - loop.time()))
@@ -173,7 +228,7 @@ class Puller:
                 continue
             if status:
                 return burst, True
-            burst.append(msg)
+            burst.append(NatsDelivery.of(msg))
         linger_until = loop.time() + self._linger
         while len(burst) < most:
             if not self._arrived.empty():
@@ -190,21 +245,8 @@ class Puller:
             if status and status != _HEARTBEAT:
                 return burst, True
             if not status:
-                burst.append(msg)
+                burst.append(NatsDelivery.of(msg))
         return burst, False
-
-
-async def _unless_stopped(size: Awaitable[int], stopping: asyncio.Event) -> int | None:
-    """``await size``, or None as soon as ``stopping`` is set (the wait is cancelled)."""
-    sizing = asyncio.ensure_future(size)
-    stop = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait((sizing, stop), return_when=asyncio.FIRST_COMPLETED)
-    for waiting in (stop, sizing):
-        if not waiting.done():
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
-    return None if sizing.cancelled() else sizing.result()
 
 
 def _status(msg: Msg) -> str | None:

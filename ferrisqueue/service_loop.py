@@ -36,17 +36,12 @@ import contextlib
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
-
-from nats.aio.client import Client
-from nats.aio.msg import Msg
+from collections.abc import Awaitable, Callable
 
 from ferrisqueue.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError, FerrisQueueError
-from ferrisqueue.eventlog import Delivery
-from ferrisqueue.puller import Puller
-from ferrisqueue.topology import ensure_consumer, load_consumer_definition
+from ferrisqueue.logport import Consumer, Delivery, LogPort
+from ferrisqueue.topology import load_consumer_definition
 
 log = logging.getLogger(__name__)
 
@@ -198,21 +193,6 @@ class ServiceLoop(ABC):
             await self.signals.stopped.wait()
 
 
-class Source(Protocol):
-    """Where a :class:`ConsumerLoop` gets its messages (a :class:`Puller`, or an in-memory
-    stand-in in tests)."""
-
-    async def start(self) -> None: ...
-
-    def bursts(
-        self, stopping: asyncio.Event, *, request_size: Callable[[], Awaitable[int]]
-    ) -> AsyncIterator[list[Msg]]: ...
-
-    async def stop(self) -> list[Msg]:
-        """Stop; returns the messages that arrived but were never handed over."""
-        ...
-
-
 class ConsumerLoop(ServiceLoop):
     """A loop over one durable pull consumer: each message is one item, handled by
     :meth:`handle` under the module's error policy and acked when it returns.
@@ -227,36 +207,37 @@ class ConsumerLoop(ServiceLoop):
 
     def __init__(
         self,
-        nc: Client,
+        log: LogPort,
         *,
         request_size: int | None = None,
         retry: RetryPolicy = ITEM_RETRY,
         restart: RetryPolicy = RESTART,
         draw: Callable[[], float] = random.random,
-        source: Callable[[], Source] | None = None,
+        source: Callable[[], Consumer] | None = None,
     ) -> None:
-        """``request_size``: instead of the class's; ``retry``: the backoff of a failed
-        item; ``source``: what to pull from instead of the consumer (tests)."""
+        """``log``: where the consumer is; ``request_size``: instead of the class's;
+        ``retry``: the backoff of a failed item; ``source``: what to pull from instead of
+        the log's consumer (tests)."""
         super().__init__(restart=restart, draw=draw)
-        self._nc = nc
+        self._port = log
         if request_size is not None:
             self.request_size = request_size
         self._retry = retry
-        self._source = source or (lambda: Puller(nc, self.stream, self.consumer))
+        self._source = source or (lambda: log.consumer(self.stream, self.consumer))
 
     async def prepare(self) -> None:
         """Before each life's first pull: create or update the durable consumer from its
         definition in ``nats/jetstream/consumers``."""
-        await ensure_consumer(
-            self._nc, self.stream, load_consumer_definition(self.stream, self.consumer)
+        await self._port.ensure_consumer(
+            self.stream, load_consumer_definition(self.stream, self.consumer)
         )
 
     @abstractmethod
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Delivery) -> None:
         """Handle one message. Return to have it acked; raise :class:`Redeliver` to have it
         again later, :class:`Poison` to park it, anything else to have it retried."""
 
-    async def handle_burst(self, burst: list[Msg]) -> None:
+    async def handle_burst(self, burst: list[Delivery]) -> None:
         """Handle the messages of one burst, by default one after another."""
         for msg in burst:
             await self.process(msg)
@@ -277,7 +258,7 @@ class ConsumerLoop(ServiceLoop):
         finally:
             await self._give_back(source)
 
-    async def process(self, msg: Msg) -> None:
+    async def process(self, msg: Delivery) -> None:
         """Handle one message, then ack, nak or park it (the error policy). Never raises but
         :class:`asyncio.CancelledError`."""
         try:
@@ -290,7 +271,7 @@ class ConsumerLoop(ServiceLoop):
             await _quietly(msg.term())
             self.signals.parked.bump()
         except Exception as exc:
-            delay = self._retry.delay(_deliveries(msg), self._draw())
+            delay = self._retry.delay(msg.deliveries, self._draw())
             _log_failure(exc, "%s: failed on %s, again in %.1fs", self.name, _where(msg), delay)
             await _quietly(msg.nak(delay=delay))
             self.signals.retried.bump()
@@ -298,7 +279,7 @@ class ConsumerLoop(ServiceLoop):
             await _quietly(msg.ack())
             self.signals.handled.bump()
 
-    async def _give_back(self, source: Source) -> None:
+    async def _give_back(self, source: Consumer) -> None:
         """Nak what arrived but was never handed over (else it waits for AckWait)."""
         try:
             left = await source.stop()
@@ -318,20 +299,9 @@ def _log_failure(failure: BaseException | str, message: str, *args: object) -> N
         log.warning(message + ": %s", *args, failure)
 
 
-def _where(msg: Msg) -> str:
+def _where(msg: Delivery) -> str:
     """The message for a log line: subject, stream sequence, delivery count."""
-    try:
-        delivery = Delivery.of(msg)
-    except Exception:  # not a JetStream delivery: say what we know
-        return repr(msg.subject)
-    return f"{msg.subject!r} (seq {delivery.seq}, delivery {delivery.deliveries})"
-
-
-def _deliveries(msg: Msg) -> int:
-    try:
-        return Delivery.of(msg).deliveries
-    except Exception:
-        return 1
+    return f"{msg.subject!r} (seq {msg.seq}, delivery {msg.deliveries})"
 
 
 async def _quietly(action: Awaitable[None]) -> None:

@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import logging
 
-from nats.aio.client import Client
-
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.idempotency import IdempotencyKeys
-from ferrisqueue.natsconn import close_quietly, connect
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.topology import ensure_streams
 
@@ -24,23 +22,17 @@ log = logging.getLogger(__name__)
 
 
 class NatsLink:
-    """Holds the connection and its :class:`EventLog` once there is one."""
+    """Holds the :class:`EventLog` (which owns the connection) once there is one."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self.event_log: EventLog | None = None
         self.idempotency: IdempotencyKeys | None = None
 
     @property
-    def client(self) -> Client | None:
-        """The connection once there is one (for adapters other than the event log)."""
-        return self._client
-
-    @property
     def connected(self) -> bool:
-        return self._client is not None and bool(self._client.is_connected)
+        return self.event_log is not None and self.event_log.connected
 
     async def start(self) -> None:
         """Connect now if possible, else keep trying in the background."""
@@ -49,18 +41,13 @@ class NatsLink:
 
     async def _try_connect(self) -> bool:
         try:
-            client = await connect(
-                self._settings.effective_nats_url,
-                name="fq-gateway",
-                connect_timeout=self._settings.nats_connect_timeout,
-            )
+            event_log = await NatsLog.connect(self._settings, name="fq-gateway")
         except NatsUnavailable as exc:
             log.warning("%s; will retry", exc)
             return False
-        await ensure_streams(client, self._settings)
-        self._client = client
-        self.event_log = EventLog.for_settings(client, self._settings)
-        self.idempotency = IdempotencyKeys(client)
+        await ensure_streams(event_log, self._settings)
+        self.event_log = event_log
+        self.idempotency = IdempotencyKeys(event_log)
         return True
 
     async def _keep_trying(self) -> None:
@@ -74,5 +61,5 @@ class NatsLink:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._client is not None:
-            await close_quietly(self._client)
+        if self.event_log is not None:
+            await self.event_log.close()

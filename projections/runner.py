@@ -26,35 +26,27 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from ferrisqueue.errors import CheckpointMoved, ConfigurationError, FerrisQueueError
-from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent
+from ferrisqueue.eventlog import EventLog, StoredEvent
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import new_job_id
-from ferrisqueue.natsconn import close_quietly, connect
-from ferrisqueue.puller import Puller
+from ferrisqueue.logport import Consumer, Delivery
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.service_loop import RESTART
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.leadership import StoreLock
 from ferrisqueue.subjects import ALL_JOB_EVENTS, EVENT_STREAM
-from ferrisqueue.topology import (
-    PROJECTOR_CONSUMER,
-    delete_consumer,
-    ensure_consumer,
-    ensure_streams,
-    load_consumer_definition,
-)
+from ferrisqueue.topology import PROJECTOR_CONSUMER, ensure_streams, load_consumer_definition
 from ferrisqueue.workers import WORKER_STREAM, WORKER_SUBJECTS
 from projections import health, jobs, workers
 from projections.contiguity import Gap, contiguous
@@ -92,7 +84,7 @@ class Projection:
     """The consumer's filter: the subjects of ``stream`` this projection folds."""
     definition: str
     consumer_suffix: str
-    decode: Callable[[Msg], Any]
+    decode: Callable[[Delivery], Any]
     applier: Callable[[], ApplyBatch]
     """Makes the apply function of one run (which may keep state between its batches).
     Both it and ``decode`` give and take items with ``seq`` and ``stored_at``."""
@@ -106,13 +98,8 @@ class _LostDeliveries(Exception):
         self.gap = gap
 
 
-def _event(msg: Msg) -> StoredEvent:
-    return Delivery.of(msg).event(msg)
-
-
-def _heartbeat(msg: Msg) -> workers.StoredHeartbeat:
-    delivery = Delivery.of(msg)
-    return workers.StoredHeartbeat(delivery.seq, delivery.stored_at, msg.data)
+def _heartbeat(msg: Delivery) -> workers.StoredHeartbeat:
+    return workers.StoredHeartbeat(msg.seq, msg.stored_at, msg.data)
 
 
 JOBS = Projection(
@@ -121,7 +108,7 @@ JOBS = Projection(
     ALL_JOB_EVENTS,
     PROJECTOR_CONSUMER,
     "",
-    _event,
+    StoredEvent.of,
     lambda: jobs.JobsProjection().apply_batch,
 )
 WORKERS = Projection(
@@ -138,8 +125,13 @@ WORKERS = Projection(
 class Projector:
     """Runs the projections until stopped (or once, for a rebuild or replay)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, connect: Callable[[], Awaitable[EventLog]] | None = None
+    ) -> None:
+        """``connect``: where to get the log (default: connect to ``FQ_NATS_URL``; tests
+        pass an in-memory log). The projector closes it when it is done."""
         self._settings = settings
+        self._open_log = connect or self._connect_nats
         self._stopping = asyncio.Event()
         self.lost_lead = False
         """Set when the projector stopped because its lock was lost (exit non-zero)."""
@@ -154,18 +146,18 @@ class Projector:
         lock = StoreLock(engine, "projector")
         try:
             if await self._lead(lock):
-                nc = await self._connect()
+                event_log = await self._connect()
                 watchdog = asyncio.create_task(self._watch(lock), name="lock-watchdog")
                 try:
                     await asyncio.gather(
                         *(
-                            self._follow(nc, engine, p, self._consumer_name(p), None, None)
+                            self._follow(event_log, engine, p, self._consumer_name(p), None, None)
                             for p in (JOBS, WORKERS)
                         )
                     )
                 finally:
                     watchdog.cancel()
-                    await close_quietly(nc)
+                    await event_log.close()
         finally:
             lock.release()
             engine.dispose()
@@ -187,16 +179,16 @@ class Projector:
                     "a projector is running on this read store; stop it, or rebuild into "
                     "another store (--database-url)"
                 )
-            nc = await self._connect()
+            event_log = await self._connect()
             try:
                 last = up_to
                 if last is None:
-                    last = (await nc.jetstream().stream_info(EVENT_STREAM)).state.last_seq
+                    last = await event_log.last_seq(EVENT_STREAM)
                 return await self._follow(
-                    nc, engine, JOBS, f"fq-rebuild-{new_job_id()}", last, until
+                    event_log, engine, JOBS, f"fq-rebuild-{new_job_id()}", last, until
                 )
             finally:
-                await close_quietly(nc)
+                await event_log.close()
         finally:
             lock.release()
             engine.dispose()
@@ -211,14 +203,13 @@ class Projector:
                 self.lost_lead = True
                 self._stopping.set()
 
-    async def _connect(self) -> Client:
-        nc = await connect(
-            self._settings.effective_nats_url,
-            name="fq-projector",
-            connect_timeout=self._settings.nats_connect_timeout,
-        )
-        await ensure_streams(nc, self._settings)
-        return nc
+    async def _connect(self) -> EventLog:
+        event_log = await self._open_log()
+        await ensure_streams(event_log, self._settings)
+        return event_log
+
+    async def _connect_nats(self) -> EventLog:
+        return await NatsLog.connect(self._settings, name="fq-projector")
 
     def _consumer_name(self, projection: Projection) -> str:
         return f"{self._settings.projector_consumer}{projection.consumer_suffix}"
@@ -238,7 +229,7 @@ class Projector:
 
     async def _follow(
         self,
-        nc: Client,
+        event_log: EventLog,
         engine: Engine,
         projection: Projection,
         consumer: str,
@@ -253,7 +244,7 @@ class Projector:
         while True:
             try:
                 return await self._follow_from_checkpoint(
-                    nc, engine, projection, consumer, last_seq, until
+                    event_log, engine, projection, consumer, last_seq, until
                 )
             except (_LostDeliveries, CheckpointMoved) as exc:
                 counter = (
@@ -289,7 +280,7 @@ class Projector:
 
     async def _follow_from_checkpoint(
         self,
-        nc: Client,
+        event_log: EventLog,
         engine: Engine,
         projection: Projection,
         consumer: str,
@@ -300,7 +291,7 @@ class Projector:
         one_shot = last_seq is not None
         if last_seq is not None and position >= last_seq:
             return position
-        stream_end = (await nc.jetstream().stream_info(projection.stream)).state.last_seq
+        stream_end = await event_log.last_seq(projection.stream)
         if position > stream_end:
             # New events would reuse sequences the store has already applied, and be skipped.
             raise ConfigurationError(
@@ -309,12 +300,11 @@ class Projector:
                 "without fsync?) or the store belongs to another log. Rebuild it: "
                 "fq projections rebuild --database-url <new store>"
             )
-        puller = await self._puller(nc, projection, consumer, position, temporary=one_shot)
+        puller = await self._puller(event_log, projection, consumer, position, temporary=one_shot)
         log.info("%s projection resuming after sequence %d", projection.name, position)
         done = asyncio.Event() if one_shot else self._stopping
         batch_size = self._settings.projector_batch
         apply = projection.applier()
-        event_log = EventLog(nc)
 
         async def request_size() -> int:
             return batch_size
@@ -325,7 +315,7 @@ class Projector:
 
         # Receiving (and decoding) the next bursts overlaps with applying this one in the
         # database thread; bursts that piled up meanwhile are applied in one transaction.
-        received: asyncio.Queue[tuple[Msg, list[Any]] | None] = asyncio.Queue(PIPELINE_DEPTH)
+        received: asyncio.Queue[tuple[Delivery, list[Any]] | None] = asyncio.Queue(PIPELINE_DEPTH)
 
         async def receive() -> None:
             try:
@@ -365,12 +355,18 @@ class Projector:
                 await receiver
             await puller.stop()
             if one_shot:
-                await delete_consumer(nc, projection.stream, consumer)
+                await event_log.delete_consumer(projection.stream, consumer)
         return position
 
     async def _puller(
-        self, nc: Client, projection: Projection, name: str, position: int, *, temporary: bool
-    ) -> Puller:
+        self,
+        event_log: EventLog,
+        projection: Projection,
+        name: str,
+        position: int,
+        *,
+        temporary: bool,
+    ) -> Consumer:
         config: dict[str, Any] = {
             **load_consumer_definition(projection.stream, projection.definition),
             "durable_name": name,
@@ -380,10 +376,9 @@ class Projector:
         if temporary:  # removed by the server if a one-shot run dies before deleting it
             config["inactive_threshold"] = 60 * 1_000_000_000
         # The start position cannot be changed on an existing consumer: re-create it.
-        await delete_consumer(nc, projection.stream, name)
-        await ensure_consumer(nc, projection.stream, config)
-        puller = Puller(
-            nc,
+        await event_log.delete_consumer(projection.stream, name)
+        await event_log.ensure_consumer(projection.stream, config)
+        puller = event_log.consumer(
             projection.stream,
             name,
             expires=FETCH_TIMEOUT,

@@ -11,9 +11,8 @@ import asyncio
 import signal
 
 from ferrisqueue import runloop
-from ferrisqueue.eventlog import EventLog
 from ferrisqueue.logs import setup_logging
-from ferrisqueue.natsconn import close_quietly, connect
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.topology import ensure_streams
 from scheduler.cron import TickRelay
@@ -26,18 +25,13 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    nc = await connect(
-        settings.effective_nats_url,
-        name="fq-scheduler",
-        connect_timeout=settings.nats_connect_timeout,
-    )
+    event_log = await NatsLog.connect(settings, name="fq-scheduler")
     try:
-        await ensure_streams(nc, settings)
-        event_log = EventLog.for_settings(nc, settings)
+        await ensure_streams(event_log, settings)
         loops = (
-            DeadLetterRouter(nc, event_log),
-            TimerRelay(nc, event_log),
-            TickRelay.for_settings(nc, event_log, settings),  # a broken cron file stops us here
+            DeadLetterRouter(event_log),
+            TimerRelay(event_log),
+            TickRelay.for_settings(event_log, settings),  # a broken cron file stops us here
         )
         # A loop's run() returns only once stopping is set and it has drained: the group
         # waits for all three; no loop's failure reaches it to cancel the others.
@@ -45,7 +39,7 @@ async def _serve(settings: Settings) -> None:
             for service_loop in loops:
                 tasks.create_task(service_loop.run(stopping), name=service_loop.name)
     finally:
-        await close_quietly(nc)
+        await event_log.close()
 
 
 def main() -> None:

@@ -32,9 +32,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from ferrisqueue.cron import CronSpec, tick_job_id
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.cronfile import apply_cron_file, load_cron_file
@@ -45,10 +42,11 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.eventlog import Delivery, EventLog
+from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import is_token
 from ferrisqueue.jobbuilder import JobRefused, build_job
+from ferrisqueue.logport import Delivery
 from ferrisqueue.service_loop import ConsumerLoop, Redeliver
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, tick_subject
@@ -70,9 +68,8 @@ class Tick:
     fired_at: datetime
 
     @classmethod
-    def of(cls, msg: Msg) -> Tick:
-        delivery = Delivery.of(msg)
-        return cls(msg.subject.removeprefix(_TICK_PREFIX), delivery.seq, delivery.stored_at)
+    def of(cls, msg: Delivery) -> Tick:
+        return cls(msg.subject.removeprefix(_TICK_PREFIX), msg.seq, msg.stored_at)
 
     @property
     def job_id(self) -> str:
@@ -103,7 +100,6 @@ class TickRelay(ConsumerLoop):
 
     def __init__(
         self,
-        nc: Client,
         event_log: EventLog,
         book: CronBook,
         *,
@@ -111,7 +107,7 @@ class TickRelay(ConsumerLoop):
         cron_file: list[CronSpec] | None = None,
     ) -> None:
         """``cron_file``: the schedules of ``FQ_CRON_FILE``, already read and checked."""
-        super().__init__(nc)
+        super().__init__(event_log)
         self._log = event_log
         self._book = book
         self._grace = timedelta(seconds=misfire_grace)
@@ -119,13 +115,12 @@ class TickRelay(ConsumerLoop):
         self._prepared = False
 
     @classmethod
-    def for_settings(cls, nc: Client, event_log: EventLog, settings: Settings) -> TickRelay:
+    def for_settings(cls, event_log: EventLog, settings: Settings) -> TickRelay:
         """The relay of ``settings``; reads ``FQ_CRON_FILE`` now, so a broken file stops the
         scheduler at start (:class:`ConfigurationError` saying why)."""
-        book = CronBook.for_settings(nc, settings)
+        book = CronBook.for_settings(event_log, settings)
         cron_file = settings.cron_file
         return cls(
-            nc,
             event_log,
             book,
             misfire_grace=settings.cron_misfire_grace,
@@ -144,7 +139,7 @@ class TickRelay(ConsumerLoop):
             self._prepared = True
         await super().prepare()
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Delivery) -> None:
         """Handle one tick message: acked once handled, or delivered again after a while
         when NATS was away or the append's outcome is unknown."""
         if await self.create_job(Tick.of(msg)) is Outcome.RETRY:

@@ -32,12 +32,10 @@ import json
 import logging
 from dataclasses import dataclass
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from ferrisqueue.deadletter import dead_letter
 from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
 from ferrisqueue.events import Failed, Started
+from ferrisqueue.logport import Delivery
 from ferrisqueue.service_loop import ConsumerLoop, Poison
 from ferrisqueue.subjects import ADVISORY_STREAM, ALL_JOB_EVENTS, EVENT_STREAM
 
@@ -75,18 +73,18 @@ class DeadLetterRouter(ConsumerLoop):
     consumer = ROUTER_CONSUMER
     # request_size stays 1: one advisory at a time (a burst of them is rare).
 
-    def __init__(self, nc: Client, event_log: EventLog) -> None:
-        super().__init__(nc)
+    def __init__(self, event_log: EventLog) -> None:
+        super().__init__(event_log)
         self._log = event_log
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Delivery) -> None:
         """Dead-letter the job one advisory names (acked by the loop once this returns)."""
         advisory = Advisory.parse(msg.data)
         seq, deliveries = advisory.stream_seq, advisory.deliveries
         raw = await self._log.read(EVENT_STREAM, ALL_JOB_EVENTS, from_seq=seq)
-        if raw is None or raw.seq != seq or raw.subject is None or raw.time is None:
+        if raw is None or raw.seq != seq:
             raise Poison(f"the advisory names sequence {seq}, which {EVENT_STREAM} does not hold")
-        stored = StoredEvent.decode(seq, raw.subject, raw.data or b"", raw.time)
+        stored = StoredEvent.of(raw)
         if stored.event is None:  # workers terminate these themselves; nothing to route
             return
         job = stored.event
@@ -104,7 +102,7 @@ class DeadLetterRouter(ConsumerLoop):
                 self._log,
                 queue=job.queue,
                 job_id=job.job_id,
-                original=raw.data or b"",
+                original=raw.data,
                 reason=reason,
                 dedup=str(seq),
                 lineage={

@@ -60,12 +60,10 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from ferrisqueue.commands import Rejection, decide_release, release_abandoned
-from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent, fold_history
+from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
 from ferrisqueue.events import BaseEvent, Canceled, Failed, Scheduled
+from ferrisqueue.logport import Delivery
 from ferrisqueue.service_loop import ConsumerLoop
 from ferrisqueue.states import PendingReason
 from ferrisqueue.subjects import (
@@ -148,25 +146,25 @@ class TimerRelay(ConsumerLoop):
     stream = EVENT_STREAM
     consumer = TIMER_CONSUMER
 
-    def __init__(self, nc: Client, event_log: EventLog, *, batch: int = BATCH) -> None:
-        super().__init__(nc, request_size=batch)
+    def __init__(self, event_log: EventLog, *, batch: int = BATCH) -> None:
+        super().__init__(event_log, request_size=batch)
         self._log = event_log
 
-    async def handle_burst(self, burst: list[Msg]) -> None:
+    async def handle_burst(self, burst: list[Delivery]) -> None:
         """Handle a burst: different jobs concurrently, one job's events in log order."""
-        by_job: dict[str, list[Msg]] = {}
+        by_job: dict[str, list[Delivery]] = {}
         for msg in burst:
             by_job.setdefault(_job_key(msg), []).append(msg)
 
-        async def in_order(msgs: list[Msg]) -> None:
+        async def in_order(msgs: list[Delivery]) -> None:
             for msg in msgs:
                 await self.process(msg)
 
         await asyncio.gather(*(in_order(msgs) for msgs in by_job.values()))
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Delivery) -> None:
         """Act on one event (arm, keep or cancel its job's timer)."""
-        await self._act(Delivery.of(msg).event(msg))
+        await self._act(StoredEvent.of(msg))
 
     async def _act(self, stored: StoredEvent) -> None:
         event = stored.event
@@ -217,7 +215,7 @@ class TimerRelay(ConsumerLoop):
         log.debug("removed the timer of %s", job_id)
 
 
-def _job_key(msg: Msg) -> str:
+def _job_key(msg: Delivery) -> str:
     try:
         return parse_job_subject(msg.subject).job_id
     except ValueError:

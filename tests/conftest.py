@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from ferrisqueue.embedded import EmbeddedNats, free_port
 from ferrisqueue.eventlog import EventLog
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.topology import ensure_topology
@@ -35,6 +36,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def store_engine(store_url: str) -> Iterator[Engine]:
     """An engine on ``store_url`` with the schema in place; disposed after the test."""
     engine = make_engine(store_url)
+    init_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Engine]:
+    """The read store of the test's ``settings`` (schema created if it is not yet)."""
+    engine = make_engine(settings.effective_database_url)
     init_schema(engine)
     yield engine
     engine.dispose()
@@ -85,8 +95,8 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[Client]:
 @pytest.fixture
 async def event_log(nc: Client, settings: Settings) -> EventLog:
     """The event log of the test's server, with the topology applied (as `fq init` does)."""
-    await ensure_topology(nc, settings)
-    return EventLog(nc)
+    await ensure_topology(NatsLog(nc), settings)
+    return NatsLog(nc)
 
 
 StartService = Callable[..., ServiceProcess]

@@ -28,12 +28,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pydantic_core
-from nats.aio.msg import Msg
 
 from ferrisqueue.commands import CANCELED_BEFORE_RUN, Decision, decide_start
 from ferrisqueue.deadletter import dead_letter
 from ferrisqueue.errors import FerrisQueueError, PayloadTooLarge, Permanent
-from ferrisqueue.eventlog import Delivery, EventLog, StoredEvent
+from ferrisqueue.eventlog import EventLog, StoredEvent
 from ferrisqueue.events import (
     BaseEvent,
     Canceled,
@@ -48,6 +47,7 @@ from ferrisqueue.events import (
 )
 from ferrisqueue.fold import JobState
 from ferrisqueue.ids import is_token
+from ferrisqueue.logport import Delivery
 from ferrisqueue.policy import QueuePolicy, for_job, retry_at
 from ferrisqueue.states import JobStatus
 from ferrisqueue.subjects import parse_job_subject
@@ -103,7 +103,7 @@ class JobExecutor:
         self.failed = 0
         """Of those, the ones that failed."""
 
-    async def execute(self, msg: Msg) -> None:
+    async def execute(self, msg: Delivery) -> None:
         """Handle one message to the end; never raises (a worker must outlive any job)."""
         try:
             await self._execute(msg)
@@ -119,10 +119,9 @@ class JobExecutor:
         except Exception:
             log.exception("unexpected error handling %s; it will be redelivered", msg.subject)
 
-    async def _execute(self, msg: Msg) -> None:
-        delivery = Delivery.of(msg)
-        stored = delivery.event(msg)
-        run = await self._prepare(stored, delivery.deliveries)
+    async def _execute(self, msg: Delivery) -> None:
+        stored = StoredEvent.of(msg)
+        run = await self._prepare(stored, msg.deliveries)
         if isinstance(run, str):
             await self._reject_poison(msg, stored, run)
             return
@@ -130,7 +129,7 @@ class JobExecutor:
         # (no read), unless something (a cancel, a duplicate's run) came after it; the
         # guard tells.
         presumed = run.history
-        if presumed is None and delivery.deliveries == 1:
+        if presumed is None and msg.deliveries == 1:
             presumed = [stored]
         if (started := await self._start(msg, run, presumed)) is not None:
             # The middleware's after-hooks run as this block is left: after the ack, or with
@@ -179,7 +178,9 @@ class JobExecutor:
         task.cancel()
         return True
 
-    async def _start(self, msg: Msg, run: _Run, presumed: list[StoredEvent] | None) -> _Run | None:
+    async def _start(
+        self, msg: Delivery, run: _Run, presumed: list[StoredEvent] | None
+    ) -> _Run | None:
         """Record ``started`` (:func:`~ferrisqueue.commands.decide_start`, guarded by the
         job's newest sequence), so that a job that was canceled, finished, or started by a
         duplicate delivery in the meantime is not run (then the message is acked and None
@@ -225,7 +226,7 @@ class JobExecutor:
             # Its final failure is stored, its dead-lettering may not be.
             await self._dead_letter(run, state.last_error or "failed", state.attempts)
 
-    async def _run(self, msg: Msg, run: _Run, hooks: Attempt) -> None:
+    async def _run(self, msg: Delivery, run: _Run, hooks: Attempt) -> None:
         job, attempt = run.spec, run.attempt
 
         def at(kind: type[BaseEvent], **fields: Any) -> Any:
@@ -335,7 +336,7 @@ class JobExecutor:
         )
         log.warning("dead-lettered %s after attempt %d: %s", run.spec.job_id, attempts, error)
 
-    async def _reject_poison(self, msg: Msg, stored: StoredEvent, reason: str) -> None:
+    async def _reject_poison(self, msg: Delivery, stored: StoredEvent, reason: str) -> None:
         """A message that can never run: dead-letter it as it arrived, with the reason, and
         terminate it so it is never delivered again. The worker goes on."""
         log.warning("%s on %s", reason, msg.subject)
@@ -349,8 +350,7 @@ class JobExecutor:
             dedup=f"seq-{stored.seq}",
             lineage={"Stream-Seq": stored.seq, "Subject": msg.subject},
         )
-        # msg.term() cannot carry a reason; the protocol's "+TERM <reason>" can.
-        await msg.respond(f"+TERM {reason}".encode())
+        await msg.term(reason)
 
 
 def _job_of(subject: str, seq: int) -> tuple[str, str]:

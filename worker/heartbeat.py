@@ -16,9 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
-from nats.aio.client import Client
-
 from ferrisqueue.events import utcnow
+from ferrisqueue.logport import LogPort
 from ferrisqueue.settings import Settings
 from ferrisqueue.workers import WORKER_STREAM, Heartbeat
 
@@ -29,9 +28,9 @@ class HeartbeatPublisher:
     """Publishes this worker's :class:`Heartbeat` from counters it reads on each beat."""
 
     def __init__(
-        self, nc: Client, settings: Settings, counters: Callable[[], tuple[int, int, int]]
+        self, log: LogPort, settings: Settings, counters: Callable[[], tuple[int, int, int]]
     ) -> None:
-        self._js = nc.jetstream()
+        self._log = log
         self._settings = settings
         self._counters = counters  # (in_flight, processed, failed)
         self._started_at: datetime = utcnow()
@@ -60,11 +59,11 @@ class HeartbeatPublisher:
             interval=self._settings.worker_heartbeat,
         )
         try:
-            await self._js.publish(
+            await self._log.publish(
                 heartbeat.subject,
                 heartbeat.model_dump_json().encode(),
                 stream=WORKER_STREAM,
-                timeout=self._settings.publish_timeout,
+                headers={},
             )
         except Exception as exc:  # the jobs matter more than the heartbeat: log and go on
             log.warning("heartbeat not published: %s", exc)

@@ -19,14 +19,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
+from ferrisqueue.logport import Delivery
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class _Lease:
-    msg: Msg
+    msg: Delivery
     period: float
     due: float
     """Loop time of the next heartbeat."""
@@ -47,7 +47,7 @@ class LeaseKeeper:
         return len(self._leases)
 
     @contextlib.contextmanager
-    def hold(self, msg: Msg, ack_wait: float) -> Iterator[None]:
+    def hold(self, msg: Delivery, ack_wait: float) -> Iterator[None]:
         """Keep ``msg`` leased for as long as the block runs (while :meth:`run` runs)."""
         period = ack_wait / 3
         lease = _Lease(msg, period, asyncio.get_running_loop().time() + period)
@@ -78,7 +78,7 @@ class LeaseKeeper:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, self._next_due - loop.time()))
 
 
-async def _beat(msg: Msg) -> None:
+async def _beat(msg: Delivery) -> None:
     try:
         await msg.in_progress()
     except Exception as exc:  # a lost heartbeat is survivable; the next one may land

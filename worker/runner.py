@@ -14,16 +14,13 @@ import functools
 import logging
 from collections.abc import Iterable
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import EventKind
-from ferrisqueue.natsconn import close_quietly, connect
-from ferrisqueue.puller import Puller
+from ferrisqueue.logport import Consumer
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM, job_subject, parse_job_subject
-from ferrisqueue.topology import ensure_consumer, ensure_streams, worker_consumer_config
+from ferrisqueue.topology import ensure_streams, worker_consumer_config
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
 from worker.lease import LeaseKeeper
@@ -59,33 +56,38 @@ class Worker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Start the middleware (opening the worker's resources), consume until
-        :meth:`stop`, wind down, and stop the middleware (closing them)."""
+        """Start the middleware (opening the worker's resources), connect to NATS, consume
+        until :meth:`stop`, wind down, and stop the middleware (closing them)."""
         async with self._middleware.running(self._settings):
-            await self._serve()
+            nats_log = await NatsLog.connect(
+                self._settings, name=f"fq-worker:{self._settings.worker_id}"
+            )
+            try:
+                await self.serve(nats_log)
+            finally:
+                await nats_log.close()
 
-    async def _serve(self) -> None:
+    async def serve(self, event_log: EventLog) -> None:
+        """Consume from ``event_log`` until :meth:`stop`, then wind down (the log stays open:
+        the caller owns it)."""
         settings = self._settings
-        nc = await connect(
-            settings.effective_nats_url,
-            name=f"fq-worker:{settings.worker_id}",
-            connect_timeout=settings.nats_connect_timeout,
-        )
         leases = LeaseKeeper()
         keeping = asyncio.create_task(leases.run(), name="leases")
         try:
             executor = JobExecutor(
-                EventLog.for_settings(nc, settings),
+                event_log,
                 self._registry,
                 worker_id=settings.worker_id,
                 policies=functools.cache(settings.policy),  # settings are fixed at start
                 leases=leases,
                 middleware=self._middleware,
             )
-            pullers = await self._pullers(nc)
-            await self._listen_for_cancels(nc, executor)
+            pullers = await self._pullers(event_log)
+            await self._listen_for_cancels(event_log, executor)
             heartbeat = HeartbeatPublisher(
-                nc, settings, lambda: (len(self._running), executor.processed, executor.failed)
+                event_log,
+                settings,
+                lambda: (len(self._running), executor.processed, executor.failed),
             )
             beating = asyncio.create_task(heartbeat.run(self._stopping), name="heartbeat")
             log.info(
@@ -103,9 +105,8 @@ class Worker:
             keeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeping
-            await close_quietly(nc)
 
-    async def _listen_for_cancels(self, nc: Client, executor: JobExecutor) -> None:
+    async def _listen_for_cancels(self, event_log: EventLog, executor: JobExecutor) -> None:
         """Cancel a running handler as soon as its job's ``cancel_requested`` is stored.
 
         Plain NATS delivery of the stored events: if one is missed (a disconnect), the job
@@ -113,26 +114,26 @@ class Worker:
         A job that has not started yet is protected by the guarded ``started`` instead.
         """
 
-        async def requested(msg: Msg) -> None:
+        async def requested(subject: str, _data: bytes) -> None:
             with contextlib.suppress(ValueError):
-                if executor.cancel(parse_job_subject(msg.subject).job_id):
-                    log.info("canceling %s on request", msg.subject)
+                if executor.cancel(parse_job_subject(subject).job_id):
+                    log.info("canceling %s on request", subject)
 
         for queue in self._settings.worker_queues:
-            await nc.subscribe(job_subject(queue, "*", EventKind.CANCEL_REQUESTED), cb=requested)
+            await event_log.watch(job_subject(queue, "*", EventKind.CANCEL_REQUESTED), requested)
 
-    async def _pullers(self, nc: Client) -> list[Puller]:
-        await ensure_streams(nc, self._settings)
+    async def _pullers(self, event_log: EventLog) -> list[Consumer]:
+        await ensure_streams(event_log, self._settings)
         pullers = []
         for queue in self._settings.worker_queues:
             config = worker_consumer_config(queue, self._settings)
-            await ensure_consumer(nc, EVENT_STREAM, config)
-            puller = Puller(nc, EVENT_STREAM, config["durable_name"], expires=FETCH_TIMEOUT)
+            await event_log.ensure_consumer(EVENT_STREAM, config)
+            puller = event_log.consumer(EVENT_STREAM, config["durable_name"], expires=FETCH_TIMEOUT)
             await puller.start()
             pullers.append(puller)
         return pullers
 
-    async def _consume(self, puller: Puller, executor: JobExecutor) -> None:
+    async def _consume(self, puller: Consumer, executor: JobExecutor) -> None:
         bursts = puller.bursts(
             self._stopping, request_size=self._take_slots, unused=self._give_back
         )

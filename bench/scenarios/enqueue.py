@@ -20,7 +20,7 @@ from typing import Any
 from bench import probes
 from bench.harness import Proc, connected, cpu_seconds, system
 from bench.httpload import HttpLoad
-from ferrisqueue.eventlog import EventLog
+from ferrisqueue.natslog import NatsLog
 
 HTTP_BATCH = 100
 BATCH_CONCURRENCY = 4
@@ -33,7 +33,7 @@ async def run(
     with system() as sys_:
         await sys_.topology()
         async with connected(sys_) as nc:
-            event_log = EventLog(nc)
+            event_log = NatsLog(nc)
 
             async def append() -> int:
                 await event_log.append(probes.submitted())

@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from bench import probes
 from bench.harness import connected, percentile, system, wait_until
 from bench.httpload import HttpLoad
-from ferrisqueue.eventlog import EventLog
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.subjects import EVENT_STREAM
 from ferrisqueue.workers import WORKER_STREAM
@@ -85,7 +85,7 @@ async def _workers_ready(nc: Client, workers: int) -> None:
 
 async def _one(nc: Client, http: HttpLoad, path: str, rate: int, seconds: float) -> dict[str, Any]:
     start_seq = await probes.last_seq(nc) + 1
-    event_log = EventLog(nc)
+    event_log = NatsLog(nc)
     sent: dict[str, float] = {}
     acked: list[float] = []
     late = 0

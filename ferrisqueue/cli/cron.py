@@ -22,6 +22,7 @@ from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobbuilder import JobRefused, check_job
 from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.natsconn import close_quietly, connect
+from ferrisqueue.natslog import NatsLog
 
 app = typer.Typer(
     help="Periodic jobs: cron (seconds first) or @every schedules that the scheduler fires.",
@@ -151,7 +152,7 @@ def _with_book(action: Callable[[CronBook], Awaitable[T]]) -> T:
     async def run() -> T:
         nc = await connect(settings.effective_nats_url, name="fq-cron")
         try:
-            return await action(CronBook.for_settings(nc, settings))
+            return await action(CronBook.for_settings(NatsLog.for_settings(nc, settings), settings))
         finally:
             await close_quietly(nc)
 

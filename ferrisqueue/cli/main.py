@@ -19,13 +19,13 @@ from ferrisqueue.cli.common import gateway_call, load_settings
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.ids import new_job_id
 from ferrisqueue.jobbuilder import JobRefused, build_job, parse_request
 from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.natsconn import connect
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.states import JobStatus
 from ferrisqueue.topology import ensure_topology
 
@@ -60,7 +60,7 @@ def init() -> None:
     async def apply() -> None:
         nc = await connect(settings.effective_nats_url, name="fq-init")
         try:
-            await ensure_topology(nc, settings)
+            await ensure_topology(NatsLog(nc), settings)
         finally:
             await nc.close()
 
@@ -130,7 +130,7 @@ def submit(
         async def publish() -> None:
             nc = await connect(settings.effective_nats_url, name="fq-submit")
             try:
-                await EventLog.for_settings(nc, settings).append(event)
+                await NatsLog.for_settings(nc, settings).append(event)
             finally:
                 await nc.close()
 
@@ -211,7 +211,7 @@ def audit(
     async def read() -> None:
         nc = await connect(settings.effective_nats_url, name="fq-audit")
         try:
-            history = await EventLog.for_settings(nc, settings).history(job_id)
+            history = await NatsLog.for_settings(nc, settings).history(job_id)
             trail.extend(audit_trail(history))
         finally:
             await nc.close()

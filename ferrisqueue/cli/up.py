@@ -25,6 +25,7 @@ import httpx
 from ferrisqueue.embedded import EmbeddedNats
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.natsconn import connect
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.topology import ensure_topology
 
@@ -142,7 +143,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0
 async def _init_topology(settings: Settings, url: str) -> None:
     nc = await connect(url, name="fq-up", connect_timeout=settings.nats_connect_timeout)
     try:
-        await ensure_topology(nc, settings)
+        await ensure_topology(NatsLog(nc), settings)
     finally:
         await nc.close()
 

@@ -40,9 +40,9 @@ async def get_cron_book(
     request: Request, settings: SettingsDep, job_types: JobTypesDep
 ) -> CronBook:
     link: NatsLink = request.app.state.nats
-    if link.client is None or not link.connected:
+    if link.event_log is None or not link.connected:
         raise NatsUnavailable("the gateway is not connected to NATS")
-    return CronBook.for_settings(link.client, settings, job_types=job_types)
+    return CronBook.for_settings(link.event_log, settings, job_types=job_types)
 
 
 CronBookDep = Annotated[CronBook, Depends(get_cron_book)]

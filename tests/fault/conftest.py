@@ -3,14 +3,10 @@ the log, and a history each test's clients write into (see ``tests/support/histo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
-from sqlalchemy import Engine
 
 from ferrisqueue.settings import Settings
-from ferrisqueue.store.db import init_schema, make_engine
 from tests.conftest import StartService
 from tests.fault.clients import Producer
 from tests.support.history import History
@@ -38,15 +34,6 @@ def start(start: StartService) -> StartService:
         return start(module, **{**FAULT_ENV, **env})
 
     return run
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Engine]:
-    """The read store the test's projector writes (schema created if it is not yet)."""
-    engine = make_engine(settings.effective_database_url)
-    init_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

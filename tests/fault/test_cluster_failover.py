@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from sqlalchemy import Engine
 
 from ferrisqueue.natsconn import connect
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import EVENT_STREAM
 from ferrisqueue.topology import PROJECTOR_CONSUMER, ensure_topology
@@ -52,7 +53,7 @@ async def nc(cluster: NatsCluster, settings: Settings) -> AsyncIterator[Client]:
     """The test's own connection: reconnects to a surviving node, and the R3 topology made."""
     await cluster.wait_ready()
     client = await connect(cluster.url, name="fq-test")
-    await ensure_topology(client, settings)
+    await ensure_topology(NatsLog(client), settings)
     yield client
     await client.close()
 

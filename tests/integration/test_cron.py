@@ -19,6 +19,8 @@ from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import utcnow
 from ferrisqueue.jobbuilder import JobRefused
 from ferrisqueue.natsconn import connect
+from ferrisqueue.natslog import NatsLog
+from ferrisqueue.puller import NatsDelivery
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
 from scheduler.cron import TICK_CONSUMER, Outcome, Tick, TickRelay
@@ -62,7 +64,7 @@ async def stored_ticks(nc: Client, name: str) -> list[tuple[int, datetime]]:
     count = (info.state.subjects or {}).get(tick_subject(name), 0)
     sub = await js.subscribe(tick_subject(name), stream=SCHEDULE_STREAM, ordered_consumer=True)
     try:
-        ticks = [Tick.of(await sub.next_msg(timeout=5)) for _ in range(count)]
+        ticks = [Tick.of(NatsDelivery.of(await sub.next_msg(timeout=5))) for _ in range(count)]
     finally:
         await sub.unsubscribe()
     return [(t.seq, t.fired_at) for t in ticks]
@@ -85,7 +87,7 @@ async def consuming(nc: Client, instances: int) -> None:
 
 @pytest.fixture
 async def book(event_log: EventLog, nc: Client, settings: Settings) -> CronBook:
-    return CronBook.for_settings(nc, settings)
+    return CronBook.for_settings(NatsLog(nc), settings)
 
 
 @pytest.mark.timeout(55)
@@ -212,14 +214,12 @@ async def test_two_relays_racing_on_one_tick_make_one_job(
     await book.put(spec("raced", "@every 1h"))  # defined and active; no tick during the test
     other = await connect(settings.effective_nats_url, name="other-instance")
     try:
-        relays = [
-            TickRelay.for_settings(conn, EventLog(conn), settings) for conn in (nc, other, nc)
-        ]
+        relays = [TickRelay.for_settings(NatsLog(conn), settings) for conn in (nc, other, nc)]
         tick = Tick("raced", seq=1234, fired_at=utcnow())
 
         outcomes = await asyncio.gather(*(r.create_job(tick) for r in relays))
         again = await relays[1].create_job(tick)  # a redelivery after the first was stored
-        history = await EventLog(nc).history(tick.job_id)
+        history = await NatsLog(nc).history(tick.job_id)
     finally:
         await other.close()
 

@@ -15,6 +15,7 @@ from ferrisqueue.cron import CronSpec
 from ferrisqueue.cronbook import CronBook
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.ids import new_job_id
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, SCHEDULE_STREAM
 from scheduler.cron import TICK_CONSUMER
@@ -152,7 +153,7 @@ async def test_a_malformed_advisory_is_parked_and_timers_and_cron_keep_running(
         nc, f"fq.job.*.{job_id}.succeeded", until=lambda b: len(b) == 1, timeout=20
     )
     # Cron still turns ticks into jobs.
-    await CronBook.for_settings(nc, settings).put(
+    await CronBook.for_settings(NatsLog(nc), settings).put(
         CronSpec.model_validate(
             {"name": "after-bad-advisory", "schedule": "@every 1s", "job": {"type": "echo"}}
         )

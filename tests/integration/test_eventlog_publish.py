@@ -1,6 +1,6 @@
 """Appending to the event log on a real nats-server: every answer JetStream can give a
 publish comes back as FerrisQueue's own result or error (``ferrisqueue/pubacks.py`` waits
-for the answers; ``EventLog.publish`` translates them)."""
+for the answers; ``NatsLog`` translates them)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ferrisqueue.errors import (
 from ferrisqueue.eventlog import EventLog
 from ferrisqueue.events import Started, Submitted, utcnow
 from ferrisqueue.ids import new_job_id
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.subjects import EVENT_STREAM
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,6 +84,6 @@ async def test_the_wrong_stream_is_rejected_with_jetstreams_code(event_log: Even
 
 async def test_no_answer_in_time_is_an_unknown_outcome(nc: Client, event_log: EventLog) -> None:
     await nc.subscribe("listens.but.never.answers")  # interest, so no 503 either
-    slow = EventLog(nc, publish_timeout=0.2)
+    slow = NatsLog(nc, publish_timeout=0.2)
     with pytest.raises(PublishOutcomeUnknown):
         await slow.publish("listens.but.never.answers", b"{}", stream=EVENT_STREAM, headers={})

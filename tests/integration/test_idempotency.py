@@ -10,6 +10,7 @@ from nats.aio.client import Client
 
 from ferrisqueue.idempotency import IdempotencyKeys, fingerprint
 from ferrisqueue.ids import new_job_id
+from ferrisqueue.natslog import NatsLog
 from ferrisqueue.subjects import EVENT_STREAM
 from tests.conftest import StartService
 from tests.support.waits import collect_events
@@ -79,7 +80,7 @@ async def test_a_key_whose_first_request_died_before_publishing_still_gets_its_j
     """The first request claimed the key, then died before its publish: the retry with the
     same key publishes the job under the claimed id."""
     orphan = new_job_id()
-    claim = await IdempotencyKeys(nc).claim("k3", fingerprint(JOB), orphan)
+    claim = await IdempotencyKeys(NatsLog(nc)).claim("k3", fingerprint(JOB), orphan)
     assert claim.first
 
     retry = await gateway.post("/jobs", json=JOB, headers={"Idempotency-Key": "k3"})

@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+from ferrisqueue.logport import Delivery
 
 
-class FakeMsg:
-    """A JetStream delivery (subject, body, ack subject) that records ack / nak / term."""
+class FakeMsg(Delivery):
+    """A delivery of the log port that records how it was settled (ack / nak / term)."""
+
+    __slots__ = ("settled",)
 
     def __init__(self, subject: str, data: bytes = b"", *, seq: int = 1, deliveries: int = 1):
-        self.subject = subject
-        self.data = data
-        # The ack subject a consumer's delivery carries; Delivery.of reads seq and count here.
-        self.reply = f"$JS.ACK.S.c.{deliveries}.{seq}.{seq}.1764700000000000000.0"
-        self.headers: dict[str, str] | None = None
+        stored_at = datetime.fromtimestamp(1_764_700_000, UTC)
+        super().__init__(seq, deliveries, subject, data, None, stored_at)
         self.settled: list[tuple[str, float | None]] = []
 
     async def ack(self) -> None:
@@ -25,8 +27,11 @@ class FakeMsg:
     async def nak(self, delay: float | None = None) -> None:
         self.settled.append(("nak", delay))
 
-    async def term(self) -> None:
+    async def term(self, reason: str | None = None) -> None:
         self.settled.append(("term", None))
+
+    async def in_progress(self) -> None:
+        self.settled.append(("in_progress", None))
 
 
 class MemorySource:
@@ -62,9 +67,10 @@ class MemorySource:
                 return
             yield [taking.result()]
 
-    async def stop(self) -> list[FakeMsg]:
+    async def stop(self) -> list[Delivery]:
         """What was put but never handed over."""
-        left, self._held = self._held, []
+        left: list[Delivery] = [*self._held]
+        self._held = []
         while not self._waiting.empty():
             left.append(self._waiting.get_nowait())
         return left

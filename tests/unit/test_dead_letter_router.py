@@ -39,7 +39,7 @@ class Log:
 
 
 def router(event_log: Log) -> DeadLetterRouter:
-    return DeadLetterRouter(None, event_log)  # type: ignore[arg-type]  # no NATS is reached
+    return DeadLetterRouter(event_log)  # type: ignore[arg-type]  # only read() is reached
 
 
 def test_an_advisory_names_the_message_given_up_on_and_its_deliveries() -> None:

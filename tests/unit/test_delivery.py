@@ -8,7 +8,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from ferrisqueue.eventlog import Delivery
+from ferrisqueue.puller import NatsDelivery
 
 NANOS = 1_764_316_800_123_456_789
 
@@ -22,9 +22,13 @@ def test_delivery_agrees_with_the_librarys_metadata(reply: str) -> None:
     msg = Msg(None, subject="fq.job.default.j1.submitted", reply=reply)  # type: ignore[arg-type]
     meta = msg.metadata
 
-    delivery = Delivery.of(msg)
+    delivery = NatsDelivery.of(msg)
 
-    assert delivery == Delivery(meta.sequence.stream, meta.num_delivered, meta.timestamp)
+    assert (delivery.seq, delivery.deliveries, delivery.stored_at) == (
+        meta.sequence.stream,
+        meta.num_delivered,
+        meta.timestamp,
+    )
     assert (delivery.seq, delivery.deliveries) == (1042, 3)
 
 
@@ -35,4 +39,4 @@ NOT_DELIVERIES = ["", "_INBOX.abc", "$JS.ACK.too.short", "$JS.ACK.a.b.c.d.e.f.g.
 def test_a_message_that_is_no_jetstream_delivery_is_refused(reply: str) -> None:
     msg = Msg(None, subject="x", reply=reply)  # type: ignore[arg-type]
     with pytest.raises(NatsError):
-        Delivery.of(msg)
+        NatsDelivery.of(msg)

@@ -175,3 +175,26 @@ def test_services_do_not_import_each_other(service: str) -> None:
     others = set(SERVICES) - {service}
 
     assert _forbidden_imports(service, others) == []
+
+
+# --- The log port ---------------------------------------------------------------------------
+
+NATS_ADAPTERS = {
+    "ferrisqueue/natsconn.py",  # connecting: reconnect for ever, the server version check
+    "ferrisqueue/natslog.py",  # the log port on JetStream (NatsLog)
+    "ferrisqueue/puller.py",  # pull requests and deliveries (NatsDelivery)
+    "ferrisqueue/pubacks.py",  # publish acks through one inbox per connection
+}
+"""The only modules that may import nats-py: everything else talks to the log through the
+port (ferrisqueue/logport.py, ferrisqueue/eventlog.py), so it runs on the in-memory log too."""
+
+
+def test_only_the_nats_adapter_imports_nats_py() -> None:
+    importers = {
+        str(path.relative_to(REPO))
+        for package in (KERNEL, *SERVICES)
+        for path in _python_files(package)
+        if any(name.split(".")[0] == "nats" for _, name in _imported_modules(path))
+    }
+
+    assert importers == NATS_ADAPTERS

@@ -1,7 +1,7 @@
 """The worker's one lease keeper: heartbeats each held message every AckWait/3, wakes up for
 a shorter lease than any it holds, survives a failed heartbeat, forgets released messages.
 
-A heartbeat is ``Msg.in_progress()``; these tests hand the keeper a message that records its
+A heartbeat is ``Delivery.in_progress()``; these tests hand the keeper a message that records its
 heartbeats (the scheduling is what is tested here; tests/fault/test_lease.py shows a real
 job keeping its lease on a real nats-server)."""
 
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
-from nats.aio.msg import Msg
 
+from ferrisqueue.logport import Delivery
 from worker.lease import LeaseKeeper
 
 pytestmark = pytest.mark.timeout(10)
@@ -54,8 +54,8 @@ async def running() -> AsyncIterator[LeaseKeeper]:
             await task
 
 
-def as_msg(msg: RecordingMsg) -> Msg:
-    return cast(Msg, msg)
+def as_msg(msg: RecordingMsg) -> Delivery:
+    return cast(Delivery, msg)
 
 
 async def test_a_held_message_is_heartbeaten_every_third_of_its_ack_wait() -> None:

@@ -1,0 +1,141 @@
+"""The projector (projections/runner.py) on the in-memory log and a SQLite read store,
+including its crash window: every event reaches the store once and in order; a delivery lost
+in transit (issue 13) is refilled from the log instead of skipped (projections/contiguity.py);
+a projector dying between its commit and its ack applies nothing twice when it comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from ferrisqueue.eventlog import EventLog
+from ferrisqueue.events import Started, Succeeded, utcnow
+from ferrisqueue.memlog import MemoryLog
+from ferrisqueue.settings import Settings
+from ferrisqueue.states import JobStatus
+from ferrisqueue.store import queries
+from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.topology import PROJECTOR_CONSUMER
+from projections import jobs
+from projections.runner import Projector
+from tests.support.memory import WAIT, memory_log, memory_settings, submit
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.fixture
+async def log() -> MemoryLog:
+    return await memory_log()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return memory_settings(database_url=f"sqlite:///{tmp_path / 'read.db'}")
+
+
+@pytest.fixture
+def engine(store: Engine) -> Engine:
+    """conftest's read store, on this module's ``settings``."""
+    return store
+
+
+def checkpoint(engine: Engine) -> int:
+    with Session(engine) as session:
+        return queries.checkpoint(session, jobs.NAME)
+
+
+async def completed_job(log: MemoryLog) -> str:
+    """A job with three events: submitted, started, succeeded."""
+    job = await submit(log)
+    await log.append(Started(job_id=job, queue="default", at=utcnow(), attempt=1, worker="w"))
+    await log.append(
+        Succeeded(job_id=job, queue="default", at=utcnow(), attempt=1, duration_ms=1.0)
+    )
+    return job
+
+
+def projector_on(log: MemoryLog, settings: Settings) -> tuple[Projector, MemoryLog]:
+    """A projector process with its own connection to ``log``."""
+    connection = log.connect()
+
+    async def connect() -> EventLog:
+        return connection
+
+    return Projector(settings, connect=connect), connection
+
+
+async def project_until(log: MemoryLog, settings: Settings, engine: Engine, seq: int) -> None:
+    """Run a projector until the store's checkpoint reaches ``seq``, then stop it."""
+    projector, _ = projector_on(log, settings)
+    running = asyncio.create_task(projector.run())
+    try:
+        await log.wait_until(lambda: checkpoint(engine) >= seq, timeout=WAIT)
+    finally:
+        projector.stop()
+        await running
+
+
+def timeline(engine: Engine, job: str) -> list[str]:
+    with Session(engine) as session:
+        return [row.event for row in queries.job_timeline(session, job)]
+
+
+def status(engine: Engine, job: str) -> JobStatus | None:
+    with Session(engine) as session:
+        state = queries.get_job(session, job)
+        return None if state is None else state.status
+
+
+async def test_every_event_reaches_the_read_store_once_and_in_order(
+    log: MemoryLog, settings: Settings, engine: Engine
+) -> None:
+    first, second = await completed_job(log), await completed_job(log)
+
+    await project_until(log, settings, engine, 6)
+
+    assert checkpoint(engine) == 6
+    assert timeline(engine, first) == timeline(engine, second) == [
+        "submitted", "started", "succeeded"
+    ]  # fmt: skip
+    assert status(engine, first) is JobStatus.COMPLETED
+
+
+async def test_a_lost_delivery_is_refilled_from_the_log_not_skipped(
+    log: MemoryLog, settings: Settings, engine: Engine
+) -> None:
+    job = await completed_job(log)
+    log.lose(EVENT_STREAM, PROJECTOR_CONSUMER, 2)  # `started` vanishes in transit once
+
+    await project_until(log, settings, engine, 3)
+
+    assert timeline(engine, job) == ["submitted", "started", "succeeded"]
+    assert status(engine, job) is JobStatus.COMPLETED
+    with Session(engine) as session:
+        assert queries.projection_health(session)[jobs.NAME].lost_deliveries == 1
+
+
+async def test_a_projector_dying_between_commit_and_ack_applies_nothing_twice(
+    log: MemoryLog, settings: Settings, engine: Engine
+) -> None:
+    job = await completed_job(log)
+    projector, connection = projector_on(log, settings)
+    connection.kill_before("ack", "fq.job.>")
+
+    running = asyncio.create_task(projector.run())
+    await log.wait_until(lambda: not connection.alive, timeout=WAIT)  # died acking 1-3
+    running.cancel()  # the process is gone (a live one would retry on its connection)
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert checkpoint(engine) == 3
+    assert log.pending(EVENT_STREAM, PROJECTOR_CONSUMER) == {1: 1, 2: 1, 3: 1}
+
+    other = await submit(log)
+    await project_until(log, settings, engine, 4)  # its successor resumes after 3
+
+    assert timeline(engine, job) == ["submitted", "started", "succeeded"]
+    assert timeline(engine, other) == ["submitted"]

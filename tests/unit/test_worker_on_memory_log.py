@@ -1,0 +1,221 @@
+"""The worker (runner, executor, lease) on the in-memory log, including its crash windows:
+what docs/architecture.md's "Worker" section promises, proven in milliseconds. The same
+guarantees are proven on a real nats-server by tests/integration and tests/fault."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from ferrisqueue.commands import decide_cancel
+from ferrisqueue.errors import Permanent
+from ferrisqueue.eventlog import CommandResult
+from ferrisqueue.events import Canceled, CancelRequested, utcnow
+from ferrisqueue.ids import new_job_id
+from ferrisqueue.memlog import MemoryLog
+from ferrisqueue.subjects import DLQ_STREAM, EVENT_STREAM, dlq_subject, job_subject
+from ferrisqueue.topology import worker_consumer_name
+from tests.support.memory import (
+    memory_log,
+    memory_settings,
+    running_worker,
+    submit,
+    wait_for_kinds,
+)
+from worker.context import JobContext
+from worker.registry import TaskRegistry
+
+pytestmark = pytest.mark.timeout(10)
+
+DISPATCH = worker_consumer_name("default")
+
+
+class Tasks:
+    """Handlers that count their runs; ``block`` waits for the test to open its gate."""
+
+    def __init__(self) -> None:
+        self.runs: Counter[str] = Counter()
+        self.gate = asyncio.Event()
+        self.blocked = asyncio.Event()
+        self.registry = TaskRegistry()
+        self.registry.task("echo")(self.echo)
+        self.registry.task("block")(self.block)
+        self.registry.task("refuse")(self.refuse)
+
+    async def echo(self, ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        self.runs[ctx.job_id] += 1
+        return payload
+
+    async def block(self, ctx: JobContext, payload: dict[str, Any]) -> str:
+        self.runs[ctx.job_id] += 1
+        self.blocked.set()
+        await self.gate.wait()
+        return "done"
+
+    async def refuse(self, ctx: JobContext, payload: dict[str, Any]) -> None:
+        self.runs[ctx.job_id] += 1
+        raise Permanent("never")
+
+
+async def cancel(log: MemoryLog, job: str) -> CommandResult[CancelRequested | Canceled]:
+    """What ``POST /jobs/{id}/cancel`` does."""
+    return await log.command(
+        job, lambda state, _: decide_cancel(state, requested_by="test", now=utcnow())
+    )
+
+
+@pytest.fixture
+async def log() -> MemoryLog:
+    return await memory_log()
+
+
+@pytest.fixture
+def tasks() -> Tasks:
+    return Tasks()
+
+
+async def test_a_submitted_job_runs_once_and_its_message_is_acked(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = await submit(log, payload={"n": 1})
+
+    async with running_worker(log, tasks.registry):
+        history = await wait_for_kinds(log, job, "submitted", "started", "succeeded")
+
+    assert history == ["submitted", "started", "succeeded"]
+    assert tasks.runs[job] == 1
+    assert log.pending(EVENT_STREAM, DISPATCH) == {}
+
+
+async def test_a_job_whose_worker_died_mid_run_runs_again_after_ack_wait(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = await submit(log, "block")
+    async with running_worker(log, tasks.registry) as first:
+        await wait_for_kinds(log, job, "started")
+        await first.kill()
+
+    log.advance(29)  # its lease (AckWait 30 s) still holds it: delivered once, unacked
+    assert log.pending(EVENT_STREAM, DISPATCH) == {1: 1}
+    tasks.gate.set()
+    async with running_worker(log, tasks.registry):
+        log.advance(1.5)
+        history = await wait_for_kinds(log, job, "succeeded")
+
+    assert history == ["submitted", "started", "started", "succeeded"]
+    assert tasks.runs[job] == 2
+    assert log.pending(EVENT_STREAM, DISPATCH) == {}
+
+
+async def test_a_worker_dying_after_the_outcome_before_the_ack_does_not_run_the_job_again(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = await submit(log)
+    async with running_worker(log, tasks.registry) as first:
+        first.connection.kill_before("ack", job_subject("default", job, "submitted"))
+        await wait_for_kinds(log, job, "succeeded")
+        await log.wait_until(lambda: not first.connection.alive, timeout=3)
+        await first.kill()
+    assert log.pending(EVENT_STREAM, DISPATCH) != {}  # the outcome is stored, the ack is not
+
+    async with running_worker(log, tasks.registry):
+        log.advance(31)
+        await log.wait_until(lambda: not log.pending(EVENT_STREAM, DISPATCH), timeout=3)
+
+    assert tasks.runs[job] == 1  # the redelivery found the job completed and only acked
+    assert await wait_for_kinds(log, job) == ["submitted", "started", "succeeded"]
+
+
+async def test_a_job_submitted_twice_runs_once(log: MemoryLog, tasks: Tasks) -> None:
+    job = await submit(log)
+    log.advance(121)  # past the duplicate window: the second copy is stored
+    again = await log.append((await log.history(job))[0].event)  # type: ignore[arg-type]
+    assert again == 2
+
+    async with running_worker(log, tasks.registry):
+        await log.wait_until(lambda: not log.pending(EVENT_STREAM, DISPATCH), timeout=3)
+        history = await wait_for_kinds(log, job, "succeeded")
+
+    # The guarded `started` let one delivery start the job; the other saw it started.
+    assert Counter(history) == {"submitted": 2, "started": 1, "succeeded": 1}
+    assert tasks.runs[job] == 1
+
+
+async def test_a_job_canceled_before_it_starts_is_never_run(log: MemoryLog, tasks: Tasks) -> None:
+    job = await submit(log)
+    canceled = await cancel(log, job)
+    assert [e.kind.value for e in canceled.events] == ["cancel_requested", "canceled"]
+
+    async with running_worker(log, tasks.registry):
+        await log.wait_until(lambda: not log.pending(EVENT_STREAM, DISPATCH), timeout=3)
+
+    assert tasks.runs[job] == 0
+    assert await wait_for_kinds(log, job) == ["submitted", "cancel_requested", "canceled"]
+
+
+async def test_an_undecodable_submission_is_dead_lettered_and_never_delivered_again(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = new_job_id()
+    subject = job_subject("default", job, "submitted")
+    seq = await log.publish(subject, b"{not json", stream=EVENT_STREAM, headers={})
+
+    async with running_worker(log, tasks.registry):
+        await wait_for_kinds(log, job, "dead_lettered")
+        await log.wait_until(lambda: not log.pending(EVENT_STREAM, DISPATCH), timeout=3)
+
+    (copy,) = log.messages(DLQ_STREAM, dlq_subject("default", job))
+    assert copy.data == b"{not json" and copy.headers["Fq-Stream-Seq"] == str(seq)
+    assert log.pending(EVENT_STREAM, DISPATCH) == {}  # terminated: it never comes back
+
+
+async def test_a_permanent_failure_is_dead_lettered_with_its_original_message(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = await submit(log, "refuse")
+
+    async with running_worker(log, tasks.registry):
+        history = await wait_for_kinds(log, job, "failed", "dead_lettered")
+
+    assert history == ["submitted", "started", "failed", "dead_lettered"]
+    (copy,) = log.messages(DLQ_STREAM, dlq_subject("default", job))
+    assert copy.data == log.messages(EVENT_STREAM, f"fq.job.*.{job}.submitted")[0].data
+    assert copy.headers["Fq-Reason"].startswith("permanent error: never")
+
+
+async def test_a_worker_dying_before_the_dead_letter_of_a_final_failure_finishes_it_later(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = await submit(log, "refuse")
+    async with running_worker(log, tasks.registry) as first:
+        first.connection.kill_before("store", dlq_subject("default", job))
+        await wait_for_kinds(log, job, "failed")
+        await log.wait_until(lambda: not first.connection.alive, timeout=3)
+        await first.kill()
+    assert log.messages(DLQ_STREAM, dlq_subject("default", job)) == []
+
+    async with running_worker(log, tasks.registry):
+        log.advance(31)
+        await wait_for_kinds(log, job, "dead_lettered")
+        await log.wait_until(lambda: not log.pending(EVENT_STREAM, DISPATCH), timeout=3)
+
+    assert tasks.runs[job] == 1  # finished the dead-lettering instead of running it again
+    assert len(log.messages(DLQ_STREAM, dlq_subject("default", job))) == 1
+
+
+async def test_a_running_job_is_canceled_when_its_cancel_is_stored(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = await submit(log, "block")
+
+    async with running_worker(log, tasks.registry, memory_settings()):
+        await tasks.blocked.wait()
+        await log.command(
+            job, lambda state, _: decide_cancel(state, requested_by="test", now=utcnow())
+        )
+        history = await wait_for_kinds(log, job, "cancel_requested", "canceled")
+
+    assert history == ["submitted", "started", "cancel_requested", "canceled"]
