@@ -24,10 +24,10 @@ import httpx
 import nats
 from nats.aio.client import Client
 
-from ferrisqueue.embedded import EmbeddedNats, free_port
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.log.embedded import EmbeddedNats, free_port
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.settings import Settings
-from ferrisqueue.topology import ensure_topology
 
 T = TypeVar("T")
 

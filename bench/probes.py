@@ -20,10 +20,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from bench.harness import percentile
-from ferrisqueue.events import Submitted, encode_event, utcnow
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Submitted, encode_event, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.store import queries
-from ferrisqueue.subjects import EVENT_STREAM
 
 QUEUE = "default"
 TASK = "echo"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import REPO
-from ferrisqueue.embedded import server_binary
+from ferrisqueue.log.embedded import server_binary
 
 
 def machine() -> dict[str, Any]:

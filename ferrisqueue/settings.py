@@ -15,9 +15,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ferrisqueue.backoff import RetryPolicy
-from ferrisqueue.ids import is_token
-from ferrisqueue.policy import QueueOverrides, QueuePolicy
+from ferrisqueue.domain.backoff import RetryPolicy
+from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.policy import QueueOverrides, QueuePolicy
 
 DEFAULT_EMBEDDED_NATS_PORT = 4322
 """Not 4222: a machine may already run another (older) nats-server there."""

@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from ferrisqueue.dead_letter_ops import MAX_BATCH, DeadLetterMessage, Outcome
-from ferrisqueue.events import Token, UtcDatetime
-from ferrisqueue.fold import JobState
-from ferrisqueue.states import JobStatus
+from ferrisqueue.domain.events import Token, UtcDatetime
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.store.models import DeadLetterRow
 from ferrisqueue.store.queries import DeadLetterFilter
+from gateway.dead_letter_ops import MAX_BATCH, DeadLetterMessage, Outcome
 
 ReasonText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 

@@ -15,10 +15,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.idempotency import IdempotencyKeys
 from ferrisqueue.jobtypes import JobType
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
+from gateway.idempotency import IdempotencyKeys
 from gateway.nats_link import NatsLink
 
 

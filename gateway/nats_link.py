@@ -2,7 +2,7 @@
 
 If NATS is not reachable when the gateway starts, the gateway still serves reads from the
 read store and answers writes with 503 while it keeps trying to connect in the background.
-Once connected, nats-py reconnects by itself for ever (see :mod:`ferrisqueue.natsconn`).
+Once connected, nats-py reconnects by itself for ever (see :mod:`ferrisqueue.log.natsconn`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import contextlib
 import logging
 
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.idempotency import IdempotencyKeys
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.settings import Settings
-from ferrisqueue.topology import ensure_streams
+from gateway.idempotency import IdempotencyKeys
 
 log = logging.getLogger(__name__)
 

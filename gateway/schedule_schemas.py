@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferrisqueue.cron import CronDefinition, CronSpec, JobTemplate, Source
+from ferrisqueue.domain.cron import CronDefinition, CronSpec, JobTemplate, Source
 
 
 class ScheduleCreate(CronSpec):

@@ -7,16 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferrisqueue.fold import JobState
-from ferrisqueue.jobbuilder import JobRequest
-from ferrisqueue.states import JobStatus, PendingReason
-from ferrisqueue.workers import WorkerHealth
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.jobbuilder import JobRequest
+from ferrisqueue.domain.states import JobStatus, PendingReason
+from ferrisqueue.domain.workers import WorkerHealth
 
 
 class JobCreate(JobRequest):
     """A job to run."""
 
-    # The fields and their rules are the job builder's (ferrisqueue.jobbuilder.JobRequest),
+    # The fields and their rules are the job builder's (ferrisqueue.domain.jobbuilder.JobRequest),
     # so that every way of creating a job reads a request the same way.
 
     model_config = ConfigDict(

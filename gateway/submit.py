@@ -1,7 +1,7 @@
 """What ``POST /jobs`` and ``POST /jobs:batch`` share around the job builder: its refusal as a
 422 answer, and the claim of an ``Idempotency-Key``.
 
-A key names one job for 24 h (:mod:`ferrisqueue.idempotency`): the first request with it
+A key names one job for 24 h (:mod:`gateway.idempotency`): the first request with it
 claims it for the job it is about to create; a later one with the same body gets that job
 (``replayed``), one with another body is refused (:class:`IdempotencyConflict`, 422). The
 single submit takes the key as a header, a batch as each item's ``idempotency_key``; both
@@ -17,10 +17,10 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import JobSpec, Scheduled
-from ferrisqueue.idempotency import IdempotencyKeys, fingerprint
-from ferrisqueue.jobbuilder import JobRefused
+from ferrisqueue.domain.events import JobSpec, Scheduled
+from ferrisqueue.domain.jobbuilder import JobRefused
+from ferrisqueue.log.eventlog import EventLog
+from gateway.idempotency import IdempotencyKeys, fingerprint
 
 
 def unprocessable(refused: JobRefused, *, at: tuple[Any, ...]) -> RequestValidationError:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import update
 from sqlmodel import Session
 
-from ferrisqueue.events import DeadLettered, Purged, Redriven
+from ferrisqueue.domain.events import DeadLettered, Purged, Redriven
 from ferrisqueue.store.db import upsert
 from ferrisqueue.store.models import DeadLetterRow
 from projections.metrics import Applied

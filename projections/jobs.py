@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlmodel import Session
 
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.fold import JobState, apply, evolve
+from ferrisqueue.domain.fold import JobState, apply, evolve
+from ferrisqueue.domain.stored import StoredEvent
+from ferrisqueue.domain.subjects import parse_job_subject
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import checkpoint_at, commit_at, upsert
 from ferrisqueue.store.models import (
@@ -34,7 +35,6 @@ from ferrisqueue.store.models import (
     job_columns,
     state_from_row,
 )
-from ferrisqueue.subjects import parse_job_subject
 from projections import dead_letters, health, metrics
 from projections.metrics import Applied
 

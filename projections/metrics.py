@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlmodel import Session
 
-from ferrisqueue import histogram
-from ferrisqueue.events import BaseEvent, Failed, JobSpec, Started, Succeeded
-from ferrisqueue.fold import JobState
-from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.domain import histogram
+from ferrisqueue.domain.events import BaseEvent, Failed, JobSpec, Started, Succeeded
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.store.db import upsert
 from ferrisqueue.store.models import MetricsMinuteRow
 

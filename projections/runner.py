@@ -34,20 +34,21 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.stored import StoredEvent
+from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM
+from ferrisqueue.domain.workers import WORKER_STREAM, WORKER_SUBJECTS
 from ferrisqueue.errors import CheckpointMoved, ConfigurationError, FerrisQueueError
-from ferrisqueue.eventlog import EventLog, StoredEvent
-from ferrisqueue.events import utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.logport import Consumer, Delivery
-from ferrisqueue.natslog import NatsLog
-from ferrisqueue.service_loop import RESTART
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.port import Consumer, Delivery
+from ferrisqueue.log.service_loop import RESTART
+from ferrisqueue.log.topology import PROJECTOR_CONSUMER, ensure_streams, load_consumer_definition
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.leadership import StoreLock
-from ferrisqueue.subjects import ALL_JOB_EVENTS, EVENT_STREAM
-from ferrisqueue.topology import PROJECTOR_CONSUMER, ensure_streams, load_consumer_definition
-from ferrisqueue.workers import WORKER_STREAM, WORKER_SUBJECTS
 from projections import health, jobs, workers
 from projections.contiguity import Gap, contiguous
 

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.settings import Settings
-from ferrisqueue.states import JobStatus
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import make_engine
 from ferrisqueue.store.models import JobEventRow, JobRow

@@ -15,10 +15,10 @@ from datetime import datetime
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from ferrisqueue.domain.workers import Heartbeat
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import checkpoint_at, commit_at, upsert
 from ferrisqueue.store.models import WorkerRow
-from ferrisqueue.workers import Heartbeat
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``python -m scheduler``: the dead-letter router, the timer relay and cron, until SIGTERM.
 
-Three loops of one shape (:class:`ferrisqueue.service_loop.ConsumerLoop`), each with its own
+Three loops of one shape (:class:`ferrisqueue.log.service_loop.ConsumerLoop`), each with its own
 durable consumer. Each handles its own failures and never raises, so a bad advisory or a
 NATS hiccup in one of them leaves the other two running.
 """
@@ -11,10 +11,10 @@ import asyncio
 import signal
 
 from ferrisqueue import runloop
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.logs import setup_logging
-from ferrisqueue.natslog import NatsLog
 from ferrisqueue.settings import Settings
-from ferrisqueue.topology import ensure_streams
 from scheduler.cron import TickRelay
 from scheduler.dead_letters import DeadLetterRouter
 from scheduler.timers import TimerRelay

@@ -1,6 +1,6 @@
 """The tick relay: every tick of a periodic schedule becomes exactly one job.
 
-The nats-server fires each schedule (see :mod:`ferrisqueue.cronbook`) as a message on
+The nats-server fires each schedule (see :mod:`ferrisqueue.log.cronbook`) as a message on
 ``fq.tick.<name>`` in ``FQ_SCHEDULES``. Every scheduler instance pulls from the one durable
 consumer ``fq-scheduler-ticks``, so JetStream hands each tick to one instance at a time; an
 instance that dies holding a tick loses nothing, as the tick is delivered again after the
@@ -12,9 +12,9 @@ consumer's AckWait (10 s). For each tick the relay:
 2. reads the schedule's definition from ``FQ_CRON`` and skips the tick when the schedule
    was deleted or paused since it fired;
 3. builds the job's ``submitted`` event with the job builder
-   (:func:`ferrisqueue.jobbuilder.build_job`: a payload that breaks its type's contract,
+   (:func:`ferrisqueue.domain.jobbuilder.build_job`: a payload that breaks its type's contract,
    say in a schedule stored before definitions were checked, creates no job and is logged)
-   and a job id derived from the tick (:func:`ferrisqueue.cron.tick_job_id`), then appends
+   and a job id derived from the tick (:func:`ferrisqueue.domain.cron.tick_job_id`), then appends
    it guarded with "the job has no event yet" (``after_seq=0``);
 4. acks the tick.
 
@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ferrisqueue.cron import CronSpec, tick_job_id
-from ferrisqueue.cronbook import CronBook
-from ferrisqueue.cronfile import apply_cron_file, load_cron_file
+from ferrisqueue.domain.cron import CronSpec, tick_job_id
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.jobbuilder import JobRefused, build_job
+from ferrisqueue.domain.subjects import SCHEDULE_STREAM, tick_subject
 from ferrisqueue.errors import (
     ConcurrentChange,
     NatsUnavailable,
@@ -42,14 +44,12 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import utcnow
-from ferrisqueue.ids import is_token
-from ferrisqueue.jobbuilder import JobRefused, build_job
-from ferrisqueue.logport import Delivery
-from ferrisqueue.service_loop import ConsumerLoop, Redeliver
+from ferrisqueue.log.cronbook import CronBook
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import Delivery
+from ferrisqueue.log.service_loop import ConsumerLoop, Redeliver
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import SCHEDULE_STREAM, tick_subject
+from scheduler.cronfile import apply_cron_file, load_cron_file
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Outcome(StrEnum):
 class TickRelay(ConsumerLoop):
     """Turns ticks into jobs; any number of instances may run.
 
-    A :class:`~ferrisqueue.service_loop.ConsumerLoop`; before it first pulls it applies the
+    A :class:`~ferrisqueue.log.service_loop.ConsumerLoop`; before it first pulls it applies the
     cron file (if any) and repairs the server schedules."""
 
     name = "tick relay"

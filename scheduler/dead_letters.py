@@ -19,7 +19,7 @@ A crash between steps repeats them on redelivery: the copy carries the ``Nats-Ms
 whose ``dead_lettered`` is already stored is finished (``failed``), so the repeat appends
 nothing and only acks.
 
-The router is a :class:`~ferrisqueue.service_loop.ConsumerLoop`, so one advisory cannot stop
+The router is a :class:`~ferrisqueue.log.service_loop.ConsumerLoop`, so one advisory cannot stop
 the scheduler: an advisory that is not a MAX_DELIVERIES advisory, or that names a message
 ``FQ_EVENTS`` no longer holds, is poison and parked (terminated, kept in ``FQ_ADVISORIES``);
 one whose routing fails (NATS away) is nak'd with backoff and comes back, while the router,
@@ -32,12 +32,13 @@ import json
 import logging
 from dataclasses import dataclass
 
-from ferrisqueue.deadletter import dead_letter
-from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
-from ferrisqueue.events import Failed, Started
-from ferrisqueue.logport import Delivery
-from ferrisqueue.service_loop import ConsumerLoop, Poison
-from ferrisqueue.subjects import ADVISORY_STREAM, ALL_JOB_EVENTS, EVENT_STREAM
+from ferrisqueue.domain.events import Failed, Started
+from ferrisqueue.domain.stored import StoredEvent, fold_history
+from ferrisqueue.domain.subjects import ADVISORY_STREAM, ALL_JOB_EVENTS, EVENT_STREAM
+from ferrisqueue.log.deadletter import dead_letter
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import Delivery
+from ferrisqueue.log.service_loop import ConsumerLoop, Poison
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ Leadership and safety notes
   the repeat carries the same ``Nats-Msg-Id`` and is dropped by ``FQ_SCHEDULES``' duplicate
   window (2 minutes), even if the first timer already fired and left the subject.
 * **Only a job that still waits for this timer gets one.** Before arming, the relay folds the
-  job's history and decides the release (:func:`~ferrisqueue.commands.decide_release`): the
+  job's history and decides the release (:func:`~ferrisqueue.domain.commands.decide_release`): the
   job must be pending for exactly this wait (same sub-state, attempt and due time). A
   consumer re-created from the start of the log, or a ``failed`` of an attempt that lost its
   lease, therefore arms nothing, instead of releasing long-finished jobs.
@@ -36,7 +36,7 @@ Leadership and safety notes
   purges it again when the ``canceled`` event arrives (durably: it is an event). An instance
   that armed a timer while another handled the cancel re-reads the job afterwards and purges
   the timer if the job was canceled or asked to be in the meantime
-  (:func:`~ferrisqueue.commands.release_abandoned`), so the timer cannot outlive a cancel.
+  (:func:`~ferrisqueue.domain.commands.release_abandoned`), so the timer cannot outlive a cancel.
   This is not :meth:`EventLog.command`'s guarded append: the timer goes to
   ``FQ_SCHEDULES``, where no guard can name the job's sequence in ``FQ_EVENTS``, so the
   relay checks after the write and withdraws it instead of preventing it. Events of one job
@@ -48,7 +48,7 @@ Leadership and safety notes
   poison; a timer cannot be built from it.
 * An event whose timer could not be stored (NATS away, say) is nak'd with backoff and comes
   back, while the relay goes on with the others: the error policy of every scheduler loop
-  (:mod:`ferrisqueue.service_loop`).
+  (:mod:`ferrisqueue.log.service_loop`).
 """
 
 from __future__ import annotations
@@ -60,19 +60,20 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ferrisqueue.commands import Rejection, decide_release, release_abandoned
-from ferrisqueue.eventlog import EventLog, StoredEvent, fold_history
-from ferrisqueue.events import BaseEvent, Canceled, Failed, Scheduled
-from ferrisqueue.logport import Delivery
-from ferrisqueue.service_loop import ConsumerLoop
-from ferrisqueue.states import PendingReason
-from ferrisqueue.subjects import (
+from ferrisqueue.domain.commands import Rejection, decide_release, release_abandoned
+from ferrisqueue.domain.events import BaseEvent, Canceled, Failed, Scheduled
+from ferrisqueue.domain.states import PendingReason
+from ferrisqueue.domain.stored import StoredEvent, fold_history
+from ferrisqueue.domain.subjects import (
     EVENT_STREAM,
     SCHEDULE_STREAM,
     due_subject,
     parse_job_subject,
     timer_subject,
 )
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import Delivery
+from ferrisqueue.log.service_loop import ConsumerLoop
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def timer_for(event: BaseEvent) -> Timer | None:
 class TimerRelay(ConsumerLoop):
     """Arms and cancels jobs' timers in ``FQ_SCHEDULES`` from the events in the log.
 
-    A :class:`~ferrisqueue.service_loop.ConsumerLoop`: an event whose timer could not be
+    A :class:`~ferrisqueue.log.service_loop.ConsumerLoop`: an event whose timer could not be
     stored is nak'd with backoff and comes back; the relay goes on with the others."""
 
     name = "timer relay"

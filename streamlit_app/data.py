@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from ferrisqueue.events import utcnow
+from ferrisqueue.domain.events import utcnow
 from ferrisqueue.settings import Settings
 from streamlit_app.client import JSON, GatewayClient, GatewayError, GatewayRefused
 
@@ -23,7 +23,7 @@ TTL = 5.0
 """Seconds an answer is reused."""
 
 STATUSES = ("pending", "running", "completed", "failed", "canceled")
-"""Every job status, in the order the pages show them (``ferrisqueue.states.JobStatus``)."""
+"""Every job status, in the order the pages show them (``ferrisqueue.domain.states.JobStatus``)."""
 
 
 def gateway_url() -> str:

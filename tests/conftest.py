@@ -13,12 +13,12 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.embedded import EmbeddedNats, free_port
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.log.embedded import EmbeddedNats, free_port
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
-from ferrisqueue.topology import ensure_topology
 from tests.support.cluster import NatsCluster
 from tests.support.procs import ServiceProcess, module_argv, service_env, start_service
 from tests.support.stores import BACKENDS, store_url_for

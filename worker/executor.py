@@ -29,11 +29,8 @@ from typing import Any
 
 import pydantic_core
 
-from ferrisqueue.commands import CANCELED_BEFORE_RUN, Decision, decide_start
-from ferrisqueue.deadletter import dead_letter
-from ferrisqueue.errors import FerrisQueueError, PayloadTooLarge, Permanent
-from ferrisqueue.eventlog import EventLog, StoredEvent
-from ferrisqueue.events import (
+from ferrisqueue.domain.commands import CANCELED_BEFORE_RUN, Decision, decide_start
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     Failed,
@@ -45,12 +42,16 @@ from ferrisqueue.events import (
     Succeeded,
     utcnow,
 )
-from ferrisqueue.fold import JobState
-from ferrisqueue.ids import is_token
-from ferrisqueue.logport import Delivery
-from ferrisqueue.policy import QueuePolicy, for_job, retry_at
-from ferrisqueue.states import JobStatus
-from ferrisqueue.subjects import parse_job_subject
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.policy import QueuePolicy, for_job, retry_at
+from ferrisqueue.domain.states import JobStatus
+from ferrisqueue.domain.stored import StoredEvent
+from ferrisqueue.domain.subjects import parse_job_subject
+from ferrisqueue.errors import FerrisQueueError, PayloadTooLarge, Permanent
+from ferrisqueue.log.deadletter import dead_letter
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import Delivery
 from worker.context import JobContext
 from worker.lease import LeaseKeeper
 from worker.middleware import Attempt, MiddlewareStack
@@ -181,7 +182,7 @@ class JobExecutor:
     async def _start(
         self, msg: Delivery, run: _Run, presumed: list[StoredEvent] | None
     ) -> _Run | None:
-        """Record ``started`` (:func:`~ferrisqueue.commands.decide_start`, guarded by the
+        """Record ``started`` (:func:`~ferrisqueue.domain.commands.decide_start`, guarded by the
         job's newest sequence), so that a job that was canceled, finished, or started by a
         duplicate delivery in the meantime is not run (then the message is acked and None
         returned); returns the attempt to run, which is the next one when this very

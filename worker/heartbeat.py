@@ -16,10 +16,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
-from ferrisqueue.events import utcnow
-from ferrisqueue.logport import LogPort
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.workers import WORKER_STREAM, Heartbeat
+from ferrisqueue.log.port import LogPort
 from ferrisqueue.settings import Settings
-from ferrisqueue.workers import WORKER_STREAM, Heartbeat
 
 log = logging.getLogger(__name__)
 

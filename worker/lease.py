@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ferrisqueue.logport import Delivery
+from ferrisqueue.log.port import Delivery
 
 log = logging.getLogger(__name__)
 

@@ -69,8 +69,8 @@ from importlib.metadata import entry_points
 from types import TracebackType
 from typing import Any
 
+from ferrisqueue.domain.events import BaseEvent, Failed, Succeeded
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.events import BaseEvent, Failed, Succeeded
 from ferrisqueue.settings import Settings
 from worker.context import JobContext
 from worker.resources import Resources

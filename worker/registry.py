@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.jobbuilder import JobRefused, validate_payload
 from ferrisqueue.errors import Permanent, UnknownJobType
-from ferrisqueue.ids import is_token
-from ferrisqueue.jobbuilder import JobRefused, validate_payload
 from ferrisqueue.jobtypes import JobType
 from ferrisqueue.settings import Settings
 from worker.context import JobContext

@@ -14,13 +14,13 @@ import functools
 import logging
 from collections.abc import Iterable
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import EventKind
-from ferrisqueue.logport import Consumer
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.domain.events import EventKind
+from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_subject
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.port import Consumer
+from ferrisqueue.log.topology import ensure_streams, worker_consumer_config
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, job_subject, parse_job_subject
-from ferrisqueue.topology import ensure_streams, worker_consumer_config
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
 from worker.lease import LeaseKeeper

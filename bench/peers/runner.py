@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.harness import REPO
 from bench.report import machine
-from ferrisqueue.embedded import EmbeddedNats, free_port
+from ferrisqueue.log.embedded import EmbeddedNats, free_port
 
 log = logging.getLogger(__name__)
 

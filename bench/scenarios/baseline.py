@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bench import probes
 from bench.harness import REPO, connected, system
-from ferrisqueue.events import encode_event
+from ferrisqueue.domain.events import encode_event
 
 STREAM = "BENCH_RAW"
 SUBJECT = "bench.raw"

@@ -20,7 +20,7 @@ from typing import Any
 from bench import probes
 from bench.harness import Proc, connected, cpu_seconds, system
 from bench.httpload import HttpLoad
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.log.natslog import NatsLog
 
 HTTP_BATCH = 100
 BATCH_CONCURRENCY = 4

@@ -26,10 +26,10 @@ from sqlalchemy import Engine
 from bench import probes
 from bench.harness import connected, percentile, system, wait_until
 from bench.httpload import HttpLoad
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.domain.workers import WORKER_STREAM
+from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.store.db import init_schema, make_engine
-from ferrisqueue.subjects import EVENT_STREAM
-from ferrisqueue.workers import WORKER_STREAM
 
 LATE = 0.005
 """A submission sent this much later than its slot counts as late (the client fell behind)."""

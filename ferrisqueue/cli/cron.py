@@ -1,6 +1,6 @@
 """``fq cron``: define, list, pause, resume and delete periodic schedules.
 
-Talks to NATS directly (``FQ_NATS_URL``) through :class:`~ferrisqueue.cronbook.CronBook`, so
+Talks to NATS directly (``FQ_NATS_URL``) through :class:`~ferrisqueue.log.cronbook.CronBook`, so
 it works without a gateway; the scheduler turns the ticks into jobs.
 """
 
@@ -16,13 +16,13 @@ import typer
 from pydantic import ValidationError
 
 from ferrisqueue.cli.common import load_settings
-from ferrisqueue.cron import CronDefinition, CronSpec
-from ferrisqueue.cronbook import CronBook
+from ferrisqueue.domain.cron import CronDefinition, CronSpec
+from ferrisqueue.domain.jobbuilder import JobRefused, check_job
 from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.jobbuilder import JobRefused, check_job
 from ferrisqueue.jobtypes import load_job_types
-from ferrisqueue.natsconn import close_quietly, connect
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.log.cronbook import CronBook
+from ferrisqueue.log.natsconn import close_quietly, connect
+from ferrisqueue.log.natslog import NatsLog
 
 app = typer.Typer(
     help="Periodic jobs: cron (seconds first) or @every schedules that the scheduler fires.",

@@ -14,20 +14,20 @@ from typing import Annotated, Any
 
 import typer
 
-from ferrisqueue.audit import AuditEntry, audit_trail
 from ferrisqueue.cli.common import gateway_call, load_settings
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
+from ferrisqueue.domain.audit import AuditEntry, audit_trail
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.jobbuilder import JobRefused, build_job, parse_request
+from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.events import utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.jobbuilder import JobRefused, build_job, parse_request
 from ferrisqueue.jobtypes import load_job_types
+from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.logs import setup_logging
-from ferrisqueue.natsconn import connect
-from ferrisqueue.natslog import NatsLog
-from ferrisqueue.states import JobStatus
-from ferrisqueue.topology import ensure_topology
 
 app = typer.Typer(
     help="FerrisQueue: a job queue whose source of truth is NATS JetStream.",

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import httpx
 
-from ferrisqueue.embedded import EmbeddedNats
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.natsconn import connect
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.log.embedded import EmbeddedNats
+from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.settings import Settings
-from ferrisqueue.topology import ensure_topology
 
 log = logging.getLogger("fq.up")
 

@@ -5,7 +5,7 @@ The period is half-open, ``[since, until)``, over the jobs' *creation* time; ``u
 means "when the job runs". Artifacts are named after the job id (``<output_dir>/<job_id>.html``
 and so on), so a job that runs twice overwrites its own files instead of leaving two reports.
 What the numbers mean (percentile method, wait and run time) is documented in
-:mod:`ferrisqueue.reporting`.
+:mod:`worker.reporting`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class ReportPayload(BaseModel):
     @classmethod
     def _relative(cls, value: str) -> str:
         # Caught here so the gateway answers 422; the worker checks again against the real
-        # filesystem (symlinks) with ferrisqueue.storage.inside.
+        # filesystem (symlinks) with worker.storage.inside.
         pure = PurePosixPath(value)
         if pure.is_absolute() or ".." in pure.parts or "\\" in value:
             raise ValueError("must be a relative path inside the storage root, without '..'")

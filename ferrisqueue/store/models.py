@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
-from ferrisqueue.fold import JobState
-from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.store.types import UtcDateTime
 
 
@@ -153,7 +153,7 @@ class MetricsMinuteRow(SQLModel, table=True):
     """What happened in one minute, per queue and job type (by the events' own times).
 
     ``wait_hist`` (became runnable -> started) and ``run_hist`` (started -> outcome) are
-    :mod:`ferrisqueue.histogram` histograms, so minutes can be merged into any range.
+    :mod:`ferrisqueue.domain.histogram` histograms, so minutes can be merged into any range.
     """
 
     __tablename__ = "metrics_minute"

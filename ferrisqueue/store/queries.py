@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
-from ferrisqueue.fold import JobState
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.domain.workers import WORKER_STREAM
 from ferrisqueue.store.models import (
     DeadLetterRow,
     JobEventRow,
@@ -18,8 +20,6 @@ from ferrisqueue.store.models import (
     ProjectionHealth,
     WorkerRow,
 )
-from ferrisqueue.subjects import EVENT_STREAM
-from ferrisqueue.workers import WORKER_STREAM
 
 
 def get_job(session: Session, job_id: str) -> JobState | None:

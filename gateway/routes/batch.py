@@ -4,7 +4,7 @@ Each item is what ``POST /jobs`` takes (a start time ``delay`` or ``run_at`` inc
 an optional ``idempotency_key`` with the ``Idempotency-Key`` header's meaning: one key, one
 job; the same key with the same item gets that job back (``replayed``), with another body it
 is refused. Every item goes through the same job builder as a single submit
-(:mod:`ferrisqueue.jobbuilder`).
+(:mod:`ferrisqueue.domain.jobbuilder`).
 
 The whole batch is checked before anything is published: one invalid item (its body, or its
 payload against the job type's contract) refuses the batch with 422 naming the item's index,
@@ -34,18 +34,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ferrisqueue.domain.events import JobSpec, encode_event, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.jobbuilder import JobRefused, build_job
 from ferrisqueue.errors import (
     FerrisQueueError,
     IdempotencyConflict,
     NatsUnavailable,
     PublishOutcomeUnknown,
 )
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import JobSpec, encode_event, utcnow
-from ferrisqueue.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.jobbuilder import JobRefused, build_job
+from ferrisqueue.log.eventlog import EventLog
 from gateway.deps import EventLogDep, JobTypesDep, SettingsDep, get_idempotency_keys
+from gateway.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from gateway.schemas import JobCreate, Problem
 from gateway.submit import Keyed, claim_key, run_at_of, unprocessable
 

@@ -1,7 +1,7 @@
 """``/dead-letters``: list and inspect dead letters, redrive or purge them.
 
 Listing reads the read store. Inspecting reads ``FQ_DLQ`` and the job's log; redrive and
-purge decide each job on its log (:mod:`ferrisqueue.dead_letter_ops`), so a lagging read
+purge decide each job on its log (:mod:`gateway.dead_letter_ops`), so a lagging read
 store can only make a filter select a job that is then skipped, never act wrongly. All but
 the listing need NATS: 503 with ``Retry-After`` while it is away.
 """
@@ -14,12 +14,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from ferrisqueue import dead_letter_ops
-from ferrisqueue.dead_letter_ops import MAX_BATCH, DeadLetterQueue, Outcome
-from ferrisqueue.eventlog import fold_history
-from ferrisqueue.events import Token, UtcDatetime
+from ferrisqueue.domain.events import Token, UtcDatetime
+from ferrisqueue.domain.stored import fold_history
 from ferrisqueue.store import queries
 from ferrisqueue.store.queries import DeadLetterFilter
+from gateway import dead_letter_ops
+from gateway.dead_letter_ops import MAX_BATCH, DeadLetterQueue, Outcome
 from gateway.dead_letter_schemas import (
     DeadLetterAction,
     DeadLetterActionResult,

@@ -9,11 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from ferrisqueue.audit import audit_trail
-from ferrisqueue.commands import Decision, decide_cancel
-from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.eventlog import EventLog, fold_history
-from ferrisqueue.events import (
+from ferrisqueue.domain.audit import audit_trail
+from ferrisqueue.domain.commands import Decision, decide_cancel
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     CancelRequested,
@@ -21,14 +19,17 @@ from ferrisqueue.events import (
     Token,
     utcnow,
 )
-from ferrisqueue.fold import JobState
-from ferrisqueue.idempotency import MAX_KEY_LENGTH
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.jobbuilder import JobRefused, build_job
-from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.jobbuilder import JobRefused, build_job
+from ferrisqueue.domain.states import JobStatus, PendingReason
+from ferrisqueue.domain.stored import fold_history
+from ferrisqueue.domain.subjects import SCHEDULE_STREAM, timer_subject
+from ferrisqueue.errors import FerrisQueueError
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.store import queries
-from ferrisqueue.subjects import SCHEDULE_STREAM, timer_subject
 from gateway.deps import EventLogDep, IdempotencyDep, JobTypesDep, SessionDep, event_log_of
+from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.schemas import (
     AuditEntryOut,
     JobAccepted,
@@ -153,7 +154,7 @@ async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) ->
     """Cancel a job. Pending: it is ``canceled`` at once and never runs. Running: its worker
     cancels the handler (cooperatively: a plain ``def`` handler finishes its work) and
     records ``canceled``; the answer says ``running`` with ``cancel_requested``. Finished:
-    409. The decision is :func:`~ferrisqueue.commands.decide_cancel`, carried out by
+    409. The decision is :func:`~ferrisqueue.domain.commands.decide_cancel`, carried out by
     :meth:`EventLog.command`: every append is guarded by the job's newest sequence, so a
     cancel racing a worker's start resolves one way or the other, never both."""
     by = request.client.host if request.client else None

@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from ferrisqueue import histogram
-from ferrisqueue.events import Token, utcnow
+from ferrisqueue.domain import histogram
+from ferrisqueue.domain.events import Token, utcnow
+from ferrisqueue.domain.workers import health
 from ferrisqueue.store import queries
-from ferrisqueue.workers import health
 from gateway.deps import SessionDep
 from gateway.schemas import MetricsOut, MinuteOut, WorkerOut
 

@@ -2,7 +2,7 @@
 pause, resume, delete.
 
 Definitions live in the ``FQ_CRON`` bucket and the server fires them (see
-:mod:`ferrisqueue.cronbook`); every route needs NATS: 503 with ``Retry-After`` while it is
+:mod:`ferrisqueue.log.cronbook`); every route needs NATS: 503 with ``Retry-After`` while it is
 away. An expression or time zone that cannot run is refused with 422 and the reason, and so
 is a job whose payload breaks its type's contract (the job builder's check, which
 ``fq cron add`` and the cron file get too), so that every tick creates a job that can run.
@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from ferrisqueue.cron import CronDefinition, InvalidSchedule, UnknownSchedule
-from ferrisqueue.cronbook import CronBook
+from ferrisqueue.domain.cron import CronDefinition, InvalidSchedule, UnknownSchedule
+from ferrisqueue.domain.events import Token
+from ferrisqueue.domain.jobbuilder import JobRefused
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.events import Token
-from ferrisqueue.jobbuilder import JobRefused
+from ferrisqueue.log.cronbook import CronBook
 from gateway.deps import JobTypesDep, SettingsDep
 from gateway.nats_link import NatsLink
 from gateway.schedule_schemas import ScheduleCreate, ScheduleOut

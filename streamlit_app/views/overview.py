@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ferrisqueue.events import utcnow
+from ferrisqueue.domain.events import utcnow
 from streamlit_app import data
 from streamlit_app.display import clock, duration, milliseconds, seconds_between
 

@@ -1,6 +1,6 @@
 """Workers: every worker seen in the heartbeat stream, its health, load and counters.
 
-Health is the gateway's verdict from the last heartbeat (``ferrisqueue.workers.health``):
+Health is the gateway's verdict from the last heartbeat (``ferrisqueue.domain.workers.health``):
 healthy (a heartbeat within three intervals), stale (missed three), gone (stopped cleanly or
 silent for a minute and twelve intervals).
 """
@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ferrisqueue.events import utcnow
+from ferrisqueue.domain.events import utcnow
 from streamlit_app import data
 from streamlit_app.display import HEALTH_STYLES, cell_style, clock, duration, seconds_between
 

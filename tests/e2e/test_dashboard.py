@@ -21,9 +21,9 @@ import pytest
 from nats.aio.client import Client
 from streamlit.testing.v1 import AppTest
 
-from ferrisqueue.embedded import free_port
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Canceled, utcnow
+from ferrisqueue.domain.events import Canceled, utcnow
+from ferrisqueue.log.embedded import free_port
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from tests.conftest import StartService
 from tests.support.procs import service_env, start_service

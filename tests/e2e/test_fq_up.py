@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferrisqueue.embedded import free_port
+from ferrisqueue.log.embedded import free_port
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -20,7 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from ferrisqueue.subjects import EVENT_STREAM, job_subject
+from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject
 from tests.support.history import OP_MARKER, History, Op
 
 RETRY_PAUSE = 0.5

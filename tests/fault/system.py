@@ -14,8 +14,8 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import ConsumerInfo
 
-from ferrisqueue.events import Failed, Started, Succeeded
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.domain.events import Failed, Started, Succeeded
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from tests.support.history import JobTrace
 from tests.support.waits import collect_events, wait_until
 

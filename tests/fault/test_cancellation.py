@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.events import Succeeded
+from ferrisqueue.domain.events import Succeeded
 from tests.conftest import StartService
 from tests.fault.clients import Producer
 from tests.fault.system import starts

@@ -19,11 +19,11 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.natsconn import connect
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.topology import PROJECTOR_CONSUMER, ensure_topology
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM
-from ferrisqueue.topology import PROJECTOR_CONSUMER, ensure_topology
 from tests.conftest import StartService, settings_for
 from tests.fault.clients import Producer
 from tests.fault.conftest import FAULT_ACK_WAIT

@@ -10,8 +10,8 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.events import DeadLettered, Failed, Released
-from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+from ferrisqueue.domain.events import DeadLettered, Failed, Released
+from ferrisqueue.domain.subjects import DLQ_STREAM, dlq_subject
 from tests.conftest import StartService
 from tests.fault.clients import Producer
 from tests.fault.system import consuming

@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from tests.conftest import StartService
 from tests.fault.clients import Producer
 from tests.support.history import History, Outcome, verify

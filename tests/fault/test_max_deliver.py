@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+from ferrisqueue.domain.subjects import DLQ_STREAM, dlq_subject
 from tests.conftest import StartService
 from tests.fault.clients import Producer
 from tests.fault.system import consuming, starts

@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.embedded import EmbeddedNats
+from ferrisqueue.log.embedded import EmbeddedNats
 from tests.conftest import StartService
 from tests.fault.clients import Pacer, Producer
 from tests.fault.system import consuming

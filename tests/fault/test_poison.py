@@ -10,9 +10,9 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.events import DeadLettered
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+from ferrisqueue.domain.events import DeadLettered
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import DLQ_STREAM, dlq_subject
 from tests.conftest import StartService
 from tests.fault.clients import Producer, publish_raw
 from tests.fault.system import consuming, drained

@@ -8,7 +8,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.events import Released, utcnow
+from ferrisqueue.domain.events import Released, utcnow
 from scheduler.timers import TIMER_CONSUMER
 from tests.conftest import StartService
 from tests.fault.clients import Producer

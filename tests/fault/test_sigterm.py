@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.events import utcnow
+from ferrisqueue.domain.events import utcnow
 from tests.conftest import StartService
 from tests.fault.clients import Producer
 from tests.fault.system import by, consuming, starts

@@ -7,8 +7,8 @@ import pytest
 from nats.aio.client import Client
 from sqlalchemy import Engine
 
-from ferrisqueue.events import utcnow
-from ferrisqueue.states import JobStatus
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.states import JobStatus
 from tests.conftest import StartService
 from tests.fault.clients import Producer
 from tests.fault.conftest import FAULT_ACK_WAIT

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Submitted, utcnow
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM
 from tests.conftest import StartService
 from tests.integration.test_projector import (
     _checkpoint,

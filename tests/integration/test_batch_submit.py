@@ -11,10 +11,10 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.embedded import EmbeddedNats
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import JobSpec, Scheduled, Submitted, utcnow
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.domain.events import JobSpec, Scheduled, Submitted, utcnow
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.embedded import EmbeddedNats
+from ferrisqueue.log.eventlog import EventLog
 from tests.support.waits import collect_events
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from tests.conftest import StartService
 from tests.support.waits import collect_events, wait_until
 

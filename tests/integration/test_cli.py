@@ -9,10 +9,10 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.ids import is_token
+from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM
 from tests.conftest import StartService
 from tests.support.procs import run_fq
 

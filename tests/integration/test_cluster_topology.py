@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from ferrisqueue.natsconn import connect
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM
-from ferrisqueue.topology import ensure_streams
 from tests.support.cluster import NatsCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

@@ -13,10 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from ferrisqueue.commands import Decision, Rejection, decide_cancel, decide_start
-from ferrisqueue.errors import ConcurrentChange
-from ferrisqueue.eventlog import COMMAND_TRIES, EventLog, StoredEvent, fold_history
-from ferrisqueue.events import (
+from ferrisqueue.domain.commands import Decision, Rejection, decide_cancel, decide_start
+from ferrisqueue.domain.events import (
     BaseEvent,
     CancelRequested,
     Progress,
@@ -24,9 +22,12 @@ from ferrisqueue.events import (
     Submitted,
     utcnow,
 )
-from ferrisqueue.fold import JobState
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.states import JobStatus
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.states import JobStatus
+from ferrisqueue.domain.stored import StoredEvent, fold_history
+from ferrisqueue.errors import ConcurrentChange
+from ferrisqueue.log.eventlog import COMMAND_TRIES, EventLog
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,16 +13,16 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.cron import CronSpec, UnknownSchedule, tick_job_id
-from ferrisqueue.cronbook import CronBook
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import utcnow
-from ferrisqueue.jobbuilder import JobRefused
-from ferrisqueue.natsconn import connect
-from ferrisqueue.natslog import NatsLog
-from ferrisqueue.puller import NatsDelivery
+from ferrisqueue.domain.cron import CronSpec, UnknownSchedule, tick_job_id
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.jobbuilder import JobRefused
+from ferrisqueue.domain.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
+from ferrisqueue.log.cronbook import CronBook
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.puller import NatsDelivery
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
 from scheduler.cron import TICK_CONSUMER, Outcome, Tick, TickRelay
 from tests.conftest import StartService
 from tests.support.waits import collect_events, wait_until

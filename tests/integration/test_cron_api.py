@@ -12,11 +12,11 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.embedded import EmbeddedNats
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import utcnow
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.subjects import SCHEDULE_STREAM, cron_subject
+from ferrisqueue.log.embedded import EmbeddedNats
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject
 from tests.support.procs import run_fq
 
 pytestmark = pytest.mark.integration

@@ -20,13 +20,14 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.deadletter import dead_letter
-from ferrisqueue.embedded import EmbeddedNats
-from ferrisqueue.eventlog import EventLog, fold_history
-from ferrisqueue.events import Failed, Started, utcnow
+from ferrisqueue.domain.events import Failed, Started, utcnow
+from ferrisqueue.domain.states import JobStatus
+from ferrisqueue.domain.stored import fold_history
+from ferrisqueue.domain.subjects import DLQ_STREAM, EVENT_STREAM, dlq_subject
+from ferrisqueue.log.deadletter import dead_letter
+from ferrisqueue.log.embedded import EmbeddedNats
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
-from ferrisqueue.states import JobStatus
-from ferrisqueue.subjects import DLQ_STREAM, EVENT_STREAM, dlq_subject
 from tests.conftest import StartService
 from tests.support.procs import run_fq
 from tests.support.waits import collect_events, wait_until

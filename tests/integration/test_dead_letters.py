@@ -11,13 +11,13 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.cron import CronSpec
-from ferrisqueue.cronbook import CronBook
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.natslog import NatsLog
+from ferrisqueue.domain.cron import CronSpec
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, SCHEDULE_STREAM
+from ferrisqueue.log.cronbook import CronBook
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, SCHEDULE_STREAM
 from scheduler.cron import TICK_CONSUMER
 from scheduler.dead_letters import ROUTER_CONSUMER
 from scheduler.timers import TIMER_CONSUMER

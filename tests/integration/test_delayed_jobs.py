@@ -19,12 +19,12 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Canceled, CancelRequested, Scheduled, utcnow
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Canceled, CancelRequested, Scheduled, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM, SCHEDULE_STREAM, timer_subject
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.topology import worker_consumer_name
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, SCHEDULE_STREAM, timer_subject
-from ferrisqueue.topology import worker_consumer_name
 from scheduler.timers import TIMER_CONSUMER
 from tests.conftest import StartService
 from tests.support.procs import ServiceProcess, run_fq

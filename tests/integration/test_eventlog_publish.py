@@ -1,5 +1,5 @@
 """Appending to the event log on a real nats-server: every answer JetStream can give a
-publish comes back as FerrisQueue's own result or error (``ferrisqueue/pubacks.py`` waits
+publish comes back as FerrisQueue's own result or error (``ferrisqueue/log/pubacks.py`` waits
 for the answers; ``NatsLog`` translates them)."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ import asyncio
 import pytest
 from nats.aio.client import Client
 
+from ferrisqueue.domain.events import Started, Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.errors import (
     ConcurrentChange,
     NatsUnavailable,
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Started, Submitted, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.natslog import NatsLog
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natslog import NatsLog
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,10 +8,10 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.idempotency import IdempotencyKeys, fingerprint
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.natslog import NatsLog
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.natslog import NatsLog
+from gateway.idempotency import IdempotencyKeys, fingerprint
 from tests.conftest import StartService
 from tests.support.waits import collect_events
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from tests.conftest import StartService
 from tests.support.waits import collect_events, wait_until
 

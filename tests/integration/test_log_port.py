@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferrisqueue.eventlog import EventLog
+from ferrisqueue.log.eventlog import EventLog
 from tests.support.log_contract import LogContract
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ferrisqueue.embedded import EmbeddedNats
+from ferrisqueue.log.embedded import EmbeddedNats
 from tests.conftest import StartService
 from tests.support.waits import wait_until
 

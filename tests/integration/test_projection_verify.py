@@ -12,9 +12,9 @@ from nats.aio.client import Client
 from sqlalchemy import delete, update
 from sqlmodel import Session
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Started, Submitted, utcnow
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Started, Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.models import JobEventRow, JobRow
 from tests.conftest import StartService

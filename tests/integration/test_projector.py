@@ -11,15 +11,16 @@ from nats.aio.client import Client
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, col, select
 
-from ferrisqueue.eventlog import EventLog, StoredEvent
-from ferrisqueue.events import Submitted, utcnow
-from ferrisqueue.fold import fold
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Submitted, utcnow
+from ferrisqueue.domain.fold import fold
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.stored import StoredEvent
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import commit_at, init_schema, make_engine
 from ferrisqueue.store.models import JobEventRow, JobRow
-from ferrisqueue.subjects import EVENT_STREAM
 from projections import jobs
 from tests.conftest import StartService
 from tests.support.stores import fresh_postgres_database

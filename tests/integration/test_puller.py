@@ -10,10 +10,10 @@ import time
 import pytest
 from nats.aio.client import Client
 
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.puller import Puller
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.puller import Puller
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 

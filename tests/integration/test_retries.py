@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.backoff import RetryPolicy
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Canceled, Scheduled, Submitted, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+from ferrisqueue.domain.backoff import RetryPolicy
+from ferrisqueue.domain.events import Canceled, Scheduled, Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import DLQ_STREAM, dlq_subject
+from ferrisqueue.log.eventlog import EventLog
 from tests.conftest import StartService
 from tests.support.waits import collect_events, wait_until
 

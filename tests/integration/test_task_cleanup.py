@@ -13,9 +13,10 @@ import pytest
 from nats.aio.client import Client
 from sqlmodel import Session, select
 
-from ferrisqueue.eventlog import EventLog, StoredEvent
-from ferrisqueue.events import Started, Submitted, Succeeded, encode_event, utcnow
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Started, Submitted, Succeeded, encode_event, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.stored import StoredEvent
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.models import JobRow

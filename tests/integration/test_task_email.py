@@ -16,12 +16,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from nats.aio.client import Client
 
-from ferrisqueue.embedded import free_port
+from ferrisqueue.domain.events import Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.errors import Permanent
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Submitted, utcnow
-from ferrisqueue.ids import new_job_id
 from ferrisqueue.jobtypes.email import EmailPayload, EmailResult
+from ferrisqueue.log.embedded import free_port
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from tests.conftest import StartService
 from tests.support.waits import collect_events

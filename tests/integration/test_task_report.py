@@ -14,9 +14,9 @@ from sqlalchemy import func
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Submitted, utcnow
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import make_engine
 from ferrisqueue.store.models import JobRow

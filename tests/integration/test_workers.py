@@ -9,9 +9,9 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Submitted, utcnow
-from ferrisqueue.ids import new_job_id
+from ferrisqueue.domain.events import Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.log.eventlog import EventLog
 from tests.conftest import StartService
 from tests.support.waits import collect_events, wait_until
 

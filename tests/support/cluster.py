@@ -17,7 +17,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from ferrisqueue.embedded import free_port, port_in_use, server_binary
+from ferrisqueue.log.embedded import free_port, port_in_use, server_binary
 from tests.support.waits import wait_until
 
 CLUSTER_NAME = "fq-test"

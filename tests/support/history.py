@@ -42,19 +42,19 @@ from nats.aio.client import Client
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from ferrisqueue.eventlog import StoredEvent, fold_history
-from ferrisqueue.events import Failed, JobSpec, Redriven, Started
-from ferrisqueue.fold import JobState
-from ferrisqueue.states import JobStatus
-from ferrisqueue.store import queries
-from ferrisqueue.store.models import JobEventRow, JobRow
-from ferrisqueue.subjects import (
+from ferrisqueue.domain.events import Failed, JobSpec, Redriven, Started
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.states import JobStatus
+from ferrisqueue.domain.stored import StoredEvent, fold_history
+from ferrisqueue.domain.subjects import (
     ALL_JOB_EVENTS,
     DLQ_STREAM,
     EVENT_STREAM,
     dlq_subject,
     parse_job_subject,
 )
+from ferrisqueue.store import queries
+from ferrisqueue.store.models import JobEventRow, JobRow
 
 OP_MARKER = "op"
 """The payload field in which clients name the op that submitted a job."""

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from ferrisqueue.domain.events import Started, Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
 from ferrisqueue.errors import ConcurrentChange, NatsUnavailable, PublishRejected
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Started, Submitted, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.logport import MSG_ID, Consumer, Delivery, StoredMessage
-from ferrisqueue.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import MSG_ID, Consumer, Delivery, StoredMessage
 from tests.support.waits import wait_until
 
 WAIT = 5.0

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for a :class:`~ferrisqueue.service_loop.ConsumerLoop`'s consumer: a
+"""In-memory stand-ins for a :class:`~ferrisqueue.log.service_loop.ConsumerLoop`'s consumer: a
 delivered message that records how it was settled, and a source the test feeds."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
-from ferrisqueue.logport import Delivery
+from ferrisqueue.log.port import Delivery
 
 
 class FakeMsg(Delivery):

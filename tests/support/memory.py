@@ -9,13 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-from ferrisqueue.events import Submitted, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.memlog import MemoryLog
-from ferrisqueue.service_loop import ServiceLoop
+from ferrisqueue.domain.events import Submitted, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM, job_history_filter
+from ferrisqueue.log.memlog import MemoryLog
+from ferrisqueue.log.service_loop import ServiceLoop
+from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
-from ferrisqueue.topology import ensure_topology
 from worker.registry import TaskRegistry
 from worker.runner import Worker
 

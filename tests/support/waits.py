@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client
 
-from ferrisqueue.subjects import EVENT_STREAM
+from ferrisqueue.domain.subjects import EVENT_STREAM
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ferrisqueue.commands import (
+from ferrisqueue.domain.commands import (
     CANCELED_BEFORE_RUN,
     NO_SUCH_JOB,
     Decision,
@@ -26,7 +26,7 @@ from ferrisqueue.commands import (
     decide_start,
     release_abandoned,
 )
-from ferrisqueue.events import (
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     CancelRequested,
@@ -35,8 +35,8 @@ from ferrisqueue.events import (
     Released,
     Started,
 )
-from ferrisqueue.fold import apply, fold
-from ferrisqueue.states import PendingReason
+from ferrisqueue.domain.fold import apply, fold
+from ferrisqueue.domain.states import PendingReason
 from tests.unit.test_fold import (
     JOB,
     QUEUE,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ferrisqueue.cron import (
+from ferrisqueue.domain.cron import (
     CronDefinition,
     CronSpec,
     InvalidSchedule,
@@ -21,10 +21,10 @@ from ferrisqueue.cron import (
     round_to_second,
     tick_job_id,
 )
-from ferrisqueue.cronfile import load_cron_file, parse_cron_file
+from ferrisqueue.domain.ids import is_token
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.ids import is_token
 from ferrisqueue.jobtypes import builtin_job_types
+from scheduler.cronfile import load_cron_file, parse_cron_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cron.toml"
 JOB_TYPES = {t.name: t for t in builtin_job_types()}

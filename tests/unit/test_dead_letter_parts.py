@@ -11,9 +11,9 @@ import typer
 from pydantic import ValidationError
 
 from ferrisqueue.cli.dead_letters import action_body, parse_time, selection
-from ferrisqueue.dead_letter_ops import MAX_BATCH, DeadLetterMessage
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import BaseEvent, encode_event
+from ferrisqueue.domain.events import BaseEvent, encode_event
+from ferrisqueue.domain.stored import StoredEvent
+from gateway.dead_letter_ops import MAX_BATCH, DeadLetterMessage
 from gateway.dead_letter_schemas import DeadLetterAction, DeadLetterMessageOut
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

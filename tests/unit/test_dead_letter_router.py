@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.service_loop import Poison
+from ferrisqueue.log.service_loop import Poison
 from scheduler.dead_letters import Advisory, DeadLetterRouter
 from tests.support.loops import FakeMsg
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ferrisqueue.memlog import ADVISORY_PREFIX, MemoryLog
-from ferrisqueue.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
-from ferrisqueue.topology import worker_consumer_name
+from ferrisqueue.domain.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
+from ferrisqueue.log.memlog import ADVISORY_PREFIX, MemoryLog
+from ferrisqueue.log.topology import worker_consumer_name
 from scheduler.dead_letters import ROUTER_CONSUMER, DeadLetterRouter
 from tests.support.log_contract import take
 from tests.support.memory import (

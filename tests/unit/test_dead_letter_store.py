@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import (
+from ferrisqueue.domain.events import (
     BaseEvent,
     DeadLettered,
     Failed,
@@ -20,6 +19,7 @@ from ferrisqueue.events import (
     Submitted,
     encode_event,
 )
+from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.store import queries
 from ferrisqueue.store.models import DeadLetterRow
 from ferrisqueue.store.queries import DeadLetterFilter

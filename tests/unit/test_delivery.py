@@ -8,7 +8,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from ferrisqueue.puller import NatsDelivery
+from ferrisqueue.log.puller import NatsDelivery
 
 NANOS = 1_764_316_800_123_456_789
 

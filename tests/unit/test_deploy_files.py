@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ferrisqueue.embedded import server_binary
+from ferrisqueue.log.embedded import server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ferrisqueue.backoff import RetryPolicy
-from ferrisqueue.errors import DecodeError, FerrisQueueError
-from ferrisqueue.events import (
+from ferrisqueue.domain.backoff import RetryPolicy
+from ferrisqueue.domain.events import (
     SCHEMA_VERSION,
     BaseEvent,
     Canceled,
@@ -32,15 +31,16 @@ from ferrisqueue.events import (
     decode_event,
     encode_event,
 )
-from ferrisqueue.ids import is_token, new_job_id
-from ferrisqueue.settings import DEFAULT_EMBEDDED_NATS_PORT, Settings
-from ferrisqueue.subjects import (
+from ferrisqueue.domain.ids import is_token, new_job_id
+from ferrisqueue.domain.subjects import (
     JobSubject,
     job_history_filter,
     job_subject,
     parse_job_subject,
     runnable_filters,
 )
+from ferrisqueue.errors import DecodeError, FerrisQueueError
+from ferrisqueue.settings import DEFAULT_EMBEDDED_NATS_PORT, Settings
 
 JOB = "0190f3a2-7b1c-7d4e-8f00-123456789abc"
 QUEUE = "emails"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ferrisqueue.events import (
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     CancelRequested,
@@ -26,8 +26,8 @@ from ferrisqueue.events import (
     Submitted,
     Succeeded,
 )
-from ferrisqueue.fold import UNKNOWN_TYPE, JobState, Transition, apply, fold
-from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.domain.fold import UNKNOWN_TYPE, JobState, Transition, apply, fold
+from ferrisqueue.domain.states import JobStatus, PendingReason
 
 JOB = "job-1"
 QUEUE = "default"

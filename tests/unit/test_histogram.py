@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ferrisqueue import histogram
+from ferrisqueue.domain import histogram
 
 
 def exact(samples: list[float], q: float) -> float:

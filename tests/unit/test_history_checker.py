@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import (
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     DeadLettered,
@@ -19,6 +18,7 @@ from ferrisqueue.events import (
     Succeeded,
     encode_event,
 )
+from ferrisqueue.domain.stored import StoredEvent
 from tests.support.history import (
     History,
     Observation,

@@ -3,7 +3,11 @@
 * ``import nats`` is the nats-py client, never the repository's ``nats/`` config folder;
 * the shared kernel ``ferrisqueue`` imports no service;
 * services (gateway, worker, projections, scheduler, streamlit_app) never import each other:
-  they talk through the event log and the HTTP API only.
+  they talk through the event log and the HTTP API only;
+* inside the kernel the layers point one way (:data:`LAYER_RULES`): the pure ``domain``
+  imports no adapter, store, settings, CLI or I/O library; the ``store`` and the ``log``
+  adapter do not import each other; nothing but the CLI imports the CLI;
+* only the NATS adapter imports nats-py (:data:`NATS_ADAPTERS`).
 
 Checked statically with :mod:`ast`, so a forbidden import in a branch that never runs (or in a
 module nobody imports yet) is caught too.
@@ -108,19 +112,21 @@ def _imported_modules(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _forbidden_imports(package: str, forbidden: set[str]) -> list[str]:
+    """Where files under ``package`` (a folder) import a forbidden name: a module, or a
+    package and everything under it."""
     found = []
     for path in _python_files(package):
         for line, name in _imported_modules(path):
-            if name.split(".")[0] in forbidden:
+            if any(name == f or name.startswith(f"{f}.") for f in forbidden):
                 found.append(f"{path.relative_to(REPO)}:{line} imports {name}")
     return sorted(set(found))
 
 
 def test_the_import_scanner_sees_imports() -> None:
     """The scanner itself: it must find every form of import, or the tests below prove nothing."""
-    sample = REPO / KERNEL / "fold.py"
+    sample = REPO / KERNEL / "domain" / "fold.py"
     names = {name for _, name in _imported_modules(sample)}
-    assert {"ferrisqueue.events", "ferrisqueue.states", "dataclasses"} <= names
+    assert {"ferrisqueue.domain.events", "ferrisqueue.domain.states", "dataclasses"} <= names
 
 
 def test_the_import_scanner_resolves_relative_and_dynamic_imports(
@@ -162,7 +168,7 @@ def test_the_import_scanner_resolves_relative_and_dynamic_imports(
 def test_the_kernel_has_python_files() -> None:
     files = _python_files(KERNEL)
 
-    assert REPO / KERNEL / "fold.py" in files
+    assert REPO / KERNEL / "domain" / "fold.py" in files
     assert len(files) > 5
 
 
@@ -180,13 +186,14 @@ def test_services_do_not_import_each_other(service: str) -> None:
 # --- The log port ---------------------------------------------------------------------------
 
 NATS_ADAPTERS = {
-    "ferrisqueue/natsconn.py",  # connecting: reconnect for ever, the server version check
-    "ferrisqueue/natslog.py",  # the log port on JetStream (NatsLog)
-    "ferrisqueue/puller.py",  # pull requests and deliveries (NatsDelivery)
-    "ferrisqueue/pubacks.py",  # publish acks through one inbox per connection
+    "ferrisqueue/log/natsconn.py",  # connecting: reconnect for ever, the server version check
+    "ferrisqueue/log/natslog.py",  # the log port on JetStream (NatsLog)
+    "ferrisqueue/log/puller.py",  # pull requests and deliveries (NatsDelivery)
+    "ferrisqueue/log/pubacks.py",  # publish acks through one inbox per connection
 }
 """The only modules that may import nats-py: everything else talks to the log through the
-port (ferrisqueue/logport.py, ferrisqueue/eventlog.py), so it runs on the in-memory log too."""
+port (ferrisqueue/log/port.py, ferrisqueue/log/eventlog.py), so it runs on the in-memory log
+too."""
 
 
 def test_only_the_nats_adapter_imports_nats_py() -> None:
@@ -198,3 +205,36 @@ def test_only_the_nats_adapter_imports_nats_py() -> None:
     }
 
     assert importers == NATS_ADAPTERS
+
+
+# --- Layers inside the kernel --------------------------------------------------------------
+
+LAYER_RULES: dict[str, set[str]] = {
+    "ferrisqueue/domain": {
+        "ferrisqueue.log",
+        "ferrisqueue.store",
+        "ferrisqueue.cli",
+        "ferrisqueue.settings",
+        "nats",
+        "sqlalchemy",
+        "sqlmodel",
+        "fastapi",
+        "httpx",
+    },
+    "ferrisqueue/jobtypes": {"ferrisqueue.log", "ferrisqueue.store", "ferrisqueue.cli", "nats"},
+    "ferrisqueue/store": {"ferrisqueue.log", "ferrisqueue.cli", "nats"},
+    "ferrisqueue/log": {"ferrisqueue.store", "ferrisqueue.cli", "sqlalchemy", "sqlmodel"},
+}
+"""For each kernel layer (a folder), what it must not import: a name forbids that module or
+package and everything under it."""
+
+
+@pytest.mark.parametrize("layer", sorted(LAYER_RULES))
+def test_kernel_layers_point_one_way(layer: str) -> None:
+    assert (REPO / layer).is_dir()
+    assert _forbidden_imports(layer, LAYER_RULES[layer]) == []
+
+
+@pytest.mark.parametrize("folder", [*SERVICES, *sorted(LAYER_RULES)])
+def test_only_the_cli_imports_the_cli(folder: str) -> None:
+    assert _forbidden_imports(folder, {"ferrisqueue.cli"}) == []

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from ferrisqueue.cron import CronSpec
-from ferrisqueue.events import Scheduled, Submitted
-from ferrisqueue.fold import apply
-from ferrisqueue.jobbuilder import (
+from ferrisqueue.domain.cron import CronSpec
+from ferrisqueue.domain.events import Scheduled, Submitted
+from ferrisqueue.domain.fold import apply
+from ferrisqueue.domain.jobbuilder import (
     BOTH_START_TIMES,
     JobFields,
     JobRefused,
@@ -31,8 +31,8 @@ from ferrisqueue.jobbuilder import (
     parse_request,
     validate_payload,
 )
+from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.jobtypes import JobType, builtin_job_types
-from ferrisqueue.states import JobStatus, PendingReason
 from gateway.routes.batch import BatchJobCreate
 from gateway.schemas import JobCreate
 

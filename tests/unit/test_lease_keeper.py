@@ -14,7 +14,7 @@ from typing import cast
 
 import pytest
 
-from ferrisqueue.logport import Delivery
+from ferrisqueue.log.port import Delivery
 from worker.lease import LeaseKeeper
 
 pytestmark = pytest.mark.timeout(10)

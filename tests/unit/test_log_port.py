@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 
+from ferrisqueue.domain.events import Released, Scheduled, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM, SCHEDULE_STREAM, timer_subject
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Released, Scheduled, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.memlog import MemoryLog
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.memlog import MemoryLog
+from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, SCHEDULE_STREAM, timer_subject
-from ferrisqueue.topology import ensure_topology
 from scheduler.timers import timer_for
 from tests.support.log_contract import CONSUMER, LogContract, submitted, take
 

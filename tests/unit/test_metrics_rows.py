@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ferrisqueue.events import BaseEvent, Released, Scheduled, Started
-from ferrisqueue.fold import JobState, apply
+from ferrisqueue.domain.events import BaseEvent, Released, Scheduled, Started
+from ferrisqueue.domain.fold import JobState, apply
 from projections.metrics import Applied, minute_rows
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from ferrisqueue.backoff import RetryPolicy
-from ferrisqueue.events import Submitted
-from ferrisqueue.policy import QueuePolicy, for_job, retry_at
+from ferrisqueue.domain.backoff import RetryPolicy
+from ferrisqueue.domain.events import Submitted
+from ferrisqueue.domain.policy import QueuePolicy, for_job, retry_at
 from ferrisqueue.settings import Settings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import BaseEvent, Started, Submitted, Succeeded, encode_event
+from ferrisqueue.domain.events import BaseEvent, Started, Submitted, Succeeded, encode_event
+from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.models import JobEventRow, JobRow, MetricsMinuteRow

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session
 
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import Started, Submitted, encode_event
-from ferrisqueue.fold import JobState, apply, evolve
-from ferrisqueue.states import JobStatus
+from ferrisqueue.domain.events import Started, Submitted, encode_event
+from ferrisqueue.domain.fold import JobState, apply, evolve
+from ferrisqueue.domain.states import JobStatus
+from ferrisqueue.domain.stored import StoredEvent
 from projections import jobs
 from tests.unit.test_projection_batches import T0, contents, log_of, sqlite_store
 

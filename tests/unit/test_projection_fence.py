@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from ferrisqueue.domain.events import Started, encode_event
+from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.errors import CheckpointMoved
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import Started, encode_event
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import commit_at
 from ferrisqueue.store.models import ProjectionHealth

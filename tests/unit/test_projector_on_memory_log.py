@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import Started, Succeeded, utcnow
-from ferrisqueue.memlog import MemoryLog
+from ferrisqueue.domain.events import Started, Succeeded, utcnow
+from ferrisqueue.domain.states import JobStatus
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.memlog import MemoryLog
+from ferrisqueue.log.topology import PROJECTOR_CONSUMER
 from ferrisqueue.settings import Settings
-from ferrisqueue.states import JobStatus
 from ferrisqueue.store import queries
-from ferrisqueue.subjects import EVENT_STREAM
-from ferrisqueue.topology import PROJECTOR_CONSUMER
 from projections import jobs
 from projections.runner import Projector
 from tests.support.memory import WAIT, memory_log, memory_settings, submit

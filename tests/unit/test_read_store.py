@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from ferrisqueue.domain.events import BaseEvent, Failed, Started, Submitted, Succeeded, encode_event
+from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import BaseEvent, Failed, Started, Submitted, Succeeded, encode_event
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import SCHEMA_VERSION, init_schema
 from ferrisqueue.store.models import SchemaInfo

@@ -1,4 +1,4 @@
-"""The one shape of a background loop (ferrisqueue.service_loop), on an in-memory consumer:
+"""The one shape of a background loop (ferrisqueue.log.service_loop), on an in-memory consumer:
 a failing item is nak'd with backoff and the loop goes on, poison is parked, a loop that
 cannot start retries without touching its siblings, and a stop drains the item in hand."""
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ferrisqueue.backoff import RetryPolicy
+from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError, NatsUnavailable
-from ferrisqueue.service_loop import ConsumerLoop, Poison, Redeliver, Signal
+from ferrisqueue.log.service_loop import ConsumerLoop, Poison, Redeliver, Signal
 from tests.support.loops import FakeMsg, MemorySource
 
 pytestmark = pytest.mark.timeout(10)

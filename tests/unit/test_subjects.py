@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferrisqueue.subjects import subject_matches
+from ferrisqueue.domain.subjects import subject_matches
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, col, select
 
-from ferrisqueue.errors import Permanent
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import (
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     Failed,
@@ -25,15 +23,17 @@ from ferrisqueue.events import (
     Succeeded,
     encode_event,
 )
+from ferrisqueue.domain.stored import StoredEvent
+from ferrisqueue.errors import Permanent
 from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.jobtypes.cleanup import CleanupPayload, CleanupResult
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import OutsideStorageRoot
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.models import JobEventRow, JobRow
 from projections import jobs
 from worker.context import JobContext
 from worker.registry import TaskRegistry
+from worker.storage import OutsideStorageRoot
 from worker.tasks import cleanup as task
 from worker.tasks.cleanup import NotADirectory, cleanup, matches, pattern_parts
 

@@ -17,9 +17,9 @@ import pytest
 from ferrisqueue.errors import Permanent
 from ferrisqueue.jobtypes.data_processing import JOB_TYPE
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import OutsideStorageRoot
 from worker.context import JobContext
 from worker.registry import InvalidPayload, TaskRegistry
+from worker.storage import OutsideStorageRoot
 from worker.tasks.data_processing import register, to_number
 
 RunJob = Callable[..., Awaitable[dict[str, Any]]]

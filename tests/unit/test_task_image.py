@@ -16,9 +16,9 @@ from PIL import Image, ImageCms, ImageFile
 from ferrisqueue.errors import Permanent
 from ferrisqueue.jobtypes.image import JOB_TYPE
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import OutsideStorageRoot
 from worker.context import JobContext
 from worker.registry import InvalidPayload, TaskRegistry
+from worker.storage import OutsideStorageRoot
 from worker.tasks.image import ImageRefused, register
 
 RunImage = Callable[..., Awaitable[dict[str, Any]]]

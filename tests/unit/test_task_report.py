@@ -18,17 +18,17 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from ferrisqueue.domain.events import BaseEvent, Failed, Started, Submitted, Succeeded, encode_event
+from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.errors import Permanent
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.events import BaseEvent, Failed, Started, Submitted, Succeeded, encode_event
 from ferrisqueue.jobtypes import report as contract
-from ferrisqueue.reporting import ALL_TYPES, QueueStats, compute_stats, percentile, render_pdf
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import OutsideStorageRoot
 from ferrisqueue.store.db import init_schema, make_engine
 from projections import jobs
 from worker.context import JobContext
 from worker.registry import InvalidPayload, TaskRegistry
+from worker.reporting import ALL_TYPES, QueueStats, compute_stats, percentile, render_pdf
+from worker.storage import OutsideStorageRoot
 from worker.tasks import report
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

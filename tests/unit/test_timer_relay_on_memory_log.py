@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from ferrisqueue.commands import decide_cancel
-from ferrisqueue.events import Scheduled, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.memlog import MemoryLog
-from ferrisqueue.subjects import EVENT_STREAM, SCHEDULE_STREAM, timer_subject
+from ferrisqueue.domain.commands import decide_cancel
+from ferrisqueue.domain.events import Scheduled, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM, SCHEDULE_STREAM, timer_subject
+from ferrisqueue.log.memlog import MemoryLog
 from scheduler.timers import TIMER_CONSUMER, TimerRelay
 from tests.support.memory import WAIT, memory_log, running_worker, serving, wait_for_kinds
 from worker.context import JobContext

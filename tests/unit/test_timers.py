@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ferrisqueue.commands import Rejection, decide_release, release_abandoned
-from ferrisqueue.events import (
+from ferrisqueue.domain.commands import Rejection, decide_release, release_abandoned
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     CancelRequested,
@@ -21,8 +21,8 @@ from ferrisqueue.events import (
     Succeeded,
     decode_event,
 )
-from ferrisqueue.fold import JobState, fold
-from ferrisqueue.states import PendingReason
+from ferrisqueue.domain.fold import JobState, fold
+from ferrisqueue.domain.states import PendingReason
 from scheduler.timers import FIRED_TTL, Timer, at_schedule, timer_for
 
 JOB = "job-1"

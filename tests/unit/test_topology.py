@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM
-from ferrisqueue.topology import (
+from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.topology import (
     load_consumer_definition,
     load_stream_definitions,
     worker_consumer_config,
 )
+from ferrisqueue.settings import Settings
 
 
 def test_event_stream_keeps_history() -> None:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ferrisqueue.domain.workers import WorkerHealth, health
 from ferrisqueue.settings import Settings
-from ferrisqueue.workers import WorkerHealth, health
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from ferrisqueue.domain.events import Canceled, Failed, Succeeded
 from ferrisqueue.errors import ConfigurationError, FerrisQueueError, Permanent
-from ferrisqueue.events import Canceled, Failed, Succeeded
 from ferrisqueue.settings import Settings
 from worker.context import JobContext
 from worker.middleware import (

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from ferrisqueue.commands import decide_cancel
+from ferrisqueue.domain.commands import decide_cancel
+from ferrisqueue.domain.events import Canceled, CancelRequested, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import DLQ_STREAM, EVENT_STREAM, dlq_subject, job_subject
 from ferrisqueue.errors import Permanent
-from ferrisqueue.eventlog import CommandResult
-from ferrisqueue.events import Canceled, CancelRequested, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.memlog import MemoryLog
-from ferrisqueue.subjects import DLQ_STREAM, EVENT_STREAM, dlq_subject, job_subject
-from ferrisqueue.topology import worker_consumer_name
+from ferrisqueue.log.eventlog import CommandResult
+from ferrisqueue.log.memlog import MemoryLog
+from ferrisqueue.log.topology import worker_consumer_name
 from tests.support.memory import (
     memory_log,
     memory_settings,

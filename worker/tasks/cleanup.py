@@ -4,7 +4,7 @@ from the read store.
 Files (``target="files"``), what is guaranteed:
 
 * **Never outside the storage root.** ``root_subdir`` goes through
-  :func:`ferrisqueue.storage.inside`, and the pattern may not hold ``..``.
+  :func:`worker.storage.inside`, and the pattern may not hold ``..``.
 * **Symlinks are never followed.** The tree is walked with :func:`os.fwalk` from directory
   file descriptors, ``root_subdir`` is opened one component at a time with ``O_NOFOLLOW``,
   and every file is unlinked relative to its directory's descriptor. So a symlinked
@@ -40,6 +40,7 @@ from pathlib import PurePosixPath
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
+from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.errors import Permanent
 from ferrisqueue.jobtypes.cleanup import (
     MAX_SKIPPED_LISTED,
@@ -48,12 +49,11 @@ from ferrisqueue.jobtypes.cleanup import (
     SkippedPath,
 )
 from ferrisqueue.settings import Settings
-from ferrisqueue.states import JobStatus
-from ferrisqueue.storage import inside
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.models import JobEventRow, JobRow
 from worker.context import JobContext
 from worker.registry import TaskRegistry
+from worker.storage import inside
 
 PROGRESS_EVERY = 500
 """Files deleted between two progress reports."""

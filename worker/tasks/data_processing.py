@@ -36,9 +36,9 @@ from ferrisqueue.jobtypes.data_processing import (
     Filter,
 )
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import atomic_writer, inside
 from worker.context import JobContext
 from worker.registry import TaskRegistry
+from worker.storage import atomic_writer, inside
 
 PROGRESS_STEP = 0.05
 MAX_LINE_CHARS = 1 << 20

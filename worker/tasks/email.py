@@ -41,9 +41,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from ferrisqueue.errors import Permanent
 from ferrisqueue.jobtypes.email import EmailPayload, EmailResult, split_address
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import atomic_writer
 from worker.context import JobContext
 from worker.registry import TaskRegistry
+from worker.storage import atomic_writer
 
 MAX_RENDERED_CHARS = 2_000_000
 """Per rendered part: a sandboxed template can still loop; this bounds what it may produce."""

@@ -2,7 +2,7 @@
 
 Guarantees, and why:
 
-* **Only the storage root.** Both paths go through :func:`ferrisqueue.storage.inside`.
+* **Only the storage root.** Both paths go through :func:`worker.storage.inside`.
 * **No decompression bombs.** The pixel count comes from the header (``Image.open`` does not
   decode) and is checked against ``FQ_IMAGE_MAX_PIXELS`` before any pixel is decoded; each
   operation's output size is checked too, so a resize cannot build a bomb either. Pillow's own
@@ -47,9 +47,9 @@ from ferrisqueue.jobtypes.image import (
     Thumbnail,
 )
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import atomic_writer, inside
 from worker.context import JobContext
 from worker.registry import TaskRegistry
+from worker.storage import atomic_writer, inside
 
 READABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 """Input formats Pillow may open for an image job."""

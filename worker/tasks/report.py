@@ -1,7 +1,7 @@
 """The ``report`` task: read the jobs of a period from the read store, compute their
 statistics and write the report files under the storage root.
 
-The statistics and renderings are pure (:mod:`ferrisqueue.reporting`); this module only
+The statistics and renderings are pure (:mod:`worker.reporting`); this module only
 reads rows and writes files. The handler is a plain ``def``: the query and the PDF are
 blocking work, so the registry runs it in a thread and the event loop keeps beating leases.
 
@@ -20,16 +20,16 @@ from pathlib import PurePosixPath
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from ferrisqueue.domain.events import utcnow
 from ferrisqueue.errors import Permanent
-from ferrisqueue.events import utcnow
 from ferrisqueue.jobtypes.report import ReportPayload, ReportResult, ReportTotals
-from ferrisqueue.reporting import JobFacts, compute_stats, render_csv, render_html, render_pdf
 from ferrisqueue.settings import Settings
-from ferrisqueue.storage import atomic_writer, inside
 from ferrisqueue.store.db import make_engine
 from ferrisqueue.store.models import JobRow
 from worker.context import JobContext
 from worker.registry import TaskRegistry
+from worker.reporting import JobFacts, compute_stats, render_csv, render_html, render_pdf
+from worker.storage import atomic_writer, inside
 
 _FETCH_BATCH = 2_000
 """Rows fetched from the read store at a time (the period may hold many jobs)."""

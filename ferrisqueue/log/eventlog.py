@@ -1,11 +1,11 @@
 """The event log as services use it: append an event, read a job's history, carry out a
-command, on top of the log port (:mod:`ferrisqueue.logport`).
+command, on top of the log port (:mod:`ferrisqueue.log.port`).
 
 :class:`EventLog` is the port with FerrisQueue's events on it. Its event-level operations
 (:meth:`~EventLog.append`, :meth:`~EventLog.command`, :meth:`~EventLog.history`,
 :meth:`~EventLog.newest`) are written once here over the port's primitives, so the NATS
-adapter (:class:`ferrisqueue.natslog.NatsLog`) and the in-memory log
-(:class:`ferrisqueue.memlog.MemoryLog`) behave alike by construction: what differs between
+adapter (:class:`ferrisqueue.log.natslog.NatsLog`) and the in-memory log
+(:class:`ferrisqueue.log.memlog.MemoryLog`) behave alike by construction: what differs between
 them is only how a message is stored, read and delivered.
 
 Errors are FerrisQueue's (:mod:`ferrisqueue.errors`), so callers can tell "definitely not
@@ -15,24 +15,22 @@ stored" (:class:`PublishRejected`, :class:`NatsUnavailable`) from "maybe stored"
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Generic
 
-from ferrisqueue.commands import Decision, E, Rejection
-from ferrisqueue.errors import ConcurrentChange, DecodeError, PayloadTooLarge
-from ferrisqueue.events import BaseEvent, Event, decode_event, encode_event
-from ferrisqueue.fold import JobState, fold
-from ferrisqueue.logport import (
+from ferrisqueue.domain.commands import Decision, E, Rejection
+from ferrisqueue.domain.events import BaseEvent, encode_event
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.stored import StoredEvent, fold_history
+from ferrisqueue.domain.subjects import EVENT_STREAM, job_history_filter
+from ferrisqueue.errors import ConcurrentChange, PayloadTooLarge
+from ferrisqueue.log.port import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
     MSG_ID,
-    Delivery,
     LogPort,
-    StoredMessage,
 )
-from ferrisqueue.subjects import EVENT_STREAM, job_history_filter
 
 
 def _headers(event: BaseEvent, after_seq: int | None) -> dict[str, str]:
@@ -42,42 +40,6 @@ def _headers(event: BaseEvent, after_seq: int | None) -> dict[str, str]:
         headers[EXPECTED_LAST_SUBJECT_SEQ] = str(after_seq)
         headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = job_history_filter(event.job_id)
     return headers
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One message of the event log: its stream sequence, and the event or why it isn't one."""
-
-    seq: int
-    subject: str
-    stored_at: datetime
-    data: bytes
-    event: Event | None
-    error: DecodeError | None
-
-    @classmethod
-    def decode(cls, seq: int, subject: str, data: bytes, stored_at: datetime) -> StoredEvent:
-        try:
-            return cls(
-                seq,
-                subject,
-                stored_at,
-                data,
-                decode_event(subject, data, stored_at=stored_at),
-                None,
-            )
-        except DecodeError as exc:
-            return cls(seq, subject, stored_at, data, None, exc)
-
-    @classmethod
-    def of(cls, message: Delivery | StoredMessage) -> StoredEvent:
-        """A delivered or read message as a :class:`StoredEvent`."""
-        return cls.decode(message.seq, message.subject, message.data, message.stored_at)
-
-
-def fold_history(history: Iterable[StoredEvent]) -> JobState | None:
-    """A job's state from its stored messages (undecodable ones change nothing)."""
-    return fold(stored.event for stored in history if stored.event is not None)
 
 
 COMMAND_TRIES = 5
@@ -99,7 +61,7 @@ reading the job again, not by waiting for it.
 
 Decide = Callable[[JobState | None, Sequence[BaseEvent]], Decision[E]]
 """A command's decision on a job's folded state and decoded history (see
-:mod:`ferrisqueue.commands`); called again on fresher facts after a conflict."""
+:mod:`ferrisqueue.domain.commands`); called again on fresher facts after a conflict."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,10 @@ from pydantic import (
     ValidationError,
 )
 
-from ferrisqueue.backoff import RetryPolicy
+from ferrisqueue.domain.backoff import RetryPolicy
+from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.subjects import job_subject, parse_job_subject
 from ferrisqueue.errors import DecodeError
-from ferrisqueue.ids import is_token
-from ferrisqueue.subjects import job_subject, parse_job_subject
 
 SCHEMA_VERSION = 1
 """The newest event schema this code writes and understands."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ferrisqueue.events import (
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     CancelRequested,
@@ -33,7 +33,7 @@ from ferrisqueue.events import (
     Submitted,
     Succeeded,
 )
-from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.domain.states import JobStatus, PendingReason
 
 UNKNOWN_TYPE = "unknown"
 """The type of a job whose submission was undecodable."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ferrisqueue.eventlog import StoredEvent
-from ferrisqueue.fold import JobState, apply
+from ferrisqueue.domain.fold import JobState, apply
+from ferrisqueue.domain.stored import StoredEvent
 
 _ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "purged_by", "worker")
 

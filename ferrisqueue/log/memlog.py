@@ -1,12 +1,12 @@
 """An in-memory log with JetStream's behaviour, for tests that run in milliseconds.
 
-:class:`MemoryLog` implements the log port (:mod:`ferrisqueue.logport`) the way
-:class:`~ferrisqueue.natslog.NatsLog` does on a nats-server, as far as FerrisQueue relies on
+:class:`MemoryLog` implements the log port (:mod:`ferrisqueue.log.port`) the way
+:class:`~ferrisqueue.log.natslog.NatsLog` does on a nats-server, as far as FerrisQueue relies on
 it, so the worker's executor, the scheduler's loops and the projector run on it unchanged
 (like dramatiq's ``StubBroker``, it lives in the package: a plugin's author can run a real
 :class:`~worker.executor.JobExecutor` over it too). What it honours:
 
-* **streams** from the same JSON definitions (:func:`ferrisqueue.topology.ensure_streams`):
+* **streams** from the same JSON definitions (:func:`ferrisqueue.log.topology.ensure_streams`):
   subjects with ``*`` / ``>``, one sequence per stream, ``max_msgs_per_subject``,
   ``max_msg_size``, and ``sources`` with ``subject_transforms`` (``{{wildcard(n)}}``), so a
   fired timer in ``FQ_SCHEDULES`` becomes the job's ``released`` in ``FQ_EVENTS``;
@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ferrisqueue.domain.subjects import subject_matches
 from ferrisqueue.errors import ConcurrentChange, NatsUnavailable, PayloadTooLarge, PublishRejected
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.logport import (
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import (
     EXPECTED_LAST_SUBJECT_SEQ,
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
     EXPECTED_STREAM,
@@ -59,7 +60,6 @@ from ferrisqueue.logport import (
     header_bytes,
     unless_stopped,
 )
-from ferrisqueue.subjects import subject_matches
 
 MAX_PAYLOAD = 1024 * 1024
 """As the embedded server's ``max_payload: 1MB``."""

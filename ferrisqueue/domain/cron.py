@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ferrisqueue.domain.events import Token, UtcDatetime
+from ferrisqueue.domain.jobbuilder import JobFields
 from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.events import Token, UtcDatetime
-from ferrisqueue.jobbuilder import JobFields
 
 
 class InvalidSchedule(FerrisQueueError, ValueError):
@@ -228,7 +228,7 @@ class JobTemplate(JobFields):
     """The job each tick creates (the fields of a ``submitted`` event); its payload must
     match its type's contract."""
 
-    # Checked when the schedule is defined (ferrisqueue.jobbuilder.check_job, through
+    # Checked when the schedule is defined (ferrisqueue.domain.jobbuilder.check_job, through
     # CronBook.put) and built on every tick by the same builder as any other job.
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferrisqueue.events import Token, UtcDatetime
+from ferrisqueue.domain.events import Token, UtcDatetime
 
 WORKER_STREAM = "FQ_WORKERS"
 WORKER_SUBJECTS = "fq.worker.>"

@@ -2,7 +2,7 @@
 
 The definitions are the JetStream API's own JSON, so the ``nats`` CLI applies the same files:
 ``nats stream add --config nats/jetstream/streams/FQ_EVENTS.json``. Code applies them through
-the log port (:meth:`~ferrisqueue.logport.LogPort.ensure_stream` / ``ensure_consumer``): the
+the log port (:meth:`~ferrisqueue.log.port.LogPort.ensure_stream` / ``ensure_consumer``): the
 NATS adapter sends them to the same API (``$JS.API.STREAM.CREATE`` / ``UPDATE`` and
 ``$JS.API.CONSUMER.CREATE``), the in-memory log builds its streams and consumers from them, so
 there is one source of truth for the topology, and tests run on the shipped one.
@@ -18,15 +18,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ferrisqueue.domain.subjects import EVENT_STREAM, runnable_filters
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.logport import LogPort
+from ferrisqueue.log.port import LogPort
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import EVENT_STREAM, runnable_filters
 
 _NANOS = 1_000_000_000
 _BACKOFF_STEPS = 6  # redelivery waits double up to 32x AckWait
 
-DEFINITIONS_DIR = Path(__file__).resolve().parent.parent / "nats" / "jetstream"
+DEFINITIONS_DIR = Path(__file__).resolve().parents[2] / "nats" / "jetstream"
 """Where the JSON lives in a checkout (the project runs from one, see README)."""
 
 PROJECTOR_CONSUMER = "fq-projector"

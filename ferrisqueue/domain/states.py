@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class JobStatus(StrEnum):
-    """The status of a job: the fold of its events (see :mod:`ferrisqueue.fold`)."""
+    """The status of a job: the fold of its events (see :mod:`ferrisqueue.domain.fold`)."""
 
     PENDING = "pending"
     """Accepted and waiting: for a worker (``queued``), for its ``run_at`` (``scheduled``) or

@@ -13,7 +13,7 @@ The file is TOML with one ``[[schedule]]`` table per schedule, the same fields a
     payload = { output = "reports/nightly.html" }
 
 Every schedule's job is checked against its type's contract when the file is read
-(:func:`ferrisqueue.jobbuilder.check_job`): a file with a job that could never run stops the
+(:func:`ferrisqueue.domain.jobbuilder.check_job`): a file with a job that could never run stops the
 scheduler at start, saying which schedule and why, rather than creating jobs that fail.
 
 Applying it is an upsert of every table (unchanged ones are not rewritten, so their
@@ -33,11 +33,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from ferrisqueue.cron import CronSpec
-from ferrisqueue.cronbook import CronBook
+from ferrisqueue.domain.cron import CronSpec
+from ferrisqueue.domain.jobbuilder import JobRefused, check_job
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.jobbuilder import JobRefused, check_job
 from ferrisqueue.jobtypes import JobType
+from ferrisqueue.log.cronbook import CronBook
 
 log = logging.getLogger(__name__)
 

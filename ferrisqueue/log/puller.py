@@ -11,7 +11,7 @@ status message (408 when it expires, 409 when the server cuts it short), or at a
 deadline in case the connection dropped; then the next one is sent.
 
 Each message is handed over as a :class:`NatsDelivery`, the log port's
-:class:`~ferrisqueue.logport.Delivery` over a nats-py message: its place in the stream read
+:class:`~ferrisqueue.log.port.Delivery` over a nats-py message: its place in the stream read
 from its ack subject, and ack / nak / term / in_progress with nats-py's errors translated.
 """
 
@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.logport import Delivery, unless_stopped
+from ferrisqueue.log.port import Delivery, unless_stopped
 
 _STATUS = "Status"
 _HEARTBEAT = "100"

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 
 from ferrisqueue.errors import ConcurrentChange, IdempotencyConflict, NatsUnavailable
-from ferrisqueue.logport import EXPECTED_LAST_SUBJECT_SEQ, LogPort
+from ferrisqueue.log.port import EXPECTED_LAST_SUBJECT_SEQ, LogPort
 
 BUCKET = "FQ_IDEMPOTENCY"
 _STREAM = f"KV_{BUCKET}"

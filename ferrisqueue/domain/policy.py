@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferrisqueue.backoff import RetryPolicy
-from ferrisqueue.events import JobSpec
+from ferrisqueue.domain.backoff import RetryPolicy
+from ferrisqueue.domain.events import JobSpec
 
 
 class QueuePolicy(BaseModel):

@@ -1,6 +1,6 @@
 """Commands: what may be done to a job, decided from its state alone.
 
-The fold (:mod:`ferrisqueue.fold`) says what a job *is*; this module says what may be done
+The fold (:mod:`ferrisqueue.domain.fold`) says what a job *is*; this module says what may be done
 to it. Each ``decide_*`` function takes the job's folded state (``None`` for a job the log
 does not know), its history where the decision needs more than the state, and the
 command's own inputs, and returns either the events to append or a :class:`Rejection`
@@ -9,7 +9,7 @@ no randomness, so every decision is a row in a table test (``tests/unit/test_com
 
 Reading the job, folding it, appending the decision under the job's newest sequence and
 deciding again when someone else got there first is :meth:`EventLog.command
-<ferrisqueue.eventlog.EventLog.command>`; a caller only chooses the ``decide_*`` function.
+<ferrisqueue.log.eventlog.EventLog.command>`; a caller only chooses the ``decide_*`` function.
 What a caller does around a decision (an HTTP answer, acking a message, removing a dead
 letter or a timer) stays with the caller.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from ferrisqueue.events import (
+from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     CancelRequested,
@@ -34,8 +34,8 @@ from ferrisqueue.events import (
     Released,
     Started,
 )
-from ferrisqueue.fold import JobState
-from ferrisqueue.states import JobStatus, PendingReason
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.states import JobStatus, PendingReason
 
 E = TypeVar("E", bound=BaseEvent)
 

@@ -32,9 +32,9 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ferrisqueue.backoff import RetryPolicy
+from ferrisqueue.domain.backoff import RetryPolicy
+from ferrisqueue.domain.events import Scheduled, Submitted, Token
 from ferrisqueue.errors import FerrisQueueError
-from ferrisqueue.events import Scheduled, Submitted, Token
 from ferrisqueue.jobtypes import JobType
 
 MAX_DELAY = 30_000_000

@@ -1,11 +1,11 @@
 """The NATS adapter of the log port: the event log on JetStream, through nats-py.
 
-:class:`NatsLog` implements :class:`~ferrisqueue.eventlog.EventLog`'s primitives with
-JetStream: publishes wait for their ack (through :class:`~ferrisqueue.pubacks.AckInbox`), reads
-are direct gets, consumers are pulled by :class:`~ferrisqueue.puller.Puller`, and streams and
+:class:`NatsLog` implements :class:`~ferrisqueue.log.eventlog.EventLog`'s primitives with
+JetStream: publishes wait for their ack (through :class:`~ferrisqueue.log.pubacks.AckInbox`), reads
+are direct gets, consumers are pulled by :class:`~ferrisqueue.log.puller.Puller`, and streams and
 consumers are created through the JetStream API. It is one of the few modules that import
-nats-py (with :mod:`ferrisqueue.natsconn`, :mod:`ferrisqueue.puller` and
-:mod:`ferrisqueue.pubacks`); everything it raises is FerrisQueue's (:mod:`ferrisqueue.errors`),
+nats-py (with :mod:`ferrisqueue.log.natsconn`, :mod:`ferrisqueue.log.puller` and
+:mod:`ferrisqueue.log.pubacks`); everything it raises is FerrisQueue's (:mod:`ferrisqueue.errors`),
 so callers can tell "definitely not stored" (:class:`PublishRejected`, :class:`NatsUnavailable`)
 from "maybe stored" (:class:`PublishOutcomeUnknown`).
 """
@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
+from ferrisqueue.domain.subjects import subject_matches
 from ferrisqueue.errors import (
     ConcurrentChange,
     ConfigurationError,
@@ -34,19 +35,18 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.logport import (
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natsconn import close_quietly, connect
+from ferrisqueue.log.port import (
     WRONG_LAST_SEQUENCE,
     Consumer,
     StoredMessage,
     Watcher,
     header_bytes,
 )
-from ferrisqueue.natsconn import close_quietly, connect
-from ferrisqueue.pubacks import AckInbox
-from ferrisqueue.puller import Puller
+from ferrisqueue.log.pubacks import AckInbox
+from ferrisqueue.log.puller import Puller
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import subject_matches
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class NatsLog(EventLog):
 
     @classmethod
     async def connect(cls, settings: Settings, *, name: str) -> NatsLog:
-        """Connect to ``FQ_NATS_URL`` (see :func:`ferrisqueue.natsconn.connect`: reconnect
+        """Connect to ``FQ_NATS_URL`` (see :func:`ferrisqueue.log.natsconn.connect`: reconnect
         for ever, a server version check) and return the log owning that connection."""
         nc = await connect(
             settings.effective_nats_url, name=name, connect_timeout=settings.nats_connect_timeout

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ferrisqueue.domain.events import DeadLettered, utcnow
+from ferrisqueue.domain.subjects import DLQ_STREAM, dlq_subject
 from ferrisqueue.errors import PayloadTooLarge
-from ferrisqueue.eventlog import EventLog
-from ferrisqueue.events import DeadLettered, utcnow
-from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+from ferrisqueue.log.eventlog import EventLog
 
 _HEADER_LIMIT = 1000
 

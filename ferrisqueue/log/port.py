@@ -1,11 +1,11 @@
 """The log port: what FerrisQueue needs from the log it is built on, and nothing of the library.
 
-Every service talks to the log through this port (and :class:`~ferrisqueue.eventlog.EventLog`,
+Every service talks to the log through this port (and :class:`~ferrisqueue.log.eventlog.EventLog`,
 which adds the event-level operations on top of it). Two implementations exist:
 
-* :class:`ferrisqueue.natslog.NatsLog`, the adapter over nats-py and JetStream, which the
+* :class:`ferrisqueue.log.natslog.NatsLog`, the adapter over nats-py and JetStream, which the
   services run on;
-* :class:`ferrisqueue.memlog.MemoryLog`, an in-memory log with the same behaviour and a clock
+* :class:`ferrisqueue.log.memlog.MemoryLog`, an in-memory log with the same behaviour and a clock
   a test controls, on which the worker, the scheduler's loops and the projector are unit
   tested in milliseconds (dramatiq's ``StubBroker`` is the model).
 
@@ -97,7 +97,7 @@ class Delivery(ABC):
 
 
 class Consumer(Protocol):
-    """Bursts of deliveries from one durable pull consumer (see :mod:`ferrisqueue.puller`)."""
+    """Bursts of deliveries from one durable pull consumer (see :mod:`ferrisqueue.log.puller`)."""
 
     async def start(self) -> None: ...
 
@@ -125,7 +125,7 @@ class LogPort(ABC):
     """Streams of messages and durable consumers on them: the primitives FerrisQueue uses.
 
     Publishing, reading and purging, the streams' and consumers' definitions (the JetStream
-    JSON under ``nats/jetstream``, applied by :mod:`ferrisqueue.topology`), pull consumers,
+    JSON under ``nats/jetstream``, applied by :mod:`ferrisqueue.log.topology`), pull consumers,
     and a plain (not durable) watch of stored subjects."""
 
     @property
@@ -212,7 +212,7 @@ class LogPort(ABC):
         message; ``give_up_after``: seconds of pull requests nobody answers (the consumer
         has no leader, or is gone) after which pulling raises
         :class:`~ferrisqueue.errors.NatsUnavailable`, None to keep asking (see
-        :mod:`ferrisqueue.puller`)."""
+        :mod:`ferrisqueue.log.puller`)."""
 
     @abstractmethod
     async def watch(self, subject: str, watcher: Watcher) -> None:

@@ -38,10 +38,10 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 
-from ferrisqueue.backoff import RetryPolicy
+from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError, FerrisQueueError
-from ferrisqueue.logport import Consumer, Delivery, LogPort
-from ferrisqueue.topology import load_consumer_definition
+from ferrisqueue.log.port import Consumer, Delivery, LogPort
+from ferrisqueue.log.topology import load_consumer_definition
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,10 @@
 
 Two places hold a schedule, and this module keeps them in step:
 
-* the **definition** (:class:`~ferrisqueue.cron.CronDefinition`, JSON) in the key-value bucket
-  ``FQ_CRON`` under its name: what the gateway lists and what the scheduler reads on each
-  tick (so a paused or deleted schedule creates no job even from a tick already fired);
+* the **definition** (:class:`~ferrisqueue.domain.cron.CronDefinition`, JSON) in the
+  key-value bucket ``FQ_CRON`` under its name: what the gateway lists and what the scheduler
+  reads on each tick (so a paused or deleted schedule creates no job even from a tick
+  already fired);
 * the **server schedule**: one message on ``fq.cron.<name>`` in ``FQ_SCHEDULES`` with the
   ``Nats-Schedule`` header. The nats-server fires it, durably and without any of our
   processes, as a message on ``fq.tick.<name>`` (with a TTL, so ticks do not pile up).
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from ferrisqueue.cron import (
+from ferrisqueue.domain.cron import (
     CronDefinition,
     CronSpec,
     InvalidSchedule,
@@ -37,6 +38,10 @@ from ferrisqueue.cron import (
     next_interval_fires,
     round_to_second,
 )
+from ferrisqueue.domain.events import encode_event, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.jobbuilder import build_job
+from ferrisqueue.domain.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
 from ferrisqueue.errors import (
     ConcurrentChange,
     NatsUnavailable,
@@ -44,13 +49,9 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
     PublishRejected,
 )
-from ferrisqueue.events import encode_event, utcnow
-from ferrisqueue.ids import new_job_id
-from ferrisqueue.jobbuilder import build_job
 from ferrisqueue.jobtypes import JobType, load_job_types
-from ferrisqueue.logport import EXPECTED_LAST_SUBJECT_SEQ, LogPort, StoredMessage
+from ferrisqueue.log.port import EXPECTED_LAST_SUBJECT_SEQ, LogPort, StoredMessage
 from ferrisqueue.settings import Settings
-from ferrisqueue.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class CronBook:
         An unchanged definition is not written again and its server schedule is left alone
         (so its interval is not restarted). Raises :class:`InvalidSchedule` when the server
         refuses the schedule; the previous definition is then restored.
-        :class:`~ferrisqueue.jobbuilder.JobRefused` when the job's payload breaks its type's
+        :class:`~ferrisqueue.domain.jobbuilder.JobRefused` when the job's payload breaks its type's
         contract, :class:`PayloadTooLarge` when the job each tick creates would exceed the
         event limit; nothing is written then.
         """

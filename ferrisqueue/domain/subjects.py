@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ferrisqueue.ids import is_token
+from ferrisqueue.domain.ids import is_token
 
 EVENT_STREAM = "FQ_EVENTS"
 """The Limits-retention stream that holds every lifecycle event: the source of truth."""

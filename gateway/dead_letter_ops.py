@@ -8,7 +8,7 @@ naming who did it, appended to the job's log, and then the job's dead letter is 
   and as ``redriven`` is a runnable event the queue's workers run it at once;
 * **purge**: ``purged``: the job stays ``failed`` for good and leaves the dead letters.
 
-Each job is decided (:func:`~ferrisqueue.commands.decide_redrive`, ``decide_purge``) on its
+Each job is decided (:func:`~ferrisqueue.domain.commands.decide_redrive`, ``decide_purge``) on its
 own history read from the log, never on the read store (which may lag): a job that is not
 dead-lettered is skipped with the reason, never failing the batch. The append is guarded by
 the job's last sequence (:meth:`EventLog.command`), so an action racing another (two
@@ -24,13 +24,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ferrisqueue.commands import Decision, decide_purge, decide_redrive
+from ferrisqueue.domain.commands import Decision, decide_purge, decide_redrive
+from ferrisqueue.domain.events import BaseEvent, Purged, Redriven, utcnow
+from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.subjects import DLQ_STREAM, dlq_subject
 from ferrisqueue.errors import ConcurrentChange
-from ferrisqueue.eventlog import Decide, EventLog
-from ferrisqueue.events import BaseEvent, Purged, Redriven, utcnow
-from ferrisqueue.fold import JobState
-from ferrisqueue.logport import StoredMessage
-from ferrisqueue.subjects import DLQ_STREAM, dlq_subject
+from ferrisqueue.log.eventlog import Decide, EventLog
+from ferrisqueue.log.port import StoredMessage
 
 MAX_BATCH = 1000
 """The most jobs one redrive or purge acts on; select more with repeated calls."""

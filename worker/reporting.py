@@ -37,7 +37,7 @@ from datetime import datetime
 from fpdf import FPDF
 from jinja2 import Environment
 
-from ferrisqueue.states import JobStatus
+from ferrisqueue.domain.states import JobStatus
 
 PERCENTILES = (50, 95, 99)
 """The percentiles a report shows."""
