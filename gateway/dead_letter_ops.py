@@ -12,9 +12,10 @@ Each job is decided (:func:`~ferrisqueue.domain.commands.decide_redrive`, ``deci
 own history read from the log, never on the read store (which may lag): a job that is not
 dead-lettered is skipped with the reason, never failing the batch. The append is guarded by
 the job's last sequence (:meth:`EventLog.command`), so an action racing another (two
-operators, a worker) lands once or is decided again on the new history. A crash between
-the event and the removal leaves the copy in ``FQ_DLQ`` beside a job that is no longer
-dead; inspecting the job shows both.
+operators, a worker) lands once or is decided again on the new history. The removal here is
+the fast path; it also follows from the event itself (the scheduler's
+:mod:`scheduler.dead_letter_sweeper`), so a crash between the event and the removal is
+finished there.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""``python -m scheduler``: the dead-letter router, the timer relay and cron, until SIGTERM.
+"""``python -m scheduler``: the dead-letter router and sweeper, the timer relay and cron,
+until SIGTERM.
 
-Three loops of one shape (:class:`ferrisqueue.log.service_loop.ConsumerLoop`), each with its own
-durable consumer. Each handles its own failures and never raises, so a bad advisory or a
-NATS hiccup in one of them leaves the other two running.
+Four loops of one shape (:class:`ferrisqueue.log.service_loop.ConsumerLoop`), each with its
+own durable consumer. Each handles its own failures and never raises, so a bad advisory or a
+NATS hiccup in one of them leaves the others running.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.settings import Settings
 from scheduler.cron import TickRelay
+from scheduler.dead_letter_sweeper import DeadLetterSweeper
 from scheduler.dead_letters import DeadLetterRouter
 from scheduler.timers import TimerRelay
 
@@ -30,11 +32,12 @@ async def _serve(settings: Settings) -> None:
         await ensure_streams(event_log, settings)
         loops = (
             DeadLetterRouter(event_log),
+            DeadLetterSweeper(event_log),
             TimerRelay(event_log),
             TickRelay.for_settings(event_log, settings),  # a broken cron file stops us here
         )
         # A loop's run() returns only once stopping is set and it has drained: the group
-        # waits for all three; no loop's failure reaches it to cancel the others.
+        # waits for all of them; no loop's failure reaches it to cancel the others.
         async with asyncio.TaskGroup() as tasks:
             for service_loop in loops:
                 tasks.create_task(service_loop.run(stopping), name=service_loop.name)

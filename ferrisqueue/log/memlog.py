@@ -407,11 +407,12 @@ class MemoryLog(EventLog):
             return found[-1] if found else None
         return next((m for m in found if m.seq >= from_seq), None)
 
-    async def purge(self, subject: str, *, stream: str) -> None:
+    async def purge(self, subject: str, *, stream: str, before_seq: int | None = None) -> None:
         self._check()
         held = self._state.stream(stream)
         for message in held.matching(subject):
-            del held.messages[message.seq]
+            if before_seq is None or message.seq < before_seq:
+                del held.messages[message.seq]
         self._state.changed()
 
     async def last_seq(self, stream: str) -> int:

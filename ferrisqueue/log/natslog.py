@@ -200,10 +200,10 @@ class NatsLog(EventLog):
             raise NatsUnavailable(f"reading {subject}: {exc!r}") from exc
         return _message(raw)
 
-    async def purge(self, subject: str, *, stream: str) -> None:
+    async def purge(self, subject: str, *, stream: str, before_seq: int | None = None) -> None:
         self._check_connected()
         try:
-            await self._js.purge_stream(stream, subject=subject)
+            await self._js.purge_stream(stream, subject=subject, seq=before_seq)
         except nats.js.errors.APIError as exc:
             raise PublishRejected(f"purge {subject}: {exc.description} ({exc.err_code})") from exc
         except (nats.errors.Error, TimeoutError) as exc:

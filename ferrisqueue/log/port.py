@@ -173,8 +173,9 @@ class LogPort(ABC):
         first one at or after that sequence; ``None`` when there is none."""
 
     @abstractmethod
-    async def purge(self, subject: str, *, stream: str) -> None:
-        """Remove every message on ``subject`` from ``stream`` (nothing there is no error)."""
+    async def purge(self, subject: str, *, stream: str, before_seq: int | None = None) -> None:
+        """Remove every message on ``subject`` from ``stream`` (nothing there is no error);
+        with ``before_seq``, only those stored before that sequence."""
 
     @abstractmethod
     async def last_seq(self, stream: str) -> int:
