@@ -150,6 +150,17 @@ class NotNumeric(Exception):
     """A value in a numeric aggregation is not a number (the caller adds where)."""
 
 
+def numeric(value: Any) -> int | float | None:
+    """A present value of a numeric aggregation as a number (None: the value is missing);
+    :class:`NotNumeric` if it is present but not a number."""
+    if value is None:
+        return None
+    number = to_number(value)
+    if number is None:
+        raise NotNumeric(value)
+    return number
+
+
 Accumulator = list[Any]
 """One aggregation's state for one group, O(1) whatever the group's size:
 ``[count, total, minimum, maximum]`` (a mean is total / count)."""
@@ -186,11 +197,8 @@ def _updater(get: Getter | None, fn: str) -> Update:
     if fn in ("sum", "mean"):
 
         def add(acc: Accumulator, row: Any) -> None:
-            value = get(row)
-            if value is not None:
-                number = to_number(value)
-                if number is None:
-                    raise NotNumeric(value)
+            number = numeric(get(row))
+            if number is not None:
                 acc[0] += 1
                 acc[1] += number
 
@@ -198,11 +206,8 @@ def _updater(get: Getter | None, fn: str) -> Update:
     slot, better = (SLOTS["min"], operator.lt) if fn == "min" else (SLOTS["max"], operator.gt)
 
     def extreme(acc: Accumulator, row: Any) -> None:
-        value = get(row)
-        if value is not None:
-            number = to_number(value)
-            if number is None:
-                raise NotNumeric(value)
+        number = numeric(get(row))
+        if number is not None:
             acc[0] += 1
             if acc[slot] is None or better(number, acc[slot]):
                 acc[slot] = number
