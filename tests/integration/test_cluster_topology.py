@@ -8,6 +8,7 @@ import pytest
 
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.settings import Settings
 from tests.support.cluster import NatsCluster
@@ -20,12 +21,13 @@ async def test_a_process_without_the_replica_setting_does_not_rescale_streams(
 ) -> None:
     await cluster.wait_ready()
     nc = await connect(cluster.url, name="fq-test")
+    log = NatsLog(nc)
     try:
-        await ensure_streams(nc, Settings(_env_file=None, stream_replicas=3))  # type: ignore[call-arg]
+        await ensure_streams(log, Settings(_env_file=None, stream_replicas=3))  # type: ignore[call-arg]
         created = await nc.jetstream().stream_info(EVENT_STREAM)
-        await ensure_streams(nc, Settings(_env_file=None))  # type: ignore[call-arg]
+        await ensure_streams(log, Settings(_env_file=None))  # type: ignore[call-arg]
         kept = await nc.jetstream().stream_info(EVENT_STREAM)
-        await ensure_streams(nc, Settings(_env_file=None, stream_replicas=1))  # type: ignore[call-arg]
+        await ensure_streams(log, Settings(_env_file=None, stream_replicas=1))  # type: ignore[call-arg]
         chosen = await nc.jetstream().stream_info(EVENT_STREAM)
     finally:
         await nc.close()
