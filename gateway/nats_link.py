@@ -8,13 +8,13 @@ Once connected, nats-py reconnects by itself for ever (see :mod:`ferrisqueue.log
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_streams
+from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from gateway.idempotency import IdempotencyKeys
 
@@ -58,8 +58,6 @@ class NatsLink:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await reap(self._task)
         if self.event_log is not None:
             await self.event_log.close()

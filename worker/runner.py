@@ -20,6 +20,7 @@ from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.port import Consumer
 from ferrisqueue.log.topology import ensure_streams, worker_consumer_config
+from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
@@ -102,9 +103,7 @@ class Worker:
             await beating
             await heartbeat.beat("stopped")
         finally:
-            keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
+            await reap(keeping)
 
     async def _listen_for_cancels(self, event_log: EventLog, executor: JobExecutor) -> None:
         """Cancel a running handler as soon as its job's ``cancel_requested`` is stored.

@@ -19,12 +19,13 @@ leased (``in_progress``) and come back after their AckWait. What a method may ra
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
+
+from ferrisqueue.runloop import reap
 
 T = TypeVar("T")
 
@@ -238,7 +239,5 @@ async def unless_stopped(work: Awaitable[T], stopping: asyncio.Event) -> T | Non
     await asyncio.wait((sizing, stop), return_when=asyncio.FIRST_COMPLETED)
     for waiting in (stop, sizing):
         if not waiting.done():
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
+            await reap(waiting)
     return None if sizing.cancelled() else sizing.result()

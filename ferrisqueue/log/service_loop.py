@@ -1,8 +1,10 @@
 """One shape for a service's background loops: start, drain, stop, and one error policy.
 
-Like River's maintenance services, every loop that pulls from a durable consumer (the
-scheduler's dead-letter router, timer relay and tick relay) is a :class:`ConsumerLoop`: it
-says which consumer it reads and how to handle *one* message; the base owns the rest.
+Like River's maintenance services, every loop that pulls from a durable consumer one message
+at a time (the scheduler's dead-letter router and sweeper, timer relay and tick relay) is a
+:class:`ConsumerLoop`: it says which consumer it reads and how to handle *one* message; the
+base owns the rest. The projector's loops, which apply bursts, are ServiceLoops
+(``projections/follow.py``).
 
 Error policy (the same for every loop)
 --------------------------------------
@@ -17,8 +19,11 @@ Error policy (the same for every loop)
   operator to read, and the loop goes on.
 * **A handler wants an item again later** without failing: it raises :class:`Redeliver`.
 * **The loop itself fails** (its consumer cannot be created, a bug outside one item): logged,
-  then the loop starts again after a capped backoff (cut short by a stop). :meth:`run` never
-  raises, so a failing loop never cancels a sibling running in the same ``TaskGroup``.
+  then the loop starts again after a capped backoff (cut short by a stop). :meth:`run` does
+  not raise it, so a failing loop never cancels a sibling running in the same ``TaskGroup``;
+  only a failure the loop declares :attr:`~ServiceLoop.fatal` (one no restart can mend) ends
+  the service. A loop that ends a life on purpose raises :class:`Restart`: the next begins
+  without counting a failure.
 * **Stop**: once ``stopping`` is set nothing new is handed over; the burst in hand is
   finished (the drain), and messages that arrived but were not handed over are nak'd, so
   another instance gets them at once instead of after AckWait.
@@ -63,6 +68,16 @@ class Redeliver(FerrisQueueError):
 
     def __init__(self, after: float) -> None:
         super().__init__(f"deliver again in {after:g}s")
+        self.after = after
+
+
+class Restart(FerrisQueueError):
+    """Raised by :meth:`ServiceLoop.serve` to end this life and begin the next one after
+    ``after`` seconds, without counting a failure: the loop knows why and has dealt with it
+    (a projector that must re-read the log from its checkpoint)."""
+
+    def __init__(self, why: str, *, after: float = 0.0) -> None:
+        super().__init__(why)
         self.after = after
 
 
@@ -117,6 +132,8 @@ class ServiceLoop(ABC):
 
     name: str = "loop"
     """What the loop is called in logs and task names."""
+    fatal: tuple[type[Exception], ...] = ()
+    """Failures no restart can mend (an operator must act): :meth:`run` raises them."""
 
     def __init__(
         self,
@@ -145,7 +162,8 @@ class ServiceLoop(ABC):
     async def run(self, stopping: asyncio.Event | None = None) -> None:
         """Serve until ``stopping`` (or :meth:`stop`); start again after a failure.
 
-        Never raises but :class:`asyncio.CancelledError`: a loop's trouble stays its own.
+        Raises only :class:`asyncio.CancelledError` and the loop's :attr:`fatal` failures:
+        a loop's trouble stays its own.
         """
         if stopping is not None:
             self._stopping = stopping
@@ -154,6 +172,13 @@ class ServiceLoop(ABC):
             while not stopping.is_set():
                 try:
                     await self.serve(stopping)
+                except Restart as again:
+                    log.info("%s starts again: %s", self.name, again)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), again.after)
+                    continue
+                except self.fatal:
+                    raise
                 except Exception as exc:
                     failure: BaseException | str = exc
                 else:

@@ -1,0 +1,276 @@
+"""Following one stream into the read store: a projection's loop.
+
+A :class:`ProjectionLoop` is a :class:`~ferrisqueue.log.service_loop.ServiceLoop` (the
+scheduler's loops have the same shape): one *life* re-reads the projection's checkpoint
+from the store, re-creates its consumer to deliver from checkpoint + 1, and applies bursts
+until it is stopped. Its error policy:
+
+* **a lost delivery** (:mod:`projections.contiguity`) or **a moved checkpoint** (another
+  projector wrote the store; ``commit_at`` is fenced): counted in ``projection_health``
+  (:mod:`projections.health`), then the next life begins at once (after a moment, for a
+  moved checkpoint) from the stored checkpoint: nothing is skipped or applied twice;
+* **any other failure** of a live projection (a JetStream request that timed out in a
+  failover, a connection cut under a pull, a consumer nobody serves for
+  :data:`UNANSWERED_LIMIT` seconds): logged, and the next life begins after the loops'
+  capped backoff, so one projection never stops while the other goes on;
+* **a store ahead of its log** (:class:`ConfigurationError`) is fatal: an operator must
+  rebuild the store. A one-shot run (rebuild, replay, verify) reports any failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.stored import StoredEvent
+from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM
+from ferrisqueue.domain.workers import WORKER_STREAM, WORKER_SUBJECTS
+from ferrisqueue.errors import CheckpointMoved, ConfigurationError
+from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import Consumer, Delivery
+from ferrisqueue.log.service_loop import Restart, ServiceLoop
+from ferrisqueue.log.topology import PROJECTOR_CONSUMER, load_consumer_definition
+from ferrisqueue.runloop import reap
+from ferrisqueue.store import queries
+from projections import health, jobs, workers
+from projections.contiguity import Gap, contiguous
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT = 1.0
+BURST_LINGER = 0.01
+"""Seconds a burst waits to fill up: fewer, larger transactions for 10 ms of latency."""
+PIPELINE_DEPTH = 4
+"""Bursts received ahead of the one being applied."""
+UNANSWERED_LIMIT = 10.0
+"""Seconds of unanswered pull requests (the consumer lost its leader, or was deleted) after
+which the projection re-creates its consumer from the stored checkpoint."""
+CHECKPOINT_MOVED_PAUSE = 1.0
+"""Seconds before resuming after another projector moved the checkpoint."""
+
+
+class ApplyBatch(Protocol):
+    """Apply a batch that follows checkpoint ``after`` and commit; returns the new checkpoint
+    (raises :class:`CheckpointMoved` if the store's checkpoint is not at ``after``)."""
+
+    def __call__(
+        self, session: Session, batch: Sequence[Any], *, after: int | None = None
+    ) -> int: ...
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One fold: which stream, which consumer definition, how to decode and apply."""
+
+    name: str
+    stream: str
+    subjects: str
+    """The consumer's filter: the subjects of ``stream`` this projection folds."""
+    definition: str
+    consumer_suffix: str
+    decode: Callable[[Delivery], Any]
+    applier: Callable[[], ApplyBatch]
+    """Makes the apply function of one run (which may keep state between its batches).
+    Both it and ``decode`` give and take items with ``seq`` and ``stored_at``."""
+
+
+def _heartbeat(msg: Delivery) -> workers.StoredHeartbeat:
+    return workers.StoredHeartbeat(msg.seq, msg.stored_at, msg.data)
+
+
+JOBS = Projection(
+    jobs.NAME,
+    EVENT_STREAM,
+    ALL_JOB_EVENTS,
+    PROJECTOR_CONSUMER,
+    "",
+    StoredEvent.of,
+    lambda: jobs.JobsProjection().apply_batch,
+)
+WORKERS = Projection(
+    workers.NAME,
+    WORKER_STREAM,
+    WORKER_SUBJECTS,
+    "fq-projector-workers",
+    "-workers",
+    _heartbeat,
+    lambda: workers.apply_batch,
+)
+
+
+class _LostDeliveries(Exception):
+    """The consumer skipped messages the stream holds: resume from the checkpoint."""
+
+    def __init__(self, gap: Gap) -> None:
+        super().__init__(str(gap))
+        self.gap = gap
+
+
+class ProjectionLoop(ServiceLoop):
+    """Applies one projection's stream to the read store (see the module's notes): for
+    ever, or with ``last_seq`` / ``until`` once, on a temporary consumer."""
+
+    fatal: tuple[type[Exception], ...] = (ConfigurationError,)
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        engine: Engine,
+        projection: Projection,
+        consumer: str,
+        *,
+        batch_size: int,
+        last_seq: int | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = f"{projection.name} projection"
+        self._log = event_log
+        self._engine = engine
+        self._projection = projection
+        self._consumer = consumer
+        self._batch_size = batch_size
+        self._last_seq = last_seq
+        self._until = until
+        self.one_shot = last_seq is not None
+        if self.one_shot:
+            self.fatal = (Exception,)  # a one-shot run reports its failure
+        self.position = 0
+        """The checkpoint this loop last applied up to."""
+
+    async def serve(self, stopping: asyncio.Event) -> None:
+        try:
+            self.position = await self._follow(stopping)
+        except (_LostDeliveries, CheckpointMoved) as exc:
+            lost = isinstance(exc, _LostDeliveries)
+            problem = f"{exc}; resuming from the stored checkpoint"
+            counter = "lost_deliveries" if lost else "checkpoint_moves"
+            await asyncio.to_thread(
+                health.record,
+                self._engine,
+                self._projection.name,
+                problem,
+                utcnow(),
+                **{counter: 1},
+            )
+            raise Restart(problem, after=0.0 if lost else CHECKPOINT_MOVED_PAUSE) from exc
+        if self.one_shot:
+            stopping.set()  # done: the run ends here
+
+    async def _follow(self, stopping: asyncio.Event) -> int:
+        """One life: from the stored checkpoint until ``stopping`` (or, once, until the
+        last sequence or time wanted); returns the checkpoint reached."""
+        projection, event_log, engine = self._projection, self._log, self._engine
+        last_seq, until = self._last_seq, self._until
+        position = await asyncio.to_thread(_position, engine, projection)
+        if last_seq is not None and position >= last_seq:
+            return position
+        stream_end = await event_log.last_seq(projection.stream)
+        if position > stream_end:
+            # New events would reuse sequences the store has already applied, and be skipped.
+            raise ConfigurationError(
+                f"the read store has applied {projection.stream} up to sequence {position}, "
+                f"but the stream ends at {stream_end}: the log lost its tail (a power loss "
+                "without fsync?) or the store belongs to another log. Rebuild it: "
+                "fq projections rebuild --database-url <new store>"
+            )
+        puller = await self._puller(position)
+        log.info("%s projection resuming after sequence %d", projection.name, position)
+        self.serving()
+        batch_size = self._batch_size
+        apply = projection.applier()
+
+        async def request_size() -> int:
+            return batch_size
+
+        async def first_stored(seq: int) -> int | None:
+            found = await event_log.read(projection.stream, projection.subjects, from_seq=seq)
+            return None if found is None else found.seq
+
+        # Receiving (and decoding) the next bursts overlaps with applying this one in the
+        # database thread; bursts that piled up meanwhile are applied in one transaction.
+        received: asyncio.Queue[tuple[Delivery, list[Any]] | None] = asyncio.Queue(PIPELINE_DEPTH)
+
+        async def receive() -> None:
+            try:
+                async for msgs in puller.bursts(stopping, request_size=request_size):
+                    await received.put((msgs[-1], [projection.decode(m) for m in msgs]))
+            finally:
+                await received.put(None)
+
+        receiver = asyncio.create_task(receive(), name=f"receive:{projection.name}")
+        try:
+            while True:
+                item = await received.get()
+                if item is None:  # the receiver ended: re-raise why, if it failed
+                    await receiver
+                    break
+                last_msg, batch = item
+                while len(batch) < batch_size and not received.empty():
+                    more = received.get_nowait()
+                    if more is None:
+                        received.put_nowait(None)  # seen again by the outer loop
+                        break
+                    last_msg, batch = more[0], batch + more[1]
+                wanted = [entry for entry in batch if _within(entry, last_seq, until)]
+                applicable, lost = await contiguous(position, wanted, first_stored)
+                if applicable:
+                    position = await asyncio.to_thread(_apply, engine, apply, position, applicable)
+                    self.position = position
+                if lost is not None:  # acknowledge nothing past what was applied
+                    raise _LostDeliveries(lost)
+                await last_msg.ack()  # the consumer acks all: one ack covers every burst
+                if last_seq is not None and (len(wanted) < len(batch) or position >= last_seq):
+                    break
+        finally:
+            await reap(receiver)
+            await puller.stop()
+            if self.one_shot:
+                await event_log.delete_consumer(projection.stream, self._consumer)
+        return position
+
+    async def _puller(self, position: int) -> Consumer:
+        """The consumer re-created to deliver from ``position`` + 1 (a start position
+        cannot be changed on an existing consumer), and pulling from it."""
+        stream, name = self._projection.stream, self._consumer
+        config: dict[str, Any] = {
+            **load_consumer_definition(stream, self._projection.definition),
+            "durable_name": name,
+        }
+        if position > 0:
+            config.update(deliver_policy="by_start_sequence", opt_start_seq=position + 1)
+        if self.one_shot:  # removed by the server if a one-shot run dies before deleting it
+            config["inactive_threshold"] = 60 * 1_000_000_000
+        await self._log.delete_consumer(stream, name)
+        await self._log.ensure_consumer(stream, config)
+        puller = self._log.consumer(
+            stream,
+            name,
+            expires=FETCH_TIMEOUT,
+            linger=BURST_LINGER,
+            give_up_after=UNANSWERED_LIMIT,
+        )
+        await puller.start()
+        return puller
+
+
+def _within(item: Any, last_seq: int | None, until: datetime | None) -> bool:
+    return (last_seq is None or item.seq <= last_seq) and (until is None or item.stored_at <= until)
+
+
+def _apply(engine: Engine, apply: ApplyBatch, after: int, batch: Sequence[Any]) -> int:
+    with Session(engine) as session:
+        return apply(session, batch, after=after)
+
+
+def _position(engine: Engine, projection: Projection) -> int:
+    with Session(engine) as session:
+        return queries.checkpoint(session, projection.name)
