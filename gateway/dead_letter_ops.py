@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ferrisqueue.domain.commands import Decision, decide_purge, decide_redrive
-from ferrisqueue.domain.events import BaseEvent, Purged, Redriven, utcnow
+from ferrisqueue.domain.events import BaseEvent, utcnow
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.subjects import DLQ_STREAM, dlq_subject
 from ferrisqueue.errors import ConcurrentChange
@@ -70,7 +70,8 @@ class DeadLetterQueue:
         await self._log.purge(dlq_subject(queue, job_id), stream=DLQ_STREAM)
 
 
-async def redrive(
+async def act(
+    action: Action,
     event_log: EventLog,
     dlq: DeadLetterQueue,
     job_ids: Iterable[str],
@@ -78,29 +79,15 @@ async def redrive(
     by: str,
     reason: str | None = None,
 ) -> list[Outcome]:
-    """Send dead-lettered jobs back to their queues; one :class:`Outcome` per job, in order."""
+    """Redrive (``redriven``: back to their queues) or purge (``purged``: out of the dead
+    letters for good, still ``failed``) the jobs; one :class:`Outcome` per job, in order."""
 
-    def decide(state: JobState | None, history: Sequence[BaseEvent]) -> Decision[Redriven]:
-        return decide_redrive(state, history, by=by, reason=reason, now=utcnow())
-
-    return await _act(event_log, dlq, job_ids, "redriven", decide, by)
-
-
-async def purge(
-    event_log: EventLog,
-    dlq: DeadLetterQueue,
-    job_ids: Iterable[str],
-    *,
-    by: str,
-    reason: str | None = None,
-) -> list[Outcome]:
-    """Remove jobs from the dead letters for good (they stay ``failed``); one
-    :class:`Outcome` per job, in order."""
-
-    def decide(state: JobState | None, _history: Sequence[BaseEvent]) -> Decision[Purged]:
+    def decide(state: JobState | None, history: Sequence[BaseEvent]) -> Decision[Any]:
+        if action == "redriven":
+            return decide_redrive(state, history, by=by, reason=reason, now=utcnow())
         return decide_purge(state, by=by, reason=reason, now=utcnow())
 
-    return await _act(event_log, dlq, job_ids, "purged", decide, by)
+    return await _act(event_log, dlq, job_ids, action, decide, by)
 
 
 async def _act(

@@ -11,7 +11,7 @@ until it is stopped. Its error policy:
   moved checkpoint) from the stored checkpoint: nothing is skipped or applied twice;
 * **any other failure** of a live projection (a JetStream request that timed out in a
   failover, a connection cut under a pull, a consumer nobody serves for
-  :data:`UNANSWERED_LIMIT` seconds): logged, and the next life begins after the loops'
+  :data:`PULLING`'s ``give_up_after`` seconds): logged, and the next life begins after the loops'
   capped backoff, so one projection never stops while the other goes on;
 * **a store ahead of its log** (:class:`ConfigurationError`) is fatal: an operator must
   rebuild the store. A one-shot run (rebuild, replay, verify) reports any failure.
@@ -35,7 +35,7 @@ from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM
 from ferrisqueue.domain.workers import WORKER_STREAM, WORKER_SUBJECTS
 from ferrisqueue.errors import CheckpointMoved, ConfigurationError
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.log.port import Consumer, Delivery
+from ferrisqueue.log.port import Consumer, Delivery, Pulling
 from ferrisqueue.log.service_loop import Restart, ServiceLoop
 from ferrisqueue.log.topology import PROJECTOR_CONSUMER, load_consumer_definition
 from ferrisqueue.runloop import reap
@@ -45,14 +45,12 @@ from projections.contiguity import Gap, contiguous
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT = 1.0
-BURST_LINGER = 0.01
-"""Seconds a burst waits to fill up: fewer, larger transactions for 10 ms of latency."""
+PULLING = Pulling(expires=1.0, linger=0.01, give_up_after=10.0)
+"""A burst waits 10 ms to fill up (fewer, larger transactions for 10 ms of latency); after
+10 s of unanswered pull requests (the consumer lost its leader, or was deleted) the
+projection re-creates its consumer from the stored checkpoint."""
 PIPELINE_DEPTH = 4
 """Bursts received ahead of the one being applied."""
-UNANSWERED_LIMIT = 10.0
-"""Seconds of unanswered pull requests (the consumer lost its leader, or was deleted) after
-which the projection re-creates its consumer from the stored checkpoint."""
 CHECKPOINT_MOVED_PAUSE = 1.0
 """Seconds before resuming after another projector moved the checkpoint."""
 
@@ -251,13 +249,7 @@ class ProjectionLoop(ServiceLoop):
             config["inactive_threshold"] = 60 * 1_000_000_000
         await self._log.delete_consumer(stream, name)
         await self._log.ensure_consumer(stream, config)
-        puller = self._log.consumer(
-            stream,
-            name,
-            expires=FETCH_TIMEOUT,
-            linger=BURST_LINGER,
-            give_up_after=UNANSWERED_LIMIT,
-        )
+        puller = self._log.consumer(stream, name, PULLING)
         await puller.start()
         return puller
 

@@ -41,14 +41,6 @@ from projections.follow import JOBS, WORKERS, Projection, ProjectionLoop
 
 log = logging.getLogger(__name__)
 
-FETCH_TIMEOUT = 1.0
-BURST_LINGER = 0.01
-"""Seconds a burst waits to fill up: fewer, larger transactions for 10 ms of latency."""
-PIPELINE_DEPTH = 4
-"""Bursts received ahead of the one being applied."""
-UNANSWERED_LIMIT = 10.0
-"""Seconds of unanswered pull requests (the consumer lost its leader, or was deleted) after
-which the projector re-creates its consumer from the stored checkpoint."""
 STANDBY_RETRY = 1.0
 """Seconds between a standby projector's attempts to take the lead."""
 

@@ -18,7 +18,7 @@ from ferrisqueue.domain.events import EventKind
 from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_subject
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
-from ferrisqueue.log.port import Consumer
+from ferrisqueue.log.port import Consumer, Pulling
 from ferrisqueue.log.topology import ensure_streams, worker_consumer_config
 from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
@@ -31,8 +31,10 @@ from worker.registry import TaskRegistry
 log = logging.getLogger(__name__)
 
 MAX_FETCH = 256
-FETCH_TIMEOUT = 1.0
-"""How long one pull request may wait for work; also how quickly a stop is noticed."""
+PULLING = Pulling(expires=1.0)
+"""A pull request waits 1 s for work (also how quickly a stop is noticed); a worker takes
+each job the moment it arrives (no linger) and keeps asking when nobody answers (an
+election): it has nothing else to do."""
 
 
 class Worker:
@@ -127,7 +129,7 @@ class Worker:
         for queue in self._settings.worker_queues:
             config = worker_consumer_config(queue, self._settings)
             await event_log.ensure_consumer(EVENT_STREAM, config)
-            puller = event_log.consumer(EVENT_STREAM, config["durable_name"], expires=FETCH_TIMEOUT)
+            puller = event_log.consumer(EVENT_STREAM, config["durable_name"], PULLING)
             await puller.start()
             pullers.append(puller)
         return pullers

@@ -52,9 +52,11 @@ from ferrisqueue.log.port import (
     EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
     EXPECTED_STREAM,
     MSG_ID,
+    PULLING,
     WRONG_STREAM,
     Consumer,
     Delivery,
+    Pulling,
     StoredMessage,
     Watcher,
     header_bytes,
@@ -446,15 +448,7 @@ class MemoryLog(EventLog):
         self._check()
         self._state.stream(stream).consumers.pop(name, None)
 
-    def consumer(
-        self,
-        stream: str,
-        name: str,
-        *,
-        expires: float = 1.0,
-        linger: float = 0.0,
-        give_up_after: float | None = None,
-    ) -> Consumer:
+    def consumer(self, stream: str, name: str, pulling: Pulling = PULLING) -> Consumer:
         return _Puller(self, stream, name)  # every pull is answered here: nothing to give up
 
     async def watch(self, subject: str, watcher: Watcher) -> None:

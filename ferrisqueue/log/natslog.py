@@ -38,8 +38,10 @@ from ferrisqueue.errors import (
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natsconn import close_quietly, connect
 from ferrisqueue.log.port import (
+    PULLING,
     WRONG_LAST_SEQUENCE,
     Consumer,
+    Pulling,
     StoredMessage,
     Watcher,
     header_bytes,
@@ -256,18 +258,8 @@ class NatsLog(EventLog):
     async def delete_consumer(self, stream: str, name: str) -> None:
         await self._api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", None, allow=(_NO_CONSUMER,))
 
-    def consumer(
-        self,
-        stream: str,
-        name: str,
-        *,
-        expires: float = 1.0,
-        linger: float = 0.0,
-        give_up_after: float | None = None,
-    ) -> Consumer:
-        return Puller(
-            self._nc, stream, name, expires=expires, linger=linger, give_up_after=give_up_after
-        )
+    def consumer(self, stream: str, name: str, pulling: Pulling = PULLING) -> Consumer:
+        return Puller(self._nc, stream, name, pulling)
 
     async def watch(self, subject: str, watcher: Watcher) -> None:
         async def arrived(msg: Msg) -> None:

@@ -97,6 +97,25 @@ class Delivery(ABC):
         """Still working on it: its AckWait starts again (the job's lease)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Pulling:
+    """How a consumer is pulled from (see :mod:`ferrisqueue.log.puller`)."""
+
+    expires: float = 1.0
+    """Seconds one pull request waits for messages."""
+    linger: float = 0.0
+    """Seconds a burst waits to fill up after its first message (0 for a worker, which
+    wants each job at once; a little for a projector, which writes one transaction per
+    burst)."""
+    give_up_after: float | None = None
+    """Seconds of pull requests nobody answers (the consumer has no leader, or is gone)
+    after which pulling raises :class:`~ferrisqueue.errors.NatsUnavailable`; None: keep
+    asking."""
+
+
+PULLING = Pulling()
+
+
 class Consumer(Protocol):
     """Bursts of deliveries from one durable pull consumer (see :mod:`ferrisqueue.log.puller`)."""
 
@@ -200,15 +219,7 @@ class LogPort(ABC):
         """Remove a durable consumer (one that does not exist is no error)."""
 
     @abstractmethod
-    def consumer(
-        self,
-        stream: str,
-        name: str,
-        *,
-        expires: float = 1.0,
-        linger: float = 0.0,
-        give_up_after: float | None = None,
-    ) -> Consumer:
+    def consumer(self, stream: str, name: str, pulling: Pulling = PULLING) -> Consumer:
         """Pull from the durable consumer ``name``. ``expires``: how long one pull request
         waits for messages; ``linger``: how long a burst waits to fill up after its first
         message; ``give_up_after``: seconds of pull requests nobody answers (the consumer

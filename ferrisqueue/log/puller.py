@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.log.port import Delivery, unless_stopped
+from ferrisqueue.log.port import PULLING, Delivery, Pulling, unless_stopped
 
 _STATUS = "Status"
 _HEARTBEAT = "100"
@@ -94,31 +94,17 @@ class NatsDelivery(Delivery):
 class Puller:
     """Bursts of messages from one durable pull consumer."""
 
-    def __init__(
-        self,
-        nc: Client,
-        stream: str,
-        consumer: str,
-        *,
-        expires: float = 1.0,
-        linger: float = 0.0,
-        give_up_after: float | None = None,
-    ) -> None:
-        """``linger``: how long a burst may wait for more messages after its first one
-        (0 for a worker, which wants each job at once; a little for a projector, which
-        writes one transaction per burst). ``give_up_after``: seconds of unanswered pull
-        requests after which :meth:`bursts` raises :class:`NatsUnavailable` (None: never,
-        it keeps asking)."""
+    def __init__(self, nc: Client, stream: str, consumer: str, pulling: Pulling = PULLING) -> None:
         self._nc = nc
-        self._linger = linger
+        self._linger = pulling.linger
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self._expires = expires
+        self._expires = pulling.expires
         self._inbox = nc.new_inbox()
         self._arrived: asyncio.Queue[Msg] = asyncio.Queue()
         self._held: list[Delivery] = []
         """Delivered after ``stopping`` was set: never handed over, returned by :meth:`stop`."""
         self._sub: Subscription | None = None
-        self._give_up_after = give_up_after
+        self._give_up_after = pulling.give_up_after
         self._answered = True
         self._unanswered_since: float | None = None
         self._pause = _FIRST_PAUSE

@@ -110,8 +110,8 @@ async def redrive(
     dead-lettered are skipped with the reason. A retry after a 503 is safe: jobs already
     redriven are skipped."""
     job_ids, more = await _select(session, body)
-    outcomes = await dead_letter_ops.redrive(
-        event_log, dlq, job_ids, by=body.by, reason=body.reason
+    outcomes = await dead_letter_ops.act(
+        "redriven", event_log, dlq, job_ids, by=body.by, reason=body.reason
     )
     return _result("redrive", body, outcomes, more)
 
@@ -124,7 +124,9 @@ async def purge(
     ``failed`` and leaves ``FQ_DLQ`` (its history stays in the log). Jobs that are not
     dead-lettered are skipped with the reason."""
     job_ids, more = await _select(session, body)
-    outcomes = await dead_letter_ops.purge(event_log, dlq, job_ids, by=body.by, reason=body.reason)
+    outcomes = await dead_letter_ops.act(
+        "purged", event_log, dlq, job_ids, by=body.by, reason=body.reason
+    )
     return _result("purge", body, outcomes, more)
 
 

@@ -98,15 +98,7 @@ def show_failed(jobs: list[dict[str, Any]], *, more: bool) -> None:
         f"The newest {len(jobs)}{' (there are more: see Jobs)' if more else ''}, with the "
         "error of their last attempt. Select one to see its timeline."
     )
-    selected = st.dataframe(
-        failed_table(jobs),
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        key="errors_failed",
-        column_config={"last error": st.column_config.TextColumn(width="large")},
-    )
-    _link_selected(selected, jobs)
+    _selectable(failed_table(jobs), jobs, key="errors_failed", wide=("last error", "large"))
 
 
 def show_dead_letters(letters: list[dict[str, Any]], *, more: bool = False) -> None:
@@ -118,15 +110,24 @@ def show_dead_letters(letters: list[dict[str, Any]], *, more: bool = False) -> N
         "messages the system gave up on (out of deliveries or attempts, or undecodable). "
         "Redrive or purge them with `fq dead-letters`."
     )
+    _selectable(
+        dead_letter_table(letters), letters, key="errors_dead_letters", wide=("reason", "medium")
+    )
+
+
+def _selectable(table: Any, rows: list[dict[str, Any]], *, key: str, wide: tuple[str, str]) -> None:
+    """``table`` of ``rows``, one selectable at a time; selecting one opens its job. The
+    ``wide`` column (name, width) holds the long text."""
+    column, width = wide
     selected = st.dataframe(
-        dead_letter_table(letters),
+        table,
         hide_index=True,
         on_select="rerun",
         selection_mode="single-row",
-        key="errors_dead_letters",
-        column_config={"reason": st.column_config.TextColumn(width="medium")},
+        key=key,
+        column_config={column: st.column_config.TextColumn(width=width)},
     )
-    _link_selected(selected, letters)
+    _link_selected(selected, rows)
 
 
 def _link_selected(selected: Any, rows: list[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.port import Pulling
 from ferrisqueue.log.puller import Puller
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(20)]
 async def test_a_consumer_nobody_serves_is_given_up_after_the_limit_not_spun_on(
     nc: Client, event_log: EventLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    puller = Puller(nc, EVENT_STREAM, "no-such-consumer", expires=0.5, give_up_after=1.0)
+    puller = Puller(nc, EVENT_STREAM, "no-such-consumer", Pulling(expires=0.5, give_up_after=1.0))
     await puller.start()
 
     async def one() -> int:

@@ -23,7 +23,7 @@ from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
 from ferrisqueue.errors import ConcurrentChange, NatsUnavailable, PublishRejected
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.log.port import MSG_ID, Consumer, Delivery, StoredMessage
+from ferrisqueue.log.port import MSG_ID, Consumer, Delivery, Pulling, StoredMessage
 from tests.support.waits import wait_until
 
 WAIT = 5.0
@@ -79,7 +79,7 @@ class LogContract:
 
     async def consume(self, log: EventLog, queue: str, **overrides: Any) -> Consumer:
         await log.ensure_consumer(EVENT_STREAM, consumer_config(queue, **overrides))
-        consumer = log.consumer(EVENT_STREAM, CONSUMER, expires=0.5)
+        consumer = log.consumer(EVENT_STREAM, CONSUMER, Pulling(expires=0.5))
         await consumer.start()
         return consumer
 
