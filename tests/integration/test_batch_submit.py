@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from ferrisqueue.domain.events import JobSpec, Scheduled, Submitted, utcnow
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.log.embedded import EmbeddedNats
-from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.natslog import NatsLog
 from tests.support.waits import collect_events
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ async def test_batch_is_503_with_retry_after_while_nats_is_away(
 
 async def creation(nc: Client, job_id: str) -> JobSpec:
     """The event that created ``job_id``, read from the log."""
-    history = await EventLog(nc).history(job_id)
+    history = await NatsLog(nc).history(job_id)
     assert history and isinstance(history[0].event, JobSpec), history
     return history[0].event
 

@@ -371,9 +371,9 @@ async def test_a_tick_of_a_stored_schedule_whose_job_breaks_its_contract_creates
 ) -> None:
     # Stored as a schedule defined before definitions were checked would be: by a book
     # that knows no contracts.
-    unchecked = CronBook.for_settings(nc, settings, job_types={})
+    unchecked = CronBook.for_settings(event_log, settings, job_types={})
     await unchecked.put(spec("legacy", "@every 1h", job={"type": "cleanup", "payload": {}}))
-    relay = TickRelay.for_settings(nc, event_log, settings)
+    relay = TickRelay.for_settings(event_log, settings)
     tick = Tick("legacy", seq=77, fired_at=utcnow())
 
     outcome = await relay.create_job(tick)
