@@ -23,8 +23,7 @@ rule serves streams that may have holes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 
 class Sequenced(Protocol):
@@ -37,8 +36,7 @@ class Sequenced(Protocol):
 T = TypeVar("T", bound=Sequenced)
 
 
-@dataclass(frozen=True, slots=True)
-class Gap:
+class Gap(NamedTuple):
     """Sequences after ``after`` up to ``delivered`` (excluded) were not delivered."""
 
     after: int

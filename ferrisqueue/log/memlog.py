@@ -57,9 +57,12 @@ from ferrisqueue.log.port import (
     Consumer,
     Delivery,
     Pulling,
+    RequestSize,
     StoredMessage,
+    Unused,
     Watcher,
     header_bytes,
+    ignore,
     unless_stopped,
 )
 
@@ -496,11 +499,7 @@ class _Puller:
         self._connection._check()
 
     async def bursts(
-        self,
-        stopping: asyncio.Event,
-        *,
-        request_size: Callable[[], Awaitable[int]],
-        unused: Callable[[int], None] = lambda _: None,
+        self, stopping: asyncio.Event, *, request_size: RequestSize, unused: Unused = ignore
     ) -> AsyncIterator[list[Delivery]]:
         state = self._connection._state
         while not stopping.is_set() and self._connection.alive:

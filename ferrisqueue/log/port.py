@@ -97,6 +97,16 @@ class Delivery(ABC):
         """Still working on it: its AckWait starts again (the job's lease)."""
 
 
+RequestSize = Callable[[], Awaitable[int]]
+"""How many messages to ask for next (it may wait, e.g. for free worker slots)."""
+Unused = Callable[[int], None]
+"""Gets back the part of a pull request that was not delivered."""
+
+
+def ignore(_unused: int) -> None:
+    """An :data:`Unused` for a consumer that keeps no count of what it asked for."""
+
+
 @dataclass(frozen=True, slots=True)
 class Pulling:
     """How a consumer is pulled from (see :mod:`ferrisqueue.log.puller`)."""
@@ -122,11 +132,7 @@ class Consumer(Protocol):
     async def start(self) -> None: ...
 
     def bursts(
-        self,
-        stopping: asyncio.Event,
-        *,
-        request_size: Callable[[], Awaitable[int]],
-        unused: Callable[[int], None] = ...,
+        self, stopping: asyncio.Event, *, request_size: RequestSize, unused: Unused = ...
     ) -> AsyncIterator[list[Delivery]]:
         """Yield bursts until ``stopping`` is set. ``request_size`` says how many to ask for
         next (it may wait); ``unused`` gets back what a request did not deliver."""

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,7 +31,15 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from ferrisqueue.errors import NatsUnavailable
-from ferrisqueue.log.port import PULLING, Delivery, Pulling, unless_stopped
+from ferrisqueue.log.port import (
+    PULLING,
+    Delivery,
+    Pulling,
+    RequestSize,
+    Unused,
+    ignore,
+    unless_stopped,
+)
 
 _STATUS = "Status"
 _HEARTBEAT = "100"
@@ -127,11 +135,7 @@ class Puller:
         return left
 
     async def bursts(
-        self,
-        stopping: asyncio.Event,
-        *,
-        request_size: Callable[[], Awaitable[int]],
-        unused: Callable[[int], None] = lambda _: None,
+        self, stopping: asyncio.Event, *, request_size: RequestSize, unused: Unused = ignore
     ) -> AsyncIterator[list[Delivery]]:
         """Yield bursts until ``stopping`` is set.
 
