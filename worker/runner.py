@@ -3,7 +3,9 @@ the worker's slots free up.
 
 Concurrency is one ``asyncio.Semaphore`` per worker process, shared by its queues: a pull
 request asks for as many messages as there are free slots, so a worker never holds (and lets
-expire) more jobs than it can run.
+expire) more jobs than it can run. A request keeps the slots it was not sent until it ends
+(at the latest when it expires, see :data:`PULLING`): with several queues, a job may wait up
+to that long for slots an idle queue's request holds.
 
 Each queue's loop is a :class:`~ferrisqueue.log.service_loop.ServiceLoop` (the scheduler's
 and the projector's loops have the same shape). One life ensures the queue's consumer and
