@@ -1,9 +1,24 @@
-"""The consume loop: pull from each queue's durable consumer as slots free up.
+"""The consume loop: one :class:`QueueLoop` per queue, pulling from its durable consumer as
+the worker's slots free up.
 
-Concurrency is one ``asyncio.Semaphore`` per worker process: a pull request asks for as
-many messages as there are free slots, so a worker never holds (and lets expire) more jobs than it
-can run. Stopping: no new pull requests; running jobs get ``shutdown_grace`` seconds to finish,
-then are handed back with ``nak`` (redelivered at once, not after AckWait).
+Concurrency is one ``asyncio.Semaphore`` per worker process, shared by its queues: a pull
+request asks for as many messages as there are free slots, so a worker never holds (and lets
+expire) more jobs than it can run. A request keeps the slots it was not sent until it ends
+(at the latest when it expires, see :data:`PULLING`): with several queues, a job may wait up
+to that long for slots an idle queue's request holds.
+
+Each queue's loop is a :class:`~ferrisqueue.log.service_loop.ServiceLoop` (the scheduler's
+and the projector's loops have the same shape). One life ensures the queue's consumer and
+pulls until the worker stops, handing each delivered message to the executor in a task of
+its own. A life that fails (the consumer cannot be created or was deleted, the connection
+fails under a pull) is logged with the queue and consumer, and the next life begins after
+the loops' capped backoff (1 s, doubling, up to 30 s; cut short by a stop): the other
+queues, the running jobs, the heartbeat and the lease keeper go on meanwhile. A job's own
+failures, poison included, are the executor's (:mod:`worker.executor`), never the loop's.
+
+Stopping: no new pull requests; messages that arrived but were not handed over are nak'd at
+once; running jobs get ``shutdown_grace`` seconds to finish, then are handed back with
+``nak`` (redelivered at once, not after AckWait).
 """
 
 from __future__ import annotations
@@ -12,13 +27,16 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterable
+import random
+from collections.abc import Awaitable, Callable, Iterable
 
+from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.events import EventKind
 from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_subject
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
-from ferrisqueue.log.port import Consumer, Pulling
+from ferrisqueue.log.port import Consumer, Delivery, Pulling
+from ferrisqueue.log.service_loop import RESTART, ServiceLoop
 from ferrisqueue.log.topology import ensure_streams, worker_consumer_config
 from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
@@ -37,22 +55,82 @@ each job the moment it arrives (no linger) and keeps asking when nobody answers 
 election): it has nothing else to do."""
 
 
+class QueueLoop(ServiceLoop):
+    """One queue's consumption (see the module's notes): each life ensures the queue's
+    durable consumer and pulls from it until ``stopping``, passing every delivered message
+    to ``hand_over``. ``take_slots`` says how many messages to ask for next (it waits for a
+    free slot); ``give_back`` gets back the slots a pull request did not fill."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        queue: str,
+        settings: Settings,
+        *,
+        take_slots: Callable[[], Awaitable[int]],
+        give_back: Callable[[int], None],
+        hand_over: Callable[[Delivery], None],
+        restart: RetryPolicy = RESTART,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(restart=restart, draw=draw)
+        self.queue = queue
+        self._config = worker_consumer_config(queue, settings)
+        self.consumer: str = self._config["durable_name"]
+        self.name = f"queue {queue} (consumer {self.consumer})"
+        self._log = event_log
+        self._take_slots = take_slots
+        self._give_back = give_back
+        self._hand_over = hand_over
+
+    async def serve(self, stopping: asyncio.Event) -> None:
+        await self._log.ensure_consumer(EVENT_STREAM, self._config)
+        puller = self._log.consumer(EVENT_STREAM, self.consumer, PULLING)
+        await puller.start()
+        log.info("%s: pulling", self.name)
+        self.serving()
+        try:
+            bursts = puller.bursts(stopping, request_size=self._take_slots, unused=self._give_back)
+            async for burst in bursts:
+                for msg in burst:
+                    self._hand_over(msg)
+        finally:
+            await _hand_back(puller)
+
+
+async def _hand_back(puller: Consumer) -> None:
+    """Stop pulling and nak what arrived but was never handed over, so that another worker
+    gets it at once (a connection that is gone redelivers it after AckWait instead)."""
+    try:
+        for msg in await puller.stop():
+            await msg.nak()
+    except Exception as exc:
+        log.debug("could not hand back unstarted jobs: %r", exc)
+
+
 class Worker:
     """One worker process's jobs, across its queues; ``middleware`` (outermost first) runs
-    around every attempt and opens the worker's resources (:mod:`worker.middleware`)."""
+    around every attempt and opens the worker's resources (:mod:`worker.middleware`);
+    ``restart`` is the backoff between a queue loop's failed lives."""
 
     def __init__(
         self,
         settings: Settings,
         registry: TaskRegistry,
         middleware: Iterable[Middleware] = (),
+        *,
+        restart: RetryPolicy = RESTART,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._middleware = MiddlewareStack(middleware)
+        self._restart = restart
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self.loops: dict[str, QueueLoop] = {}
+        """Each queue's loop, by queue, once :meth:`serve` has begun (tests await their
+        ``signals``)."""
 
     def stop(self) -> None:
         """Ask the worker to stop (safe from a signal handler)."""
@@ -85,7 +163,19 @@ class Worker:
                 leases=leases,
                 middleware=self._middleware,
             )
-            pullers = await self._pullers(event_log)
+            self.loops = {
+                queue: QueueLoop(
+                    event_log,
+                    queue,
+                    settings,
+                    take_slots=self._take_slots,
+                    give_back=self._give_back,
+                    hand_over=functools.partial(self._start, executor),
+                    restart=self._restart,
+                )
+                for queue in settings.worker_queues
+            }
+            await ensure_streams(event_log, settings)
             await self._listen_for_cancels(event_log, executor)
             heartbeat = HeartbeatPublisher(
                 event_log,
@@ -100,7 +190,10 @@ class Worker:
                 settings.worker_concurrency,
                 ", ".join(self._registry.names),
             )
-            await asyncio.gather(*(self._consume(puller, executor) for puller in pullers))
+            # A loop raises nothing but a cancellation: one queue's trouble stays its own.
+            async with asyncio.TaskGroup() as loops:
+                for loop in self.loops.values():
+                    loops.create_task(loop.run(self._stopping), name=loop.name)
             await self._wind_down()
             await beating
             await heartbeat.beat("stopped")
@@ -123,28 +216,11 @@ class Worker:
         for queue in self._settings.worker_queues:
             await event_log.watch(job_subject(queue, "*", EventKind.CANCEL_REQUESTED), requested)
 
-    async def _pullers(self, event_log: EventLog) -> list[Consumer]:
-        await ensure_streams(event_log, self._settings)
-        pullers = []
-        for queue in self._settings.worker_queues:
-            config = worker_consumer_config(queue, self._settings)
-            await event_log.ensure_consumer(EVENT_STREAM, config)
-            puller = event_log.consumer(EVENT_STREAM, config["durable_name"], PULLING)
-            await puller.start()
-            pullers.append(puller)
-        return pullers
-
-    async def _consume(self, puller: Consumer, executor: JobExecutor) -> None:
-        bursts = puller.bursts(
-            self._stopping, request_size=self._take_slots, unused=self._give_back
-        )
-        async for burst in bursts:
-            for msg in burst:
-                task = asyncio.create_task(executor.execute(msg))
-                self._running.add(task)
-                task.add_done_callback(self._finished)
-        for msg in await puller.stop():
-            await msg.nak()  # arrived as we stopped: hand it back at once
+    def _start(self, executor: JobExecutor, msg: Delivery) -> None:
+        """Run one delivered job in a task of its own, on the slot it was pulled for."""
+        task = asyncio.create_task(executor.execute(msg))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
 
     def _give_back(self, slots: int) -> None:
         for _ in range(slots):

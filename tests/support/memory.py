@@ -9,11 +9,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.events import Submitted, utcnow
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.subjects import EVENT_STREAM, job_history_filter
 from ferrisqueue.log.memlog import MemoryLog
-from ferrisqueue.log.service_loop import ServiceLoop
+from ferrisqueue.log.service_loop import RESTART, ServiceLoop
 from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.settings import Settings
 from worker.registry import TaskRegistry
@@ -62,18 +63,26 @@ async def wait_for_kinds(log: MemoryLog, job_id: str, *wanted: str) -> list[str]
     return kinds(log, job_id)
 
 
-async def submit(log: MemoryLog, type_: str = "echo", **fields: Any) -> str:
+async def submit(
+    log: MemoryLog, type_: str = "echo", *, queue: str = "default", **fields: Any
+) -> str:
     job_id = new_job_id()
-    await log.append(Submitted(job_id=job_id, queue="default", at=utcnow(), type=type_, **fields))
+    await log.append(Submitted(job_id=job_id, queue=queue, at=utcnow(), type=type_, **fields))
     return job_id
 
 
 class RunningWorker:
     """A worker process on its own connection to the log, until stopped or killed."""
 
-    def __init__(self, log: MemoryLog, registry: TaskRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        log: MemoryLog,
+        registry: TaskRegistry,
+        settings: Settings,
+        restart: RetryPolicy = RESTART,
+    ) -> None:
         self.connection = log.connect()
-        self.worker = Worker(settings, registry)
+        self.worker = Worker(settings, registry, restart=restart)
         self._task = asyncio.create_task(self.worker.serve(self.connection), name="worker")
 
     async def stop(self) -> None:
@@ -110,9 +119,15 @@ async def serving(service_loop: L) -> AsyncIterator[L]:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    log: MemoryLog, registry: TaskRegistry, settings: Settings | None = None
+    log: MemoryLog,
+    registry: TaskRegistry,
+    settings: Settings | None = None,
+    *,
+    restart: RetryPolicy = RESTART,
 ) -> Any:
-    worker = RunningWorker(log, registry, settings or memory_settings())
+    """A worker on ``log`` until the block ends (then stopped, unless it was killed);
+    ``restart``: the backoff between its queue loops' failed lives."""
+    worker = RunningWorker(log, registry, settings or memory_settings(), restart)
     try:
         yield worker
     finally:

@@ -5,11 +5,13 @@ guarantees are proven on a real nats-server by tests/integration and tests/fault
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.commands import decide_cancel
 from ferrisqueue.domain.events import Canceled, CancelRequested, utcnow
 from ferrisqueue.domain.ids import new_job_id
@@ -19,6 +21,7 @@ from ferrisqueue.log.eventlog import CommandResult
 from ferrisqueue.log.memlog import MemoryLog
 from ferrisqueue.log.topology import worker_consumer_name
 from tests.support.memory import (
+    WAIT,
     memory_log,
     memory_settings,
     running_worker,
@@ -31,6 +34,7 @@ from worker.registry import TaskRegistry
 pytestmark = pytest.mark.timeout(10)
 
 DISPATCH = worker_consumer_name("default")
+TWO_QUEUES = memory_settings(worker_queues=["a", "b"])
 
 
 class Tasks:
@@ -219,3 +223,66 @@ async def test_a_running_job_is_canceled_when_its_cancel_is_stored(
         history = await wait_for_kinds(log, job, "cancel_requested", "canceled")
 
     assert history == ["submitted", "started", "cancel_requested", "canceled"]
+
+
+# An in-memory pull waits until something comes, holding the worker's free slots (on NATS it
+# expires after 1 s): the two-queue tests give each queue a job before the worker starts, so
+# every pull gets one and hands back the rest of its slots.
+
+
+async def test_a_queue_whose_consumer_fails_starts_again_and_runs_its_jobs(
+    tasks: Tasks, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = await memory_log(TWO_QUEUES)
+    first = [await submit(log, queue="a"), await submit(log, queue="b")]
+    fast = RetryPolicy(base=0.01, cap=0.05)  # restarts in ms: the test waits less
+    async with running_worker(log, tasks.registry, TWO_QUEUES, restart=fast) as running:
+        for job in first:
+            await wait_for_kinds(log, job, "succeeded")
+        queue_a = running.worker.loops["a"]
+        await log.delete_consumer(EVENT_STREAM, worker_consumer_name("a"))
+        other = await submit(log, queue="b")  # the next pull from queue a fails
+        await queue_a.signals.loop_failures.reached(1, timeout=WAIT)
+        await queue_a.signals.serving.reached(2, timeout=WAIT)  # its consumer made again
+        again = await submit(log, queue="a")
+        await wait_for_kinds(log, again, "succeeded")
+        await wait_for_kinds(log, other, "succeeded")
+
+    # The new consumer delivered queue a's first job again: found finished, acked, not run.
+    assert tasks.runs == dict.fromkeys([*first, other, again], 1)
+    assert running.worker.loops["b"].signals.loop_failures.count == 0
+    failure = next(r for r in caplog.records if "in a row" in r.getMessage())
+    assert failure.levelno == logging.WARNING  # NATS trouble is expected: no traceback
+    assert "queue a (consumer fq-worker-a) failed" in failure.getMessage()
+    assert "fq-worker-a on FQ_EVENTS does not exist" in failure.getMessage()
+
+
+async def test_a_failing_queue_neither_stops_the_other_queues_nor_delays_a_stop(
+    tasks: Tasks,
+) -> None:
+    log = await memory_log(TWO_QUEUES)
+    primer = await submit(log, queue="a")
+    running_job = await submit(log, "block", queue="b")
+    slow = RetryPolicy(base=60, cap=60)  # queue a stays down for the rest of the test
+    async with running_worker(log, tasks.registry, TWO_QUEUES, restart=slow) as running:
+        await wait_for_kinds(log, primer, "succeeded")
+        await wait_for_kinds(log, running_job, "started")
+        queue_a = running.worker.loops["a"]
+        await log.delete_consumer(EVENT_STREAM, worker_consumer_name("a"))
+        stranded = await submit(log, queue="a")
+        nudge = await submit(log, queue="b")  # the next pull from queue a fails
+        await queue_a.signals.loop_failures.reached(1, timeout=WAIT)
+        later = await submit(log, queue="b")
+        await wait_for_kinds(log, later, "succeeded")
+        assert queue_a.signals.serving.count == 1  # still waiting to start again
+
+        running.worker.stop()  # cuts the backoff short; the running job gets its grace
+        tasks.gate.set()
+        async with asyncio.timeout(WAIT):
+            await running.stop()
+
+    assert await wait_for_kinds(log, running_job) == ["submitted", "started", "succeeded"]
+    assert tasks.runs == dict.fromkeys([primer, running_job, nudge, later], 1)
+    assert await wait_for_kinds(log, stranded) == ["submitted"]
+    assert queue_a.signals.loop_failures.count == 1
+    assert queue_a.signals.stopped.is_set()
