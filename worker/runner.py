@@ -49,10 +49,11 @@ from worker.registry import TaskRegistry
 log = logging.getLogger(__name__)
 
 MAX_FETCH = 256
-PULLING = Pulling(expires=1.0)
+PULLING = Pulling(expires=1.0, give_up_after=30.0)
 """A pull request waits 1 s for work (also how quickly a stop is noticed); a worker takes
-each job the moment it arrives (no linger) and keeps asking when nobody answers (an
-election): it has nothing else to do."""
+each job the moment it arrives (no linger). After 30 s of pull requests nobody answers (a
+long election, or a consumer someone deleted) the queue's loop starts a new life, which
+re-creates its consumer."""
 
 
 class QueueLoop(ServiceLoop):

@@ -3,8 +3,8 @@
 Like River's maintenance services, every loop that pulls from a durable consumer one message
 at a time (the scheduler's dead-letter router and sweeper, timer relay and tick relay) is a
 :class:`ConsumerLoop`: it says which consumer it reads and how to handle *one* message; the
-base owns the rest. The projector's loops, which apply bursts, are ServiceLoops
-(``projections/follow.py``).
+base owns the rest. The projector's loops, which apply bursts, and the worker's, one per
+queue, are ServiceLoops too (``projections/follow.py``, ``worker/runner.py``).
 
 Error policy (the same for every loop)
 --------------------------------------
