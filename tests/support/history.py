@@ -32,10 +32,10 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client
@@ -55,6 +55,8 @@ from ferrisqueue.domain.subjects import (
 )
 from ferrisqueue.store import queries
 from ferrisqueue.store.models import JobEventRow, JobRow
+
+T = TypeVar("T")
 
 OP_MARKER = "op"
 """The payload field in which clients name the op that submitted a job."""
@@ -463,15 +465,26 @@ async def observe(
     """
     deadline = time.monotonic() + timeout
     while True:
-        last = await _last_seq(nc)
+        last = await _patiently(lambda: _last_seq(nc), deadline)
         store = await asyncio.to_thread(read_store, engine) if engine is not None else None
         if store is None or store.checkpoint == last or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)  # polling the projector's progress, bounded by the deadline
-    messages = await read_log(nc, last)
-    return Observation.of(
-        messages, dead_letter_subjects=await dead_letter_subjects(nc), store=store
-    )
+    messages = await _patiently(lambda: read_log(nc, last), deadline + timeout)
+    dead = await _patiently(lambda: dead_letter_subjects(nc), deadline + timeout)
+    return Observation.of(messages, dead_letter_subjects=dead, store=store)
+
+
+async def _patiently(read: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """``read()``, asked again while JetStream does not answer (a cluster still electing
+    after a fault) until ``deadline`` (monotonic), then the last error."""
+    while True:
+        try:
+            return await read()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # the cluster's recovery, bounded by the deadline
 
 
 async def settle(nc: Client, history: History, *, timeout: float) -> bool:
@@ -486,13 +499,12 @@ async def settle(nc: Client, history: History, *, timeout: float) -> bool:
     }
     while waiting:
         try:
-            info = await nc.jetstream().stream_info(EVENT_STREAM, subjects_filter="fq.job.*.*.*")
+            info = await _patiently(
+                lambda: nc.jetstream().stream_info(EVENT_STREAM, subjects_filter="fq.job.*.*.*"),
+                deadline,
+            )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-            # A cluster still electing after a fault: ask again until the deadline.
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.1)  # polling the log, bounded by the deadline
-            continue
+            return False
         seen: dict[str, set[str]] = defaultdict(set)
         for subject in info.state.subjects or {}:
             with contextlib.suppress(ValueError):  # a subject naming no job finishes none
