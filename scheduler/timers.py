@@ -184,7 +184,7 @@ class TimerRelay(ConsumerLoop):
             return
         history = await self._log.history(event.job_id)
         # The trigger as the history decodes it: a plain-NATS ``delay`` counts from the
-        # storage time, which nats-py's two read paths round differently (by a microsecond).
+        # storage time, and the timer must be armed for the time the fold will compare.
         trigger = next((s.event for s in history if s.seq == stored.seq and s.event), event)
         timer = timer_for(trigger)
         if timer is None:

@@ -52,6 +52,14 @@ _LONGEST_PAUSE = 2.0
 log = logging.getLogger(__name__)
 
 
+def _utc(nanos: int) -> datetime:
+    """A storage time in nanoseconds, truncated to microseconds as nats-py reads a stored
+    message's time (``get_msg``), so a delivery and a read of one message agree exactly.
+    (``msg.metadata`` divides as floats and can be a microsecond off.)"""
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+
+
 @dataclass(slots=True, eq=False)
 class NatsDelivery(Delivery):
     """A message a JetStream consumer delivered, settled through its ack subject."""
@@ -72,7 +80,7 @@ class NatsDelivery(Delivery):
         else:
             at = 2 if len(tokens) > 9 else 0  # the newer form names the domain and account
             seq, deliveries = int(tokens[at + 5]), int(tokens[at + 4])
-            stored_at = datetime.fromtimestamp(int(tokens[at + 7]) / 1e9, UTC)
+            stored_at = _utc(int(tokens[at + 7]))
         return cls(seq, deliveries, msg.subject, msg.data, msg.headers, stored_at, msg)
 
     async def ack(self) -> None:

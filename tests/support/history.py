@@ -53,6 +53,7 @@ from ferrisqueue.domain.subjects import (
     dlq_subject,
     parse_job_subject,
 )
+from ferrisqueue.log.puller import NatsDelivery
 from ferrisqueue.store import queries
 from ferrisqueue.store.models import JobEventRow, JobRow
 
@@ -425,7 +426,7 @@ async def read_log(nc: Client, last_seq: int, *, timeout: float = 10.0) -> list[
             seq = meta.sequence.stream
             if seq > last_seq:
                 return found
-            found.append(StoredEvent.decode(seq, msg.subject, msg.data, meta.timestamp))
+            found.append(StoredEvent.of(NatsDelivery.of(msg)))  # times as the projector reads them
             if seq == last_seq or meta.num_pending == 0:
                 return found
     finally:
