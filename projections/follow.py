@@ -9,6 +9,9 @@ until it is stopped. Its error policy:
   projector wrote the store; ``commit_at`` is fenced): counted in ``projection_health``
   (:mod:`projections.health`), then the next life begins at once (after a moment, for a
   moved checkpoint) from the stored checkpoint: nothing is skipped or applied twice;
+* **a stalled consumer** (nothing delivered for :data:`STALL_LIMIT` seconds although the
+  stream holds newer messages: seen once a consumer's replicas had all been restarted):
+  counted like a lost delivery, then a new life re-creates the consumer;
 * **any other failure** of a live projection (a JetStream request that timed out in a
   failover, a connection cut under a pull, a consumer nobody serves for
   :data:`PULLING`'s ``give_up_after`` seconds): logged, and the next life begins after the loops'
@@ -51,6 +54,9 @@ PULLING = Pulling(expires=1.0, linger=0.01, give_up_after=10.0)
 projection re-creates its consumer from the stored checkpoint."""
 PIPELINE_DEPTH = 4
 """Bursts received ahead of the one being applied."""
+STALL_LIMIT = 15.0
+"""Seconds without a delivery, while the stream holds newer messages, after which the
+projection re-creates its consumer from the checkpoint."""
 CHECKPOINT_MOVED_PAUSE = 1.0
 """Seconds before resuming after another projector moved the checkpoint."""
 
@@ -104,6 +110,11 @@ WORKERS = Projection(
 )
 
 
+class _Stalled(Exception):
+    """The consumer delivers nothing although the stream holds what the projection has not
+    applied: re-create it from the checkpoint."""
+
+
 class _LostDeliveries(Exception):
     """The consumer skipped messages the stream holds: resume from the checkpoint."""
 
@@ -128,8 +139,10 @@ class ProjectionLoop(ServiceLoop):
         batch_size: int,
         last_seq: int | None = None,
         until: datetime | None = None,
+        stall_limit: float = STALL_LIMIT,
     ) -> None:
         super().__init__()
+        self._stall_limit = stall_limit
         self.name = f"{projection.name} projection"
         self._log = event_log
         self._engine = engine
@@ -147,8 +160,8 @@ class ProjectionLoop(ServiceLoop):
     async def serve(self, stopping: asyncio.Event) -> None:
         try:
             self.position = await self._follow(stopping)
-        except (_LostDeliveries, CheckpointMoved) as exc:
-            lost = isinstance(exc, _LostDeliveries)
+        except (_LostDeliveries, _Stalled, CheckpointMoved) as exc:
+            lost = not isinstance(exc, CheckpointMoved)
             problem = f"{exc}; resuming from the stored checkpoint"
             counter = "lost_deliveries" if lost else "checkpoint_moves"
             await asyncio.to_thread(
@@ -185,8 +198,23 @@ class ProjectionLoop(ServiceLoop):
         self.serving()
         batch_size = self._batch_size
         apply = projection.applier()
+        self.position = position
+        clock = asyncio.get_running_loop().time
+        last_delivery = clock()
 
         async def request_size() -> int:
+            nonlocal last_delivery
+            if clock() - last_delivery > self._stall_limit:
+                # Nothing delivered for a while: fine if the stream has nothing newer, a
+                # consumer stuck after a failover (seen on a 3-node cluster) if it has.
+                newest = await event_log.last_seq(projection.stream)
+                wanted_up_to = newest if last_seq is None else min(newest, last_seq)
+                if wanted_up_to > self.position:
+                    raise _Stalled(
+                        f"no delivery for {self._stall_limit:g} s while {projection.stream} holds "
+                        f"sequences {self.position + 1}-{wanted_up_to}"
+                    )
+                last_delivery = clock()
             return batch_size
 
         async def first_stored(seq: int) -> int | None:
@@ -198,8 +226,10 @@ class ProjectionLoop(ServiceLoop):
         received: asyncio.Queue[tuple[Delivery, list[Any]] | None] = asyncio.Queue(PIPELINE_DEPTH)
 
         async def receive() -> None:
+            nonlocal last_delivery
             try:
                 async for msgs in puller.bursts(stopping, request_size=request_size):
+                    last_delivery = clock()
                     await received.put((msgs[-1], [projection.decode(m) for m in msgs]))
             finally:
                 await received.put(None)

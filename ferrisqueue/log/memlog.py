@@ -452,7 +452,9 @@ class MemoryLog(EventLog):
         self._state.stream(stream).consumers.pop(name, None)
 
     def consumer(self, stream: str, name: str, pulling: Pulling = PULLING) -> Consumer:
-        return _Puller(self, stream, name)  # every pull is answered here: nothing to give up
+        # Every pull is answered here, so there is nothing to give up on; a pull request
+        # expires after ``pulling.expires`` (event-loop) seconds, as JetStream's do.
+        return _Puller(self, stream, name, pulling.expires)
 
     async def watch(self, subject: str, watcher: Watcher) -> None:
         self._check()
@@ -486,14 +488,24 @@ class _MemoryDelivery(Delivery):
         self.connection._state.settle(self.stream, self.consumer, self.seq, how, delay)
 
 
+async def _changed(state: _State, within: float) -> bool:
+    """Whether the log changed within ``within`` seconds (a pull request's expiry)."""
+    try:
+        await asyncio.wait_for(state.next_change(), within)
+    except TimeoutError:
+        return False
+    return True
+
+
 class _Puller:
     """Bursts from a consumer of the in-memory log: everything deliverable (up to the
     request), as soon as there is something; waits for the log to change otherwise."""
 
-    def __init__(self, connection: MemoryLog, stream: str, name: str) -> None:
+    def __init__(self, connection: MemoryLog, stream: str, name: str, expires: float) -> None:
         self._connection = connection
         self._stream = stream
         self._name = name
+        self._expires = expires
 
     async def start(self) -> None:
         self._connection._check()
@@ -514,7 +526,8 @@ class _Puller:
                         delivered = len(pulled)
                         yield [self._delivery(m, n) for m, n in pulled]
                         break
-                    await unless_stopped(state.next_change(), stopping)
+                    if not await unless_stopped(_changed(state, self._expires), stopping):
+                        break  # expired (or stopping): the next request asks again
             finally:
                 unused(wanted - delivered)
 

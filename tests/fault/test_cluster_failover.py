@@ -39,7 +39,11 @@ JOBS = 1_200
 CLIENTS = 8
 """Concurrent HTTP clients, each submitting its share of the jobs one after another."""
 JOB = {"type": "echo", "payload": {}}
-CLUSTER_ENV = {"FQ_STREAM_REPLICAS": "3", "FQ_PUBLISH_TIMEOUT": "3"}
+CLUSTER_ENV = {"FQ_STREAM_REPLICAS": "3", "FQ_PUBLISH_TIMEOUT": "3", "FQ_MAX_DELIVER": "10"}
+"""MaxDeliver 10, not 5: with the fault tests' 2 s AckWait, five deliveries last about 30 s,
+and a job delivered while no quorum lets its worker record ``started`` used them up in one
+outage and was dead-lettered without ever running (seen here; with the default 30 s AckWait
+five deliveries span 15 minutes). Ten span more than five minutes."""
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from ferrisqueue.log.topology import PROJECTOR_CONSUMER
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from projections import jobs
+from projections.follow import JOBS, ProjectionLoop
 from projections.runner import Projector
 from tests.support.memory import WAIT, memory_log, memory_settings, submit
 
@@ -117,6 +118,31 @@ async def test_a_lost_delivery_is_refilled_from_the_log_not_skipped(
     assert status(engine, job) is JobStatus.COMPLETED
     with Session(engine) as session:
         assert queries.projection_health(session)[jobs.NAME].lost_deliveries == 1
+
+
+async def test_a_consumer_that_delivers_nothing_newer_is_re_created(
+    log: MemoryLog, engine: Engine
+) -> None:
+    job = await completed_job(log)
+    log.lose(EVENT_STREAM, PROJECTOR_CONSUMER, 3)  # the last event vanishes: no later one
+    # reveals the gap, and the consumer would redeliver it only after its AckWait (30 s)
+    projection = ProjectionLoop(
+        log.connect(), engine, JOBS, PROJECTOR_CONSUMER, batch_size=10, stall_limit=0.2
+    )
+    stopping = asyncio.Event()
+    running = asyncio.create_task(projection.run(stopping))
+    try:
+        await log.wait_until(lambda: checkpoint(engine) >= 3, timeout=WAIT)
+    finally:
+        stopping.set()
+        await running
+
+    assert projection.signals.serving.count == 2  # a second life, on a new consumer
+    assert timeline(engine, job) == ["submitted", "started", "succeeded"]
+    with Session(engine) as session:
+        found = queries.projection_health(session)[jobs.NAME]
+    assert found.lost_deliveries == 1
+    assert found.last_problem is not None and "no delivery for 0.2 s" in found.last_problem
 
 
 async def test_a_projector_dying_between_commit_and_ack_applies_nothing_twice(
