@@ -159,7 +159,7 @@ class ProjectionLoop(ServiceLoop):
 
     async def serve(self, stopping: asyncio.Event) -> None:
         try:
-            self.position = await self._follow(stopping)
+            await self._follow(stopping)
         except (_LostDeliveries, _Stalled, CheckpointMoved) as exc:
             lost = not isinstance(exc, CheckpointMoved)
             problem = f"{exc}; resuming from the stored checkpoint"
@@ -176,14 +176,14 @@ class ProjectionLoop(ServiceLoop):
         if self.one_shot:
             stopping.set()  # done: the run ends here
 
-    async def _follow(self, stopping: asyncio.Event) -> int:
+    async def _follow(self, stopping: asyncio.Event) -> None:
         """One life: from the stored checkpoint until ``stopping`` (or, once, until the
-        last sequence or time wanted); returns the checkpoint reached."""
+        last sequence or time wanted); :attr:`position` follows what it applied."""
         projection, event_log, engine = self._projection, self._log, self._engine
         last_seq, until = self._last_seq, self._until
-        position = await asyncio.to_thread(_position, engine, projection)
+        position = self.position = await asyncio.to_thread(_position, engine, projection)
         if last_seq is not None and position >= last_seq:
-            return position
+            return
         stream_end = await event_log.last_seq(projection.stream)
         if position > stream_end:
             # New events would reuse sequences the store has already applied, and be skipped.
@@ -198,7 +198,6 @@ class ProjectionLoop(ServiceLoop):
         self.serving()
         batch_size = self._batch_size
         apply = projection.applier()
-        self.position = position
         clock = asyncio.get_running_loop().time
         last_delivery = clock()
 
@@ -252,7 +251,7 @@ class ProjectionLoop(ServiceLoop):
                 applicable, lost = await contiguous(position, wanted, first_stored)
                 if applicable:
                     position = await asyncio.to_thread(_apply, engine, apply, position, applicable)
-                    self.position = position
+                    self.position = position  # read by request_size, and by one-shot callers
                 if lost is not None:  # acknowledge nothing past what was applied
                     raise _LostDeliveries(lost)
                 await last_msg.ack()  # the consumer acks all: one ack covers every burst
@@ -263,7 +262,6 @@ class ProjectionLoop(ServiceLoop):
             await puller.stop()
             if self.one_shot:
                 await event_log.delete_consumer(projection.stream, self._consumer)
-        return position
 
     async def _puller(self, position: int) -> Consumer:
         """The consumer re-created to deliver from ``position`` + 1 (a start position

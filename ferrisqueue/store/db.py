@@ -22,6 +22,7 @@ from sqlalchemy.sql import Insert
 from sqlmodel import Session, SQLModel
 
 from ferrisqueue.errors import CheckpointMoved, ConfigurationError
+from ferrisqueue.store import queries
 from ferrisqueue.store.models import ProjectionCheckpoint, SchemaInfo
 
 SCHEMA_VERSION = 2
@@ -104,8 +105,7 @@ def checkpoint_at(session: Session, projection: str, *, expected: int | None = N
     """``projection``'s checkpoint, read at the start of a batch's transaction; with
     ``expected``, :class:`CheckpointMoved` unless it is there (the batch was checked to
     follow that position)."""
-    row = session.get(ProjectionCheckpoint, projection)
-    position = row.position if row else 0
+    position = queries.checkpoint(session, projection)
     if expected is not None and position != expected:
         raise CheckpointMoved(
             f"the {projection} checkpoint is at {position}, not at {expected}: another "

@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js.api import ClusterInfo
 
 from ferrisqueue.log.embedded import free_port, port_in_use, server_binary
 from tests.support.waits import wait_until
@@ -145,41 +148,43 @@ class NatsCluster:
             await nc.close()
 
 
+_UNANSWERED = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
+
+
 async def _jetstream_answers(nc: Client) -> bool:
     try:
         await nc.jetstream().account_info()
-    except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+    except _UNANSWERED:
         return False
     return True
 
 
+async def _cluster(info: Awaitable[Any]) -> ClusterInfo | None:
+    """The cluster part of a stream's or consumer's info, or None while JetStream does not
+    answer (an election, or too few nodes for a quorum)."""
+    try:
+        found: ClusterInfo | None = (await info).cluster
+    except _UNANSWERED:
+        return None
+    return found
+
+
 async def stream_leader(nc: Client, stream: str) -> str | None:
-    """The server name leading ``stream`` now, or None while it has none (an election, or
-    too few nodes for a quorum)."""
-    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
-        info = await nc.jetstream().stream_info(stream)
-        if info.cluster is not None:
-            leader: str | None = info.cluster.leader
-            return leader
-    return None
+    """The server name leading ``stream`` now, or None while it has none."""
+    cluster = await _cluster(nc.jetstream().stream_info(stream))
+    return cluster.leader if cluster else None
 
 
 async def consumer_leader(nc: Client, stream: str, consumer: str) -> str | None:
-    """The server name leading ``consumer`` of ``stream`` now, or None (see above)."""
-    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
-        info = await nc.jetstream().consumer_info(stream, consumer)
-        if info.cluster is not None:
-            leader: str | None = info.cluster.leader
-            return leader
-    return None
+    """The server name leading ``consumer`` of ``stream`` now, or None while it has none."""
+    cluster = await _cluster(nc.jetstream().consumer_info(stream, consumer))
+    return cluster.leader if cluster else None
 
 
 async def stream_whole(nc: Client, stream: str) -> bool:
     """Whether ``stream`` has a leader and every other replica is current (a restarted node
     has caught up): the cluster can lose one more node without losing its quorum."""
-    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
-        info = await nc.jetstream().stream_info(stream)
-        cluster = info.cluster
-        if cluster is not None and cluster.leader and cluster.replicas:
-            return all(peer.current for peer in cluster.replicas)
-    return False
+    cluster = await _cluster(nc.jetstream().stream_info(stream))
+    if cluster is None or not cluster.leader or not cluster.replicas:
+        return False
+    return all(peer.current for peer in cluster.replicas)
