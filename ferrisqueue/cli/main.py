@@ -28,6 +28,7 @@ from ferrisqueue.log.natsconn import connect
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.logs import setup_logging
+from ferrisqueue.store.db import init_schema, make_engine
 
 app = typer.Typer(
     help="FerrisQueue: a job queue whose source of truth is NATS JetStream.",
@@ -54,7 +55,7 @@ def up() -> None:
 
 @app.command()
 def init() -> None:
-    """Create or update the streams and consumers (idempotent)."""
+    """Create or update the streams and consumers, and the read store's tables (idempotent)."""
     settings = load_settings()
 
     async def apply() -> None:
@@ -69,6 +70,17 @@ def init() -> None:
         f"topology applied on {settings.effective_nats_url} "
         f"(queues: {', '.join(settings.worker_queues)})"
     )
+    # The services create missing tables themselves at start; doing it here too lets a
+    # deployment (the Kubernetes fq-init Job) find a wrong schema version before any starts.
+    engine = make_engine(settings.effective_database_url)
+    try:
+        init_schema(engine)
+    except FerrisQueueError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"read-store schema ready at {engine.url.render_as_string(hide_password=True)}")
 
 
 @app.command()

@@ -8,11 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 from nats.aio.client import Client
+from sqlalchemy import text
 
 from ferrisqueue.domain.ids import is_token
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
+from ferrisqueue.store.db import SCHEMA_VERSION, make_engine
 from tests.conftest import StartService
 from tests.support.procs import run_fq
 
@@ -50,6 +52,26 @@ async def test_fq_init_is_idempotent_and_fq_id_prints_a_token(
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert "queues: default" in again.stdout
     assert is_token(new_id.stdout.strip())
+
+
+async def test_fq_init_creates_the_read_store_schema_and_refuses_another_version(
+    settings: Settings, tmp_path: Path, nats_server: object
+) -> None:
+    created = await run_fq(settings, tmp_path, "init")
+    engine = make_engine(settings.effective_database_url)
+    with engine.begin() as connection:
+        version = connection.execute(
+            text("SELECT value FROM schema_info WHERE key = 'version'")
+        ).scalar_one()
+        connection.execute(text("UPDATE schema_info SET value = 1 WHERE key = 'version'"))
+    engine.dispose()
+    refused = await run_fq(settings, tmp_path, "init")
+
+    assert created.returncode == 0, created.stderr
+    assert "read-store schema ready" in created.stdout
+    assert version == SCHEMA_VERSION
+    assert refused.returncode == 1
+    assert "schema version 1" in refused.stderr
 
 
 async def test_fq_submit_with_bad_payload_says_why(settings: Settings, tmp_path: Path) -> None:
