@@ -13,9 +13,7 @@ periods and scaling triggers the services rely on.
 from __future__ import annotations
 
 import copy
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.log.topology import worker_consumer_name
 from ferrisqueue.settings import Settings
+from tests.support.kube import copy_with_example_secrets, render
 from tests.support.natsconf import check_server_config
 
 yaml = pytest.importorskip("yaml")
@@ -57,43 +56,11 @@ key would pass its schema and be silently ignored."""
 Obj = dict[str, Any]
 
 
-def kubectl() -> str:
-    """The kubectl binary; in CI its absence fails the test (``.ci/run`` installs it)."""
-    found = shutil.which("kubectl")
-    if found is None:
-        message = "kubectl is not installed (apt-get install kubectl; .ci/run does it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    version = subprocess.run(
-        [found, "version", "--client"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout
-    # The overlays use kustomize v5 fields (labels, patches with label selectors).
-    assert re.search(r"Kustomize Version: v[5-9]", version), f"kubectl too old: {version}"
-    return found
-
-
-def render(directory: Path) -> list[Obj]:
-    result = subprocess.run(
-        [kubectl(), "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of deploy/k8s with the secret files a user creates from the ``.example``
     files (never committed), so that the dev overlay's secretGenerator finds them."""
-    copy_root = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, copy_root)
-    for example in copy_root.rglob("*.env.example"):
-        example.with_suffix("").write_text(example.read_text())
-    return copy_root
+    return copy_with_example_secrets(K8S, tmp_path_factory.mktemp("k8s") / "k8s")
 
 
 @pytest.fixture(scope="module")
