@@ -120,12 +120,19 @@ class Child:
             self._copier.start()
         log.info("started %s (pid %d)", self.name, process.pid)
 
-    def _copy(self, stream: BinaryIO, echo: BinaryIO) -> None:
+    def _copy(self, stream: BinaryIO, echo: BinaryIO | None) -> None:
         with stream:
             for line in iter(stream.readline, b""):
                 self._tail.append(line.decode("utf-8", errors="replace").rstrip())
-                echo.write(line)
-                echo.flush()
+                if echo is None:
+                    continue
+                try:
+                    echo.write(line)
+                    echo.flush()
+                except (OSError, ValueError):
+                    # Our terminal is gone (`fq up | head`): go on draining the pipe, or the
+                    # child would block on its next log line once the pipe is full.
+                    echo = None
 
     def last_lines(self) -> list[str]:
         """The child's last lines of output (of an exited child, once its pipe is drained)."""
@@ -249,6 +256,9 @@ class Supervisor:
         last = [c for c in reversed(self.children) if c.stop_last]
         for wave in (first, last):
             _stop(wave, timeout=timeout)
+        for child in self.children:  # their last lines reach the terminal before we exit
+            if child._copier is not None:
+                child._copier.join(timeout=1.0)
 
 
 def _stop(children: list[Child], *, timeout: float) -> None:
