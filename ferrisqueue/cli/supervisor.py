@@ -138,9 +138,14 @@ class Child:
         """The child's last lines of output (of an exited child, once its pipe is drained)."""
         if self.log_file is not None:
             return _file_tail(self.log_file, TAIL_LINES)
-        if self._copier is not None and self.process and self.process.poll() is not None:
-            self._copier.join(timeout=2.0)
+        if self.process is not None and self.process.poll() is not None:
+            self.drain(timeout=2.0)
         return list(self._tail)
+
+    def drain(self, *, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds until the output of an exited child is copied."""
+        if self._copier is not None:
+            self._copier.join(timeout=timeout)
 
     def state(self, now: float) -> str:
         """A few words for the status line."""
@@ -257,8 +262,7 @@ class Supervisor:
         for wave in (first, last):
             _stop(wave, timeout=timeout)
         for child in self.children:  # their last lines reach the terminal before we exit
-            if child._copier is not None:
-                child._copier.join(timeout=1.0)
+            child.drain(timeout=1.0)
 
 
 def _stop(children: list[Child], *, timeout: float) -> None:

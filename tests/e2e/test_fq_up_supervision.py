@@ -155,6 +155,8 @@ async def test_a_worker_sigkilled_mid_job_is_restarted_and_its_job_completes_as_
     assert "stopping everything" not in output
 
     assert fq_up.stop() == 0
+    assert fq_up.output().count("restarting it in") == 1  # nothing restarted while stopping
+    assert [pid for pid in restarted if alive(pid)] == []
 
 
 @pytest.mark.timeout(90)
