@@ -171,11 +171,15 @@ def run(settings: Settings) -> int:
             time.sleep(0.1)
         return 0
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        supervisor.stop_all(timeout=settings.shutdown_grace + 5)
-        if embedded is not None:
-            embedded.stop()
+        # Our handlers stay until everything is stopped (a bounded wait): a second SIGTERM or
+        # Ctrl-C meanwhile must not kill fq up and leave its children running unowned.
+        try:
+            supervisor.stop_all(timeout=settings.shutdown_grace + 5)
+            if embedded is not None:
+                embedded.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _banner(settings: Settings, nats_url: str) -> str:

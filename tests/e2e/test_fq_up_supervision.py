@@ -56,12 +56,28 @@ class FqUp:
                 self.process.kill()
         return self.process.wait()
 
+    def kill_leftovers(self) -> None:
+        """SIGKILL children that outlived `fq up` (only when it failed to stop them): pids it
+        logged whose command line or environment still names this test's var dir."""
+        var = self.env["FQ_VAR_DIR"].encode()
+        for pid in map(int, re.findall(r"started \S+ \(pid (\d+)\)", self.output())):
+            try:
+                proc = Path(f"/proc/{pid}")
+                ours = (
+                    var in (proc / "cmdline").read_bytes() or var in (proc / "environ").read_bytes()
+                )
+            except OSError:
+                continue
+            if ours and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
 
 @pytest.fixture
 def fq_up(tmp_path: Path) -> Iterator[FqUp]:
     up = FqUp(tmp_path, FQ_ACK_WAIT=str(ACK_WAIT), FQ_WORKERS="1")
     yield up
     up.stop()
+    up.kill_leftovers()
 
 
 async def wait_ready(client: httpx.AsyncClient, up: FqUp) -> None:
@@ -175,6 +191,7 @@ def test_a_child_in_a_crash_loop_stops_everything_and_shows_its_last_log_lines(
         code = up.process.wait(timeout=75)
     finally:
         up.stop()
+        up.kill_leftovers()
 
     output = up.output()
     assert code == 1, output
@@ -232,3 +249,28 @@ async def test_the_embedded_nats_server_killed_is_restarted_on_its_port_with_its
         fq_up.output(),
     )
     assert fq_up.stop() == 0
+
+
+@pytest.mark.timeout(90)
+async def test_a_second_sigterm_while_stopping_still_stops_every_child(fq_up: FqUp) -> None:
+    async with httpx.AsyncClient(base_url=fq_up.gateway, timeout=5) as client:
+        await wait_ready(client, fq_up)
+    names = ("nats-server", "projector", "gateway", "scheduler", "worker-1")
+    children = [pid for name in names for pid in started_pids(fq_up.log, name)]
+    assert len(children) == 5
+
+    fq_up.process.send_signal(signal.SIGTERM)
+
+    async def stopping() -> str:
+        return fq_up.output()
+
+    await wait_until(
+        stopping,
+        lambda out: "stopped" in out.split("Ctrl-C stops it.")[-1],
+        timeout=30,
+        what="the children stopping",
+    )
+    fq_up.process.send_signal(signal.SIGTERM)  # an impatient operator, while they stop
+
+    assert fq_up.process.wait(timeout=60) == 0, fq_up.output()
+    assert [pid for pid in children if alive(pid)] == []
