@@ -12,12 +12,13 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.ids import is_token
 from ferrisqueue.domain.policy import QueueOverrides, QueuePolicy
+from ferrisqueue.domain.restarts import RestartPolicy
 
 DEFAULT_EMBEDDED_NATS_PORT = 4322
 """Not 4222: a machine may already run another (older) nats-server there."""
@@ -179,6 +180,34 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=0, le=64, description="Worker processes `fq up` starts.")
     dashboard_port: int = Field(default=8501, ge=1, le=65535)
     dashboard: bool = Field(default=True, description="Whether `fq up` starts the dashboard.")
+    up_restart_base: float = Field(
+        default=1.0, gt=0, le=3600, description="`fq up`: wait before restarting a child (s)."
+    )
+    up_restart_cap: float = Field(
+        default=30.0, gt=0, le=3600, description="`fq up`: longest wait before a restart (s)."
+    )
+    up_restart_reset: float = Field(
+        default=30.0,
+        gt=0,
+        description="`fq up`: a child up this long before it died restarts after the shortest "
+        "wait again (s).",
+    )
+    up_crash_loop_exits: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="`fq up` stops everything when one child exits this often within "
+        "FQ_UP_CRASH_LOOP_WINDOW (1: at its first exit).",
+    )
+    up_crash_loop_window: float = Field(
+        default=60.0, gt=0, description="`fq up`: the crash-loop window (s)."
+    )
+    up_status_interval: float = Field(
+        default=300.0,
+        ge=0,
+        description="`fq up` logs a one-line status of its children this often (s; 0: only "
+        "when one exits or starts again).",
+    )
 
     @field_validator("worker_queues", mode="before")
     @classmethod
@@ -214,10 +243,30 @@ class Settings(BaseSettings):
         overrides = self.queues.get(queue)
         return overrides.over(default) if overrides else default
 
+    def restart_policy(self) -> RestartPolicy:
+        """How `fq up` restarts a child that died, and what it calls a crash loop."""
+        return RestartPolicy(
+            base=self.up_restart_base,
+            cap=self.up_restart_cap,
+            reset_after=self.up_restart_reset,
+            crash_loop_exits=self.up_crash_loop_exits,
+            crash_loop_window=self.up_crash_loop_window,
+        )
+
     @model_validator(mode="after")
     def _fill_derived(self) -> Settings:
         if self.gateway_url is None:
             self.gateway_url = f"http://{self.gateway_host}:{self.gateway_port}"
+        return self
+
+    @model_validator(mode="after")
+    def _restart_policy_is_sound(self) -> Settings:
+        try:
+            self.restart_policy()
+        except ValidationError as exc:
+            # Reported under the FQ_UP_ names a user sets, not the policy's own field names.
+            reasons = "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
+            raise ValueError(f"FQ_UP_RESTART_* / FQ_UP_CRASH_LOOP_*: {reasons}") from exc
         return self
 
     @property

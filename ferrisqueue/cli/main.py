@@ -45,6 +45,7 @@ def up() -> None:
 
     settings = load_settings()
     setup_logging("fq-up", settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per readiness probe
     try:
         code = up_module.run(settings)
     except FerrisQueueError as exc:

@@ -2,19 +2,20 @@
 
 Starts the embedded nats-server (unless ``FQ_NATS_URL`` names one), applies the topology,
 then the projector, the gateway, the scheduler, the workers and the dashboard as child
-processes. If any child dies, everything is stopped and ``fq up`` exits non-zero; SIGINT /
-SIGTERM stop everything cleanly, workers first so that they can finish their jobs. Only
-processes that ``fq up`` started are ever signalled, by the pids it holds.
+processes (:mod:`ferrisqueue.cli.supervisor`). A child that dies is started again after a
+backoff; one that keeps dying (a crash loop, ``FQ_UP_CRASH_LOOP_*``) stops everything and
+``fq up`` exits 1, showing that child's last log lines. SIGINT / SIGTERM stop everything
+cleanly, workers first so that they can finish their jobs, NATS last. Only processes that
+``fq up`` started are ever signalled, by the pids it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
-import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from ferrisqueue.cli.supervisor import Supervisor, spawn
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.embedded import EmbeddedNats
 from ferrisqueue.log.natsconn import connect
@@ -32,15 +34,19 @@ from ferrisqueue.settings import Settings
 log = logging.getLogger("fq.up")
 
 
+GATEWAY_READY_TIMEOUT = 30.0
+"""Seconds the gateway has to answer ``/readyz`` after ``fq up`` started it."""
+
+
 @dataclass
 class Service:
-    """One child process of ``fq up``."""
+    """One child process of ``fq up``: what to run, with which extra environment, and where
+    it logs (None: to ``fq up``'s terminal)."""
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     log_file: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
 
 
 def services(settings: Settings, nats_url: str) -> list[Service]:
@@ -90,54 +96,12 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
     return started
 
 
-def start(service: Service) -> None:
-    out = None
-    if service.log_file is not None:
-        service.log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = open(service.log_file, "ab")  # noqa: SIM115 - handed to the child
-    service.process = subprocess.Popen(
-        service.argv,
-        env={**os.environ, **service.env},
-        stdout=out,
-        stderr=subprocess.STDOUT if out else None,
-    )
-    if out is not None:
-        out.close()
-    log.info("started %s (pid %d)", service.name, service.process.pid)
-
-
-def stop_all(started: list[Service], *, timeout: float) -> None:
-    """SIGTERM in reverse start order (workers before gateway before projector)."""
-    for service in reversed(started):
-        if service.process and service.process.poll() is None:
-            service.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for service in reversed(started):
-        if service.process is None:
-            continue
-        try:
-            service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning(
-                "%s did not stop in time; killing pid %d", service.name, service.process.pid
-            )
-            service.process.kill()
-            service.process.wait()
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Wait until the gateway answers ``/readyz`` with 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ConfigurationError(f"the gateway exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise ConfigurationError(f"the gateway was not ready at {url} within {timeout}s")
+def gateway_ready(url: str) -> bool:
+    """Whether the gateway answers ``/readyz`` with 200 right now."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 async def _init_topology(settings: Settings, url: str) -> None:
@@ -149,18 +113,14 @@ async def _init_topology(settings: Settings, url: str) -> None:
 
 
 def run(settings: Settings) -> int:
-    """Run everything until a signal or a child's death; the exit code of ``fq up``."""
+    """Run and supervise everything until a signal or a crash loop; the exit code of
+    ``fq up``."""
+    supervisor = Supervisor(
+        settings.restart_policy(),
+        echo=sys.stderr.buffer,
+        status_interval=settings.up_status_interval,
+    )
     embedded = None
-    if settings.nats_url is None:
-        embedded = EmbeddedNats(
-            settings.var_dir.resolve() / "nats",
-            settings.nats_port,
-            sync_always=settings.nats_sync_always,
-        )
-        embedded.start()
-        log.info("embedded nats-server at %s (data in %s)", embedded.url, embedded.data_dir)
-    nats_url = settings.effective_nats_url
-    started: list[Service] = []
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -168,38 +128,65 @@ def run(settings: Settings) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if settings.nats_url is None:
+            embedded = EmbeddedNats(
+                settings.var_dir.resolve() / "nats",
+                settings.nats_port,
+                sync_always=settings.nats_sync_always,
+                own_process_group=True,
+            )
+            embedded.start()
+            log.info("embedded nats-server at %s (data in %s)", embedded.url, embedded.data_dir)
+            # If it dies it is started again on the same port and data dir, so the streams
+            # come back as they were and the services (which reconnect for ever) go on.
+            supervisor.add(
+                "nats-server",
+                embedded.launch,
+                log_file=embedded.log_path,
+                stop_last=True,
+                process=embedded.process,
+            )
+        nats_url = settings.effective_nats_url
         asyncio.run(_init_topology(settings, nats_url))
         for service in services(settings, nats_url):
-            start(service)
-            started.append(service)
-        gateway = next(s for s in started if s.name == "gateway")
-        assert gateway.process is not None
-        wait_ready(str(settings.gateway_url), gateway.process)
-        print(
-            f"FerrisQueue is up: gateway {settings.gateway_url} (docs at /docs), "
-            f"NATS {nats_url}"
-            + (
-                f", dashboard http://127.0.0.1:{settings.dashboard_port}"
-                if settings.dashboard
-                else ""
+            supervisor.add(
+                service.name,
+                functools.partial(spawn, service.argv, service.env, service.log_file),
+                log_file=service.log_file,
             )
-            + ". Ctrl-C stops it.",
-            flush=True,
-        )
+        ready_by = time.monotonic() + GATEWAY_READY_TIMEOUT
+        announced = False
         while not stopping:
-            dead = [s for s in started if s.process and s.process.poll() is not None]
-            if dead:
-                log.error(
-                    "%s exited with %s; stopping everything",
-                    dead[0].name,
-                    dead[0].process.returncode if dead[0].process else "?",
-                )
+            if supervisor.check() is not None:
                 return 1
-            time.sleep(0.2)
+            if not announced and gateway_ready(str(settings.gateway_url)):
+                announced = True
+                print(_banner(settings, nats_url), flush=True)
+                supervisor.log_status()
+            elif not announced and time.monotonic() > ready_by:
+                raise ConfigurationError(
+                    f"the gateway was not ready at {settings.gateway_url} "
+                    f"within {GATEWAY_READY_TIMEOUT:g}s"
+                )
+            time.sleep(0.1)
         return 0
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        stop_all(started, timeout=settings.shutdown_grace + 5)
-        if embedded is not None:
-            embedded.stop()
+        # Our handlers stay until everything is stopped (a bounded wait): a second SIGTERM or
+        # Ctrl-C meanwhile must not kill fq up and leave its children running unowned.
+        try:
+            supervisor.stop_all(timeout=settings.shutdown_grace + 5)
+            if embedded is not None:
+                embedded.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _banner(settings: Settings, nats_url: str) -> str:
+    dashboard = (
+        f", dashboard http://127.0.0.1:{settings.dashboard_port}" if settings.dashboard else ""
+    )
+    return (
+        f"FerrisQueue is up: gateway {settings.gateway_url} (docs at /docs), "
+        f"NATS {nats_url}{dashboard}. Ctrl-C stops it."
+    )

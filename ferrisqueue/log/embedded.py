@@ -52,6 +52,9 @@ class EmbeddedNats:
     data_dir: Path
     port: int
     sync_always: bool = False
+    own_process_group: bool = False
+    """Start it in a process group of its own, so that a Ctrl-C in the terminal reaches only
+    its owner, which stops it last (``fq up``: the services finish their work first)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -81,35 +84,48 @@ class EmbeddedNats:
                 "Stop what listens there, choose another port with FQ_NATS_PORT, or point "
                 "FQ_NATS_URL at a running nats-server (2.14 or newer)."
             )
-        config = self.write_config()
-        log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [server_binary(), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        (self.data_dir / "nats-server.pid").write_text(str(self.process.pid))
+        process = self.launch()
         deadline = time.monotonic() + timeout
         while not port_in_use(self.port):
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise ConfigurationError(
-                    f"nats-server exited with {self.process.returncode}; "
-                    f"see {self.data_dir / 'nats-server.log'}"
+                    f"nats-server exited with {process.returncode}; see {self.log_path}"
                 )
             if time.monotonic() > deadline:
                 self.stop()
                 raise ConfigurationError(f"nats-server did not listen on {self.port} in {timeout}s")
             time.sleep(0.02)
 
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "nats-server.log"
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the server process without waiting for it to listen (``fq up`` restarts a
+        dead one this way, on the same port and data dir)."""
+        config = self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [server_binary(), "-c", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0 if self.own_process_group else None,
+        )
+        log.close()
+        (self.data_dir / "nats-server.pid").write_text(str(self.process.pid))
+        return self.process
+
     def stop(self, *, timeout: float = 10.0) -> None:
         """Stop the server we started (by its pid) and wait for it to exit."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         pid_file = self.data_dir / "nats-server.pid"
         if pid_file.exists() and pid_file.read_text() == str(self.process.pid):
             os.unlink(pid_file)
