@@ -10,15 +10,26 @@ from ferrisqueue import runloop
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.settings import Settings
-from worker.middleware import load_middleware
+from ferrisqueue.tracing import Tracing, tracing_from_env
+from worker.logfields import AttemptLogFields
+from worker.middleware import Middleware, load_middleware
 from worker.runner import Worker
 from worker.tasks import default_registry
+from worker.tracing import TraceAttempts
 
 log = logging.getLogger("worker")
 
 
-async def _serve(settings: Settings) -> None:
-    worker = Worker(settings, default_registry(settings), load_middleware(settings))
+def observability(tracing: Tracing) -> list[Middleware]:
+    """The worker's own middleware, outermost: the attempt's span (when tracing is on), then
+    its log fields (which take the span's trace id)."""
+    spans: list[Middleware] = [TraceAttempts(tracing)] if tracing.enabled else []
+    return [*spans, AttemptLogFields(tracing)]
+
+
+async def _serve(settings: Settings, tracing: Tracing) -> None:
+    middleware = [*observability(tracing), *load_middleware(settings)]
+    worker = Worker(settings, default_registry(settings), middleware)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -27,14 +38,17 @@ async def _serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
+    setup_logging(f"worker[{settings.worker_id}]", settings.log_level, settings.log_format)
+    tracing = tracing_from_env("ferrisqueue-worker")
     try:
-        runloop.run(_serve(settings))
+        runloop.run(_serve(settings, tracing))
     except ConfigurationError as exc:
         # A plugin's invalid settings or a resource that cannot be opened: say what, without
         # a traceback, and exit non-zero so a supervisor does not report a clean stop.
         log.error("worker not started: %s", exc)
         raise SystemExit(2) from None
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":
