@@ -295,6 +295,7 @@ class JobExecutor:
             outcome = self._failure(run, error, False, _ms_since(began))
             await self._log.append(outcome, headers=run.trace)
         hooks.record(outcome, error)  # stored: if the dead letter fails, a redelivery ends it
+        log.debug("attempt %d of %s %s: %s", attempt, job.type, job.job_id, outcome.kind.value)
         if isinstance(outcome, Failed) and outcome.retry_at is None:
             await self._dead_letter(run, outcome.error, attempt, permanent=_is_permanent(outcome))
         await msg.ack()
