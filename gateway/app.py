@@ -19,6 +19,7 @@ from ferrisqueue.errors import (
     PublishRejected,
 )
 from ferrisqueue.jobtypes import load_job_types
+from ferrisqueue.logs import LogFormat
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.tracing import NO_TRACING, Tracing
@@ -55,7 +56,10 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
         description="Submit jobs and follow them. Every change is an event in NATS JetStream.",
         lifespan=lifespan,
         telemetry=_telemetry(tracing),
-        dependencies=[Depends(bind_job_log_fields)],
+        # Only JSON logs show a record's job: no dependency on every request otherwise.
+        dependencies=[Depends(bind_job_log_fields)]
+        if settings.log_format is LogFormat.JSON
+        else [],
     )
     app.include_router(jobs.router)
     app.include_router(batch.router)

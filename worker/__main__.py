@@ -8,7 +8,7 @@ import signal
 
 from ferrisqueue import runloop
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.logs import setup_logging
+from ferrisqueue.logs import LogFormat, setup_logging
 from ferrisqueue.settings import Settings
 from ferrisqueue.tracing import Tracing, tracing_from_env
 from worker.logfields import AttemptLogFields
@@ -20,15 +20,18 @@ from worker.tracing import TraceAttempts
 log = logging.getLogger("worker")
 
 
-def observability(tracing: Tracing) -> list[Middleware]:
+def observability(settings: Settings, tracing: Tracing) -> list[Middleware]:
     """The worker's own middleware, outermost: the attempt's span (when tracing is on), then
-    its log fields (which take the span's trace id)."""
-    spans: list[Middleware] = [TraceAttempts(tracing)] if tracing.enabled else []
-    return [*spans, AttemptLogFields(tracing)]
+    its log fields (which take the span's trace id; only JSON logs show them). Each is left
+    out when it would show nothing: a middleware costs every attempt its hooks."""
+    middleware: list[Middleware] = [TraceAttempts(tracing)] if tracing.enabled else []
+    if settings.log_format is LogFormat.JSON:
+        middleware.append(AttemptLogFields(tracing))
+    return middleware
 
 
 async def _serve(settings: Settings, tracing: Tracing) -> None:
-    middleware = [*observability(tracing), *load_middleware(settings)]
+    middleware = [*observability(settings, tracing), *load_middleware(settings)]
     worker = Worker(settings, default_registry(settings), middleware)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
