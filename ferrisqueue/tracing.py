@@ -153,9 +153,7 @@ NO_TRACING = Tracing()
 """The no-op (stateless, so one instance serves everyone)."""
 
 
-def tracing_from_env(
-    service: str, environ: Mapping[str, str] = os.environ
-) -> Tracing:  # pragma: no cover - depends on what is installed
+def tracing_from_env(service: str, environ: Mapping[str, str] = os.environ) -> Tracing:
     """Tracing as the standard ``OTEL_*`` variables ask: OpenTelemetry when the ``[otel]``
     extra is installed, ``OTEL_SDK_DISABLED`` is not ``true`` and ``OTEL_TRACES_EXPORTER``
     names an exporter other than ``none`` (or an OTLP endpoint is set, for the default

@@ -42,16 +42,18 @@ async def _serve(settings: Settings, tracing: Tracing) -> None:
 def main() -> None:
     settings = Settings()
     setup_logging(f"worker[{settings.worker_id}]", settings.log_level, settings.log_format)
-    tracing = tracing_from_env("ferrisqueue-worker")
     try:
-        runloop.run(_serve(settings, tracing))
+        tracing = tracing_from_env("ferrisqueue-worker")
+        try:
+            runloop.run(_serve(settings, tracing))
+        finally:
+            tracing.shutdown()
     except ConfigurationError as exc:
-        # A plugin's invalid settings or a resource that cannot be opened: say what, without
-        # a traceback, and exit non-zero so a supervisor does not report a clean stop.
+        # A plugin's invalid settings, a resource that cannot be opened, an unknown
+        # OTEL_TRACES_EXPORTER: say what, without a traceback, and exit non-zero so a
+        # supervisor does not report a clean stop.
         log.error("worker not started: %s", exc)
         raise SystemExit(2) from None
-    finally:
-        tracing.shutdown()
 
 
 if __name__ == "__main__":

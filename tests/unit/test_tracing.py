@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind as OtelKind
 from opentelemetry.trace import StatusCode
 
+from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.otel import OtelTracing
 from ferrisqueue.tracing import NO_TRACING, SpanKind, trace_headers, trace_id_of, tracing_from_env
 
@@ -111,3 +112,8 @@ def test_tracing_is_switched_on_by_the_standard_variables_only(
         assert tracing.enabled is enabled
     finally:
         tracing.shutdown()
+
+
+def test_an_exporter_that_is_not_installed_is_refused_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="no_such_exporter"):
+        tracing_from_env("test", {"OTEL_TRACES_EXPORTER": "no_such_exporter"})
