@@ -19,6 +19,7 @@ from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.ids import is_token
 from ferrisqueue.domain.policy import QueueOverrides, QueuePolicy
 from ferrisqueue.domain.restarts import RestartPolicy
+from ferrisqueue.logs import LogFormat
 
 DEFAULT_EMBEDDED_NATS_PORT = 4322
 """Not 4222: a machine may already run another (older) nats-server there."""
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FQ_", env_file=".env", extra="ignore")
 
     log_level: str = Field(default="INFO", pattern="(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT,
+        description="text: one line per record; json: one JSON object per line, with the "
+        "job_id, queue, attempt, worker_id and trace_id of the work at hand.",
+    )
 
     # --- NATS -----------------------------------------------------------------------------
     nats_url: str | None = Field(
@@ -82,6 +88,9 @@ class Settings(BaseSettings):
     )
     retry_after_seconds: int = Field(
         default=2, ge=1, description="Retry-After sent with a 503 while NATS is away."
+    )
+    gateway_access_log: bool = Field(
+        default=False, description="Log every HTTP request (uvicorn's access log)."
     )
 
     # --- Worker ---------------------------------------------------------------------------

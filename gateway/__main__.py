@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import uvicorn
 
-from ferrisqueue.logs import setup_logging
+from ferrisqueue.logs import LogFormat, setup_logging
 from ferrisqueue.settings import Settings
+from ferrisqueue.tracing import tracing_from_env
 from gateway.app import create_app
 
 
 def main() -> None:
     settings = Settings()
-    setup_logging("gateway", settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        log_level="info",
-        access_log=False,
-    )
+    setup_logging("gateway", settings.log_level, settings.log_format)
+    tracing = tracing_from_env("ferrisqueue-gateway")
+    try:
+        uvicorn.run(
+            create_app(settings, tracing=tracing),
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+            log_level="info",
+            access_log=settings.gateway_access_log,
+            # JSON: uvicorn's records (its access log too) go through our handler, in our
+            # format; text keeps uvicorn's own.
+            log_config=None
+            if settings.log_format is LogFormat.JSON
+            else uvicorn.config.LOGGING_CONFIG,
+        )
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

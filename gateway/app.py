@@ -6,8 +6,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 
 from ferrisqueue import __version__
 from ferrisqueue.errors import (
@@ -18,16 +19,21 @@ from ferrisqueue.errors import (
     PublishRejected,
 )
 from ferrisqueue.jobtypes import load_job_types
+from ferrisqueue.logs import LogFormat
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
+from ferrisqueue.tracing import NO_TRACING, Tracing
+from gateway.deps import bind_job_log_fields
 from gateway.nats_link import NatsLink
 from gateway.routes import batch, dead_letters, health, jobs, observe, schedules
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The gateway for ``settings``: connects to NATS and the read store in its lifespan."""
+def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
+    """The gateway for ``settings``: connects to NATS and the read store in its lifespan.
+    With ``tracing`` on, each request is a span (FastAPI's own, continuing the caller's
+    ``traceparent``) and each submit a child of it, whose context the job carries."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         await link.start()
         app.state.settings, app.state.engine, app.state.nats = settings, engine, link
         app.state.job_types = load_job_types()
+        app.state.tracing = tracing
         try:
             yield
         finally:
@@ -48,6 +55,11 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Submit jobs and follow them. Every change is an event in NATS JetStream.",
         lifespan=lifespan,
+        telemetry=_telemetry(tracing),
+        # Only JSON logs show a record's job: no dependency on every request otherwise.
+        dependencies=[Depends(bind_job_log_fields)]
+        if settings.log_format is LogFormat.JSON
+        else [],
     )
     app.include_router(jobs.router)
     app.include_router(batch.router)
@@ -93,3 +105,19 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     return app
+
+
+def _telemetry(tracing: Tracing) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry: HTTP request spans on our tracer provider when tracing
+    is on, nothing at all when it is off; never its metrics (Prometheus has those), logs or
+    exporters from the environment (``FASTAPI_OTEL_AUTO_CONFIGURE``): the ``OTEL_*``
+    variables configure our provider instead."""
+    off: TelemetryConfig = {
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+    }
+    if not tracing.enabled:
+        return {**off, "tracing": False}
+    return {**off, "tracing": True, "tracer_provider": tracing.tracer_provider}

@@ -17,7 +17,9 @@ from sqlmodel import Session
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.jobtypes import JobType
 from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.logs import bind_log_fields
 from ferrisqueue.settings import Settings
+from ferrisqueue.tracing import Tracing
 from gateway.idempotency import IdempotencyKeys
 from gateway.nats_link import NatsLink
 
@@ -64,3 +66,18 @@ async def get_idempotency_keys(request: Request) -> IdempotencyKeys:
 EventLogDep = Annotated[EventLog, Depends(get_event_log)]
 IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
 JobTypesDep = Annotated[dict[str, JobType], Depends(get_job_types)]
+
+
+async def get_tracing(request: Request) -> Tracing:
+    tracing: Tracing = request.app.state.tracing
+    return tracing
+
+
+TracingDep = Annotated[Tracing, Depends(get_tracing)]
+
+
+async def bind_job_log_fields(request: Request) -> None:
+    """The ``job_id`` a request's path names, on the log records made while answering it
+    (the request runs in a task of its own, so nothing needs undoing)."""
+    if (job_id := request.path_params.get("job_id")) is not None:
+        bind_log_fields(job_id=job_id)

@@ -53,7 +53,7 @@ def main() -> None:
     settings = Settings()
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
-    setup_logging("projector", settings.log_level)
+    setup_logging("projector", settings.log_level, settings.log_format)
     try:
         if args.command is None:
             runloop.run(_serve(settings))

@@ -16,13 +16,14 @@ from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.settings import Settings
+from ferrisqueue.tracing import Tracing, tracing_from_env
 from scheduler.cron import TickRelay
 from scheduler.dead_letter_sweeper import DeadLetterSweeper
 from scheduler.dead_letters import DeadLetterRouter
 from scheduler.timers import TimerRelay
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, tracing: Tracing) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -33,8 +34,9 @@ async def _serve(settings: Settings) -> None:
         loops = (
             DeadLetterRouter(event_log),
             DeadLetterSweeper(event_log),
-            TimerRelay(event_log),
-            TickRelay.for_settings(event_log, settings),  # a broken cron file stops us here
+            TimerRelay(event_log, tracing=tracing),
+            # a broken cron file stops us here
+            TickRelay.for_settings(event_log, settings, tracing=tracing),
         )
         # A loop's run() returns only once stopping is set and it has drained: the group
         # waits for all of them; no loop's failure reaches it to cancel the others.
@@ -47,8 +49,12 @@ async def _serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    setup_logging("scheduler", settings.log_level)
-    runloop.run(_serve(settings))
+    setup_logging("scheduler", settings.log_level, settings.log_format)
+    tracing = tracing_from_env("ferrisqueue-scheduler")
+    try:
+        runloop.run(_serve(settings, tracing))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

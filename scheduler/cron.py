@@ -49,6 +49,7 @@ from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.port import Delivery
 from ferrisqueue.log.service_loop import ConsumerLoop, Redeliver
 from ferrisqueue.settings import Settings
+from ferrisqueue.tracing import NO_TRACING, SpanKind, Tracing
 from scheduler.cronfile import apply_cron_file, load_cron_file
 
 log = logging.getLogger(__name__)
@@ -105,17 +106,22 @@ class TickRelay(ConsumerLoop):
         *,
         misfire_grace: float,
         cron_file: list[CronSpec] | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
-        """``cron_file``: the schedules of ``FQ_CRON_FILE``, already read and checked."""
+        """``cron_file``: the schedules of ``FQ_CRON_FILE``, already read and checked;
+        ``tracing``: each tick's job starts a trace with its submit span."""
         super().__init__(event_log)
         self._log = event_log
+        self._tracing = tracing
         self._book = book
         self._grace = timedelta(seconds=misfire_grace)
         self._cron_file = cron_file
         self._prepared = False
 
     @classmethod
-    def for_settings(cls, event_log: EventLog, settings: Settings) -> TickRelay:
+    def for_settings(
+        cls, event_log: EventLog, settings: Settings, *, tracing: Tracing = NO_TRACING
+    ) -> TickRelay:
         """The relay of ``settings``; reads ``FQ_CRON_FILE`` now, so a broken file stops the
         scheduler at start (:class:`ConfigurationError` saying why)."""
         book = CronBook.for_settings(event_log, settings)
@@ -125,6 +131,7 @@ class TickRelay(ConsumerLoop):
             book,
             misfire_grace=settings.cron_misfire_grace,
             cron_file=None if cron_file is None else load_cron_file(cron_file, book.job_types),
+            tracing=tracing,
         )
 
     async def prepare(self) -> None:
@@ -172,7 +179,17 @@ class TickRelay(ConsumerLoop):
                 now=tick.fired_at,
                 submitted_by=definition.submitted_by,
             )
-            await self._log.append(event, after_seq=0)
+            with self._tracing.span(
+                f"fq submit {event.type}",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "fq.job_id": event.job_id,
+                    "fq.queue": event.queue,
+                    "fq.job_type": event.type,
+                    "fq.schedule": tick.name,
+                },
+            ) as span:
+                await self._log.append(event, after_seq=0, headers=span.headers)
         except ConcurrentChange:
             return Outcome.ALREADY_CREATED  # another instance, or an earlier delivery, did it
         except (NatsUnavailable, PublishOutcomeUnknown) as exc:

@@ -11,7 +11,11 @@ waiting job stores one message-schedule in ``FQ_SCHEDULES``:
 * ``Nats-Schedule-Target: fq.due.<queue>.<job_id>``, ``Nats-Schedule-TTL: 24h`` (the fired
   message expires from ``FQ_SCHEDULES``; the copy sourced into ``FQ_EVENTS`` is kept, as that
   stream does not allow per-message TTLs and ignores the header),
-* ``Nats-Msg-Id: <job_id>:timer:<attempt>``, body ``{"attempt": <attempt>}``.
+* ``Nats-Msg-Id: <job_id>:timer:<attempt>``, body ``{"attempt": <attempt>}``,
+* the job's W3C trace context (``traceparent``, ``tracestate``) copied from the event, which
+  the server fires with the body: the ``released`` event carries it, and the next attempt's
+  span joins the job's trace (:mod:`ferrisqueue.tracing`). With tracing on, arming the timer
+  is a span of that trace too (``fq timer``, its due time and attempt as attributes).
 
 At the due time the *server* fires the body on ``fq.due.<queue>.<job_id>``; ``FQ_EVENTS``
 sources it, transformed to ``fq.job.<queue>.<job_id>.released``, so the body becomes the job's
@@ -74,6 +78,7 @@ from ferrisqueue.domain.subjects import (
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.port import Delivery
 from ferrisqueue.log.service_loop import ConsumerLoop
+from ferrisqueue.tracing import NO_TRACING, SpanKind, Tracing, trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +152,12 @@ class TimerRelay(ConsumerLoop):
     stream = EVENT_STREAM
     consumer = TIMER_CONSUMER
 
-    def __init__(self, event_log: EventLog, *, batch: int = BATCH) -> None:
+    def __init__(
+        self, event_log: EventLog, *, batch: int = BATCH, tracing: Tracing = NO_TRACING
+    ) -> None:
         super().__init__(event_log, request_size=batch)
         self._log = event_log
+        self._tracing = tracing
 
     async def handle_burst(self, burst: list[Delivery]) -> None:
         """Handle a burst: different jobs concurrently, one job's events in log order."""
@@ -165,9 +173,9 @@ class TimerRelay(ConsumerLoop):
 
     async def handle(self, msg: Delivery) -> None:
         """Act on one event (arm, keep or cancel its job's timer)."""
-        await self._act(StoredEvent.of(msg))
+        await self._act(StoredEvent.of(msg), trace_headers(msg.headers))
 
-    async def _act(self, stored: StoredEvent) -> None:
+    async def _act(self, stored: StoredEvent, trace: dict[str, str]) -> None:
         event = stored.event
         if event is None:
             log.warning(
@@ -199,9 +207,25 @@ class TimerRelay(ConsumerLoop):
                 release.reason,
             )
             return
-        await self._log.publish(
-            timer.subject, timer.body, stream=SCHEDULE_STREAM, headers=timer.headers()
-        )
+        with self._tracing.span(
+            "fq timer",
+            kind=SpanKind.INTERNAL,
+            parent=trace,
+            attributes={
+                "fq.job_id": timer.job_id,
+                "fq.queue": timer.queue,
+                "fq.attempt": timer.attempt,
+                "fq.waiting": timer.waiting.value,
+                "fq.due": timer.due.isoformat(),
+            },
+        ):
+            # The job's context, not this span's: every attempt is a child of the submit.
+            await self._log.publish(
+                timer.subject,
+                timer.body,
+                stream=SCHEDULE_STREAM,
+                headers={**trace, **timer.headers()},
+            )
         log.debug("armed %s: %s", timer.subject, timer.headers()["Nats-Schedule"])
         # A cancel may have come between the fold above and the store (handled by another
         # instance, or by the gateway, whose purge found nothing yet): look again.

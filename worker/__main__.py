@@ -8,17 +8,31 @@ import signal
 
 from ferrisqueue import runloop
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.logs import setup_logging
+from ferrisqueue.logs import LogFormat, setup_logging
 from ferrisqueue.settings import Settings
-from worker.middleware import load_middleware
+from ferrisqueue.tracing import Tracing, tracing_from_env
+from worker.logfields import AttemptLogFields
+from worker.middleware import Middleware, load_middleware
 from worker.runner import Worker
 from worker.tasks import default_registry
+from worker.tracing import TraceAttempts
 
 log = logging.getLogger("worker")
 
 
-async def _serve(settings: Settings) -> None:
-    worker = Worker(settings, default_registry(settings), load_middleware(settings))
+def observability(settings: Settings, tracing: Tracing) -> list[Middleware]:
+    """The worker's own middleware, outermost: the attempt's span (when tracing is on), then
+    its log fields (which take the span's trace id; only JSON logs show them). Each is left
+    out when it would show nothing: a middleware costs every attempt its hooks."""
+    middleware: list[Middleware] = [TraceAttempts(tracing)] if tracing.enabled else []
+    if settings.log_format is LogFormat.JSON:
+        middleware.append(AttemptLogFields(tracing))
+    return middleware
+
+
+async def _serve(settings: Settings, tracing: Tracing) -> None:
+    middleware = [*observability(settings, tracing), *load_middleware(settings)]
+    worker = Worker(settings, default_registry(settings), middleware)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -27,12 +41,17 @@ async def _serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
+    setup_logging(f"worker[{settings.worker_id}]", settings.log_level, settings.log_format)
     try:
-        runloop.run(_serve(settings))
+        tracing = tracing_from_env("ferrisqueue-worker")
+        try:
+            runloop.run(_serve(settings, tracing))
+        finally:
+            tracing.shutdown()
     except ConfigurationError as exc:
-        # A plugin's invalid settings or a resource that cannot be opened: say what, without
-        # a traceback, and exit non-zero so a supervisor does not report a clean stop.
+        # A plugin's invalid settings, a resource that cannot be opened, an unknown
+        # OTEL_TRACES_EXPORTER: say what, without a traceback, and exit non-zero so a
+        # supervisor does not report a clean stop.
         log.error("worker not started: %s", exc)
         raise SystemExit(2) from None
 

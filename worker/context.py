@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -36,6 +36,10 @@ class JobContext:
     _loop: asyncio.AbstractEventLoop
     resources: Resources = field(default_factory=Resources)
     """What the worker's middleware opened at start (see :meth:`resource`)."""
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The job's W3C trace context (``traceparent``, ``tracestate``) as its producer set it;
+    empty when it has none. Put it on what the handler sends on (an HTTP call, a job) to
+    keep that in the job's trace (:mod:`ferrisqueue.tracing`)."""
 
     def resource(self, kind: builtins.type[T]) -> T:  # `type` is a field here
         """The worker's resource of type ``kind`` (opened by a middleware at worker start);

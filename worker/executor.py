@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pydantic_core
@@ -52,6 +52,7 @@ from ferrisqueue.errors import FerrisQueueError, PayloadTooLarge, Permanent
 from ferrisqueue.log.deadletter import dead_letter
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.port import Delivery
+from ferrisqueue.tracing import trace_headers
 from worker.context import JobContext
 from worker.lease import LeaseKeeper
 from worker.middleware import Attempt, MiddlewareStack
@@ -75,6 +76,9 @@ class _Run:
     """The stream sequence of the delivered message (recorded in ``started``)."""
     history: list[StoredEvent] | None = None
     """The job's events, when they were read to find its creation (a release or redrive)."""
+    trace: dict[str, str] = field(default_factory=dict)
+    """The job's W3C trace context, as the delivered message carried it: every event of
+    this attempt carries it on (so a retry's timer, and its ``released``, do too)."""
 
 
 class JobExecutor:
@@ -122,7 +126,7 @@ class JobExecutor:
 
     async def _execute(self, msg: Delivery) -> None:
         stored = StoredEvent.of(msg)
-        run = await self._prepare(stored, msg.deliveries)
+        run = await self._prepare(stored, msg.deliveries, trace_headers(msg.headers))
         if isinstance(run, str):
             await self._reject_poison(msg, stored, run)
             return
@@ -138,7 +142,9 @@ class JobExecutor:
             async with self._middleware.attempt() as hooks:
                 await self._run(msg, started, hooks)
 
-    async def _prepare(self, stored: StoredEvent, deliveries: int) -> _Run | str:
+    async def _prepare(
+        self, stored: StoredEvent, deliveries: int, trace: dict[str, str]
+    ) -> _Run | str:
         """What to run for a delivered message, or why it can never run."""
         trigger = stored.event
         creation: StoredEvent | None
@@ -168,6 +174,7 @@ class JobExecutor:
             policy=for_job(self._policies(spec.queue), spec),
             trigger_seq=stored.seq,
             history=history,
+            trace=trace,
         )
 
     def cancel(self, job_id: str) -> bool:
@@ -204,7 +211,9 @@ class JobExecutor:
                 now=utcnow(),
             )
 
-        result = await self._log.command(run.spec.job_id, decide, history=presumed)
+        result = await self._log.command(
+            run.spec.job_id, decide, history=presumed, headers=run.trace
+        )
         if result.rejection is not None:
             assert result.state is not None  # only a known job is refused a start
             await self._settle(run, result.state)
@@ -221,7 +230,8 @@ class JobExecutor:
             await self._log.append(
                 Canceled(
                     job_id=job.job_id, queue=job.queue, at=utcnow(), reason=CANCELED_BEFORE_RUN
-                )
+                ),
+                headers=run.trace,
             )
         elif state.status is JobStatus.FAILED and not state.dead_lettered:
             # Its final failure is stored, its dead-lettering may not be.
@@ -235,7 +245,8 @@ class JobExecutor:
 
         async def report(fraction: float, message: str | None) -> None:
             await self._log.append(
-                at(Progress, attempt=attempt, fraction=fraction, message=message)
+                at(Progress, attempt=attempt, fraction=fraction, message=message),
+                headers=run.trace,
             )
 
         ctx = JobContext(
@@ -247,6 +258,7 @@ class JobExecutor:
             report,
             asyncio.get_running_loop(),
             self._middleware.resources,
+            trace=run.trace,
         )
         began = time.perf_counter()
         outcome: BaseEvent
@@ -277,12 +289,13 @@ class JobExecutor:
             self._active.pop(job.job_id, None)
             self._canceling.discard(job.job_id)
         try:
-            await self._log.append(outcome)
+            await self._log.append(outcome, headers=run.trace)
         except PayloadTooLarge as exc:  # a result too large to store fails the job instead
             error = Permanent(str(exc))
             outcome = self._failure(run, error, False, _ms_since(began))
-            await self._log.append(outcome)
+            await self._log.append(outcome, headers=run.trace)
         hooks.record(outcome, error)  # stored: if the dead letter fails, a redelivery ends it
+        log.debug("attempt %d of %s %s: %s", attempt, job.type, job.job_id, outcome.kind.value)
         if isinstance(outcome, Failed) and outcome.retry_at is None:
             await self._dead_letter(run, outcome.error, attempt, permanent=_is_permanent(outcome))
         await msg.ack()

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -18,9 +19,9 @@ from ferrisqueue.cli.common import gateway_call, load_settings
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.domain.audit import AuditEntry, audit_trail
-from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.events import JobSpec, utcnow
 from ferrisqueue.domain.ids import new_job_id
-from ferrisqueue.domain.jobbuilder import JobRefused, build_job, parse_request
+from ferrisqueue.domain.jobbuilder import JobRefused, JobRequest, build_job, parse_request
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import load_job_types
@@ -28,7 +29,9 @@ from ferrisqueue.log.natsconn import connect
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.logs import setup_logging
+from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
+from ferrisqueue.tracing import TRACEPARENT, TRACESTATE, SpanKind, trace_headers, tracing_from_env
 
 app = typer.Typer(
     help="FerrisQueue: a job queue whose source of truth is NATS JetStream.",
@@ -44,7 +47,7 @@ def up() -> None:
     from ferrisqueue.cli import up as up_module
 
     settings = load_settings()
-    setup_logging("fq-up", settings.log_level)
+    setup_logging("fq-up", settings.log_level, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per readiness probe
     try:
         code = up_module.run(settings)
@@ -138,22 +141,44 @@ def submit(
             request = parse_request(fields)
     except JobRefused as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if via_nats:
+    tracing = tracing_from_env("fq-cli")
+    try:
+        # The submit span continues a trace named by $TRACEPARENT (and $TRACESTATE), if set;
+        # its context goes on the event, or to the gateway as the request's traceparent.
+        with tracing.span(
+            f"fq submit {type}",
+            kind=SpanKind.PRODUCER,
+            parent=_environment_trace(),
+            attributes={"fq.queue": queue, "fq.job_type": type},
+        ) as span:
+            job_id = _submit(settings, event if via_nats else request, span.headers)
+    finally:
+        tracing.shutdown()
+    typer.echo(job_id)
 
-        async def publish() -> None:
-            nc = await connect(settings.effective_nats_url, name="fq-submit")
-            try:
-                await NatsLog.for_settings(nc, settings).append(event)
-            finally:
-                await nc.close()
 
-        _run(publish())
-        typer.echo(event.job_id)
-        return
-    answer = gateway_call(
-        "POST", settings, "/jobs", json=request.model_dump(mode="json", exclude_none=True)
-    )
-    typer.echo(answer["job_id"])
+def _environment_trace() -> dict[str, str]:
+    """The trace context a calling process hands over in ``TRACEPARENT`` / ``TRACESTATE``."""
+    carried = {TRACEPARENT: os.environ.get("TRACEPARENT", "")}
+    return trace_headers({**carried, TRACESTATE: os.environ.get("TRACESTATE", "")})
+
+
+def _submit(settings: Settings, job: JobSpec | JobRequest, trace: dict[str, str]) -> str:
+    """Append ``job`` (an event) to the log, or send it (a request) to the gateway; its id."""
+    if isinstance(job, JobRequest):
+        body = job.model_dump(mode="json", exclude_none=True)
+        answer = gateway_call("POST", settings, "/jobs", json=body, headers=trace)
+        return str(answer["job_id"])
+
+    async def publish() -> None:
+        nc = await connect(settings.effective_nats_url, name="fq-submit")
+        try:
+            await NatsLog.for_settings(nc, settings).append(job, headers=trace)
+        finally:
+            await nc.close()
+
+    _run(publish())
+    return job.job_id
 
 
 @app.command()

@@ -15,7 +15,7 @@ stored" (:class:`PublishRejected`, :class:`NatsUnavailable`) from "maybe stored"
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic
 
@@ -33,8 +33,10 @@ from ferrisqueue.log.port import (
 )
 
 
-def _headers(event: BaseEvent, after_seq: int | None) -> dict[str, str]:
-    headers = {MSG_ID: event.dedup_key()}
+def _headers(
+    event: BaseEvent, after_seq: int | None, extra: Mapping[str, str] | None
+) -> dict[str, str]:
+    headers = {**extra, MSG_ID: event.dedup_key()} if extra else {MSG_ID: event.dedup_key()}
     if after_seq is not None:
         # Optimistic concurrency over all of the job's subjects (every event kind).
         headers[EXPECTED_LAST_SUBJECT_SEQ] = str(after_seq)
@@ -106,13 +108,21 @@ class EventLog(LogPort):
     def __init__(self, *, max_event_bytes: int = 512 * 1024) -> None:
         self._max_event_bytes = max_event_bytes
 
-    async def append(self, event: BaseEvent, *, after_seq: int | None = None) -> int:
+    async def append(
+        self,
+        event: BaseEvent,
+        *,
+        after_seq: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
         """Publish ``event`` and wait for the log to store it; returns its stream sequence.
 
         The ``Nats-Msg-Id`` header is the event's dedup key, so appending the same event
         again (after a timeout, say) stores it once and returns the original sequence.
         With ``after_seq``, the append is guarded: it is stored only if the job's newest
         event is still the one at ``after_seq``, else :class:`ConcurrentChange`.
+        ``headers`` are stored with the event as they are (the job's W3C trace context,
+        see :mod:`ferrisqueue.tracing`); the log's own headers win over them.
         """
         body = encode_event(event)
         if len(body) > self._max_event_bytes:
@@ -124,11 +134,16 @@ class EventLog(LogPort):
         # refuses streams whose subjects overlap), and a header is kept with the event and
         # parsed again on every read of it (each event is read at least by the projector).
         return await self.store(
-            event.subject, body, headers=_headers(event, after_seq), stream=EVENT_STREAM
+            event.subject, body, headers=_headers(event, after_seq, headers), stream=EVENT_STREAM
         )
 
     async def command(
-        self, job_id: str, decide: Decide[E], *, history: list[StoredEvent] | None = None
+        self,
+        job_id: str,
+        decide: Decide[E],
+        *,
+        history: list[StoredEvent] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> CommandResult[E]:
         """Carry out one command on a job: read its history, fold it, ``decide``, and
         append the decided events, each guarded by the job's newest sequence (the first by
@@ -144,6 +159,8 @@ class EventLog(LogPort):
         and the command reads the real one, so a wrong guess costs a round trip, never a
         wrong event.
 
+        ``headers`` go with every appended event (see :meth:`append`).
+
         Callers never retry a command themselves; what they do around it (an HTTP answer,
         an ack, removing a dead letter or a timer) follows from the returned result.
         """
@@ -158,7 +175,7 @@ class EventLog(LogPort):
             last = history[-1].seq if history else 0
             try:
                 for event in decision:
-                    seq = await self.append(event, after_seq=last)
+                    seq = await self.append(event, after_seq=last, headers=headers)
                     # A duplicate answers with the original's (earlier) sequence; the
                     # job's newest event is still the one at ``last``.
                     appended.append(Appended(event, seq, duplicate=seq <= last))

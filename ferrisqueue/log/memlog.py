@@ -214,7 +214,10 @@ class _State:
                 if at <= self.now and message.seq in stream.messages:
                     del stream.messages[message.seq]
                     target = message.headers["Nats-Schedule-Target"]
-                    self._put(stream, target, message.data, {})
+                    # The server fires the schedule's own headers too (a trace context),
+                    # all but its Nats-* ones.
+                    kept = {k: v for k, v in message.headers.items() if not k.startswith("Nats-")}
+                    self._put(stream, target, message.data, kept)
 
     def pull(self, stream_name: str, name: str, most: int) -> list[tuple[StoredMessage, int]]:
         """Up to ``most`` messages to hand over, with their delivery counts: due

@@ -44,7 +44,8 @@ from ferrisqueue.errors import (
     PublishOutcomeUnknown,
 )
 from ferrisqueue.log.eventlog import EventLog
-from gateway.deps import EventLogDep, JobTypesDep, SettingsDep, get_idempotency_keys
+from ferrisqueue.tracing import SpanKind
+from gateway.deps import EventLogDep, JobTypesDep, SettingsDep, TracingDep, get_idempotency_keys
 from gateway.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from gateway.schemas import JobCreate, Problem
 from gateway.submit import Keyed, claim_key, run_at_of, unprocessable
@@ -159,6 +160,7 @@ async def submit_batch(
     event_log: EventLogDep,
     job_types: JobTypesDep,
     settings: SettingsDep,
+    tracing: TracingDep,
 ) -> Any:
     """Append one creation event per job (``submitted``, or ``scheduled`` when its
     ``run_at``/``delay`` lies ahead); answer when JetStream has acked them all.
@@ -191,7 +193,14 @@ async def submit_batch(
     jobs = [keyed[i].event if i in keyed else event for i, event in enumerate(events)]
     pending = [i for i in range(len(jobs)) if i not in keyed or not keyed[i].stored]
     outcomes: dict[int, tuple[Outcome, str | None]] = dict.fromkeys(keyed, ("accepted", None))
-    appended = await _append_all(event_log, [jobs[i] for i in pending])
+    # One span for the batch: its jobs share its trace context.
+    with tracing.span(
+        "fq submit batch",
+        kind=SpanKind.PRODUCER,
+        parent=request.headers,
+        attributes={"fq.jobs": len(pending)},
+    ) as span:
+        appended = await _append_all(event_log, [jobs[i] for i in pending], span.headers)
     outcomes |= zip(pending, appended, strict=True)
     items = [
         BatchItemOut(
@@ -258,12 +267,13 @@ async def _claim_keys(
 
 
 async def _append_all(
-    event_log: EventLog, events: list[JobSpec]
+    event_log: EventLog, events: list[JobSpec], headers: dict[str, str]
 ) -> list[tuple[Outcome, str | None]]:
-    """Append every event, at most :data:`PIPELINE` awaiting their ack at once."""
+    """Append every event with ``headers``, at most :data:`PIPELINE` awaiting their ack at
+    once."""
 
     def append(event: JobSpec) -> Callable[[], Awaitable[int]]:
-        return lambda: event_log.append(event)
+        return lambda: event_log.append(event, headers=headers)
 
     outcomes: list[tuple[Outcome, str | None]] = []
     for result in await _bounded([append(event) for event in events]):

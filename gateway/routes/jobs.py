@@ -27,8 +27,17 @@ from ferrisqueue.domain.stored import fold_history
 from ferrisqueue.domain.subjects import SCHEDULE_STREAM, timer_subject
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.logs import bind_log_fields
 from ferrisqueue.store import queries
-from gateway.deps import EventLogDep, IdempotencyDep, JobTypesDep, SessionDep, event_log_of
+from ferrisqueue.tracing import SpanKind
+from gateway.deps import (
+    EventLogDep,
+    IdempotencyDep,
+    JobTypesDep,
+    SessionDep,
+    TracingDep,
+    event_log_of,
+)
 from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.schemas import (
     AuditEntryOut,
@@ -69,6 +78,7 @@ async def submit_job(
     event_log: EventLogDep,
     job_types: JobTypesDep,
     keys: IdempotencyDep,
+    tracing: TracingDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -99,7 +109,16 @@ async def submit_job(
         if keyed.stored:
             return _accepted(request, response, keyed.event, body.queue)
         event = keyed.event
-    await event_log.append(event)
+    # The job's trace context: this submit's span (a child of the request's), or without
+    # tracing the caller's traceparent, passed on as it came.
+    with tracing.span(
+        f"fq submit {event.type}",
+        kind=SpanKind.PRODUCER,
+        parent=request.headers,
+        attributes={"fq.job_id": event.job_id, "fq.queue": event.queue, "fq.job_type": event.type},
+    ) as span:
+        bind_log_fields(job_id=event.job_id, queue=event.queue, trace_id=span.trace_id)
+        await event_log.append(event, headers=span.headers)
     return _accepted(request, response, event, event.queue)
 
 

@@ -7,7 +7,8 @@
 * inside the kernel the layers point one way (:data:`LAYER_RULES`): the pure ``domain``
   imports no adapter, store, settings, CLI or I/O library; the ``store`` and the ``log``
   adapter do not import each other; nothing but the CLI imports the CLI;
-* only the NATS adapter imports nats-py (:data:`NATS_ADAPTERS`).
+* only the NATS adapter imports nats-py (:data:`NATS_ADAPTERS`);
+* only ``ferrisqueue/otel.py`` imports OpenTelemetry (the optional ``[otel]`` extra).
 
 Checked statically with :mod:`ast`, so a forbidden import in a branch that never runs (or in a
 module nobody imports yet) is caught too.
@@ -207,6 +208,17 @@ def test_only_the_nats_adapter_imports_nats_py() -> None:
     assert importers == NATS_ADAPTERS
 
 
+def test_only_the_otel_module_imports_opentelemetry() -> None:
+    importers = {
+        str(path.relative_to(REPO))
+        for package in (KERNEL, *SERVICES)
+        for path in _python_files(package)
+        if any(name.split(".")[0] == "opentelemetry" for _, name in _imported_modules(path))
+    }
+
+    assert importers == {"ferrisqueue/otel.py"}
+
+
 # --- Layers inside the kernel --------------------------------------------------------------
 
 LAYER_RULES: dict[str, set[str]] = {
@@ -220,6 +232,9 @@ LAYER_RULES: dict[str, set[str]] = {
         "sqlmodel",
         "fastapi",
         "httpx",
+        "ferrisqueue.tracing",
+        "ferrisqueue.otel",
+        "opentelemetry",
     },
     "ferrisqueue/jobtypes": {"ferrisqueue.log", "ferrisqueue.store", "ferrisqueue.cli", "nats"},
     "ferrisqueue/store": {"ferrisqueue.log", "ferrisqueue.cli", "nats"},
