@@ -1,27 +1,24 @@
 """What a deployment asks the FerrisQueue image to run, read without a container engine.
 
-A deployment (docker-compose.yml, or a kustomize overlay rendered with ``kubectl kustomize``)
-is reduced to its FerrisQueue containers: each one's argv (entrypoint/command and
-command/args, the image's own ENTRYPOINT and CMD where it sets none) and the names of the
-``FQ_*`` variables it gets. :func:`entry_point_problems` and :func:`unknown_settings` then say
-what the built wheel would not run and which variables no settings class reads.
+A deployment (docker-compose.yml, or a kustomize overlay rendered with ``kubectl kustomize``,
+see :mod:`tests.support.kube`) is reduced to its FerrisQueue containers: each one's argv
+(entrypoint/command and command/args, the image's own ENTRYPOINT and CMD where it sets none)
+and the names of the ``FQ_*`` variables it gets. :func:`entry_point_problems` and
+:func:`unknown_settings` then say what the built wheel would not run and which variables no
+settings class reads.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
 import shlex
-import shutil
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic_settings import BaseSettings
 
 from tests.support.wheel import Wheel
@@ -90,32 +87,6 @@ def compose_containers(compose: dict[str, Any], dockerfile: Path) -> list[Contai
         )
         found.append(Container(f"compose:{name}", argv, _fq(names)))
     return found
-
-
-def kubectl_or_skip() -> str:
-    """kubectl's path; without it the check is skipped locally and fails in CI."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        message = "kubectl is not installed (Debian package; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return kubectl
-
-
-def render(overlay: Path) -> list[dict[str, Any]]:
-    """The objects of a kustomize ``overlay``, as ``kubectl kustomize`` renders them offline."""
-    import yaml
-
-    result = subprocess.run(
-        [kubectl_or_skip(), "kustomize", str(overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:

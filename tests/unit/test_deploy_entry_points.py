@@ -26,14 +26,14 @@ from tests.support.deploy import (
     image_defaults,
     known_settings,
     kubernetes_containers,
-    render,
     unknown_settings,
 )
+from tests.support.kube import copy_with_example_secrets, render
 from tests.support.wheel import REPO, Wheel
 
 DOCKERFILE = REPO / "Dockerfile"
-OVERLAYS_DIR = REPO / "deploy" / "k8s" / "overlays"
-OVERLAYS = sorted(p for p in OVERLAYS_DIR.glob("*") if p.is_dir()) if OVERLAYS_DIR.is_dir() else []
+K8S = REPO / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").glob("*") if p.is_dir())
 SERVICES = ("gateway", "worker", "scheduler", "projections", "streamlit_app")
 
 
@@ -140,13 +140,19 @@ def test_compose_runs_only_entry_points_of_the_wheel_and_sets_only_real_settings
 # --- Kubernetes --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
-def test_kubernetes_overlay_runs_only_entry_points_of_the_wheel_and_sets_only_real_settings(
-    overlay: Path, built_wheel: Wheel, settings_names: frozenset[str]
-) -> None:
-    objects = render(overlay)
+@pytest.fixture(scope="module")
+def k8s_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """deploy/k8s with the secret files a user writes from the ``.example`` ones."""
+    return copy_with_example_secrets(K8S, tmp_path_factory.mktemp("k8s") / "k8s")
 
-    containers = kubernetes_containers(objects, DOCKERFILE, overlay.name)
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_overlay_runs_only_entry_points_of_the_wheel_and_sets_only_real_settings(
+    overlay: str, k8s_tree: Path, built_wheel: Wheel, settings_names: frozenset[str]
+) -> None:
+    objects = render(k8s_tree / "overlays" / overlay)
+
+    containers = kubernetes_containers(objects, DOCKERFILE, overlay)
 
     assert_runs_and_settings(containers, built_wheel, settings_names)
     assert unknown_settings(configured_variables(objects), settings_names) == []
