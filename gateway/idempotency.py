@@ -1,7 +1,7 @@
 """Idempotency keys: the same ``Idempotency-Key`` always names the same job.
 
 A key is claimed in a JetStream key-value bucket (``FQ_IDEMPOTENCY``, defined under
-``nats/jetstream/streams/``) with an atomic create: of any number of concurrent requests
+``ferrisqueue/log/jetstream/streams/``) with an atomic create: of any number of concurrent requests
 with one key, exactly one creates the entry and the others read the job id it holds. The
 entry also holds a fingerprint of the request, so reusing a key for another job is refused.
 Entries live 24 hours (the bucket's ``max_age``), far beyond JetStream's 2-minute duplicate

@@ -1,1 +1,2 @@
-"""The Streamlit dashboard; ``app.py`` is what ``streamlit run`` runs."""
+"""The Streamlit dashboard; ``app.py`` is what ``streamlit run`` runs, and
+``python -m streamlit_app`` runs that."""

@@ -1,4 +1,5 @@
-"""FerrisQueue dashboard: what ``streamlit run streamlit_app/app.py`` runs (``fq up`` does).
+"""FerrisQueue dashboard: what ``python -m streamlit_app`` (which ``fq up`` runs) hands to
+``streamlit run``.
 
 It reads the gateway over HTTP and owns no data. This file only sets the page up, checks that
 the gateway answers and hands over to one of the pages in ``views/``: ``overview`` (queue

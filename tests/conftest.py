@@ -1,8 +1,10 @@
 """Fixtures that own real processes: a nats-server per test (the pinned binary on a free
-loopback port, a fresh data dir) and FerrisQueue's services started by their entry points."""
+loopback port, a fresh data dir) and FerrisQueue's services started by their entry points;
+and, once per session, the project's wheel and a fresh venv with it installed."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tests.support.cluster import NatsCluster
 from tests.support.procs import ServiceProcess, module_argv, service_env, start_service
 from tests.support.stores import BACKENDS, store_url_for
 from tests.support.waits import wait_until
+from tests.support.wheel import Venv, Wheel, build_wheel, install_into_fresh_venv
 
 
 @pytest.fixture(params=BACKENDS)
@@ -135,3 +138,19 @@ async def gateway(start: StartService, settings: Settings) -> AsyncIterator[http
 
         await wait_until(ready, lambda code: code == 200, timeout=20, what="gateway /readyz")
         yield client
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Wheel:
+    """The project's wheel, built once per session as the Dockerfile builds it."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(built_wheel: Wheel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
+    """A fresh venv outside the checkout with only the built wheel and its dependencies
+    installed (about 600 MB: removed at the end of the session)."""
+    root = tmp_path_factory.mktemp("wheel-venv") / "venv"
+    venv = install_into_fresh_venv(built_wheel, root)
+    yield venv
+    shutil.rmtree(root, ignore_errors=True)

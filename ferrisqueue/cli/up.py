@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import logging
 import signal
 import sys
@@ -67,27 +66,19 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
         for i in range(1, settings.workers + 1)
     ]
     if settings.dashboard:
-        spec = importlib.util.find_spec("streamlit_app")
-        if spec is None or spec.origin is None:
-            raise ConfigurationError("the streamlit_app package is not installed")
-        app = str(Path(spec.origin).parent / "app.py")
         started.append(
             Service(
                 "dashboard",
                 [
                     python,
                     "-m",
-                    "streamlit",
-                    "run",
-                    app,
+                    "streamlit_app",
                     "--server.port",
                     str(settings.dashboard_port),
                     "--server.address",
                     "127.0.0.1",
                     "--server.headless",
                     "true",
-                    "--browser.gatherUsageStats",
-                    "false",
                 ],
                 {**base, "FQ_GATEWAY_URL": str(settings.gateway_url)},
                 log_file=settings.var_dir / "logs" / "dashboard.log",

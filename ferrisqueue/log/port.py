@@ -151,8 +151,8 @@ class LogPort(ABC):
     """Streams of messages and durable consumers on them: the primitives FerrisQueue uses.
 
     Publishing, reading and purging, the streams' and consumers' definitions (the JetStream
-    JSON under ``nats/jetstream``, applied by :mod:`ferrisqueue.log.topology`), pull consumers,
-    and a plain (not durable) watch of stored subjects."""
+    JSON in ``ferrisqueue/log/jetstream``, applied by :mod:`ferrisqueue.log.topology`), pull
+    consumers, and a plain (not durable) watch of stored subjects."""
 
     @property
     @abstractmethod

@@ -223,7 +223,7 @@ class ConsumerLoop(ServiceLoop):
     :meth:`handle` under the module's error policy and acked when it returns.
 
     Subclasses say which consumer (:attr:`stream`, :attr:`consumer`, whose definition is in
-    ``nats/jetstream/consumers``) and how many messages to ask for at once."""
+    ``ferrisqueue/log/jetstream/consumers``) and how many messages to ask for at once."""
 
     stream: str
     consumer: str
@@ -252,7 +252,7 @@ class ConsumerLoop(ServiceLoop):
 
     async def prepare(self) -> None:
         """Before each life's first pull: create or update the durable consumer from its
-        definition in ``nats/jetstream/consumers``."""
+        definition in ``ferrisqueue/log/jetstream/consumers``."""
         await self._port.ensure_consumer(
             self.stream, load_consumer_definition(self.stream, self.consumer)
         )

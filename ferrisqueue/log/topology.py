@@ -1,7 +1,10 @@
-"""Streams and consumers, created or updated idempotently from the JSON under ``nats/``.
+"""Streams and consumers, created or updated idempotently from the JetStream JSON.
 
-The definitions are the JetStream API's own JSON, so the ``nats`` CLI applies the same files:
-``nats stream add --config nats/jetstream/streams/FQ_EVENTS.json``. Code applies them through
+The definitions are package data (``ferrisqueue/log/jetstream/``, read with
+:mod:`importlib.resources`, so an installed wheel has them as a checkout does). They are the
+JetStream API's own JSON, so the ``nats`` CLI applies the same files: in a checkout,
+``nats/jetstream`` is a symlink to that folder, and
+``nats stream add --config nats/jetstream/streams/FQ_EVENTS.json`` works. Code applies them through
 the log port (:meth:`~ferrisqueue.log.port.LogPort.ensure_stream` / ``ensure_consumer``): the
 NATS adapter sends them to the same API (``$JS.API.STREAM.CREATE`` / ``UPDATE`` and
 ``$JS.API.CONSUMER.CREATE``), the in-memory log builds its streams and consumers from them, so
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from ferrisqueue.domain.subjects import EVENT_STREAM, runnable_filters
@@ -26,8 +30,8 @@ from ferrisqueue.settings import Settings
 _NANOS = 1_000_000_000
 _BACKOFF_STEPS = 6  # redelivery waits double up to 32x AckWait
 
-DEFINITIONS_DIR = Path(__file__).resolve().parents[2] / "nats" / "jetstream"
-"""Where the JSON lives in a checkout (the project runs from one, see README)."""
+DEFINITIONS_PACKAGE = "ferrisqueue.log"
+DEFINITIONS_FOLDER = "jetstream"
 
 PROJECTOR_CONSUMER = "fq-projector"
 
@@ -36,16 +40,29 @@ def worker_consumer_name(queue: str) -> str:
     return f"fq-worker-{queue}"
 
 
-def load_stream_definitions(root: Path = DEFINITIONS_DIR) -> list[dict[str, Any]]:
-    """Every stream definition, sorted by name."""
-    return [_load(p) for p in sorted((root / "streams").glob("*.json"))]
+def definitions() -> Traversable:
+    """The folder of the JetStream JSON, as the installed package holds it (a plain folder in
+    a checkout or a wheel install; whatever the importer provides otherwise)."""
+    return files(DEFINITIONS_PACKAGE) / DEFINITIONS_FOLDER
+
+
+def load_stream_definitions(root: Traversable | None = None) -> list[dict[str, Any]]:
+    """Every stream definition (``streams/*.json``), sorted by name."""
+    streams = (root or definitions()) / "streams"
+    found = sorted(
+        (p for p in streams.iterdir() if p.name.endswith(".json")) if streams.is_dir() else (),
+        key=lambda p: p.name,
+    )
+    if not found:  # a package built without its data: refuse rather than run stream-less
+        raise ConfigurationError(f"no JetStream stream definitions in {streams}")
+    return [_load(p) for p in found]
 
 
 def load_consumer_definition(
-    stream: str, name: str, root: Path = DEFINITIONS_DIR
+    stream: str, name: str, root: Traversable | None = None
 ) -> dict[str, Any]:
-    """One consumer definition (``nats/jetstream/consumers/<stream>/<name>.json``)."""
-    return _load(root / "consumers" / stream / f"{name}.json")
+    """One consumer definition (``consumers/<stream>/<name>.json``)."""
+    return _load((root or definitions()) / "consumers" / stream / f"{name}.json")
 
 
 def worker_consumer_config(queue: str, settings: Settings) -> dict[str, Any]:
@@ -63,7 +80,7 @@ def worker_consumer_config(queue: str, settings: Settings) -> dict[str, Any]:
     return config
 
 
-async def ensure_streams(log: LogPort, settings: Settings, root: Path = DEFINITIONS_DIR) -> None:
+async def ensure_streams(log: LogPort, settings: Settings, root: Traversable | None = None) -> None:
     """Create every stream, or update it where its definition changed.
 
     ``FQ_STREAM_REPLICAS`` overrides the files' replica count: 1 on the embedded server,
@@ -87,7 +104,7 @@ async def ensure_topology(log: LogPort, settings: Settings) -> None:
         await log.ensure_consumer(EVENT_STREAM, worker_consumer_config(queue, settings))
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Traversable) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigurationError(f"JetStream definition {path} is missing")
     data: dict[str, Any] = json.loads(path.read_text())

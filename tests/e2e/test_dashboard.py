@@ -1,7 +1,7 @@
 """The dashboard shows what the gateway knows: queue lengths, worker health, errors, a job's
 timeline, and it submits jobs. Driven two ways against real processes (nats-server, gateway,
 projector, worker): Streamlit's ``AppTest`` in-process, and once in a real browser (Debian's
-Chromium through playwright) against ``streamlit run``.
+Chromium through playwright) against ``python -m streamlit_app``.
 
 ``FQ_TEST_SCREENSHOT=docs/dashboard.png`` makes the browser test also write the README's
 screenshot there.
@@ -298,21 +298,18 @@ def chromium_or_skip() -> None:
 async def dashboard(
     system: httpx.AsyncClient, settings: Settings, tmp_path: Path
 ) -> AsyncIterator[str]:
-    """``streamlit run streamlit_app/app.py`` on a free port, ready; stopped by pid."""
+    """``python -m streamlit_app`` (the dashboard's entry point) on a free loopback port, ready;
+    stopped by pid."""
     chromium_or_skip()
     port = free_port()
     argv = [
         sys.executable,
         "-m",
-        "streamlit",
-        "run",
-        str(APP),
+        "streamlit_app",
         "--server.port",
         str(port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
+        "--server.address",
+        "127.0.0.1",
     ]
     env = service_env(settings, FQ_GATEWAY_URL=str(settings.gateway_url))
     process = start_service("dashboard", argv, env, tmp_path)
@@ -327,7 +324,7 @@ async def dashboard(
             return ""
 
     try:
-        await wait_until(health, lambda text: text == "ok", timeout=30, what="streamlit run")
+        await wait_until(health, lambda text: text == "ok", timeout=30, what="the dashboard")
         yield url
     finally:
         process.terminate()

@@ -1,16 +1,41 @@
-"""The JetStream definitions under nats/ and how settings shape them."""
+"""The JetStream definitions (package data, linked from nats/jetstream/) and how settings shape
+them."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
 from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.topology import (
+    definitions,
     load_consumer_definition,
     load_stream_definitions,
     worker_consumer_config,
 )
 from ferrisqueue.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_nats_jetstream_in_the_checkout_is_a_relative_link_to_the_package_data() -> None:
+    # `nats stream add --config nats/jetstream/streams/FQ_EVENTS.json` (README) reads the
+    # very files the services load.
+    link = REPO / "nats" / "jetstream"
+
+    assert link.is_symlink()
+    assert not Path(os.readlink(link)).is_absolute()  # valid wherever the checkout is
+    assert link.resolve() == REPO / "ferrisqueue" / "log" / "jetstream"
+    assert Path(str(definitions())).resolve() == link.resolve()
+    assert (link / "streams" / "FQ_EVENTS.json").is_file()
+
+
+def test_a_folder_without_stream_definitions_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no JetStream stream definitions"):
+        load_stream_definitions(tmp_path)
 
 
 def test_event_stream_keeps_history() -> None:

@@ -23,7 +23,7 @@ failed, canceled) whose ``finished_at`` is older than ``older_than_seconds``, wi
 read store is a *projection* of the event log: rebuilding it from the log
 (``fq projections rebuild``) brings purged rows back. What bounds the log itself is the
 event stream's own retention: ``FQ_EVENTS`` keeps everything by default (``max_age`` 0 in
-``nats/jetstream/streams/FQ_EVENTS.json``); set a ``max_age`` there to bound it.
+``ferrisqueue/log/jetstream/streams/FQ_EVENTS.json``); set a ``max_age`` there to bound it.
 """
 
 from __future__ import annotations
