@@ -14,7 +14,7 @@ from ferrisqueue.observability.server import metrics_port
 from ferrisqueue.settings import Settings
 from ferrisqueue.tracing import Tracing, tracing_from_env
 from worker.logfields import AttemptLogFields
-from worker.metrics import WorkerMetrics
+from worker.metrics import WorkerMetrics, watch_queues
 from worker.middleware import Middleware, load_middleware
 from worker.runner import Worker
 from worker.tasks import default_registry
@@ -41,6 +41,8 @@ async def _serve(settings: Settings, tracing: Tracing) -> None:
     )
     middleware = [*measured, *observability(settings, tracing), *load_middleware(settings)]
     worker = Worker(settings, default_registry(settings), middleware)
+    if settings.metrics_served:
+        watch_queues(registry, worker, settings.worker_queues)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

@@ -7,6 +7,9 @@
 ``fq_worker_busy_slots`` / ``fq_worker_slots``
     Attempts running now (between ``before_attempt`` and ``after_attempt``), and the
     worker's concurrency (``FQ_WORKER_CONCURRENCY``).
+``fq_worker_queue_up{queue}``
+    1 while the worker's loop for the queue pulls, else 0 (read at scrape time): "no healthy
+    worker for a queue" is a queue with no 1 among every worker's series.
 
 What happened to *jobs* (submitted, finished, dead-lettered, wait and run times) is counted
 once for the whole system by the projector (:mod:`projections.observe`), which sees every
@@ -18,6 +21,7 @@ allocation beyond the cached label children.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -25,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ferrisqueue.settings import Settings
 from worker.context import JobContext
 from worker.middleware import AttemptOutcome, Middleware
+from worker.runner import Worker
 
 
 class WorkerMetrics(Middleware):
@@ -54,3 +59,21 @@ class WorkerMetrics(Middleware):
     async def after_attempt(self, ctx: JobContext, outcome: AttemptOutcome) -> None:
         self.busy.dec()
         self.attempts.labels(ctx.queue, ctx.type, outcome.status.value).inc()
+
+
+def watch_queues(registry: CollectorRegistry, worker: Worker, queues: list[str]) -> None:
+    """``fq_worker_queue_up{queue}`` for each of ``queues``, read from ``worker``'s loops
+    at scrape time (nothing per job)."""
+    up = Gauge(
+        "fq_worker_queue_up",
+        "1 while this worker pulls from the queue, else 0.",
+        ["queue"],
+        registry=registry,
+    )
+    for queue in queues:
+        up.labels(queue).set_function(functools.partial(_pulling, worker, queue))
+
+
+def _pulling(worker: Worker, queue: str) -> float:
+    loop = worker.loops.get(queue)
+    return 1.0 if loop is not None and loop.up else 0.0

@@ -13,6 +13,7 @@ from ferrisqueue.log.embedded import free_port
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from tests.conftest import StartService
+from tests.support.promql import alert_expressions, dashboard_expressions, metric_names
 from tests.support.scrape import Scrape, moved, scrape
 from tests.support.waits import wait_until
 
@@ -232,3 +233,42 @@ async def test_a_worker_without_nats_reports_unhealthy(
         what="the worker's metrics port",
     )
     assert code == 503
+
+
+async def test_every_metric_the_board_and_the_alerts_use_exists_in_a_real_scrape(
+    gateway: httpx.AsyncClient, start: StartService, settings: Settings
+) -> None:
+    urls = {**await start_scraped(start, settings), "gateway": str(settings.gateway_url)}
+    for job_type in ("echo", "fail", "flaky"):  # a success, a dead letter, a retry
+        answer = await gateway.post("/jobs", json={"type": job_type})
+        assert answer.status_code == 202, answer.text
+    await wait_until(
+        lambda: scrape(f"{urls['projector']}/metrics"),
+        lambda s: (
+            s.value("fq_jobs_finished_total", queue="default", type="flaky", outcome="succeeded")
+            == 1
+        ),
+        timeout=30,
+        what="the flaky job to succeed on its retry",
+    )
+    await wait_until(
+        lambda: scrape(f"{urls['scheduler']}/metrics"),
+        lambda s: "fq_queue_depth" in s.names(),
+        timeout=30,
+        what="a queue depth sample",
+    )
+    scraped = await scrape_all(urls)
+    served = set().union(*(s.names() for s in scraped.values()))
+
+    used = {
+        (source, name)
+        for source, expressions in (
+            ("board", dashboard_expressions()),
+            ("alerts", alert_expressions()),
+        )
+        for expr in expressions
+        for name in metric_names(expr)
+    }
+    assert used, "no expressions found"
+    missing = sorted((source, name) for source, name in used if name not in served)
+    assert missing == []
