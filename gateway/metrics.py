@@ -34,6 +34,8 @@ from ferrisqueue.observability.registry import (
 
 UNMATCHED = "unmatched"
 """The ``route`` label of a request no route matched."""
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted by name; any other is ``OTHER``, so that a scanner cannot add series."""
 
 
 class RequestMetrics:
@@ -54,6 +56,9 @@ class RequestMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        """Each label set's counter and histogram (a label lookup costs more than the
+        increment); bounded like the labels: routes x methods x statuses."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,10 +78,16 @@ class RequestMetrics:
         finally:
             # The router stored the matched route in the scope it was handed (this one).
             route: Any = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            method = scope["method"]
-            self.requests.labels(template, method, str(status)).inc()
-            self.latency.labels(template, method).observe(time.perf_counter() - began)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            labels = (getattr(route, "path", None) or UNMATCHED, method, status)
+            children = self._children.get(labels)
+            if children is None:
+                children = self._children[labels] = (
+                    self.requests.labels(*labels[:2], str(status)),
+                    self.latency.labels(*labels[:2]),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - began)
 
 
 def instrument(app: FastAPI) -> CollectorRegistry:

@@ -33,6 +33,7 @@ process (``fq projections rebuild``), which serves no metrics.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -91,6 +92,8 @@ class ProjectorMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self._waits: dict[tuple[str, str], Histogram] = {}
+        self._runs: dict[tuple[str, str], Histogram] = {}
         self.lag_events = Gauge(
             "fq_projection_lag_events",
             "Messages beyond the projection's checkpoint.",
@@ -106,19 +109,25 @@ class ProjectorMetrics:
 
     def committed(self, applied: Sequence[Applied]) -> None:
         """Count the events of a committed batch of the jobs projection (called in the
-        database thread; prometheus_client's metrics are thread-safe)."""
+        database thread; prometheus_client's metrics are thread-safe). Counts are summed
+        per batch first and the histograms' children cached: a label lookup takes a lock
+        and builds a tuple, which per event would cost more than the counting."""
+        counts: collections.Counter[tuple[Counter, tuple[str, ...]]] = collections.Counter()
         for before, event, after in applied:
+            job = (after.queue, after.type)
             if isinstance(event, JobSpec):
-                self.submitted.labels(after.queue, after.type).inc()
+                counts[self.submitted, job] += 1
             elif isinstance(event, DeadLettered):
-                self.dead_letters.labels(after.queue).inc()
+                counts[self.dead_letters, (after.queue,)] += 1
             elif (wait := wait_ms(before, event)) is not None:
-                self.wait.labels(after.queue, after.type).observe(wait / 1000)
+                _child(self._waits, self.wait, job).observe(wait / 1000)
             if isinstance(event, Succeeded | Failed) and event.duration_ms is not None:
-                self.run.labels(after.queue, after.type).observe(event.duration_ms / 1000)
+                _child(self._runs, self.run, job).observe(event.duration_ms / 1000)
             outcome = _OUTCOMES.get(after.status)
             if outcome is not None and (before is None or not before.status.is_terminal):
-                self.finished.labels(after.queue, after.type, outcome).inc()
+                counts[self.finished, (*job, outcome)] += 1
+        for (counter, labels), count in counts.items():
+            counter.labels(*labels).inc(count)
 
     async def sample_lag(self, event_log: EventLog, loops: Sequence[ProjectionLoop]) -> None:
         """Sample each loop's lag every :data:`LAG_INTERVAL` seconds until cancelled; a
@@ -130,6 +139,15 @@ class ProjectorMetrics:
                     self.lag_events.labels(loop.projection).set(events)
                     self.lag_seconds.labels(loop.projection).set(seconds)
             await asyncio.sleep(LAG_INTERVAL)  # a sampling period, not a wait on a condition
+
+
+def _child(
+    cache: dict[tuple[str, str], Histogram], histogram: Histogram, job: tuple[str, str]
+) -> Histogram:
+    child = cache.get(job)
+    if child is None:
+        child = cache[job] = histogram.labels(*job)
+    return child
 
 
 async def lag(event_log: EventLog, loop: ProjectionLoop, now: datetime) -> tuple[int, float]:

@@ -53,12 +53,20 @@ class WorkerMetrics(Middleware):
         )
         slots.set(settings.worker_concurrency)
 
+        self._counted: dict[tuple[str, str, str], Counter] = {}
+        """The attempts counter's children, by labels (a label lookup takes a lock and
+        builds a tuple: more than the increment itself)."""
+
     async def before_attempt(self, ctx: JobContext, payload: dict[str, Any]) -> None:
         self.busy.inc()
 
     async def after_attempt(self, ctx: JobContext, outcome: AttemptOutcome) -> None:
         self.busy.dec()
-        self.attempts.labels(ctx.queue, ctx.type, outcome.status.value).inc()
+        labels = (ctx.queue, ctx.type, outcome.status.value)
+        counted = self._counted.get(labels)
+        if counted is None:
+            counted = self._counted[labels] = self.attempts.labels(*labels)
+        counted.inc()
 
 
 def watch_queues(registry: CollectorRegistry, worker: Worker, queues: list[str]) -> None:
