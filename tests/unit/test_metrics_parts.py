@@ -197,3 +197,20 @@ async def test_lag_counts_what_the_projection_has_not_applied_and_how_old_it_is(
 
     assert behind == (1, 7.0)
     assert caught_up == (0, 0.0)
+
+
+def test_fq_up_gives_each_child_its_own_metrics_port_or_none() -> None:
+    from ferrisqueue.cli.up import services
+
+    def ports(**overrides: object) -> dict[str, str | None]:
+        settings = memory_settings(workers=2, dashboard=False, **overrides)
+        return {s.name: s.env.get("FQ_METRICS_PORT") for s in services(settings, "nats://x")}
+
+    assert ports(metrics_port=9100) == {
+        "projector": "9100",
+        "gateway": None,  # serves /metrics on its own port
+        "scheduler": "9101",
+        "worker-1": "9102",
+        "worker-2": "9103",
+    }
+    assert set(ports().values()) == {None}
