@@ -72,37 +72,16 @@ async def test_every_service_counts_exactly_what_the_jobs_did(
         Submitted(job_id=str(uuid.uuid4()), queue="default", at=utcnow(), type="echo")
     )
 
+    def finished(s: Scrape, job_type: str, outcome: str) -> float:
+        labels = {"queue": "default", "type": job_type, "outcome": outcome}
+        return moved(before["projector"], s, "fq_jobs_finished_total", **labels)
+
     await wait_until(
         lambda: scrape(f"{urls['projector']}/metrics"),
         lambda s: (
-            moved(
-                before["projector"],
-                s,
-                "fq_jobs_finished_total",
-                queue="default",
-                type="echo",
-                outcome="succeeded",
-            )
-            >= 7
-            and moved(
-                before["projector"],
-                s,
-                "fq_jobs_finished_total",
-                queue="default",
-                type="fail",
-                outcome="failed",
-            )
-            >= 2
-            and moved(
-                before["projector"],
-                s,
-                "fq_jobs_finished_total",
-                queue="default",
-                type="flaky",
-                outcome="succeeded",
-            )
-            >= 2
-            and moved(before["projector"], s, "fq_dead_letters_total", queue="default") >= 2
+            finished(s, "echo", "succeeded") >= 7
+            and finished(s, "fail", "failed") >= 2
+            and finished(s, "flaky", "succeeded") >= 2
             and s.value("fq_projection_lag_events", projection="jobs") == 0
         ),
         timeout=30,
@@ -120,70 +99,54 @@ async def test_every_service_counts_exactly_what_the_jobs_did(
     )
     after = await scrape_all(urls)
 
-    projector = {
-        ("fq_jobs_submitted_total", ("default", "echo")): 7,  # the plain producer's included
-        ("fq_jobs_submitted_total", ("default", "fail")): 2,
-        ("fq_jobs_submitted_total", ("default", "flaky")): 2,
-        ("fq_job_wait_seconds_count", ("default", "echo")): 7,
-        ("fq_job_wait_seconds_count", ("default", "fail")): 2,
-        ("fq_job_wait_seconds_count", ("default", "flaky")): 4,  # first runs and retries
-        ("fq_job_run_seconds_count", ("default", "echo")): 7,
-        ("fq_job_run_seconds_count", ("default", "fail")): 2,
-        ("fq_job_run_seconds_count", ("default", "flaky")): 4,
-    }
-    for (name, (queue, job_type)), expected in projector.items():
-        got = moved(before["projector"], after["projector"], name, queue=queue, type=job_type)
-        assert got == expected, (name, job_type, got)
-    finished = {("echo", "succeeded"): 7, ("fail", "failed"): 2, ("flaky", "succeeded"): 2}
-    for (job_type, outcome), expected in finished.items():
-        labels = {"queue": "default", "type": job_type, "outcome": outcome}
-        assert (
-            moved(before["projector"], after["projector"], "fq_jobs_finished_total", **labels)
-            == expected
-        )
-    assert (
-        moved(
-            before["projector"],
-            after["projector"],
+    q = ("queue", "default")
+    expected = {
+        # The projector: every job once, the plain producer's included.
+        ("projector", "fq_jobs_submitted_total", (q, ("type", "echo"))): 7,
+        ("projector", "fq_jobs_submitted_total", (q, ("type", "fail"))): 2,
+        ("projector", "fq_jobs_submitted_total", (q, ("type", "flaky"))): 2,
+        ("projector", "fq_jobs_finished_total", (q, ("type", "echo"), ("outcome", "succeeded"))): 7,
+        ("projector", "fq_jobs_finished_total", (q, ("type", "fail"), ("outcome", "failed"))): 2,
+        (
+            "projector",
             "fq_jobs_finished_total",
-            queue="default",
-            type="flaky",
-            outcome="failed",
-        )
-        == 0
-    )  # retried, not finished
-    assert (
-        moved(before["projector"], after["projector"], "fq_dead_letters_total", queue="default")
-        == 2
-    )
-    assert after["projector"].value("fq_projection_lag_seconds", projection="jobs") == 0
-
-    attempts = {
-        ("echo", "succeeded"): 7,
-        ("fail", "failed"): 2,
-        ("flaky", "failed"): 2,
-        ("flaky", "succeeded"): 2,
+            (q, ("type", "flaky"), ("outcome", "succeeded")),
+        ): 2,
+        # a retried attempt's failure does not finish the job
+        ("projector", "fq_jobs_finished_total", (q, ("type", "flaky"), ("outcome", "failed"))): 0,
+        ("projector", "fq_dead_letters_total", (q,)): 2,
+        ("projector", "fq_job_wait_seconds_count", (q, ("type", "echo"))): 7,
+        ("projector", "fq_job_wait_seconds_count", (q, ("type", "fail"))): 2,
+        ("projector", "fq_job_wait_seconds_count", (q, ("type", "flaky"))): 4,  # with retries
+        ("projector", "fq_job_run_seconds_count", (q, ("type", "echo"))): 7,
+        ("projector", "fq_job_run_seconds_count", (q, ("type", "fail"))): 2,
+        ("projector", "fq_job_run_seconds_count", (q, ("type", "flaky"))): 4,
+        # The worker: its attempts.
+        ("worker", "fq_job_attempts_total", (q, ("type", "echo"), ("outcome", "succeeded"))): 7,
+        ("worker", "fq_job_attempts_total", (q, ("type", "fail"), ("outcome", "failed"))): 2,
+        ("worker", "fq_job_attempts_total", (q, ("type", "flaky"), ("outcome", "failed"))): 2,
+        ("worker", "fq_job_attempts_total", (q, ("type", "flaky"), ("outcome", "succeeded"))): 2,
+        # The gateway: the API's submissions, not the plain producer's.
+        (
+            "gateway",
+            "fq_http_requests_total",
+            (("route", "/jobs"), ("method", "POST"), ("status", "202")),
+        ): 10,
+        (
+            "gateway",
+            "fq_http_request_duration_seconds_count",
+            (("route", "/jobs"), ("method", "POST")),
+        ): 10,
     }
-    for (job_type, outcome), expected in attempts.items():
-        labels = {"queue": "default", "type": job_type, "outcome": outcome}
-        assert (
-            moved(before["worker"], after["worker"], "fq_job_attempts_total", **labels) == expected
-        )
+    got = {
+        (service, name, labels): moved(before[service], after[service], name, **dict(labels))
+        for service, name, labels in expected
+    }
+    assert got == expected
+    assert after["projector"].value("fq_projection_lag_seconds", projection="jobs") == 0
     assert after["worker"].value("fq_worker_busy_slots") == 0
     assert after["worker"].value("fq_worker_slots") == settings.worker_concurrency
-
-    route = {"route": "/jobs", "method": "POST"}
-    assert (
-        moved(before["gateway"], after["gateway"], "fq_http_requests_total", **route, status="202")
-        == 10
-    )
-    assert (
-        moved(
-            before["gateway"], after["gateway"], "fq_http_request_duration_seconds_count", **route
-        )
-        == 10
-    )
-    assert after["gateway"].value("fq_jobs_submitted_total", queue="default", type="echo") == 0
+    assert after["worker"].value("fq_worker_queue_up", queue="default") == 1
 
     for name, scraped in after.items():  # process metrics from prometheus_client's collectors
         assert scraped.value("process_cpu_seconds_total") > 0, name
