@@ -7,6 +7,8 @@
 
 Sizes come from options or the environment: BENCH_JOBS (20,000), BENCH_CONCURRENCY (the
 worker's FQ_WORKER_CONCURRENCY, 16), BENCH_LATENCY_SECONDS (5), BENCH_RUNS (peers, 3).
+BENCH_METRICS (on, off or both; ``--metrics``): processing with the services' Prometheus
+metrics on, off, or each in turn to measure what they cost.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-seconds", type=float, default=env_float("BENCH_LATENCY_SECONDS", 5))
     p.add_argument("--latency-workers", type=int, default=2)
     p.add_argument("--profile", type=Path, default=None, help="py-spy output dir")
+    p.add_argument(
+        "--metrics",
+        choices=("on", "off", "both"),
+        default=os.environ.get("BENCH_METRICS", "on"),
+        help="processing with Prometheus metrics collected and served (on, the default), "
+        "without (off: FQ_METRICS_ENABLED=false), or each in turn (both: the cost)",
+    )
 
 
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,13 +97,24 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         results["enqueue"] = await enqueue.run(args.jobs)
     if "processing" in args.only:
         results["processing"] = []
+        modes = {"on": (True,), "off": (False,), "both": (False, True)}[args.metrics]
         for workers in args.workers:
-            log.info("processing: %d jobs, %d worker(s)", args.jobs, workers)
-            results["processing"].append(
-                await processing.run(
-                    args.jobs, workers, concurrency=args.concurrency, profile_dir=args.profile
+            for metrics in modes:
+                log.info(
+                    "processing: %d jobs, %d worker(s), metrics %s",
+                    args.jobs,
+                    workers,
+                    "on" if metrics else "off",
                 )
-            )
+                results["processing"].append(
+                    await processing.run(
+                        args.jobs,
+                        workers,
+                        concurrency=args.concurrency,
+                        profile_dir=args.profile,
+                        metrics=metrics,
+                    )
+                )
     if "latency" in args.only:
         log.info("latency: %s jobs/s for %.0fs each", args.rates, args.latency_seconds)
         results["latency"] = await latency.run(

@@ -74,6 +74,11 @@ class System:
     settings: Settings
     procs: list[Proc] = field(default_factory=list)
     counter: int = 0
+    metrics: bool = True
+    """Services collect Prometheus metrics (each worker, projector and scheduler on a metrics
+    port of its own); off: ``FQ_METRICS_ENABLED=false`` everywhere, the baseline."""
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Each started process's metrics port, by its name."""
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a service of this system (no FQ_ variable of the caller's)."""
@@ -94,6 +99,11 @@ class System:
         """Run ``python -m module`` (a FerrisQueue service) with this system's settings."""
         self.counter += 1
         name = f"{module}-{self.counter}"
+        if not self.metrics:
+            env = {"FQ_METRICS_ENABLED": "false", **env}
+        elif module in METRICS_PORTED and "FQ_METRICS_PORT" not in env:
+            self.metrics_ports[name] = free_port()
+            env = {"FQ_METRICS_PORT": str(self.metrics_ports[name]), **env}
         log_path = self.root / f"{name}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
@@ -142,9 +152,14 @@ class System:
         return proc
 
 
+METRICS_PORTED = ("worker", "projections", "scheduler")
+"""The services that serve their metrics on a port of their own (the gateway on its own)."""
+
+
 @contextlib.contextmanager
-def system(keep: bool = False, **settings: object) -> Iterator[System]:
-    """A fresh system in a temp dir; every process stopped and the dir removed at the end."""
+def system(keep: bool = False, *, metrics: bool = True, **settings: object) -> Iterator[System]:
+    """A fresh system in a temp dir; every process stopped and the dir removed at the end.
+    ``metrics``: whether the services collect and serve Prometheus metrics."""
     root = Path(tempfile.mkdtemp(prefix="fq-bench-"))
     server = EmbeddedNats(root / "nats", free_port())
     server.start()
@@ -159,6 +174,7 @@ def system(keep: bool = False, **settings: object) -> Iterator[System]:
             gateway_port=free_port(),
             **settings,  # type: ignore[arg-type]
         ),
+        metrics=metrics,
     )
     try:
         yield made

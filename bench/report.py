@@ -129,6 +129,7 @@ def markdown(results: dict[str, Any]) -> str:
             rows.append(
                 [
                     str(r["workers"]),
+                    "on" if r.get("metrics", True) else "off",
                     _n(r["jobs"]),
                     _n(r["jobs_per_s"]),
                     _ratio(r["jobs_per_s"], raw),
@@ -146,6 +147,7 @@ def markdown(results: dict[str, Any]) -> str:
         out += _table(
             [
                 "workers",
+                "metrics",
                 "jobs",
                 "jobs/s",
                 "vs raw fetch+ack",

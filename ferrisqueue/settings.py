@@ -185,6 +185,25 @@ class Settings(BaseSettings):
         "(a scheduler down for hours does not flood the queue).",
     )
 
+    # --- Metrics (Prometheus) ---------------------------------------------------------------
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Collect Prometheus metrics. Off: the gateway's /metrics answers 404 and "
+        "no service records anything (the baseline `make bench` compares against).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Interface of the metrics port of a worker, projector or scheduler.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port where a worker, projector or scheduler serves GET /metrics and "
+        "GET /healthz (unset: none). Under `fq up`, the first of a block of ports, one per "
+        "child. The gateway serves /metrics on its own port.",
+    )
+
     # --- Local system (`fq up`) -----------------------------------------------------------
     workers: int = Field(default=2, ge=0, le=64, description="Worker processes `fq up` starts.")
     dashboard_port: int = Field(default=8501, ge=1, le=65535)
@@ -277,6 +296,11 @@ class Settings(BaseSettings):
             reasons = "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
             raise ValueError(f"FQ_UP_RESTART_* / FQ_UP_CRASH_LOOP_*: {reasons}") from exc
         return self
+
+    @property
+    def metrics_served(self) -> bool:
+        """Whether a worker, projector or scheduler collects metrics and serves its port."""
+        return self.metrics_enabled and self.metrics_port is not None
 
     @property
     def embedded_nats_url(self) -> str:

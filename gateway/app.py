@@ -24,6 +24,7 @@ from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.tracing import NO_TRACING, Tracing
 from gateway.deps import bind_job_log_fields
+from gateway.metrics import instrument
 from gateway.nats_link import NatsLink
 from gateway.routes import batch, dead_letters, health, jobs, observe, schedules
 
@@ -69,6 +70,8 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
     app.include_router(dead_letters.router)
     app.include_router(schedules.router)
     app.include_router(health.router)
+    if settings.metrics_enabled:
+        instrument(app)
 
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 

@@ -18,17 +18,23 @@ from datetime import datetime
 from ferrisqueue import runloop
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.logs import setup_logging
+from ferrisqueue.observability.registry import new_registry
+from ferrisqueue.observability.server import metrics_port
 from ferrisqueue.settings import Settings
+from projections.observe import ProjectorMetrics
 from projections.runner import Projector
 from projections.verify import verify
 
 
 async def _serve(settings: Settings) -> None:
-    projector = Projector(settings)
+    registry = new_registry()
+    metrics = ProjectorMetrics(registry) if settings.metrics_served else None
+    projector = Projector(settings, metrics=metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, projector.stop)
-    await projector.run()
+    async with metrics_port(registry, projector.health, settings):
+        await projector.run()
     if projector.lost_lead:
         raise SystemExit(3)  # let the supervisor restart it as a standby
 

@@ -61,6 +61,11 @@ CHECKPOINT_MOVED_PAUSE = 1.0
 """Seconds before resuming after another projector moved the checkpoint."""
 
 
+Observer = Callable[[Sequence[Any]], None]
+"""Told what a committed batch applied (for the jobs projection: ``(before, event, after)``
+triples, :data:`projections.metrics.Applied`)."""
+
+
 class ApplyBatch(Protocol):
     """Apply a batch that follows checkpoint ``after`` and commit; returns the new checkpoint
     (raises :class:`CheckpointMoved` if the store's checkpoint is not at ``after``)."""
@@ -81,9 +86,10 @@ class Projection:
     definition: str
     consumer_suffix: str
     decode: Callable[[Delivery], Any]
-    applier: Callable[[], ApplyBatch]
-    """Makes the apply function of one run (which may keep state between its batches).
-    Both it and ``decode`` give and take items with ``seq`` and ``stored_at``."""
+    applier: Callable[[Observer | None], ApplyBatch]
+    """Makes the apply function of one run (which may keep state between its batches),
+    telling the observer what each committed batch applied (if the projection has anything
+    to tell). Both it and ``decode`` give and take items with ``seq`` and ``stored_at``."""
 
 
 def _heartbeat(msg: Delivery) -> workers.StoredHeartbeat:
@@ -97,7 +103,7 @@ JOBS = Projection(
     PROJECTOR_CONSUMER,
     "",
     StoredEvent.of,
-    lambda: jobs.JobsProjection().apply_batch,
+    lambda observe: jobs.JobsProjection(on_commit=observe).apply_batch,
 )
 WORKERS = Projection(
     workers.NAME,
@@ -106,7 +112,7 @@ WORKERS = Projection(
     "fq-projector-workers",
     "-workers",
     _heartbeat,
-    lambda: workers.apply_batch,
+    lambda _observe: workers.apply_batch,
 )
 
 
@@ -140,10 +146,16 @@ class ProjectionLoop(ServiceLoop):
         last_seq: int | None = None,
         until: datetime | None = None,
         stall_limit: float = STALL_LIMIT,
+        observe: Observer | None = None,
     ) -> None:
+        """``observe``: told what each committed batch applied (the projector's metrics)."""
         super().__init__()
+        self._observe = observe
         self._stall_limit = stall_limit
         self.name = f"{projection.name} projection"
+        self.projection = projection.name
+        self.stream = projection.stream
+        self.subjects = projection.subjects
         self._log = event_log
         self._engine = engine
         self._projection = projection
@@ -197,7 +209,7 @@ class ProjectionLoop(ServiceLoop):
         log.info("%s projection resuming after sequence %d", projection.name, position)
         self.serving()
         batch_size = self._batch_size
-        apply = projection.applier()
+        apply = projection.applier(self._observe)
         clock = asyncio.get_running_loop().time
         last_delivery = clock()
 

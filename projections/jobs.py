@@ -18,7 +18,7 @@ reason, and the raw body when undecodable), where the API and dashboard show it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -68,8 +68,16 @@ class JobsProjection:
     cleanup task may have deleted.
     """
 
-    def __init__(self, limit: int = CACHE_LIMIT) -> None:
+    def __init__(
+        self,
+        limit: int = CACHE_LIMIT,
+        *,
+        on_commit: Callable[[Sequence[Applied]], None] | None = None,
+    ) -> None:
+        """``on_commit``: called with the events of each batch once it is committed (the
+        projector's Prometheus counters, :mod:`projections.observe`)."""
         self._limit = limit
+        self._on_commit = on_commit
         self._states: dict[str, JobState] = {}
         self._position: int | None = None
         """The checkpoint as this instance's last batch left it (None: no batch yet)."""
@@ -86,11 +94,13 @@ class JobsProjection:
             position = checkpoint_at(session, NAME, expected=after)
             if position != self._position:
                 self._states.clear()  # written by another projector since: the rows may differ
-            position, changed = _apply(session, batch, position, self._states)
+            position, changed, applied = _apply(session, batch, position, self._states)
         except BaseException:
             self._states.clear()
             raise
         self._position = position
+        if self._on_commit is not None and applied:
+            self._on_commit(applied)
         for job_id, state in changed.items():
             self._states.pop(job_id, None)  # re-inserted last: the dict's order is its age
             if not state.status.is_terminal:
@@ -116,13 +126,13 @@ def _apply(
     batch: Sequence[StoredEvent],
     position: int,
     known: dict[str, JobState],
-) -> tuple[int, dict[str, JobState]]:
+) -> tuple[int, dict[str, JobState], list[Applied]]:
     """Apply and commit ``batch`` after the store's checkpoint ``position`` (read in this
     transaction), given the ``known`` states of some jobs (as the store holds them); returns
-    the new checkpoint and the states of the jobs it changed."""
+    the new checkpoint, the states of the jobs it changed and the events it applied."""
     fresh = [stored for stored in batch if stored.seq > position]
     if not fresh:
-        return position, {}
+        return position, {}, []
 
     job_ids = {job_id for stored in fresh if (job_id := _job_id(stored))}
     states = {job_id: known[job_id] for job_id in job_ids if job_id in known}
@@ -157,7 +167,7 @@ def _apply(
             orphan_events=len(orphans),
         )
     last = fresh[-1]
-    return commit_at(session, NAME, last.seq, last.stored_at, after=position), changed
+    return commit_at(session, NAME, last.seq, last.stored_at, after=position), changed, applied
 
 
 def _timeline_row(

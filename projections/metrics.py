@@ -42,9 +42,8 @@ def minute_rows(applied: Sequence[Applied]) -> dict[tuple[Any, ...], dict[str, A
         if row is None:  # not setdefault: that would build an empty row for every event
             row = rows[key] = _empty(key)
         row[kind] += 1
-        if isinstance(event, Started) and before is not None and _was_queued(before):
-            wait_ms = (event.at - before.updated_at).total_seconds() * 1000
-            histogram.record(row["wait_hist"], max(0.0, wait_ms))
+        if (wait := wait_ms(before, event)) is not None:
+            histogram.record(row["wait_hist"], wait)
         if isinstance(event, Succeeded | Failed) and event.duration_ms is not None:
             histogram.record(row["run_hist"], event.duration_ms)
     return rows
@@ -64,6 +63,14 @@ def write(session: Session, dialect: str, applied: Sequence[Applied]) -> None:
         for name in ("wait_hist", "run_hist"):
             row[name] = histogram.merge([row[name], found[name]])
     session.execute(upsert(dialect, _TABLE, *_KEY), list(rows.values()))
+
+
+def wait_ms(before: JobState | None, event: BaseEvent) -> float | None:
+    """How long a job waited for a worker, if ``event`` is the ``started`` that ended a
+    wait in the queue (not a start after a lost attempt): from when it became runnable."""
+    if isinstance(event, Started) and before is not None and _was_queued(before):
+        return max(0.0, (event.at - before.updated_at).total_seconds() * 1000)
+    return None
 
 
 def _was_queued(state: JobState) -> bool:

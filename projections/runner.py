@@ -34,10 +34,12 @@ from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_streams
+from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.leadership import StoreLock
 from projections.follow import JOBS, WORKERS, Projection, ProjectionLoop
+from projections.observe import ProjectorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +51,36 @@ class Projector:
     """Runs the projections until stopped (or once, for a rebuild or replay)."""
 
     def __init__(
-        self, settings: Settings, *, connect: Callable[[], Awaitable[EventLog]] | None = None
+        self,
+        settings: Settings,
+        *,
+        connect: Callable[[], Awaitable[EventLog]] | None = None,
+        metrics: ProjectorMetrics | None = None,
     ) -> None:
         """``connect``: where to get the log (default: connect to ``FQ_NATS_URL``; tests
-        pass an in-memory log). The projector closes it when it is done."""
+        pass an in-memory log). The projector closes it when it is done. ``metrics``: where
+        to count what the projections apply (:mod:`projections.observe`)."""
         self._settings = settings
         self._open_log = connect or self._connect_nats
+        self._metrics = metrics
+        self._event_log: EventLog | None = None
+        self._loops: list[ProjectionLoop] = []
         self._stopping = asyncio.Event()
         self.lost_lead = False
         """Set when the projector stopped because its lock was lost (exit non-zero)."""
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def health(self) -> str | None:
+        """None while both projections apply the log (or while this projector stands by
+        for the leader), else what is wrong (the metrics port's ``/healthz``)."""
+        if not self._loops:
+            return None  # standing by: healthy, ready to take over
+        if self._event_log is None or not self._event_log.connected:
+            return "the NATS connection is closed"
+        down = [loop.name for loop in self._loops if not loop.up]
+        return f"not running: {', '.join(down)}" if down else None
 
     async def run(self) -> None:
         """Follow the logs for ever (until stopped), as the leader of the read store."""
@@ -69,18 +89,23 @@ class Projector:
         lock = StoreLock(engine, "projector")
         try:
             if await self._lead(lock):
-                event_log = await self._connect()
+                event_log = self._event_log = await self._connect()
                 watchdog = asyncio.create_task(self._watch(lock), name="lock-watchdog")
-                loops = [
+                metrics = self._metrics
+                loops = self._loops = [
                     ProjectionLoop(
                         event_log,
                         engine,
                         projection,
                         self._consumer_name(projection),
                         batch_size=self._settings.projector_batch,
+                        observe=metrics.committed if metrics and projection is JOBS else None,
                     )
                     for projection in (JOBS, WORKERS)
                 ]
+                sampler = None
+                if metrics is not None:
+                    sampler = asyncio.create_task(metrics.sample_lag(event_log, loops), name="lag")
                 try:
                     async with asyncio.TaskGroup() as group:
                         for loop in loops:
@@ -89,6 +114,8 @@ class Projector:
                     raise fatal.exceptions[0] from None
                 finally:
                     watchdog.cancel()
+                    if sampler is not None:
+                        await reap(sampler)
                     await event_log.close()
         finally:
             lock.release()

@@ -3,7 +3,8 @@ until SIGTERM.
 
 Four loops of one shape (:class:`ferrisqueue.log.service_loop.ConsumerLoop`), each with its
 own durable consumer. Each handles its own failures and never raises, so a bad advisory or a
-NATS hiccup in one of them leaves the others running.
+NATS hiccup in one of them leaves the others running. With ``FQ_METRICS_PORT`` it also
+samples the queues' depth (:mod:`scheduler.depth`) and serves ``/metrics`` and ``/healthz``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import signal
 
 from ferrisqueue import runloop
 from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.service_loop import ServiceLoop
 from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.logs import setup_logging
+from ferrisqueue.observability.registry import new_registry
+from ferrisqueue.observability.server import metrics_port
 from ferrisqueue.settings import Settings
 from ferrisqueue.tracing import Tracing, tracing_from_env
 from scheduler.cron import TickRelay
 from scheduler.dead_letter_sweeper import DeadLetterSweeper
 from scheduler.dead_letters import DeadLetterRouter
+from scheduler.depth import QueueDepth
 from scheduler.timers import TimerRelay
 
 
@@ -28,23 +33,45 @@ async def _serve(settings: Settings, tracing: Tracing) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    event_log = await NatsLog.connect(settings, name="fq-scheduler")
-    try:
-        await ensure_streams(event_log, settings)
-        loops = (
-            DeadLetterRouter(event_log),
-            DeadLetterSweeper(event_log),
-            TimerRelay(event_log, tracing=tracing),
-            # a broken cron file stops us here
-            TickRelay.for_settings(event_log, settings, tracing=tracing),
-        )
-        # A loop's run() returns only once stopping is set and it has drained: the group
-        # waits for all of them; no loop's failure reaches it to cancel the others.
-        async with asyncio.TaskGroup() as tasks:
-            for service_loop in loops:
-                tasks.create_task(service_loop.run(stopping), name=service_loop.name)
-    finally:
-        await event_log.close()
+    registry = new_registry()
+    running = _Running()
+    async with metrics_port(registry, running.health, settings):
+        event_log = await NatsLog.connect(settings, name="fq-scheduler")
+        try:
+            await ensure_streams(event_log, settings)
+            loops = running.loops = (
+                DeadLetterRouter(event_log),
+                DeadLetterSweeper(event_log),
+                TimerRelay(event_log, tracing=tracing),
+                # a broken cron file stops us here
+                TickRelay.for_settings(event_log, settings, tracing=tracing),
+            )
+            running.event_log = event_log
+            # A loop's run() returns only once stopping is set and it has drained: the group
+            # waits for all of them; no loop's failure reaches it to cancel the others.
+            async with asyncio.TaskGroup() as tasks:
+                for service_loop in loops:
+                    tasks.create_task(service_loop.run(stopping), name=service_loop.name)
+                if settings.metrics_served:
+                    tasks.create_task(QueueDepth(registry).run(event_log, stopping), name="depth")
+        finally:
+            await event_log.close()
+
+
+class _Running:
+    """What the scheduler's ``/healthz`` reads: its loops and its log, once started."""
+
+    def __init__(self) -> None:
+        self.event_log: NatsLog | None = None
+        self.loops: tuple[ServiceLoop, ...] = ()
+
+    def health(self) -> str | None:
+        if self.event_log is None:
+            return "starting"
+        if not self.event_log.connected:
+            return "the NATS connection is closed"
+        down = [loop.name for loop in self.loops if not loop.up]
+        return f"not running: {', '.join(down)}" if down else None
 
 
 def main() -> None:

@@ -140,7 +140,7 @@ class GatewayClient:
             queue=queue,
             type=type,
         )
-        answer: JSON = self._get("/metrics", params=params)
+        answer: JSON = self._get("/stats/throughput", params=params)
         return answer
 
     def dead_letters(

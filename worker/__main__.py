@@ -9,9 +9,12 @@ import signal
 from ferrisqueue import runloop
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.logs import LogFormat, setup_logging
+from ferrisqueue.observability.registry import new_registry
+from ferrisqueue.observability.server import metrics_port
 from ferrisqueue.settings import Settings
 from ferrisqueue.tracing import Tracing, tracing_from_env
 from worker.logfields import AttemptLogFields
+from worker.metrics import WorkerMetrics, watch_queues
 from worker.middleware import Middleware, load_middleware
 from worker.runner import Worker
 from worker.tasks import default_registry
@@ -31,12 +34,20 @@ def observability(settings: Settings, tracing: Tracing) -> list[Middleware]:
 
 
 async def _serve(settings: Settings, tracing: Tracing) -> None:
-    middleware = [*observability(settings, tracing), *load_middleware(settings)]
+    registry = new_registry()
+    # Metrics outermost, so that they count every attempt, also those a plugin refuses.
+    measured: list[Middleware] = (
+        [WorkerMetrics(registry, settings)] if settings.metrics_served else []
+    )
+    middleware = [*measured, *observability(settings, tracing), *load_middleware(settings)]
     worker = Worker(settings, default_registry(settings), middleware)
+    if settings.metrics_served:
+        watch_queues(registry, worker, settings.worker_queues)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    await worker.run()
+    async with metrics_port(registry, worker.health, settings):
+        await worker.run()
 
 
 def main() -> None:

@@ -205,6 +205,8 @@ class MiddlewareStack:
     ) -> None:
         """Run a hook that cannot change anything any more: its errors are logged, not raised,
         and it is cut off after the hook time limit."""
+        if getattr(type(middleware), hook) is getattr(Middleware, hook):
+            return  # not overridden, so a no-op: not worth its time limit's timer per attempt
         limit = asyncio.timeout(self._hook_time_limit)
         try:
             async with limit:

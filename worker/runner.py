@@ -129,6 +129,7 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._event_log: EventLog | None = None
         self.loops: dict[str, QueueLoop] = {}
         """Each queue's loop, by queue, once :meth:`serve` has begun (tests await their
         ``signals``)."""
@@ -136,6 +137,18 @@ class Worker:
     def stop(self) -> None:
         """Ask the worker to stop (safe from a signal handler)."""
         self._stopping.set()
+
+    def health(self) -> str | None:
+        """None while every queue's loop pulls and the log is reachable, else what is
+        wrong (the metrics port's ``/healthz``)."""
+        if self._event_log is None:
+            return "not connected to NATS yet"
+        if not self._event_log.connected:
+            return "the NATS connection is closed"
+        down = [queue for queue, loop in self.loops.items() if not loop.up]
+        if down or not self.loops:
+            return f"queue loops not running: {', '.join(down) or 'none started'}"
+        return None
 
     async def run(self) -> None:
         """Start the middleware (opening the worker's resources), connect to NATS, consume
@@ -153,6 +166,7 @@ class Worker:
         """Consume from ``event_log`` until :meth:`stop`, then wind down (the log stays open:
         the caller owns it)."""
         settings = self._settings
+        self._event_log = event_log
         leases = LeaseKeeper()
         keeping = asyncio.create_task(leases.run(), name="leases")
         try:

@@ -15,11 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from bench import probes
 from bench.harness import (
     Proc,
+    System,
     check_alive,
     connected,
     cpu_seconds,
@@ -34,10 +37,16 @@ log = logging.getLogger(__name__)
 
 
 async def run(
-    jobs: int, workers: int, *, concurrency: int, profile_dir: Path | None = None
+    jobs: int,
+    workers: int,
+    *,
+    concurrency: int,
+    profile_dir: Path | None = None,
+    metrics: bool = True,
 ) -> dict[str, Any]:
-    """One configuration on a fresh system; returns its numbers."""
-    with system(worker_concurrency=concurrency) as sys_:
+    """One configuration on a fresh system; returns its numbers. ``metrics``: the services
+    collect Prometheus metrics (each scraped once at the end, as a check that they did)."""
+    with system(worker_concurrency=concurrency, metrics=metrics) as sys_:
         await sys_.topology()
         async with connected(sys_) as nc:
             fill_s = await probes.publish_pipeline(nc, jobs)
@@ -101,6 +110,7 @@ async def run(
                 )
             stop.set()
             await sampling
+            scraped = await _scraped_attempts(sys_, procs) if metrics else None
             completed = await asyncio.to_thread(probes.completed, engine)
             projector_rss = peak_rss_mib(projector.pid)
             engine.dispose()
@@ -118,6 +128,8 @@ async def run(
         "worker_peak_rss_mib": [round(r, 1) if r else None for r in rss],
         "projector_peak_rss_mib": round(projector_rss, 1) if projector_rss else None,
         "cpu_us_per_job": cpu,
+        "metrics": metrics,
+        "attempts_scraped": scraped,
     }
     if profiles:
         result["profile"] = {"worker": profiles[0], "projector": profiles[-1]}
@@ -160,3 +172,17 @@ async def _wait_done(
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {count} of {jobs} jobs succeeded in time")
         await asyncio.sleep(0.05)
+
+
+async def _scraped_attempts(sys_: System, procs: list[Proc]) -> int:
+    """The workers' ``fq_job_attempts_total``, summed over one scrape of each: with
+    metrics on it must equal the jobs (the check that they were on, and counted right)."""
+    total = 0.0
+    async with httpx.AsyncClient(timeout=5) as client:
+        for proc in procs:
+            port = sys_.metrics_ports[proc.name]
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            for family in text_string_to_metric_families(text):
+                if family.name == "fq_job_attempts":
+                    total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return int(total)

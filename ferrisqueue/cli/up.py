@@ -53,15 +53,15 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
     python = sys.executable
     base = {"FQ_NATS_URL": nats_url, "FQ_DATABASE_URL": settings.effective_database_url}
     started = [
-        Service("projector", [python, "-m", "projections"], base),
+        Service("projector", [python, "-m", "projections"], {**base, **_metrics_port(settings, 0)}),
         Service("gateway", [python, "-m", "gateway"], base),
-        Service("scheduler", [python, "-m", "scheduler"], base),
+        Service("scheduler", [python, "-m", "scheduler"], {**base, **_metrics_port(settings, 1)}),
     ]
     started += [
         Service(
             f"worker-{i}",
             [python, "-m", "worker"],
-            {**base, "FQ_WORKER_ID": f"{settings.worker_id}-{i}"},
+            {**base, "FQ_WORKER_ID": f"{settings.worker_id}-{i}", **_metrics_port(settings, 1 + i)},
         )
         for i in range(1, settings.workers + 1)
     ]
@@ -85,6 +85,15 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
             )
         )
     return started
+
+
+def _metrics_port(settings: Settings, offset: int) -> dict[str, str]:
+    """A child's own metrics port: ``FQ_METRICS_PORT`` is the first of a block (projector,
+    scheduler, then the workers in order); unset, no child serves one. The gateway serves
+    ``/metrics`` on its HTTP port and ignores the setting."""
+    if settings.metrics_port is None:
+        return {}
+    return {"FQ_METRICS_PORT": str(settings.metrics_port + offset)}
 
 
 def gateway_ready(url: str) -> bool:

@@ -54,6 +54,7 @@ from ferrisqueue.log.port import (
     MSG_ID,
     PULLING,
     WRONG_STREAM,
+    Backlog,
     Consumer,
     Delivery,
     Pulling,
@@ -458,6 +459,21 @@ class MemoryLog(EventLog):
         # Every pull is answered here, so there is nothing to give up on; a pull request
         # expires after ``pulling.expires`` (event-loop) seconds, as JetStream's do.
         return _Puller(self, stream, name, pulling.expires)
+
+    async def backlogs(self, stream: str) -> dict[str, Backlog]:
+        self._check()
+        held = self._state.stream(stream)
+        return {
+            name: Backlog(
+                sum(
+                    1
+                    for seq in range(consumer.cursor + 1, held.last_seq + 1)
+                    if (m := held.messages.get(seq)) is not None and consumer.wants(m.subject)
+                ),
+                len(consumer.pending),
+            )
+            for name, consumer in held.consumers.items()
+        }
 
     async def watch(self, subject: str, watcher: Watcher) -> None:
         self._check()

@@ -40,6 +40,7 @@ from ferrisqueue.log.natsconn import close_quietly, connect
 from ferrisqueue.log.port import (
     PULLING,
     WRONG_LAST_SEQUENCE,
+    Backlog,
     Consumer,
     Pulling,
     StoredMessage,
@@ -260,6 +261,18 @@ class NatsLog(EventLog):
 
     def consumer(self, stream: str, name: str, pulling: Pulling = PULLING) -> Consumer:
         return Puller(self._nc, stream, name, pulling)
+
+    async def backlogs(self, stream: str) -> dict[str, Backlog]:
+        self._check_connected()
+        try:
+            infos = await self._js.consumers_info(stream)
+        except nats.js.errors.APIError as exc:
+            raise NatsUnavailable(f"listing the consumers of {stream}: {exc.description}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise NatsUnavailable(f"listing the consumers of {stream}: {exc!r}") from exc
+        return {
+            info.name: Backlog(info.num_pending or 0, info.num_ack_pending or 0) for info in infos
+        }
 
     async def watch(self, subject: str, watcher: Watcher) -> None:
         async def arrived(msg: Msg) -> None:

@@ -65,6 +65,17 @@ class StoredMessage:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a durable consumer has not finished: JetStream's ``num_pending`` and
+    ``num_ack_pending``."""
+
+    pending: int
+    """Messages of the stream it has not delivered yet (for a worker: jobs waiting)."""
+    ack_pending: int
+    """Messages delivered and not acked yet (for a worker: jobs running, or leased)."""
+
+
 @dataclass(slots=True, eq=False)
 class Delivery(ABC):
     """A message a durable consumer delivered: where it sits in its stream, how often it came,
@@ -232,6 +243,10 @@ class LogPort(ABC):
         has no leader, or is gone) after which pulling raises
         :class:`~ferrisqueue.errors.NatsUnavailable`, None to keep asking (see
         :mod:`ferrisqueue.log.puller`)."""
+
+    @abstractmethod
+    async def backlogs(self, stream: str) -> dict[str, Backlog]:
+        """Every durable consumer of ``stream``, by name, with what it has not finished."""
 
     @abstractmethod
     async def watch(self, subject: str, watcher: Watcher) -> None:

@@ -149,6 +149,9 @@ class ServiceLoop(ABC):
         self._failures = 0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.up = False
+        """A life of the loop is taking items now (a health check reads it): set when it
+        starts serving, cleared when that life ends."""
 
     @abstractmethod
     async def serve(self, stopping: asyncio.Event) -> None:
@@ -157,6 +160,7 @@ class ServiceLoop(ABC):
     def serving(self) -> None:
         """Called by :meth:`serve` once it takes items: the failures in a row are over."""
         self._failures = 0
+        self.up = True
         self.signals.serving.bump()
 
     async def run(self, stopping: asyncio.Event | None = None) -> None:
@@ -173,6 +177,7 @@ class ServiceLoop(ABC):
                 try:
                     await self.serve(stopping)
                 except Restart as again:
+                    self.up = False
                     log.info("%s starts again: %s", self.name, again)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stopping.wait(), again.after)
@@ -185,6 +190,7 @@ class ServiceLoop(ABC):
                     if stopping.is_set():
                         break
                     failure = "it ended without being stopped"
+                self.up = False
                 self._failures += 1
                 self.signals.loop_failures.bump()
                 delay = self._restart.delay(self._failures, self._draw())
@@ -198,6 +204,7 @@ class ServiceLoop(ABC):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
         finally:
+            self.up = False
             self.signals.stopped.set()
             log.info("%s stopped", self.name)
 

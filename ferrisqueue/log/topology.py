@@ -36,8 +36,18 @@ DEFINITIONS_FOLDER = "jetstream"
 PROJECTOR_CONSUMER = "fq-projector"
 
 
+WORKER_CONSUMER_PREFIX = "fq-worker-"
+
+
 def worker_consumer_name(queue: str) -> str:
-    return f"fq-worker-{queue}"
+    return f"{WORKER_CONSUMER_PREFIX}{queue}"
+
+
+def queue_of_consumer(name: str) -> str | None:
+    """The queue a worker consumer serves, by its name; None for any other consumer."""
+    if name.startswith(WORKER_CONSUMER_PREFIX):
+        return name[len(WORKER_CONSUMER_PREFIX) :] or None
+    return None
 
 
 def definitions() -> Traversable:

@@ -1,5 +1,6 @@
-"""What operators watch: workers and per-minute metrics (from the read store); dead letters
-have their own routes (:mod:`gateway.routes.dead_letters`)."""
+"""What operators watch: workers and per-minute throughput and latency (from the read
+store); dead letters have their own routes (:mod:`gateway.routes.dead_letters`). The
+Prometheus metrics are ``GET /metrics`` (:mod:`gateway.metrics`)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ async def list_workers(session: SessionDep) -> list[WorkerOut]:
     ]
 
 
-@router.get("/metrics")
-async def metrics(
+@router.get("/stats/throughput")
+async def throughput(
     session: SessionDep,
     since: Annotated[datetime | None, Query(description="Default: an hour ago")] = None,
     until: Annotated[datetime | None, Query(description="Default: now")] = None,

@@ -1,6 +1,6 @@
 """Overview: queue lengths, throughput per minute, latency percentiles, projection lag.
 
-Queue counts come from ``GET /queues``; throughput and latency from ``GET /metrics`` (per
+Queue counts come from ``GET /queues``; throughput and latency from ``GET /stats/throughput`` (per
 minute, by queue and type; latencies are histogram percentiles in ms, merged by the gateway
 over the whole window); lag from ``GET /projections``.
 """

@@ -36,7 +36,7 @@ async def test_workers_metrics_and_dead_letters_come_from_the_logs(
     await nc.jetstream().publish(f"fq.job.default.{poison}.submitted", b"[]")
     totals = (
         await wait_until(
-            lambda: gateway.get("/metrics"),
+            lambda: gateway.get("/stats/throughput"),
             lambda r: (
                 r.json()["totals"]["succeeded"] == 8
                 and r.json()["totals"]["failed"] == 2

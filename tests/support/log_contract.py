@@ -23,7 +23,7 @@ from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.subjects import ADVISORY_STREAM, DLQ_STREAM, EVENT_STREAM, dlq_subject
 from ferrisqueue.errors import ConcurrentChange, NatsUnavailable, PublishRejected
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.log.port import MSG_ID, Consumer, Delivery, Pulling, StoredMessage
+from ferrisqueue.log.port import MSG_ID, Backlog, Consumer, Delivery, Pulling, StoredMessage
 from tests.support.waits import wait_until
 
 WAIT = 5.0
@@ -177,6 +177,23 @@ class LogContract:
         assert json.loads(got[0].data)["job_id"] == mine[0].job_id
         for delivery in got:
             await delivery.ack()
+        await consumer.stop()
+
+    async def test_backlogs_count_what_a_consumer_has_not_delivered_and_not_acked(
+        self, log: EventLog
+    ) -> None:
+        for _ in range(3):
+            await log.append(submitted(queue="contract"))
+        await log.append(submitted(queue="elsewhere"))  # not in the consumer's filter
+        consumer = await self.consume(log, "contract")
+        (first,) = await take(consumer, 1)
+
+        async def backlog() -> Backlog | None:
+            return (await log.backlogs(EVENT_STREAM)).get(CONSUMER)
+
+        await wait_until(backlog, lambda b: b == Backlog(2, 1), timeout=WAIT, what="2 + 1")
+        await first.ack()
+        await wait_until(backlog, lambda b: b == Backlog(2, 0), timeout=WAIT, what="2 + 0")
         await consumer.stop()
 
     async def test_a_nakd_delivery_comes_again_with_its_count(self, log: EventLog) -> None:
