@@ -101,9 +101,9 @@ def workloads(objects: list[Obj]) -> Iterator[Obj]:
 
 
 def container(workload: Obj) -> Obj:
-    (only,) = workload["spec"]["template"]["spec"]["containers"]
-    result: Obj = only
-    return result
+    """The workload's main container: the first (NATS has an exporter sidecar after it)."""
+    first: Obj = workload["spec"]["template"]["spec"]["containers"][0]
+    return first
 
 
 def plain_env(workload: Obj, objects: list[Obj]) -> dict[str, str]:
@@ -292,6 +292,18 @@ def test_nats_follows_the_official_charts_probes_and_lame_duck(overlay: list[Obj
     assert statefulset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > int(
         lame_duck.group(1)
     )
+
+
+def test_every_nats_pod_exports_jetstream_metrics_for_prometheus(overlay: list[Obj]) -> None:
+    template = named(overlay, "StatefulSet", "nats")["spec"]["template"]
+    (exporter,) = [
+        c for c in template["spec"]["containers"] if "prometheus-nats-exporter" in c["image"]
+    ]
+    (port,) = exporter["ports"]
+
+    assert "-jsz=all" in exporter["args"]
+    assert exporter["args"][-1] == "http://localhost:8222"
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port["containerPort"])
 
 
 def test_worker_grace_period_exceeds_fq_shutdown_grace(overlay: list[Obj]) -> None:
