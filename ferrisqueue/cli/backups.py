@@ -103,7 +103,9 @@ def _restore_order(folders: list[Path]) -> list[Path]:
 
 
 def _line(copy: StreamCopy) -> str:
-    return (
-        f"{copy.stream}: {copy.messages:,} messages, sequences {copy.first_seq:,}-"
-        f"{copy.last_seq:,}, {copy.consumers} consumer(s)"
+    held = (
+        f"{copy.messages:,} messages, sequences {copy.first_seq:,}-{copy.last_seq:,}"
+        if copy.messages
+        else f"empty (last sequence {copy.last_seq:,})"
     )
+    return f"{copy.stream}: {held}, {copy.consumers} consumer(s)"
