@@ -2,6 +2,7 @@
 
     python -m bench                          # everything (make bench)
     python -m bench --only processing --workers 2 --jobs 5000
+    python -m bench --only durability --jobs 5000   # default fsync against sync_interval: always
     python -m bench --profile bench/results/profiles   # py-spy on a worker, if installed
     python -m bench peers                    # the peers (make bench-peers; needs their venv)
 
@@ -24,6 +25,8 @@ from typing import Any
 from bench.harness import REPO, env_float, env_int
 
 SCENARIOS = ("baseline", "enqueue", "processing", "latency")
+OPTIONAL = ("durability",)
+"""Scenarios run only when named with ``--only`` (not part of ``make bench``)."""
 RESULTS = REPO / "bench" / "results"
 
 log = logging.getLogger("bench")
@@ -64,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--only", type=_names, default=SCENARIOS, help=f"of {', '.join(SCENARIOS)}")
+    every = ", ".join(SCENARIOS + OPTIONAL)
+    p.add_argument("--only", type=_names, default=SCENARIOS, help=f"of {every}")
     p.add_argument("--workers", type=_ints, default=(1, 2, 4), help="worker processes per run")
     p.add_argument("--concurrency", type=int, default=env_int("BENCH_CONCURRENCY", 16))
     p.add_argument("--rates", type=_ints, default=(200, 1000), help="latency: jobs/s")
@@ -83,9 +87,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     # Imported here: the scenarios need the product's venv, `peers` must not.
     from bench.report import machine
-    from bench.scenarios import baseline, enqueue, latency, processing
+    from bench.scenarios import baseline, durability, enqueue, latency, processing
 
-    unknown = set(args.only) - set(SCENARIOS)
+    unknown = set(args.only) - set(SCENARIOS + OPTIONAL)
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     results: dict[str, Any] = {"machine": machine(), "jobs": args.jobs}
@@ -123,6 +127,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             workers=args.latency_workers,
             concurrency=args.concurrency,
         )
+    if "durability" in args.only:
+        log.info("durability: default fsync against sync_interval: always, %d jobs", args.jobs)
+        results["durability"] = await durability.run(args.jobs, concurrency=args.concurrency)
     return results
 
 

@@ -157,11 +157,14 @@ METRICS_PORTED = ("worker", "projections", "scheduler")
 
 
 @contextlib.contextmanager
-def system(keep: bool = False, *, metrics: bool = True, **settings: object) -> Iterator[System]:
+def system(
+    keep: bool = False, *, metrics: bool = True, sync_always: bool = False, **settings: object
+) -> Iterator[System]:
     """A fresh system in a temp dir; every process stopped and the dir removed at the end.
-    ``metrics``: whether the services collect and serve Prometheus metrics."""
+    ``metrics``: whether the services collect and serve Prometheus metrics; ``sync_always``:
+    the server fsyncs before every ack (``sync_interval: always``)."""
     root = Path(tempfile.mkdtemp(prefix="fq-bench-"))
-    server = EmbeddedNats(root / "nats", free_port())
+    server = EmbeddedNats(root / "nats", free_port(), sync_always=sync_always)
     server.start()
     made = System(
         root,
@@ -172,6 +175,7 @@ def system(keep: bool = False, *, metrics: bool = True, **settings: object) -> I
             var_dir=root / "var",
             database_url=f"sqlite:///{root / 'read.db'}",
             gateway_port=free_port(),
+            nats_sync_always=sync_always,
             **settings,  # type: ignore[arg-type]
         ),
         metrics=metrics,

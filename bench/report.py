@@ -186,6 +186,29 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in latency
             ],
         )
+    if durability := results.get("durability"):
+        out += ["### Durability profiles (fsync policy of the server)", ""]
+        out += _table(
+            [
+                "profile",
+                "append alone ms p50/p99",
+                "appends/s (in flight)",
+                "append under load ms p50/p99",
+                "processing jobs/s (workers)",
+                "CPU µs/job workers/projector/nats",
+            ],
+            [
+                [
+                    r["profile"],
+                    _pct(r["alone_ms"], (50, 99)),
+                    f"{_n(r['appends_per_s'])} ({r['in_flight']})",
+                    _pct(r["loaded_ms"], (50, 99)),
+                    f"{_n(r['processing']['jobs_per_s'])} ({r['processing']['workers']})",
+                    _cpu(r["processing"].get("cpu_us_per_job")),
+                ]
+                for r in durability
+            ],
+        )
     if base:
         out += [f"### Raw JetStream baseline ({base['message_bytes']}-byte messages)", ""]
         rows = [["publish_async (file stream, 1,000 in flight)", _n(raw_pub)]]

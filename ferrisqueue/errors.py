@@ -39,6 +39,11 @@ class CheckpointMoved(FerrisQueueError):
     the projection must resume from the stored checkpoint."""
 
 
+class BackupFailed(FerrisQueueError):
+    """A stream backup or restore did not complete (refused by the server, stalled, or
+    its files are missing or unreadable); nothing it wrote is to be trusted."""
+
+
 class PublishOutcomeUnknown(FerrisQueueError):
     """No answer in time: the message may or may not be stored.
 

@@ -43,10 +43,12 @@ async def run(
     concurrency: int,
     profile_dir: Path | None = None,
     metrics: bool = True,
+    sync_always: bool = False,
 ) -> dict[str, Any]:
     """One configuration on a fresh system; returns its numbers. ``metrics``: the services
-    collect Prometheus metrics (each scraped once at the end, as a check that they did)."""
-    with system(worker_concurrency=concurrency, metrics=metrics) as sys_:
+    collect Prometheus metrics (each scraped once at the end, as a check that they did);
+    ``sync_always``: the server fsyncs before every ack."""
+    with system(worker_concurrency=concurrency, metrics=metrics, sync_always=sync_always) as sys_:
         await sys_.topology()
         async with connected(sys_) as nc:
             fill_s = await probes.publish_pipeline(nc, jobs)

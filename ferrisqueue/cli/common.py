@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 import typer
 
+from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.settings import Settings
+
+T = TypeVar("T")
 
 
 def load_settings() -> Settings:
@@ -33,3 +38,12 @@ def gateway_call(
         typer.secho(f"{response.status_code}: {response.text}", fg="red", err=True)
         raise typer.Exit(1)
     return response.json()
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; FerrisQueue's own errors exit 1 with the message only."""
+    try:
+        return asyncio.run(coroutine)
+    except FerrisQueueError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc

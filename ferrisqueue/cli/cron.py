@@ -6,7 +6,6 @@ it works without a gateway; the scheduler turns the ticks into jobs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -15,10 +14,9 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 
-from ferrisqueue.cli.common import load_settings
+from ferrisqueue.cli.common import load_settings, run_async
 from ferrisqueue.domain.cron import CronDefinition, CronSpec
 from ferrisqueue.domain.jobbuilder import JobRefused, check_job
-from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.log.cronbook import CronBook
 from ferrisqueue.log.natsconn import close_quietly, connect
@@ -156,8 +154,4 @@ def _with_book(action: Callable[[CronBook], Awaitable[T]]) -> T:
         finally:
             await close_quietly(nc)
 
-    try:
-        return asyncio.run(run())
-    except FerrisQueueError as exc:  # UnknownSchedule, NatsUnavailable, InvalidSchedule, ...
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(1) from exc
+    return run_async(run())  # UnknownSchedule, NatsUnavailable, InvalidSchedule: exit 1

@@ -3,7 +3,6 @@ the read store."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -15,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ferrisqueue.cli.common import gateway_call, load_settings
+from ferrisqueue.cli.backups import app as backups_app
+from ferrisqueue.cli.common import gateway_call, load_settings, run_async
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.domain.audit import AuditEntry, audit_trail
@@ -199,6 +199,7 @@ def status(
 
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(cron_app, name="cron")
+app.add_typer(backups_app, name="log")
 
 projections_app = typer.Typer(help="Read-store projections.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
@@ -276,11 +277,7 @@ def new_id() -> None:
 
 
 def _run(coroutine: Any) -> None:
-    try:
-        asyncio.run(coroutine)
-    except FerrisQueueError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(1) from exc
+    run_async(coroutine)
 
 
 def main() -> None:

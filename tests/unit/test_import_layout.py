@@ -191,6 +191,7 @@ NATS_ADAPTERS = {
     "ferrisqueue/log/natslog.py",  # the log port on JetStream (NatsLog)
     "ferrisqueue/log/puller.py",  # pull requests and deliveries (NatsDelivery)
     "ferrisqueue/log/pubacks.py",  # publish acks through one inbox per connection
+    "ferrisqueue/log/snapshots.py",  # stream backup/restore: the snapshot API's chunk protocol
 }
 """The only modules that may import nats-py: everything else talks to the log through the
 port (ferrisqueue/log/port.py, ferrisqueue/log/eventlog.py), so it runs on the in-memory log
