@@ -246,8 +246,9 @@ async def test_quorum_loss_answers_503_and_acknowledges_only_what_is_stored(
     _report(
         f"quorum loss: {QUORUM_JOBS} jobs, {' and '.join(n.name for n in victims)} SIGKILLed",
         [
+            ("503s before the kill", str(before)),
             ("503s from the kill to a whole cluster", str(outage_503s)),
-            ("503s in the whole test", str(producer.statuses[503])),
+            ("503s after (sent before)", str(producer.statuses[503] - before - outage_503s)),
             ("other 5xx answers", str(sum(producer.server_errors().values()))),
             ("kill to a whole cluster again", f"{recovered:.2f} s"),
             ("2xx job ids missing from the log", str(len(acknowledged - observed.jobs.keys()))),

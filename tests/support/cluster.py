@@ -20,6 +20,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import ClusterInfo, ConsumerInfo, StreamInfo
 
 from ferrisqueue.domain.subjects import EVENT_STREAM
@@ -162,15 +163,23 @@ class NatsCluster:
 
 T = TypeVar("T")
 
+PROBE_TIMEOUT = 1.0
+"""Seconds a probe waits for JetStream's answer: while a stream has no leader its requests go
+unanswered, and a short wait makes the moment a leader is back visible to the test."""
+
 _UNANSWERED = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
 
 
 async def _jetstream_answers(nc: Client) -> bool:
     try:
-        await nc.jetstream().account_info()
+        await _probe(nc).account_info()
     except _UNANSWERED:
         return False
     return True
+
+
+def _probe(nc: Client) -> JetStreamContext:
+    return nc.jetstream(timeout=PROBE_TIMEOUT)
 
 
 async def _answered(info: Awaitable[T]) -> T | None:
@@ -190,20 +199,20 @@ async def _cluster(info: Awaitable[StreamInfo | ConsumerInfo]) -> ClusterInfo | 
 
 async def stream_leader(nc: Client, stream: str) -> str | None:
     """The server name leading ``stream`` now, or None while it has none."""
-    cluster = await _cluster(nc.jetstream().stream_info(stream))
+    cluster = await _cluster(_probe(nc).stream_info(stream))
     return cluster.leader if cluster else None
 
 
 async def consumer_leader(nc: Client, stream: str, consumer: str) -> str | None:
     """The server name leading ``consumer`` of ``stream`` now, or None while it has none."""
-    cluster = await _cluster(nc.jetstream().consumer_info(stream, consumer))
+    cluster = await _cluster(_probe(nc).consumer_info(stream, consumer))
     return cluster.leader if cluster else None
 
 
 async def stream_whole(nc: Client, stream: str) -> bool:
     """Whether ``stream`` has a leader and every other replica is current (a restarted node
     has caught up): the cluster can lose one more node without losing its quorum."""
-    cluster = await _cluster(nc.jetstream().stream_info(stream))
+    cluster = await _cluster(_probe(nc).stream_info(stream))
     if cluster is None or not cluster.leader or not cluster.replicas:
         return False
     return all(peer.current for peer in cluster.replicas)
@@ -212,7 +221,7 @@ async def stream_whole(nc: Client, stream: str) -> bool:
 async def replica_current(nc: Client, stream: str, name: str) -> bool:
     """Whether node ``name`` holds a current replica of ``stream`` (it leads it, or follows
     and has caught up): a restarted node has fetched what was stored while it was down."""
-    cluster = await _cluster(nc.jetstream().stream_info(stream))
+    cluster = await _cluster(_probe(nc).stream_info(stream))
     if cluster is None or not cluster.leader:
         return False
     return cluster.leader == name or any(
@@ -224,7 +233,7 @@ async def log_reaches(nc: Client, seq: int, *, timeout: float = 90.0) -> None:
     """Wait until ``FQ_EVENTS`` holds ``seq`` messages (asked again through elections)."""
 
     async def last() -> int:
-        info = await _answered(nc.jetstream().stream_info(EVENT_STREAM))
+        info = await _answered(_probe(nc).stream_info(EVENT_STREAM))
         return info.state.last_seq if info is not None else 0
 
     await wait_until(last, lambda now: now >= seq, timeout=timeout, what=f"the log at {seq}")
@@ -234,7 +243,7 @@ async def writes_refused(nc: Client) -> bool:
     """Whether an R3 stream cannot store a message now (no quorum). The probe goes to the
     heartbeat stream, where the projector skips what is not a heartbeat."""
     try:
-        await nc.jetstream().publish("fq.worker.probe.heartbeat", b"probe", timeout=1.0)
+        await nc.jetstream().publish("fq.worker.probe.heartbeat", b"probe", timeout=PROBE_TIMEOUT)
     except _UNANSWERED:
         return True
     return False
