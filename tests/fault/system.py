@@ -23,13 +23,10 @@ DISPATCH = "fq-worker-default"
 """The dispatch consumer of the default queue."""
 
 
-async def consumer_info(
-    nc: Client, consumer: str, stream: str = EVENT_STREAM
-) -> ConsumerInfo | None:
-    """A durable consumer (of the event log unless ``stream`` says otherwise), or None while
-    nobody has created it yet."""
+async def consumer_info(nc: Client, consumer: str) -> ConsumerInfo | None:
+    """A durable consumer of the event log, or None while nobody has created it yet."""
     try:
-        info: ConsumerInfo = await nc.jetstream().consumer_info(stream, consumer)
+        info: ConsumerInfo = await nc.jetstream().consumer_info(EVENT_STREAM, consumer)
     except nats.js.errors.NotFoundError:
         return None
     return info

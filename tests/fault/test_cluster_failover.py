@@ -42,10 +42,11 @@ from scheduler.timers import TIMER_CONSUMER
 from tests.conftest import StartService, settings_for
 from tests.fault.clients import Producer
 from tests.fault.conftest import FAULT_ACK_WAIT
-from tests.fault.system import consumer_info, consuming
+from tests.fault.system import consuming
 from tests.support.cluster import (
     NatsCluster,
     Node,
+    consumer_state,
     local_last_seqs,
     log_reaches,
     projector_node,
@@ -294,13 +295,13 @@ async def test_timers_cron_dead_letters_and_the_projector_keep_working_across_a_
     # Cron works before the fault: a tick became a job that ran.
     await collect_events(nc, "fq.job.*.*.succeeded", until=lambda b: b != [], timeout=30)
     await wait_until(  # the timer relay pulls before anything waits on it
-        lambda: consumer_info(nc, TIMER_CONSUMER),
+        lambda: consumer_state(nc, TIMER_CONSUMER, EVENT_STREAM),
         lambda info: info is not None and (info.num_waiting or 0) >= 1,
         timeout=30,
         what="the timer relay to pull",
     )
     await wait_until(
-        lambda: consumer_info(nc, "fq-worker-doomed"),
+        lambda: consumer_state(nc, "fq-worker-doomed", EVENT_STREAM),
         lambda info: info is not None and (info.num_waiting or 0) >= 2,
         timeout=30,
         what="both workers of the doomed queue pulling",
@@ -318,7 +319,7 @@ async def test_timers_cron_dead_letters_and_the_projector_keep_working_across_a_
     )
     await collect_events(nc, "fq.job.*.*.failed", until=lambda b: b != [], timeout=20)
     await wait_until(  # both timers are armed in FQ_SCHEDULES
-        lambda: consumer_info(nc, TIMER_CONSUMER),
+        lambda: consumer_state(nc, TIMER_CONSUMER, EVENT_STREAM),
         lambda i: i is not None and i.num_pending == 0 and i.num_ack_pending == 0,
         timeout=20,
         what="the timer relay to arm both timers",
@@ -358,9 +359,15 @@ async def test_timers_cron_dead_letters_and_the_projector_keep_working_across_a_
         until=lambda bodies: any(_is_cron(b) and _when(b) > killed_at for b in bodies),
         timeout=30,
     )
-    assert (await gateway.delete(f"/schedules/{CRON['name']}")).status_code == 204
+    deleted = await wait_until(  # KV_FQ_CRON may still be electing: 503, asked again
+        lambda: gateway.delete(f"/schedules/{CRON['name']}"),
+        lambda answer: answer.status_code != 503,
+        timeout=30,
+        what="the schedule deleted",
+    )
+    assert deleted.status_code in (204, 404), deleted.text  # 404: a 503'd delete was applied
     await wait_until(  # no tick is left to become a job
-        lambda: consumer_info(nc, TICK_CONSUMER, SCHEDULE_STREAM),
+        lambda: consumer_state(nc, TICK_CONSUMER, SCHEDULE_STREAM),
         lambda i: i is not None and i.num_pending == 0 and i.num_ack_pending == 0,
         timeout=30,
         what="the tick relay to drain",

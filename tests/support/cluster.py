@@ -197,6 +197,12 @@ async def _cluster(info: Awaitable[StreamInfo | ConsumerInfo]) -> ClusterInfo | 
     return answer.cluster if answer is not None else None
 
 
+async def consumer_state(nc: Client, consumer: str, stream: str) -> ConsumerInfo | None:
+    """A durable consumer's info, or None while it does not exist or JetStream does not
+    answer."""
+    return await _answered(_probe(nc).consumer_info(stream, consumer))
+
+
 async def stream_leader(nc: Client, stream: str) -> str | None:
     """The server name leading ``stream`` now, or None while it has none."""
     cluster = await _cluster(_probe(nc).stream_info(stream))
