@@ -242,8 +242,15 @@ class ProjectionLoop(ServiceLoop):
                 async for msgs in puller.bursts(stopping, request_size=request_size):
                     last_delivery = clock()
                     await received.put((msgs[-1], [projection.decode(m) for m in msgs]))
-            finally:
-                await received.put(None)
+            except asyncio.CancelledError:
+                # Reaped: the applying loop has left and reads nothing more. Putting the end
+                # marker into a full queue would wait for ever, and the loop's reap with it
+                # (a projector stood still, silent, after a node serving it was killed).
+                raise
+            except BaseException:
+                await received.put(None)  # the loop reads on to the marker, then re-raises
+                raise
+            await received.put(None)
 
         receiver = asyncio.create_task(receive(), name=f"receive:{projection.name}")
         try:

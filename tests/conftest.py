@@ -76,7 +76,8 @@ def settings_for(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A 3-node JetStream cluster on free loopback ports, stopped by pid at teardown."""
+    """The 3-node JetStream cluster of docker-compose.yml (its node configs, remapped to free
+    loopback ports), stopped by pid at teardown."""
     nodes = NatsCluster(tmp_path / "cluster")
     nodes.start()
     yield nodes

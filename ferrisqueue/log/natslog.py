@@ -48,7 +48,7 @@ from ferrisqueue.log.port import (
     header_bytes,
 )
 from ferrisqueue.log.pubacks import AckInbox
-from ferrisqueue.log.puller import Puller
+from ferrisqueue.log.puller import Puller, TransportClosed
 from ferrisqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,8 @@ class NatsLog(EventLog):
             )
         except TimeoutError as exc:
             raise PublishOutcomeUnknown(f"no ack for {subject} in time") from exc
+        except TransportClosed as exc:
+            raise PublishOutcomeUnknown(f"cannot publish {subject}: {exc!r}") from exc
         except nats.errors.MaxPayloadError as exc:
             raise PayloadTooLarge(f"{subject}: larger than the server accepts") from exc
         except (
@@ -199,7 +201,7 @@ class NatsLog(EventLog):
             if exc.err_code == _NO_MESSAGE:
                 return None
             raise NatsUnavailable(f"reading {subject}: {exc.description}") from exc
-        except (TimeoutError, nats.errors.Error) as exc:
+        except (TimeoutError, nats.errors.Error, TransportClosed) as exc:
             raise NatsUnavailable(f"reading {subject}: {exc!r}") from exc
         return _message(raw)
 

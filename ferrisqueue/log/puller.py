@@ -51,6 +51,13 @@ _LONGEST_PAUSE = 2.0
 
 log = logging.getLogger(__name__)
 
+TransportClosed = RuntimeError
+"""What nats-py raises when it writes to a socket the server has just closed and it has not
+noticed yet: uvloop's "unable to perform operation on <TCPTransport closed=True ...>; the
+handler is closed", a bare ``RuntimeError`` (seen in the gateway when the node it was
+connected to was killed: a 500 instead of a 503). The server is away; what was being written
+stays in nats-py's buffer, which it sends after reconnecting, so a publish's outcome is unknown."""
+
 
 def _utc(nanos: int) -> datetime:
     """A storage time in nanoseconds, truncated to microseconds as nats-py reads a stored
@@ -101,7 +108,7 @@ class NatsDelivery(Delivery):
     async def _settle(self, action: Awaitable[None]) -> None:
         try:
             await action
-        except nats.errors.Error as exc:
+        except (nats.errors.Error, TransportClosed) as exc:
             raise NatsUnavailable(
                 f"cannot settle {self.subject} (seq {self.seq}): {exc!r}"
             ) from exc

@@ -87,3 +87,21 @@ async def test_no_answer_in_time_is_an_unknown_outcome(nc: Client, event_log: Ev
     slow = NatsLog(nc, publish_timeout=0.2)
     with pytest.raises(PublishOutcomeUnknown):
         await slow.publish("listens.but.never.answers", b"{}", stream=EVENT_STREAM, headers={})
+
+
+async def test_a_socket_closed_under_a_publish_is_an_unknown_outcome(
+    nc: Client, event_log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-py writing to a socket the server has just closed raises uvloop's bare
+    RuntimeError (seen on the 3-node cluster when the gateway's node was killed: a 500). The
+    write stays in nats-py's buffer for after the reconnect: the outcome is unknown (a 503)."""
+
+    async def closed(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "unable to perform operation on <TCPTransport closed=True reading=False>; "
+            "the handler is closed"
+        )
+
+    monkeypatch.setattr(nc, "publish", closed)
+    with pytest.raises(PublishOutcomeUnknown, match="the handler is closed"):
+        await event_log.append(submitted(new_job_id()))

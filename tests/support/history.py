@@ -32,10 +32,10 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -56,8 +56,7 @@ from ferrisqueue.domain.subjects import (
 from ferrisqueue.log.puller import NatsDelivery
 from ferrisqueue.store import queries
 from ferrisqueue.store.models import JobEventRow, JobRow
-
-T = TypeVar("T")
+from tests.support.waits import patiently
 
 OP_MARKER = "op"
 """The payload field in which clients name the op that submitted a job."""
@@ -466,26 +465,14 @@ async def observe(
     """
     deadline = time.monotonic() + timeout
     while True:
-        last = await _patiently(lambda: _last_seq(nc), deadline)
+        last = await patiently(lambda: _last_seq(nc), deadline)
         store = await asyncio.to_thread(read_store, engine) if engine is not None else None
         if store is None or store.checkpoint == last or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)  # polling the projector's progress, bounded by the deadline
-    messages = await _patiently(lambda: read_log(nc, last), deadline + timeout)
-    dead = await _patiently(lambda: dead_letter_subjects(nc), deadline + timeout)
+    messages = await patiently(lambda: read_log(nc, last), deadline + timeout)
+    dead = await patiently(lambda: dead_letter_subjects(nc), deadline + timeout)
     return Observation.of(messages, dead_letter_subjects=dead, store=store)
-
-
-async def _patiently(read: Callable[[], Awaitable[T]], deadline: float) -> T:
-    """``read()``, asked again while JetStream does not answer (a cluster still electing
-    after a fault) until ``deadline`` (monotonic), then the last error."""
-    while True:
-        try:
-            return await read()
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)  # the cluster's recovery, bounded by the deadline
 
 
 async def settle(nc: Client, history: History, *, timeout: float) -> bool:
@@ -500,7 +487,7 @@ async def settle(nc: Client, history: History, *, timeout: float) -> bool:
     }
     while waiting:
         try:
-            info = await _patiently(
+            info = await patiently(
                 lambda: nc.jetstream().stream_info(EVENT_STREAM, subjects_filter="fq.job.*.*.*"),
                 deadline,
             )

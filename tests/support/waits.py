@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import nats.errors
 from nats.aio.client import Client
 
 from ferrisqueue.domain.subjects import EVENT_STREAM
@@ -46,9 +47,11 @@ async def collect_events(
     """Read the stored events on ``subject`` (from the start of the stream) until ``until``
     holds for the bodies collected so far; fail after ``timeout``."""
     js = nc.jetstream()
-    sub = await js.subscribe(subject, stream=EVENT_STREAM, ordered_consumer=True)
-    bodies: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
+    sub = await patiently(
+        lambda: js.subscribe(subject, stream=EVENT_STREAM, ordered_consumer=True), deadline
+    )
+    bodies: list[dict[str, Any]] = []
     try:
         while not until(bodies):
             remaining = deadline - time.monotonic()
@@ -64,3 +67,15 @@ async def collect_events(
     finally:
         await sub.unsubscribe()
     return bodies
+
+
+async def patiently(read: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """``read()``, asked again while JetStream does not answer (a cluster still electing
+    after a fault) until ``deadline`` (monotonic), then the last error."""
+    while True:
+        try:
+            return await read()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # the cluster's recovery, bounded by the deadline

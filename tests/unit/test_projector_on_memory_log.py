@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -18,6 +19,7 @@ from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.memlog import MemoryLog
+from ferrisqueue.log.port import StoredMessage
 from ferrisqueue.log.topology import PROJECTOR_CONSUMER
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
@@ -165,3 +167,37 @@ async def test_a_projector_dying_between_commit_and_ack_applies_nothing_twice(
 
     assert timeline(engine, job) == ["submitted", "started", "succeeded"]
     assert timeline(engine, other) == ["submitted"]
+
+
+async def test_a_gap_found_while_the_receiver_is_bursts_ahead_is_refilled_too(
+    log: MemoryLog, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver runs ahead of the applying loop by up to PIPELINE_DEPTH bursts. When the
+    loop left on a gap with that queue full, the receiver, cancelled while putting its next
+    burst, waited for ever to put its end marker: the projector stood still without a word
+    (seen on the 3-node cluster after a node serving the projector was killed)."""
+    for _ in range(10):
+        await completed_job(log)
+    connection = log.connect()
+    reading = connection.read
+
+    async def read_over_a_network(*args: Any, **kwargs: Any) -> StoredMessage | None:
+        for _ in range(20):  # a round trip: the receiver fills the queue meanwhile
+            await asyncio.sleep(0)
+        return await reading(*args, **kwargs)
+
+    monkeypatch.setattr(connection, "read", read_over_a_network)
+    # One message per burst; the gap at 12 is met by a life whose receiver started ahead.
+    log.lose(EVENT_STREAM, PROJECTOR_CONSUMER, 2, 12)
+    projection = ProjectionLoop(connection, engine, JOBS, PROJECTOR_CONSUMER, batch_size=1)
+    stopping = asyncio.Event()
+    running = asyncio.create_task(projection.run(stopping))
+    try:
+        await log.wait_until(lambda: checkpoint(engine) >= 30, timeout=WAIT)
+    finally:
+        stopping.set()
+        stopped, _ = await asyncio.wait([running], timeout=WAIT)
+        running.cancel()
+
+    assert stopped, "the projection did not stop"
+    assert projection.signals.serving.count == 3  # a life after each gap, from the checkpoint
