@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from ferrisqueue.domain.apikeys import KeyRecord, hash_key, key_id_of, new_key
 from ferrisqueue.domain.principal import Scope
-from ferrisqueue.errors import ConcurrentChange, FerrisQueueError
+from ferrisqueue.errors import ConcurrentChange, ConfigurationError, FerrisQueueError
 from ferrisqueue.log.port import EXPECTED_LAST_SUBJECT_SEQ, LogPort, StoredMessage
 
 BUCKET = "FQ_KEYS"
@@ -91,7 +91,7 @@ class KeyBook:
         else:
             found_id = key_id_of(key)
             if found_id is None:
-                raise ValueError("not a FerrisQueue API key (fq_<id>_<secret>)")
+                raise ConfigurationError("not a FerrisQueue API key (fq_<id>_<secret>)")
             key_id = found_id
         record = KeyRecord(
             id=key_id,
