@@ -3,6 +3,8 @@ it (the admin key in var/admin.key, mode 0600, printed once)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import stat
 import subprocess
@@ -79,3 +81,39 @@ async def test_a_fresh_fq_up_refuses_callers_without_the_admin_key_and_serves_th
         assert (await client.post(f"/jobs/{job_id}/cancel")).status_code == 404
         purge = await client.post("/dead-letters/purge", json={"job_ids": [job_id]})
         assert purge.status_code not in (401, 403), purge.text
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+async def _readme_quick_start_works_as_printed(env: dict[str, str], *, tmp_path: Path) -> None:
+    """The README's smoke-check curls, run by bash in the folder `fq up` ran in (only the
+    port and the ``<id>`` placeholder changed)."""
+    text = README.read_text()
+    block = text[text.index("Smoke check") :]
+    block = block[block.index("```sh\n") + 6 : block.index("```", block.index("```sh") + 5)]
+    commands = [c for c in block.replace("\\\n", " ").splitlines() if c.startswith("curl")]
+    assert len(commands) == 2 and all("$(cat var/admin.key)" in c for c in commands)
+    port = env["FQ_GATEWAY_PORT"]
+
+    def run(command: str) -> dict[str, object]:
+        result = subprocess.run(
+            ["bash", "-c", command.replace("localhost:8000", f"localhost:{port}") + " -sf"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert result.returncode == 0, result.stderr
+        answer: dict[str, object] = json.loads(result.stdout)
+        return answer
+
+    accepted = await asyncio.to_thread(run, commands[0])
+    status_command = commands[1].replace("<id>", str(accepted["job_id"]))
+    done = await wait_until(
+        lambda: asyncio.to_thread(run, status_command),
+        lambda answer: answer["status"] == "completed",
+        timeout=10,
+        what="the README's job completed",
+    )
+    assert done["result"] == {"hello": "world"}
