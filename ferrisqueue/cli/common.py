@@ -32,7 +32,8 @@ def gateway_call(
             method,
             f"{settings.gateway_url}{path}",
             timeout=timeout,
-            headers=settings.client_auth_headers(),  # FQ_API_KEY, else var/admin.key
+            # FQ_API_KEY, else var/admin.key; a caller's own headers (traceparent) added.
+            headers={**settings.client_auth_headers(), **kwargs.pop("headers", {})},
             **kwargs,
         )
     except httpx.HTTPError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ferrisqueue.cli.adminkey import ensure_admin_key
 from ferrisqueue.domain.principal import Scope
 from ferrisqueue.log.embedded import EmbeddedNats, free_port
 from ferrisqueue.log.eventlog import EventLog
@@ -32,12 +33,11 @@ def settings(tmp_path: Path, nats_server: EmbeddedNats) -> Settings:
 
 @pytest.fixture
 async def gateways(
-    start: StartService, event_log: EventLog
+    start: StartService, event_log: EventLog, settings: Settings
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
     """Two gateway replicas (auth on) on one NATS, ready; a client for each."""
     clients = []
-    for _ in range(2):
-        port = free_port()
+    for port in (settings.gateway_port, free_port()):  # the first where `fq` looks for it
         process = start("gateway", FQ_GATEWAY_PORT=str(port))
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
@@ -155,3 +155,14 @@ async def test_the_openapi_document_declares_the_bearer_scheme_and_each_routes_s
         {"APIKey": ["dlq:admin"]}
     ]
     assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+async def test_the_fq_cli_sends_the_admin_key_of_var_admin_key(
+    gateways: list[httpx.AsyncClient], settings: Settings, event_log: EventLog, tmp_path: Path
+) -> None:
+    without = await run_fq(settings, tmp_path, "submit", "echo", "-p", "{}")
+    assert without.returncode == 1 and "401" in without.stderr
+
+    await ensure_admin_key(event_log, settings.admin_key_path)
+    with_key = await run_fq(settings, tmp_path, "submit", "echo", "-p", "{}")
+    assert with_key.returncode == 0, with_key.stderr
