@@ -7,6 +7,7 @@ the database, which must not block the event loop."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -106,6 +107,7 @@ def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
     )
 
 
+@functools.cache  # one dependency per scope: FastAPI then runs it once per request
 def Authorized(scope: Scope) -> Any:
     """A route's requirement: an API key holding ``scope``. Use as a dependency
     (``dependencies=[Authorized(Scope.JOBS_READ)]``) or a parameter
@@ -114,7 +116,12 @@ def Authorized(scope: Scope) -> Any:
     Answers 401 with ``WWW-Authenticate: Bearer`` when no key or an unknown, malformed or
     revoked one is sent, 403 when the key lacks ``scope``. Sets ``request.state.principal``
     (the events' actor reads it). With ``FQ_AUTH=off`` every caller is :data:`ANONYMOUS` and
-    nothing is attached to the request."""
+    nothing is attached to the request.
+
+    Declare it in the route decorator's ``dependencies`` (as every route does, the submit
+    routes too): those run before the endpoint's parameters, so a parameter reading
+    ``request.state.principal`` (the actor) finds it set. A parameter
+    ``Annotated[Principal, Authorized(scope)]`` besides gets the same, cached, result."""
 
     async def authorized(
         request: Request,

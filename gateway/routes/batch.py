@@ -151,6 +151,7 @@ class BatchOut(BaseModel):
 @router.post(
     "/jobs:batch",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Authorized(Scope.JOBS_WRITE)],
     response_model=BatchOut,
     responses={
         207: {"model": BatchOut, "description": "Some jobs were stored, some not (see items)"},

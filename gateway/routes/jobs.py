@@ -65,6 +65,7 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Authorized(Scope.JOBS_WRITE)],
     responses={
         **_UNAVAILABLE,
         413: {"model": Problem, "description": "The job is larger than FQ_MAX_EVENT_BYTES"},
