@@ -5,6 +5,7 @@ job)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -166,3 +167,15 @@ async def test_the_fq_cli_sends_the_admin_key_of_var_admin_key(
     await ensure_admin_key(event_log, settings.admin_key_path)
     with_key = await run_fq(settings, tmp_path, "submit", "echo", "-p", "{}")
     assert with_key.returncode == 0, with_key.stderr
+
+
+async def test_concurrent_submissions_on_both_replicas_never_exceed_the_burst(
+    gateways: list[httpx.AsyncClient], event_log: EventLog
+) -> None:
+    key = bearer(await make_key(event_log, "racing", Scope.JOBS_WRITE, rate=0.01, burst=6))
+
+    async def submit(i: int) -> int:
+        return (await gateways[i % 2].post("/jobs", json=JOB, headers=key)).status_code
+
+    codes = await asyncio.gather(*(submit(i) for i in range(24)))
+    assert sorted(codes) == [202] * 6 + [429] * 18
