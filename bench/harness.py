@@ -90,6 +90,8 @@ class System:
             FQ_GATEWAY_HOST="127.0.0.1",
             FQ_GATEWAY_PORT=str(self.settings.gateway_port),
             FQ_LOG_LEVEL="WARNING",
+            # No API keys: the benchmarks measure the queue (bench/auth_cost.py measures auth).
+            FQ_AUTH="off",
             PYTHONPATH=str(REPO),
         )
         env.update(extra)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,17 @@ from ferrisqueue.logs import LogFormat
 
 DEFAULT_EMBEDDED_NATS_PORT = 4322
 """Not 4222: a machine may already run another (older) nats-server there."""
+
+
+class AuthMode(StrEnum):
+    """Whether the gateway checks API keys."""
+
+    ON = "on"
+    OFF = "off"
+
+
+ADMIN_KEY_FILE = "admin.key"
+"""The admin key `fq up` generates, under ``var_dir`` (a fixed path: scripts read it)."""
 
 
 def _token(value: str) -> str:
@@ -91,6 +103,26 @@ class Settings(BaseSettings):
     )
     gateway_access_log: bool = Field(
         default=False, description="Log every HTTP request (uvicorn's access log)."
+    )
+
+    # --- Authentication (gateway API keys) ------------------------------------------------
+    auth: AuthMode = Field(
+        default=AuthMode.ON,
+        description="on: every gateway route but /healthz, /readyz and /metrics needs an API "
+        "key (`Authorization: Bearer <key>`) holding the route's scope; off: no checks (tests "
+        "and trusted local runs only; never expose such a gateway).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The key the `fq` CLI and the dashboard send to the gateway. Unset: the "
+        "one in var_dir/admin.key, if any.",
+    )
+    auth_refresh_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A gateway re-reads every key this often, besides watching the key "
+        "store (a change made while it was disconnected from NATS is seen by then).",
     )
 
     # --- Worker ---------------------------------------------------------------------------
@@ -310,6 +342,26 @@ class Settings(BaseSettings):
     def effective_nats_url(self) -> str:
         """The server(s) services connect to: the configured one or the embedded one."""
         return self.nats_url or self.embedded_nats_url
+
+    @property
+    def admin_key_path(self) -> Path:
+        """``var_dir/admin.key``: where `fq up` writes the admin key (mode 0600)."""
+        return self.var_dir / ADMIN_KEY_FILE
+
+    def client_api_key(self) -> str | None:
+        """The key a client of the gateway sends: ``FQ_API_KEY``, else the admin key file's
+        content when it exists and is readable, else None (no header)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        try:
+            return self.admin_key_path.read_text().strip() or None
+        except OSError:
+            return None
+
+    def client_auth_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer <key>`` when a client key is known, else nothing."""
+        key = self.client_api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     @property
     def effective_storage_root(self) -> Path:

@@ -23,6 +23,7 @@ from ferrisqueue.logs import LogFormat
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.tracing import NO_TRACING, Tracing
+from gateway.auth import RateLimited
 from gateway.deps import bind_job_log_fields
 from gateway.metrics import instrument
 from gateway.nats_link import NatsLink
@@ -83,6 +84,13 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
             {"detail": f"the event log is unavailable, retry later: {exc}"},
             status_code=503,
             headers=retry_after,
+        )
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_request: Request, exc: Exception) -> JSONResponse:
+        wait = exc.retry_after if isinstance(exc, RateLimited) else 1
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(wait)}
         )
 
     @app.exception_handler(PayloadTooLarge)

@@ -7,19 +7,23 @@ the database, which must not block the event loop."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from ferrisqueue.domain.principal import ALL_SCOPES, Principal, Scope
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.jobtypes import JobType
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.logs import bind_log_fields
-from ferrisqueue.settings import Settings
+from ferrisqueue.settings import AuthMode, Settings
 from ferrisqueue.tracing import Tracing
+from gateway.auth import KeyCache
 from gateway.idempotency import IdempotencyKeys
 from gateway.nats_link import NatsLink
 
@@ -81,3 +85,81 @@ async def bind_job_log_fields(request: Request) -> None:
     (the request runs in a task of its own, so nothing needs undoing)."""
     if (job_id := request.path_params.get("job_id")) is not None:
         bind_log_fields(job_id=job_id)
+
+
+# --- Authentication -------------------------------------------------------------------------
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="APIKey",
+    description="An API key (`fq keys create`, or the admin key `fq up` writes to "
+    "var/admin.key), sent as `Authorization: Bearer <key>`.",
+)
+
+ANONYMOUS = Principal(name="anonymous", scopes=ALL_SCOPES, key_id=None)
+"""Who calls a gateway running with ``FQ_AUTH=off`` (never attached to the request)."""
+
+
+def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
+    challenge = 'Bearer realm="ferrisqueue"' + (f', error="{error}"' if error else "")
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": challenge}
+    )
+
+
+@functools.cache  # one dependency per scope: FastAPI then runs it once per request
+def Authorized(scope: Scope) -> Any:
+    """A route's requirement: an API key holding ``scope``. Use as a dependency
+    (``dependencies=[Authorized(Scope.JOBS_READ)]``) or a parameter
+    (``principal: Annotated[Principal, Authorized(Scope.JOBS_WRITE)]``).
+
+    Answers 401 with ``WWW-Authenticate: Bearer`` when no key or an unknown, malformed or
+    revoked one is sent, 403 when the key lacks ``scope``. Sets ``request.state.principal``
+    (the events' actor reads it). With ``FQ_AUTH=off`` every caller is :data:`ANONYMOUS` and
+    nothing is attached to the request.
+
+    Declare it in the route decorator's ``dependencies`` (as every route does, the submit
+    routes too): those run before the endpoint's parameters, so a parameter reading
+    ``request.state.principal`` (the actor) finds it set. A parameter
+    ``Annotated[Principal, Authorized(scope)]`` besides gets the same, cached, result."""
+
+    async def authorized(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    ) -> Principal:
+        settings: Settings = request.app.state.settings
+        if settings.auth is AuthMode.OFF:
+            return ANONYMOUS
+        if credentials is None:
+            raise _unauthorized("an API key is required: Authorization: Bearer <key>")
+        record = await _key_cache(request).authenticate(credentials.credentials)
+        if record is None:
+            raise _unauthorized("the API key is invalid or revoked", "invalid_token")
+        principal = record.principal()
+        if not principal.may(scope):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"key {principal.name} lacks the scope {scope.value}",
+                headers={
+                    "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope.value}"'
+                },
+            )
+        request.state.principal = principal
+        return principal
+
+    return Security(authorized, scopes=[scope.value])
+
+
+def _key_cache(request: Request) -> KeyCache:
+    link: NatsLink = request.app.state.nats
+    if link.keys is None:
+        raise NatsUnavailable("the gateway has not read the key store yet")
+    return link.keys
+
+
+async def charge_submissions(request: Request, principal: Principal, jobs: int) -> None:
+    """Count ``jobs`` against the principal's rate limit (a batch counts each of its jobs);
+    raises :class:`~gateway.auth.RateLimited` past it. Nothing with ``FQ_AUTH=off``."""
+    if principal.key_id is None:
+        return
+    await _key_cache(request).charge(principal, jobs)

@@ -15,7 +15,8 @@ from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_streams
 from ferrisqueue.runloop import reap
-from ferrisqueue.settings import Settings
+from ferrisqueue.settings import AuthMode, Settings
+from gateway.auth import KeyCache
 from gateway.idempotency import IdempotencyKeys
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class NatsLink:
         self._task: asyncio.Task[None] | None = None
         self.event_log: EventLog | None = None
         self.idempotency: IdempotencyKeys | None = None
+        self.keys: KeyCache | None = None
+        """The API keys (auth on only), once NATS was reached."""
 
     @property
     def connected(self) -> bool:
@@ -46,6 +49,10 @@ class NatsLink:
             log.warning("%s; will retry", exc)
             return False
         await ensure_streams(event_log, self._settings)
+        if self._settings.auth is AuthMode.ON:
+            keys = KeyCache(event_log, refresh_seconds=self._settings.auth_refresh_seconds)
+            await keys.start()
+            self.keys = keys
         self.event_log = event_log
         self.idempotency = IdempotencyKeys(event_log)
         return True
@@ -59,5 +66,7 @@ class NatsLink:
     async def close(self) -> None:
         if self._task is not None:
             await reap(self._task)
+        if self.keys is not None:
+            await self.keys.stop()
         if self.event_log is not None:
             await self.event_log.close()

@@ -31,6 +31,13 @@ def gateway_url() -> str:
     return str(Settings().gateway_url).rstrip("/")
 
 
+def _client(url: str, *, timeout: float = 5.0) -> GatewayClient:
+    """A client of the gateway at ``url`` sending the dashboard's key: ``FQ_API_KEY``, else
+    the admin key ``fq up`` wrote to ``var/admin.key`` (read on every call: a rotated key is
+    picked up without a restart)."""
+    return GatewayClient(url, timeout=timeout, api_key=Settings().client_api_key())
+
+
 def clear() -> None:
     """Forget every cached answer (the Refresh button)."""
     st.cache_data.clear()
@@ -39,7 +46,7 @@ def clear() -> None:
 def reachable(url: str) -> GatewayError | None:
     """None when the gateway answers ``/healthz``; else why not (never cached)."""
     try:
-        with GatewayClient(url, timeout=2.0) as client:
+        with _client(url, timeout=2.0) as client:
             client.healthz()
     except GatewayError as exc:
         return exc
@@ -61,7 +68,7 @@ def section(url: str, what: str) -> Iterator[None]:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def queues(url: str) -> list[JSON]:
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.queues()
 
 
@@ -75,25 +82,25 @@ def jobs(
     cursor: str | None = None,
     limit: int = 50,
 ) -> JSON:
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.jobs(status=status, queue=queue, type=type, cursor=cursor, limit=limit)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def job_status(url: str, job_id: str) -> JSON:
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.job_status(job_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def job_events(url: str, job_id: str) -> list[JSON]:
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.job_events(job_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def workers(url: str) -> list[JSON]:
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.workers()
 
 
@@ -101,7 +108,7 @@ def workers(url: str) -> list[JSON]:
 def metrics(url: str, *, minutes: int = 60, queue: str | None = None) -> JSON:
     """The last ``minutes`` of per-minute metrics (the window ends now, at fetch time)."""
     until = utcnow()
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.metrics(since=until - timedelta(minutes=minutes), until=until, queue=queue)
 
 
@@ -115,7 +122,7 @@ def dead_letters(
     limit: int = 100,
 ) -> JSON:
     """The newest page of dead letters the filters select."""
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.dead_letters(
             queue=queue, reason=reason, include_resolved=include_resolved, limit=limit
         )
@@ -123,14 +130,14 @@ def dead_letters(
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def projections(url: str) -> list[JSON]:
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.projections()
 
 
 @st.cache_data(ttl=60.0, show_spinner=False)
 def job_types(url: str) -> list[JSON]:
     """Job types change only when the gateway restarts with other plugins: cached longer."""
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         return client.job_types()
 
 
@@ -141,7 +148,7 @@ def queue_names(url: str) -> list[str]:
 
 def submit(url: str, type: str, payload: dict[str, Any], queue: str) -> JSON:
     """Never cached; drops the cache so the new job shows up on the next rerun."""
-    with GatewayClient(url) as client:
+    with _client(url) as client:
         accepted = client.submit(type, payload, queue)
     clear()
     return accepted

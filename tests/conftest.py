@@ -70,6 +70,8 @@ def settings_for(tmp_path: Path, nats_url: str, **overrides: Any) -> Settings:
         "gateway_port": free_port(),
         "ack_wait": 5.0,
         "shutdown_grace": 5.0,
+        # No API keys: tests of other parts; tests of auth turn it on (tests/support/auth.py).
+        "auth": "off",
     }
     return Settings(_env_file=None, **{**fields, **overrides})  # type: ignore[call-arg]
 

@@ -28,7 +28,14 @@ def gateway_call(
 ) -> Any:
     """One request to the gateway; its JSON answer, or exit 1 with the error printed."""
     try:
-        response = httpx.request(method, f"{settings.gateway_url}{path}", timeout=timeout, **kwargs)
+        response = httpx.request(
+            method,
+            f"{settings.gateway_url}{path}",
+            timeout=timeout,
+            # FQ_API_KEY, else var/admin.key; a caller's own headers (traceparent) added.
+            headers={**settings.client_auth_headers(), **kwargs.pop("headers", {})},
+            **kwargs,
+        )
     except httpx.HTTPError as exc:
         typer.secho(
             f"cannot reach the gateway at {settings.gateway_url}: {exc}", fg="red", err=True

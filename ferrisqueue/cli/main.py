@@ -18,6 +18,7 @@ from ferrisqueue.cli.backups import app as backups_app
 from ferrisqueue.cli.common import gateway_call, load_settings, run_async
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
+from ferrisqueue.cli.keys import app as keys_app
 from ferrisqueue.domain.audit import AuditEntry, audit_trail
 from ferrisqueue.domain.events import JobSpec, utcnow
 from ferrisqueue.domain.ids import new_job_id
@@ -200,6 +201,7 @@ def status(
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(cron_app, name="cron")
 app.add_typer(backups_app, name="log")
+app.add_typer(keys_app, name="keys")
 
 projections_app = typer.Typer(help="Read-store projections.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")

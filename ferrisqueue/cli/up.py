@@ -22,13 +22,14 @@ from pathlib import Path
 
 import httpx
 
+from ferrisqueue.cli.adminkey import ensure_admin_key
 from ferrisqueue.cli.supervisor import Supervisor, spawn
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.embedded import EmbeddedNats
 from ferrisqueue.log.natsconn import connect
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_topology
-from ferrisqueue.settings import Settings
+from ferrisqueue.settings import AuthMode, Settings
 
 log = logging.getLogger("fq.up")
 
@@ -108,8 +109,24 @@ async def _init_topology(settings: Settings, url: str) -> None:
     nc = await connect(url, name="fq-up", connect_timeout=settings.nats_connect_timeout)
     try:
         await ensure_topology(NatsLog(nc), settings)
+        await _admin_key(settings, NatsLog(nc))
     finally:
         await nc.close()
+
+
+async def _admin_key(settings: Settings, log_port: NatsLog) -> None:
+    """With auth on, the admin key in ``var/admin.key``; printed once, when it is made."""
+    if settings.auth is AuthMode.OFF:
+        log.warning("FQ_AUTH=off: the gateway accepts every request without a key")
+        return
+    made = await ensure_admin_key(log_port, settings.admin_key_path)
+    if made is not None:
+        print(
+            f"admin API key (every scope), written to {settings.admin_key_path} (mode 0600); "
+            f"it is shown only now:\n{made}\n"
+            f'use it as: curl -H "Authorization: Bearer $(cat {settings.admin_key_path})" ...',
+            flush=True,
+        )
 
 
 def run(settings: Settings) -> int:

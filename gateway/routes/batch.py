@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ferrisqueue.domain.events import JobSpec, encode_event, utcnow
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.jobbuilder import JobRefused, build_job
+from ferrisqueue.domain.principal import Principal, Scope
 from ferrisqueue.errors import (
     FerrisQueueError,
     IdempotencyConflict,
@@ -45,7 +46,15 @@ from ferrisqueue.errors import (
 )
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.tracing import SpanKind
-from gateway.deps import EventLogDep, JobTypesDep, SettingsDep, TracingDep, get_idempotency_keys
+from gateway.deps import (
+    Authorized,
+    EventLogDep,
+    JobTypesDep,
+    SettingsDep,
+    TracingDep,
+    charge_submissions,
+    get_idempotency_keys,
+)
 from gateway.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from gateway.schemas import JobCreate, Problem
 from gateway.submit import Keyed, claim_key, run_at_of, unprocessable
@@ -142,6 +151,7 @@ class BatchOut(BaseModel):
 @router.post(
     "/jobs:batch",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Authorized(Scope.JOBS_WRITE)],
     response_model=BatchOut,
     responses={
         207: {"model": BatchOut, "description": "Some jobs were stored, some not (see items)"},
@@ -157,6 +167,7 @@ class BatchOut(BaseModel):
 async def submit_batch(
     body: BatchCreate,
     request: Request,
+    principal: Annotated[Principal, Authorized(Scope.JOBS_WRITE)],
     event_log: EventLogDep,
     job_types: JobTypesDep,
     settings: SettingsDep,
@@ -177,6 +188,7 @@ async def submit_batch(
             events.append(build_job(item, job_types, job_id=new_job_id(), now=now, submitted_by=by))
         except JobRefused as exc:
             raise unprocessable(exc, at=("body", "jobs", index)) from exc
+    await charge_submissions(request, principal, len(events))  # each job counts
     for index, event in enumerate(events):
         size = len(encode_event(event))
         if size > settings.max_event_bytes:

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from ferrisqueue.domain.events import Token, UtcDatetime
+from ferrisqueue.domain.principal import Scope
 from ferrisqueue.domain.stored import fold_history
 from ferrisqueue.store import queries
 from ferrisqueue.store.queries import DeadLetterFilter
@@ -28,7 +29,7 @@ from gateway.dead_letter_schemas import (
     DeadLetterPage,
     JobOutcomeOut,
 )
-from gateway.deps import EventLogDep, SessionDep
+from gateway.deps import Authorized, EventLogDep, SessionDep
 from gateway.schemas import Problem
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
@@ -45,7 +46,11 @@ async def get_dead_letter_queue(event_log: EventLogDep) -> DeadLetterQueue:
 DeadLetterQueueDep = Annotated[DeadLetterQueue, Depends(get_dead_letter_queue)]
 
 
-@router.get("", responses={422: {"description": "A malformed filter or cursor"}})
+@router.get(
+    "",
+    dependencies=[Authorized(Scope.JOBS_READ)],
+    responses={422: {"description": "A malformed filter or cursor"}},
+)
 async def list_dead_letters(
     session: SessionDep,
     queue: Token | None = None,
@@ -85,7 +90,11 @@ async def list_dead_letters(
     )
 
 
-@router.get("/{job_id}", responses={404: {"model": Problem}, **_UNAVAILABLE})
+@router.get(
+    "/{job_id}",
+    dependencies=[Authorized(Scope.JOBS_READ)],
+    responses={404: {"model": Problem}, **_UNAVAILABLE},
+)
 async def inspect_dead_letter(
     job_id: Token, event_log: EventLogDep, dlq: DeadLetterQueueDep
 ) -> DeadLetterDetail:
@@ -101,7 +110,7 @@ async def inspect_dead_letter(
     return DeadLetterDetail.build(job_id, state.queue, state, message)
 
 
-@router.post("/redrive", responses={**_UNAVAILABLE})
+@router.post("/redrive", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**_UNAVAILABLE})
 async def redrive(
     body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
 ) -> DeadLetterActionResult:
@@ -116,7 +125,7 @@ async def redrive(
     return _result("redrive", body, outcomes, more)
 
 
-@router.post("/purge", responses={**_UNAVAILABLE})
+@router.post("/purge", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**_UNAVAILABLE})
 async def purge(
     body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
 ) -> DeadLetterActionResult:

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
+from ferrisqueue.domain.principal import Scope
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.store import queries
-from gateway.deps import SessionDep
+from gateway.deps import Authorized, SessionDep
 from gateway.nats_link import NatsLink
 from gateway.schemas import ProjectionStatus
 
@@ -38,7 +39,7 @@ async def readyz(request: Request, response: Response, session: SessionDep) -> d
     return checks
 
 
-@router.get("/projections")
+@router.get("/projections", dependencies=[Authorized(Scope.OPS_READ)])
 async def projections(request: Request, session: SessionDep) -> list[ProjectionStatus]:
     """Each projection's position, lag behind its stream (null while NATS is away) and the
     divergence signals its projector noticed."""

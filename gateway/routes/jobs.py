@@ -22,6 +22,7 @@ from ferrisqueue.domain.events import (
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.jobbuilder import JobRefused, build_job
+from ferrisqueue.domain.principal import Principal, Scope
 from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.domain.stored import fold_history
 from ferrisqueue.domain.subjects import SCHEDULE_STREAM, timer_subject
@@ -31,11 +32,13 @@ from ferrisqueue.logs import bind_log_fields
 from ferrisqueue.store import queries
 from ferrisqueue.tracing import SpanKind
 from gateway.deps import (
+    Authorized,
     EventLogDep,
     IdempotencyDep,
     JobTypesDep,
     SessionDep,
     TracingDep,
+    charge_submissions,
     event_log_of,
 )
 from gateway.idempotency import MAX_KEY_LENGTH
@@ -62,6 +65,7 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Authorized(Scope.JOBS_WRITE)],
     responses={
         **_UNAVAILABLE,
         413: {"model": Problem, "description": "The job is larger than FQ_MAX_EVENT_BYTES"},
@@ -74,6 +78,7 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 async def submit_job(
     body: JobCreate,
     request: Request,
+    principal: Annotated[Principal, Authorized(Scope.JOBS_WRITE)],
     response: Response,
     event_log: EventLogDep,
     job_types: JobTypesDep,
@@ -103,6 +108,7 @@ async def submit_job(
         )
     except JobRefused as exc:
         raise unprocessable(exc, at=("body",)) from exc
+    await charge_submissions(request, principal, 1)
     if idempotency_key is not None:
         keyed = await claim_key(keys, event_log, idempotency_key, body, event)
         response.headers["Idempotent-Replayed"] = "true" if keyed.replayed else "false"
@@ -136,7 +142,11 @@ def _accepted(request: Request, response: Response, job: JobSpec, queue: str) ->
     )
 
 
-@router.get("/{job_id}/status", responses={404: {"model": Problem}, **_UNAVAILABLE})
+@router.get(
+    "/{job_id}/status",
+    dependencies=[Authorized(Scope.JOBS_READ)],
+    responses={404: {"model": Problem}, **_UNAVAILABLE},
+)
 async def job_status(job_id: Token, session: SessionDep, request: Request) -> JobStatusOut:
     """The job's current status.
 
@@ -154,7 +164,11 @@ async def job_status(job_id: Token, session: SessionDep, request: Request) -> Jo
     return JobStatusOut.from_state(state, "event_log")
 
 
-@router.get("/{job_id}/events", responses={404: {"model": Problem}, **_UNAVAILABLE})
+@router.get(
+    "/{job_id}/events",
+    dependencies=[Authorized(Scope.JOBS_READ)],
+    responses={404: {"model": Problem}, **_UNAVAILABLE},
+)
 async def job_events(job_id: Token, event_log: EventLogDep) -> list[AuditEntryOut]:
     """The job's complete audit trail, read from the event log itself (the source of truth):
     every message, who sent it, when, and whether the fold applied it."""
@@ -167,6 +181,7 @@ async def job_events(job_id: Token, event_log: EventLogDep) -> list[AuditEntryOu
 @router.post(
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Authorized(Scope.JOBS_CANCEL)],
     responses={404: {"model": Problem}, 409: {"model": Problem}, **_UNAVAILABLE},
 )
 async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) -> JobStatusOut:
@@ -211,7 +226,7 @@ async def _remove_timer(event_log: EventLog, queue: str, job_id: str) -> None:
         log.warning("could not remove the timer of canceled job %s now: %s", job_id, exc)
 
 
-@router.get("")
+@router.get("", dependencies=[Authorized(Scope.JOBS_READ)])
 async def list_jobs(
     session: SessionDep,
     queue: Token | None = None,
@@ -237,7 +252,7 @@ async def list_jobs(
 stats_router = APIRouter(tags=["stats"])
 
 
-@stats_router.get("/queues")
+@stats_router.get("/queues", dependencies=[Authorized(Scope.JOBS_READ)])
 async def queue_stats(session: SessionDep) -> list[QueueStats]:
     """Jobs per status in every queue that has any."""
     counts = await run_in_threadpool(queries.status_counts, session)
@@ -250,7 +265,7 @@ async def queue_stats(session: SessionDep) -> list[QueueStats]:
 types_router = APIRouter(tags=["job types"])
 
 
-@types_router.get("/job-types")
+@types_router.get("/job-types", dependencies=[Authorized(Scope.JOBS_READ)])
 async def list_job_types(job_types: JobTypesDep) -> list[dict[str, Any]]:
     """Every job type with a contract: its payload and result JSON Schemas."""
     return [job_type.schema() for _, job_type in sorted(job_types.items())]

@@ -12,9 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from ferrisqueue.domain import histogram
 from ferrisqueue.domain.events import Token, utcnow
+from ferrisqueue.domain.principal import Scope
 from ferrisqueue.domain.workers import health
 from ferrisqueue.store import queries
-from gateway.deps import SessionDep
+from gateway.deps import Authorized, SessionDep
 from gateway.schemas import MetricsOut, MinuteOut, WorkerOut
 
 router = APIRouter(tags=["operations"])
@@ -22,7 +23,7 @@ router = APIRouter(tags=["operations"])
 _COUNTS = ("submitted", "started", "succeeded", "failed", "dead_lettered", "canceled")
 
 
-@router.get("/workers")
+@router.get("/workers", dependencies=[Authorized(Scope.OPS_READ)])
 async def list_workers(session: SessionDep) -> list[WorkerOut]:
     """Every worker the read store has seen, with its health now (gone ones included)."""
     rows = await run_in_threadpool(queries.workers, session)
@@ -35,7 +36,7 @@ async def list_workers(session: SessionDep) -> list[WorkerOut]:
     ]
 
 
-@router.get("/stats/throughput")
+@router.get("/stats/throughput", dependencies=[Authorized(Scope.OPS_READ)])
 async def throughput(
     session: SessionDep,
     since: Annotated[datetime | None, Query(description="Default: an hour ago")] = None,

@@ -18,9 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from ferrisqueue.domain.cron import CronDefinition, InvalidSchedule, UnknownSchedule
 from ferrisqueue.domain.events import Token
 from ferrisqueue.domain.jobbuilder import JobRefused
+from ferrisqueue.domain.principal import Scope
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.cronbook import CronBook
-from gateway.deps import JobTypesDep, SettingsDep
+from gateway.deps import Authorized, JobTypesDep, SettingsDep
 from gateway.nats_link import NatsLink
 from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
 from gateway.schemas import Problem
@@ -51,6 +52,7 @@ NextCount = Annotated[int, Query(ge=0, le=100, description="How many next fire t
 
 @router.post(
     "",
+    dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
     responses={
         **_UNAVAILABLE,
         422: {"description": "Not a valid schedule (the reason says why)"},
@@ -71,13 +73,15 @@ async def put_schedule(body: ScheduleCreate, book: CronBookDep, next: NextCount 
     return await _out(book, stored, next)
 
 
-@router.get("", responses=_UNAVAILABLE)
+@router.get("", dependencies=[Authorized(Scope.OPS_READ)], responses=_UNAVAILABLE)
 async def list_schedules(book: CronBookDep, next: NextCount = 3) -> list[ScheduleOut]:
     """Every schedule, by name, with its next fire times."""
     return [await _out(book, d, next) for d in await book.definitions()]
 
 
-@router.get("/{name}", responses={**_UNKNOWN, **_UNAVAILABLE})
+@router.get(
+    "/{name}", dependencies=[Authorized(Scope.OPS_READ)], responses={**_UNKNOWN, **_UNAVAILABLE}
+)
 async def get_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -> ScheduleOut:
     """One schedule and its next fire times."""
     definition = await book.get(name)
@@ -86,7 +90,11 @@ async def get_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -> S
     return await _out(book, definition, next)
 
 
-@router.post("/{name}/pause", responses={**_UNKNOWN, **_UNAVAILABLE})
+@router.post(
+    "/{name}/pause",
+    dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
+    responses={**_UNKNOWN, **_UNAVAILABLE},
+)
 async def pause_schedule(name: Token, book: CronBookDep) -> ScheduleOut:
     """Stop firing (the definition stays; ticks already fired create no job)."""
     try:
@@ -95,7 +103,11 @@ async def pause_schedule(name: Token, book: CronBookDep) -> ScheduleOut:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
-@router.post("/{name}/resume", responses={**_UNKNOWN, **_UNAVAILABLE})
+@router.post(
+    "/{name}/resume",
+    dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
+    responses={**_UNKNOWN, **_UNAVAILABLE},
+)
 async def resume_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -> ScheduleOut:
     """Fire again (an interval starts afresh from now)."""
     try:
@@ -107,6 +119,7 @@ async def resume_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -
 @router.delete(
     "/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
     responses={**_UNKNOWN, **_UNAVAILABLE},
 )
 async def delete_schedule(name: Token, book: CronBookDep) -> Response:

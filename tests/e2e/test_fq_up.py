@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from ferrisqueue.log.embedded import free_port
+from tests.support.auth import admin_headers
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,6 +91,7 @@ async def test_fq_up_runs_a_curl_posted_job_to_completed_within_2_seconds(
                 return 0
 
         await wait_until(ready, lambda code: code == 200, timeout=60, what="fq up", interval=0.1)
+        client.headers.update(admin_headers(env["FQ_VAR_DIR"]))  # auth is on, as by default
 
         posted = time.monotonic()
         accepted = await client.post("/jobs", json={"type": "echo", "payload": {"hi": 1}})

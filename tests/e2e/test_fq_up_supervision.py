@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_fq_up import FQ, alive, children_of, up_env
+from tests.support.auth import admin_headers
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,6 +92,7 @@ async def wait_ready(client: httpx.AsyncClient, up: FqUp) -> None:
             return 0
 
     await wait_until(ready, lambda code: code == 200, timeout=60, what="ready", interval=0.1)
+    client.headers.update(admin_headers(up.env["FQ_VAR_DIR"]))  # auth is on, as by default
 
 
 async def completed(client: httpx.AsyncClient, job: dict[str, Any]) -> dict[str, Any]:

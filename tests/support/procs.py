@@ -28,6 +28,7 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         FQ_WORKER_CONCURRENCY=str(settings.worker_concurrency),
         FQ_SHUTDOWN_GRACE=str(settings.shutdown_grace),
         FQ_LOG_LEVEL="INFO",
+        FQ_AUTH=settings.auth.value,
     )
     env.update(extra)
     return env

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from streamlit_app import data
 from streamlit_app.client import GatewayClient, GatewayRefused, GatewayUnavailable
 from streamlit_app.views.jobs import rejected_notes, timeline_table
 from streamlit_app.views.overview import lag_problems, latency_table, queue_table, throughput_frame
@@ -211,3 +213,33 @@ def test_page_scripts_hold_no_bare_strings_that_streamlit_magic_would_print(page
         and not (index == 0 and isinstance(parent, ast.Module | ast.FunctionDef))
     ]
     assert bare == []
+
+
+def test_the_dashboard_sends_its_key_as_a_bearer_token_from_fq_api_key_or_var_admin_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        return httpx.Response(200, json=[])
+
+    with GatewayClient(
+        "http://gateway.test", transport=httpx.MockTransport(answer), api_key="fq_k"
+    ) as client:
+        client.queues()
+    assert seen == ["Bearer fq_k"]
+
+    for name in [n for n in os.environ if n.startswith("FQ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    assert data._client("http://gateway.test")._http.headers.get("Authorization") is None
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "admin.key").write_text("fq_from_file\n")
+    assert data._client("http://gateway.test")._http.headers["Authorization"] == (
+        "Bearer fq_from_file"
+    )
+    monkeypatch.setenv("FQ_API_KEY", "fq_from_env")
+    assert data._client("http://gateway.test")._http.headers["Authorization"] == (
+        "Bearer fq_from_env"
+    )
