@@ -201,3 +201,21 @@ async def test_a_gap_found_while_the_receiver_is_bursts_ahead_is_refilled_too(
 
     assert stopped, "the projection did not stop"
     assert projection.signals.serving.count == 3  # a life after each gap, from the checkpoint
+
+
+async def test_a_one_shot_catch_up_short_of_the_log_end_finishes(
+    log: MemoryLog, tmp_path: Path
+) -> None:
+    """`fq projections verify` (rebuild, replay) stops at a sequence the log has gone past:
+    its receiver has filled the pipeline with later bursts and waits to hand over one more
+    when the last wanted batch is applied. Ending it must not wait on that full pipeline
+    (it once did, for ever: the consumer, no longer pulled, vanished after 60 s)."""
+    for _ in range(4):
+        await completed_job(log)  # 12 events: many more one-event bursts than the pipeline
+    settings = memory_settings(database_url=f"sqlite:///{tmp_path / 'fold.db'}", projector_batch=1)
+    projector, _ = projector_on(log, settings)
+
+    reached = await asyncio.wait_for(projector.catch_up(up_to=2), WAIT)
+
+    assert reached == 2
+    assert not [name for name in await log.backlogs(EVENT_STREAM) if "rebuild" in name]
