@@ -36,7 +36,7 @@ from ferrisqueue.domain.events import utcnow
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM
 from ferrisqueue.domain.workers import WORKER_STREAM, WORKER_SUBJECTS
-from ferrisqueue.errors import CheckpointMoved, ConfigurationError
+from ferrisqueue.errors import CheckpointMoved, ConfigurationError, NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.port import Consumer, Delivery, Pulling
 from ferrisqueue.log.service_loop import Restart, ServiceLoop
@@ -59,6 +59,9 @@ STALL_LIMIT = 15.0
 projection re-creates its consumer from the checkpoint."""
 CHECKPOINT_MOVED_PAUSE = 1.0
 """Seconds before resuming after another projector moved the checkpoint."""
+ONE_SHOT_FUTILE_LIVES = 4
+"""Lives in a row that apply nothing after which a one-shot run (rebuild, replay, verify)
+fails instead of re-creating its consumer again: it must end, one way or the other."""
 
 
 Observer = Callable[[Sequence[Any]], None]
@@ -168,6 +171,9 @@ class ProjectionLoop(ServiceLoop):
             self.fatal = (Exception,)  # a one-shot run reports its failure
         self.position = 0
         """The checkpoint this loop last applied up to."""
+        self._futile: tuple[int, int] = (-1, 0)
+        """A one-shot run's position when a life last restarted, and the restarts in a row
+        from that same position."""
 
     async def serve(self, stopping: asyncio.Event) -> None:
         try:
@@ -184,9 +190,23 @@ class ProjectionLoop(ServiceLoop):
                 utcnow(),
                 **{counter: 1},
             )
+            if self.one_shot:
+                self._give_up_if_futile(problem)
             raise Restart(problem, after=0.0 if lost else CHECKPOINT_MOVED_PAUSE) from exc
         if self.one_shot:
             stopping.set()  # done: the run ends here
+
+    def _give_up_if_futile(self, problem: str) -> None:
+        """Count a one-shot life that ends to start again; fail the run once
+        :data:`ONE_SHOT_FUTILE_LIVES` in a row applied nothing (a restart never mends it)."""
+        at, count = self._futile
+        count = count + 1 if at == self.position else 1
+        self._futile = (self.position, count)
+        if count >= ONE_SHOT_FUTILE_LIVES:
+            raise NatsUnavailable(
+                f"{self.stream}: {count} consumers in a row delivered nothing applicable after "
+                f"sequence {self.position} (last: {problem}); giving up"
+            )
 
     async def _follow(self, stopping: asyncio.Event) -> None:
         """One life: from the stored checkpoint until ``stopping`` (or, once, until the
@@ -194,8 +214,17 @@ class ProjectionLoop(ServiceLoop):
         projection, event_log, engine = self._projection, self._log, self._engine
         last_seq, until = self._last_seq, self._until
         position = self.position = await asyncio.to_thread(_position, engine, projection)
-        if last_seq is not None and position >= last_seq:
-            return
+
+        async def first_stored(seq: int) -> int | None:
+            found = await event_log.read(projection.stream, projection.subjects, from_seq=seq)
+            return None if found is None else found.seq
+
+        if last_seq is not None:
+            # Done, or nothing wanted is left in the stream (removed by a limit or a purge):
+            # no consumer would ever deliver up to last_seq, and a one-shot run would wait on.
+            following = None if position >= last_seq else await first_stored(position + 1)
+            if following is None or following > last_seq:
+                return
         stream_end = await event_log.last_seq(projection.stream)
         if position > stream_end:
             # New events would reuse sequences the store has already applied, and be skipped.
@@ -227,10 +256,6 @@ class ProjectionLoop(ServiceLoop):
                     )
                 last_delivery = clock()
             return batch_size
-
-        async def first_stored(seq: int) -> int | None:
-            found = await event_log.read(projection.stream, projection.subjects, from_seq=seq)
-            return None if found is None else found.seq
 
         # Receiving (and decoding) the next bursts overlaps with applying this one in the
         # database thread; bursts that piled up meanwhile are applied in one transaction.

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from ferrisqueue.domain.events import Started, Succeeded, utcnow
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.memlog import MemoryLog
 from ferrisqueue.log.port import StoredMessage
@@ -219,3 +220,39 @@ async def test_a_one_shot_catch_up_short_of_the_log_end_finishes(
 
     assert reached == 2
     assert not [name for name in await log.backlogs(EVENT_STREAM) if "rebuild" in name]
+
+
+async def test_a_one_shot_catch_up_to_sequences_the_log_no_longer_holds_ends(
+    log: MemoryLog, tmp_path: Path
+) -> None:
+    """A rebuild (verify) up to a sequence whose messages were all removed (a purge, a
+    ``max_age``): no consumer will ever deliver up to it. It once waited for ever, re-creating
+    its consumer every 15 s; it ends where the log ends."""
+    await completed_job(log)
+    await log.purge("fq.job.>", stream=EVENT_STREAM)
+    settings = memory_settings(database_url=f"sqlite:///{tmp_path / 'fold.db'}")
+    projector, _ = projector_on(log, settings)
+
+    reached = await asyncio.wait_for(projector.catch_up(up_to=3), WAIT)
+
+    assert reached == 0
+
+
+@pytest.mark.timeout(20)  # each life waits out a pull request (1 s) before it sees the stall
+async def test_a_one_shot_run_whose_consumers_never_deliver_fails_with_why(
+    log: MemoryLog, engine: Engine
+) -> None:
+    """However often its consumer is re-created, sequence 3 never arrives: a one-shot run
+    gives up after a few lives that applied nothing, instead of re-creating it for ever."""
+    await completed_job(log)
+    log.withhold(EVENT_STREAM, "fq-rebuild-stuck", 3)
+    once = ProjectionLoop(
+        log.connect(), engine, JOBS, "fq-rebuild-stuck", batch_size=10, last_seq=3, stall_limit=0.05
+    )
+
+    with pytest.raises(NatsUnavailable, match="4 consumers in a row delivered nothing") as raised:
+        await asyncio.wait_for(once.run(asyncio.Event()), 15)
+
+    assert "after sequence 2" in str(raised.value)
+    assert once.signals.serving.count == 4
+    assert checkpoint(engine) == 2
