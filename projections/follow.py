@@ -241,15 +241,17 @@ class ProjectionLoop(ServiceLoop):
         apply = projection.applier(self._observe)
         clock = asyncio.get_running_loop().time
         last_delivery = clock()
+        delivered_up_to = position  # the newest sequence received: applied, or in the pipeline
 
         async def request_size() -> int:
             nonlocal last_delivery
             if clock() - last_delivery > self._stall_limit:
                 # Nothing delivered for a while: fine if the stream has nothing newer, a
                 # consumer stuck after a failover (seen on a 3-node cluster) if it has.
+                # Bursts still waiting for a slow store are delivered: not a stall.
                 newest = await event_log.last_seq(projection.stream)
                 wanted_up_to = newest if last_seq is None else min(newest, last_seq)
-                if wanted_up_to > self.position:
+                if wanted_up_to > max(self.position, delivered_up_to):
                     raise _Stalled(
                         f"no delivery for {self._stall_limit:g} s while {projection.stream} holds "
                         f"sequences {self.position + 1}-{wanted_up_to}"
@@ -262,11 +264,14 @@ class ProjectionLoop(ServiceLoop):
         received: asyncio.Queue[tuple[Delivery, list[Any]] | None] = asyncio.Queue(PIPELINE_DEPTH)
 
         async def receive() -> None:
-            nonlocal last_delivery
+            nonlocal last_delivery, delivered_up_to
             try:
                 async for msgs in puller.bursts(stopping, request_size=request_size):
-                    last_delivery = clock()
+                    delivered_up_to = max(delivered_up_to, *(m.seq for m in msgs))
                     await received.put((msgs[-1], [projection.decode(m) for m in msgs]))
+                    # From when the receiver could pull again: waiting for a slow store to take
+                    # this burst (the pipeline full) is not the consumer's silence.
+                    last_delivery = clock()
             except asyncio.CancelledError:
                 # Reaped: the applying loop has left and reads nothing more. Putting the end
                 # marker into a full queue would wait for ever, and the loop's reap with it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,33 @@ async def test_a_one_shot_run_whose_consumers_never_deliver_fails_with_why(
     assert "after sequence 2" in str(raised.value)
     assert once.signals.serving.count == 4
     assert checkpoint(engine) == 2
+
+
+async def test_a_slow_store_is_not_taken_for_a_stalled_consumer(
+    log: MemoryLog, engine: Engine
+) -> None:
+    """While the store applies slowly the receiver waits, its pipeline full, to hand over
+    what it received: that wait is the store's, not the consumer's silence. It once counted
+    towards the stall limit: the projection re-created its consumer and recorded lost
+    deliveries that never happened."""
+    for _ in range(2):
+        await completed_job(log)
+
+    def slow_commit(applied: object) -> None:
+        time.sleep(0.1)  # a commit that takes twice the stall limit (in the database thread)
+
+    projection = ProjectionLoop(
+        log.connect(), engine, JOBS, PROJECTOR_CONSUMER, batch_size=1, stall_limit=0.05,
+        observe=slow_commit,
+    )  # fmt: skip
+    stopping = asyncio.Event()
+    running = asyncio.create_task(projection.run(stopping))
+    try:
+        await log.wait_until(lambda: checkpoint(engine) >= 6, timeout=WAIT)
+    finally:
+        stopping.set()
+        await running
+
+    assert projection.signals.serving.count == 1  # one life: the consumer was never re-created
+    with Session(engine) as session:
+        assert jobs.NAME not in queries.projection_health(session)
