@@ -36,7 +36,7 @@ from ferrisqueue.domain.events import utcnow
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM
 from ferrisqueue.domain.workers import WORKER_STREAM, WORKER_SUBJECTS
-from ferrisqueue.errors import CheckpointMoved, ConfigurationError
+from ferrisqueue.errors import CheckpointMoved, ConfigurationError, NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.port import Consumer, Delivery, Pulling
 from ferrisqueue.log.service_loop import Restart, ServiceLoop
@@ -59,6 +59,9 @@ STALL_LIMIT = 15.0
 projection re-creates its consumer from the checkpoint."""
 CHECKPOINT_MOVED_PAUSE = 1.0
 """Seconds before resuming after another projector moved the checkpoint."""
+ONE_SHOT_FUTILE_LIVES = 4
+"""Lives in a row that apply nothing after which a one-shot run (rebuild, replay, verify)
+fails instead of re-creating its consumer again: it must end, one way or the other."""
 
 
 Observer = Callable[[Sequence[Any]], None]
@@ -168,6 +171,9 @@ class ProjectionLoop(ServiceLoop):
             self.fatal = (Exception,)  # a one-shot run reports its failure
         self.position = 0
         """The checkpoint this loop last applied up to."""
+        self._futile: tuple[int, int] = (-1, 0)
+        """A one-shot run's position when a life last restarted, and the restarts in a row
+        from that same position."""
 
     async def serve(self, stopping: asyncio.Event) -> None:
         try:
@@ -184,9 +190,23 @@ class ProjectionLoop(ServiceLoop):
                 utcnow(),
                 **{counter: 1},
             )
+            if self.one_shot:
+                self._give_up_if_futile(problem)
             raise Restart(problem, after=0.0 if lost else CHECKPOINT_MOVED_PAUSE) from exc
         if self.one_shot:
             stopping.set()  # done: the run ends here
+
+    def _give_up_if_futile(self, problem: str) -> None:
+        """Count a one-shot life that ends to start again; fail the run once
+        :data:`ONE_SHOT_FUTILE_LIVES` in a row applied nothing (a restart never mends it)."""
+        at, count = self._futile
+        count = count + 1 if at == self.position else 1
+        self._futile = (self.position, count)
+        if count >= ONE_SHOT_FUTILE_LIVES:
+            raise NatsUnavailable(
+                f"{self.stream}: {count} consumers in a row delivered nothing applicable after "
+                f"sequence {self.position} (last: {problem}); giving up"
+            )
 
     async def _follow(self, stopping: asyncio.Event) -> None:
         """One life: from the stored checkpoint until ``stopping`` (or, once, until the
@@ -194,8 +214,17 @@ class ProjectionLoop(ServiceLoop):
         projection, event_log, engine = self._projection, self._log, self._engine
         last_seq, until = self._last_seq, self._until
         position = self.position = await asyncio.to_thread(_position, engine, projection)
-        if last_seq is not None and position >= last_seq:
-            return
+
+        async def first_stored(seq: int) -> int | None:
+            found = await event_log.read(projection.stream, projection.subjects, from_seq=seq)
+            return None if found is None else found.seq
+
+        if last_seq is not None:
+            # Done, or nothing wanted is left in the stream (removed by a limit or a purge):
+            # no consumer would ever deliver up to last_seq, and a one-shot run would wait on.
+            following = None if position >= last_seq else await first_stored(position + 1)
+            if following is None or following > last_seq:
+                return
         stream_end = await event_log.last_seq(projection.stream)
         if position > stream_end:
             # New events would reuse sequences the store has already applied, and be skipped.
@@ -212,15 +241,17 @@ class ProjectionLoop(ServiceLoop):
         apply = projection.applier(self._observe)
         clock = asyncio.get_running_loop().time
         last_delivery = clock()
+        delivered_up_to = position  # the newest sequence received: applied, or in the pipeline
 
         async def request_size() -> int:
             nonlocal last_delivery
             if clock() - last_delivery > self._stall_limit:
                 # Nothing delivered for a while: fine if the stream has nothing newer, a
                 # consumer stuck after a failover (seen on a 3-node cluster) if it has.
+                # Bursts still waiting for a slow store are delivered: not a stall.
                 newest = await event_log.last_seq(projection.stream)
                 wanted_up_to = newest if last_seq is None else min(newest, last_seq)
-                if wanted_up_to > self.position:
+                if wanted_up_to > max(self.position, delivered_up_to):
                     raise _Stalled(
                         f"no delivery for {self._stall_limit:g} s while {projection.stream} holds "
                         f"sequences {self.position + 1}-{wanted_up_to}"
@@ -228,20 +259,19 @@ class ProjectionLoop(ServiceLoop):
                 last_delivery = clock()
             return batch_size
 
-        async def first_stored(seq: int) -> int | None:
-            found = await event_log.read(projection.stream, projection.subjects, from_seq=seq)
-            return None if found is None else found.seq
-
         # Receiving (and decoding) the next bursts overlaps with applying this one in the
         # database thread; bursts that piled up meanwhile are applied in one transaction.
         received: asyncio.Queue[tuple[Delivery, list[Any]] | None] = asyncio.Queue(PIPELINE_DEPTH)
 
         async def receive() -> None:
-            nonlocal last_delivery
+            nonlocal last_delivery, delivered_up_to
             try:
                 async for msgs in puller.bursts(stopping, request_size=request_size):
-                    last_delivery = clock()
+                    delivered_up_to = max(delivered_up_to, *(m.seq for m in msgs))
                     await received.put((msgs[-1], [projection.decode(m) for m in msgs]))
+                    # From when the receiver could pull again: waiting for a slow store to take
+                    # this burst (the pipeline full) is not the consumer's silence.
+                    last_delivery = clock()
             except asyncio.CancelledError:
                 # Reaped: the applying loop has left and reads nothing more. Putting the end
                 # marker into a full queue would wait for ever, and the loop's reap with it

@@ -27,8 +27,9 @@ redelivery "after AckWait" happens the moment a test advances past it. Faults ar
 deterministic: :meth:`MemoryLog.connect` gives each simulated process its own connection and
 :meth:`MemoryLog.kill` cuts one for good (a ``kill -9``: what it held unacked comes back after
 AckWait); :meth:`MemoryLog.lose` makes a delivery vanish in transit (a consumer's leader
-moving, issue 13). Tests wait for a state with :meth:`MemoryLog.wait_until`, which re-checks
-on every change instead of polling.
+moving, issue 13), :meth:`MemoryLog.withhold` every delivery of a message (a consumer stuck
+short of it). Tests wait for a state with :meth:`MemoryLog.wait_until`, which re-checks on
+every change instead of polling.
 
 Not modelled: clustering, stream limits other than those above, cron schedules (``@every``,
 cron expressions: stored, never fired), per-message TTLs, pull request expiry.
@@ -113,6 +114,8 @@ class _Stream:
     consumers: dict[str, _Consumer] = field(default_factory=dict)
     lost: dict[str, set[int]] = field(default_factory=dict)
     """By consumer name (kept when it is re-created): deliveries that will vanish."""
+    withheld: dict[str, set[int]] = field(default_factory=dict)
+    """By consumer name (kept when it is re-created): deliveries that always vanish."""
 
     def stores(self, subject: str) -> bool:
         return any(subject_matches(subject, p) for p in self.config.get("subjects", []))
@@ -249,7 +252,8 @@ class _State:
                 consumer.pending[seq] = _Pending(1, self.now + consumer.wait(1))
             out.append((message, 1))
         lost = stream.lost.get(name, set())
-        handed = [(m, n) for m, n in out if m.seq not in lost]
+        withheld = stream.withheld.get(name, set())
+        handed = [(m, n) for m, n in out if m.seq not in lost and m.seq not in withheld]
         lost -= {m.seq for m, _ in out}
         return handed
 
@@ -360,6 +364,11 @@ class MemoryLog(EventLog):
         """The next delivery of each of ``seqs`` vanishes in transit: counted delivered
         (an AckAll ack past it acknowledges it) but never handed over."""
         self._state.stream(stream).lost.setdefault(consumer, set()).update(seqs)
+
+    def withhold(self, stream: str, consumer: str, *seqs: int) -> None:
+        """Every delivery of each of ``seqs`` vanishes, on every consumer of that name: one
+        that never hands them over however often it is re-created."""
+        self._state.stream(stream).withheld.setdefault(consumer, set()).update(seqs)
 
     def messages(self, stream: str, subject: str = ">") -> list[StoredMessage]:
         """What ``stream`` holds on ``subject``, in order."""

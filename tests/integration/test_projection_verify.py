@@ -4,6 +4,7 @@ verify`` compares the store with a fresh fold of the log and names what differs,
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -14,9 +15,11 @@ from sqlmodel import Session
 
 from ferrisqueue.domain.events import Started, Submitted, utcnow
 from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.models import JobEventRow, JobRow
+from projections.runner import Projector
 from tests.conftest import StartService
 from tests.integration.test_projector import read_store, wait_caught_up
 from tests.support.procs import run_fq
@@ -79,3 +82,24 @@ async def test_an_event_for_a_job_never_created_shows_in_get_projections(
         0,
     )
     assert f"the first at sequence {seq} ({stray.subject})" in str(status["last_problem"])
+
+
+async def test_a_fold_that_stops_short_of_the_log_end_finishes(
+    event_log: EventLog, settings: Settings, tmp_path: Path
+) -> None:
+    """What verify does when the log has moved past the live checkpoint (a projector behind,
+    jobs still running): its receiver fills the pipeline with later bursts and waits to hand
+    over one more as the last wanted batch is applied. Ending must not wait on that full
+    pipeline: it once did, for ever (the consumer, no longer pulled, was gone 60 s later)."""
+    for _ in range(12):
+        await event_log.append(
+            Submitted(job_id=new_job_id(), queue="default", at=utcnow(), type="echo")
+        )
+    scratch = settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'fold.db'}", "projector_batch": 1}
+    )
+
+    reached = await asyncio.wait_for(Projector(scratch).catch_up(up_to=2), 20)
+
+    assert reached == 2
+    assert not [name for name in await event_log.backlogs(EVENT_STREAM) if "rebuild" in name]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlmodel import Session
 from ferrisqueue.domain.events import Started, Succeeded, utcnow
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.memlog import MemoryLog
 from ferrisqueue.log.port import StoredMessage
@@ -201,3 +203,87 @@ async def test_a_gap_found_while_the_receiver_is_bursts_ahead_is_refilled_too(
 
     assert stopped, "the projection did not stop"
     assert projection.signals.serving.count == 3  # a life after each gap, from the checkpoint
+
+
+async def test_a_one_shot_catch_up_short_of_the_log_end_finishes(
+    log: MemoryLog, tmp_path: Path
+) -> None:
+    """`fq projections verify` (rebuild, replay) stops at a sequence the log has gone past:
+    its receiver has filled the pipeline with later bursts and waits to hand over one more
+    when the last wanted batch is applied. Ending it must not wait on that full pipeline
+    (it once did, for ever: the consumer, no longer pulled, vanished after 60 s)."""
+    for _ in range(4):
+        await completed_job(log)  # 12 events: many more one-event bursts than the pipeline
+    settings = memory_settings(database_url=f"sqlite:///{tmp_path / 'fold.db'}", projector_batch=1)
+    projector, _ = projector_on(log, settings)
+
+    reached = await asyncio.wait_for(projector.catch_up(up_to=2), WAIT)
+
+    assert reached == 2
+    assert not [name for name in await log.backlogs(EVENT_STREAM) if "rebuild" in name]
+
+
+async def test_a_one_shot_catch_up_to_sequences_the_log_no_longer_holds_ends(
+    log: MemoryLog, tmp_path: Path
+) -> None:
+    """A rebuild (verify) up to a sequence whose messages were all removed (a purge, a
+    ``max_age``): no consumer will ever deliver up to it. It once waited for ever, re-creating
+    its consumer every 15 s; it ends where the log ends."""
+    await completed_job(log)
+    await log.purge("fq.job.>", stream=EVENT_STREAM)
+    settings = memory_settings(database_url=f"sqlite:///{tmp_path / 'fold.db'}")
+    projector, _ = projector_on(log, settings)
+
+    reached = await asyncio.wait_for(projector.catch_up(up_to=3), WAIT)
+
+    assert reached == 0
+
+
+@pytest.mark.timeout(20)  # each life waits out a pull request (1 s) before it sees the stall
+async def test_a_one_shot_run_whose_consumers_never_deliver_fails_with_why(
+    log: MemoryLog, engine: Engine
+) -> None:
+    """However often its consumer is re-created, sequence 3 never arrives: a one-shot run
+    gives up after a few lives that applied nothing, instead of re-creating it for ever."""
+    await completed_job(log)
+    log.withhold(EVENT_STREAM, "fq-rebuild-stuck", 3)
+    once = ProjectionLoop(
+        log.connect(), engine, JOBS, "fq-rebuild-stuck", batch_size=10, last_seq=3, stall_limit=0.05
+    )
+
+    with pytest.raises(NatsUnavailable, match="4 consumers in a row delivered nothing") as raised:
+        await asyncio.wait_for(once.run(asyncio.Event()), 15)
+
+    assert "after sequence 2" in str(raised.value)
+    assert once.signals.serving.count == 4
+    assert checkpoint(engine) == 2
+
+
+async def test_a_slow_store_is_not_taken_for_a_stalled_consumer(
+    log: MemoryLog, engine: Engine
+) -> None:
+    """While the store applies slowly the receiver waits, its pipeline full, to hand over
+    what it received: that wait is the store's, not the consumer's silence. It once counted
+    towards the stall limit: the projection re-created its consumer and recorded lost
+    deliveries that never happened."""
+    for _ in range(2):
+        await completed_job(log)
+
+    def slow_commit(applied: object) -> None:
+        time.sleep(0.1)  # a commit that takes twice the stall limit (in the database thread)
+
+    projection = ProjectionLoop(
+        log.connect(), engine, JOBS, PROJECTOR_CONSUMER, batch_size=1, stall_limit=0.05,
+        observe=slow_commit,
+    )  # fmt: skip
+    stopping = asyncio.Event()
+    running = asyncio.create_task(projection.run(stopping))
+    try:
+        await log.wait_until(lambda: checkpoint(engine) >= 6, timeout=WAIT)
+    finally:
+        stopping.set()
+        await running
+
+    assert projection.signals.serving.count == 1  # one life: the consumer was never re-created
+    with Session(engine) as session:
+        assert jobs.NAME not in queries.projection_health(session)
