@@ -116,6 +116,14 @@ class Problem(BaseModel):
     detail: str
 
 
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The body cannot be parsed (e.g. not UTF-8)"},
+    408: {"model": Problem, "description": "The body took longer than FQ_GATEWAY_BODY_TIMEOUT"},
+    413: {"model": Problem, "description": "The body is larger than FQ_GATEWAY_MAX_BODY_BYTES"},
+}
+"""The answers of every operation that reads a body, whatever the body (gateway/limits.py)."""
+
+
 class AuditEntryOut(BaseModel):
     """One stored message of a job, as the fold saw it."""
 

@@ -57,7 +57,12 @@ def _token(value: str) -> str:
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must carry a timezone (e.g. 2026-01-01T00:00:00Z)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is year 0 in UTC: a value error (422, a dead letter),
+        # not an OverflowError that pydantic passes through as a crash.
+        raise ValueError("is out of range once converted to UTC") from None
 
 
 Token = Annotated[str, AfterValidator(_token)]
@@ -289,7 +294,8 @@ def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None
         raise DecodeError(str(exc), subject=subject, data=data) from exc
     try:
         body = json.loads(data) if data.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes ([[[[...) is poison too.
         raise DecodeError(f"body is not JSON: {exc}", subject=subject, data=data) from exc
     if not isinstance(body, dict):
         raise DecodeError("body must be a JSON object", subject=subject, data=data)
@@ -331,9 +337,9 @@ def _delayed(delay: object, at: object, subject: str, data: bytes) -> datetime:
         )
     try:
         start = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
-    except ValueError as exc:
+        return start + timedelta(seconds=delay)
+    except (ValueError, OverflowError) as exc:  # OverflowError: past year 9999
         raise DecodeError(f"at: {exc}", subject=subject, data=data) from exc
-    return start + timedelta(seconds=delay)
 
 
 def _describe(exc: ValidationError) -> str:

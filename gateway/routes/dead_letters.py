@@ -30,7 +30,7 @@ from gateway.dead_letter_schemas import (
     JobOutcomeOut,
 )
 from gateway.deps import Authorized, EventLogDep, SessionDep
-from gateway.schemas import Problem
+from gateway.schemas import BODY_ERRORS, Problem
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
@@ -110,7 +110,11 @@ async def inspect_dead_letter(
     return DeadLetterDetail.build(job_id, state.queue, state, message)
 
 
-@router.post("/redrive", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**_UNAVAILABLE})
+@router.post(
+    "/redrive",
+    dependencies=[Authorized(Scope.DLQ_ADMIN)],
+    responses={**BODY_ERRORS, **_UNAVAILABLE},
+)
 async def redrive(
     body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
 ) -> DeadLetterActionResult:
@@ -125,7 +129,9 @@ async def redrive(
     return _result("redrive", body, outcomes, more)
 
 
-@router.post("/purge", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**_UNAVAILABLE})
+@router.post(
+    "/purge", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**BODY_ERRORS, **_UNAVAILABLE}
+)
 async def purge(
     body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
 ) -> DeadLetterActionResult:

@@ -43,6 +43,7 @@ from gateway.deps import (
 )
 from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.schemas import (
+    BODY_ERRORS,
     AuditEntryOut,
     JobAccepted,
     JobCreate,
@@ -67,8 +68,13 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Authorized(Scope.JOBS_WRITE)],
     responses={
+        **BODY_ERRORS,
         **_UNAVAILABLE,
-        413: {"model": Problem, "description": "The job is larger than FQ_MAX_EVENT_BYTES"},
+        413: {
+            "model": Problem,
+            "description": "The job is larger than FQ_MAX_EVENT_BYTES, or the body than "
+            "FQ_GATEWAY_MAX_BODY_BYTES",
+        },
         422: {
             "description": "The body is not a valid job, or the Idempotency-Key was used for "
             "a different body"

@@ -24,7 +24,7 @@ from ferrisqueue.log.cronbook import CronBook
 from gateway.deps import Authorized, JobTypesDep, SettingsDep
 from gateway.nats_link import NatsLink
 from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
-from gateway.schemas import Problem
+from gateway.schemas import BODY_ERRORS, Problem
 from gateway.submit import unprocessable
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -54,6 +54,7 @@ NextCount = Annotated[int, Query(ge=0, le=100, description="How many next fire t
     "",
     dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
     responses={
+        **BODY_ERRORS,
         **_UNAVAILABLE,
         422: {"description": "Not a valid schedule (the reason says why)"},
     },
