@@ -164,9 +164,7 @@ async def test_hostile_raw_messages_crash_nothing_and_each_is_accounted_for(
     with Session(engine) as session:
         rows = {
             r.seq: r
-            for r in session.exec(
-                select(JobEventRow).where(col(JobEventRow.seq).in_(must_park))
-            )
+            for r in session.exec(select(JobEventRow).where(col(JobEventRow.seq).in_(must_park)))
         }
     verify = await run_fq(settings, tmp_path, "projections", "verify")
     engine.dispose()
