@@ -139,11 +139,11 @@ class Settings(BaseSettings):
         description="Seconds an idle keep-alive connection stays open (uvicorn's "
         "timeout_keep_alive).",
     )
-    gateway_limit_concurrency: int | None = Field(
+    gateway_limit_concurrency: int = Field(
         default=1000,
-        ge=1,
+        ge=0,
         description="Connections plus requests in flight before new requests get 503 "
-        "(uvicorn's limit_concurrency; unset: no limit).",
+        "(uvicorn's limit_concurrency; 0: no limit).",
     )
 
     # --- Authentication (gateway API keys) ------------------------------------------------

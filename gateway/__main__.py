@@ -27,7 +27,7 @@ def main() -> None:
             http=bounded_http_protocol(settings.gateway_header_timeout),
             h11_max_incomplete_event_size=settings.gateway_max_header_bytes,
             timeout_keep_alive=settings.gateway_keep_alive_timeout,
-            limit_concurrency=settings.gateway_limit_concurrency,
+            limit_concurrency=settings.gateway_limit_concurrency or None,
             # JSON: uvicorn's records (its access log too) go through our handler, in our
             # format; text keeps uvicorn's own.
             log_config=None

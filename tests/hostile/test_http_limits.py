@@ -15,6 +15,7 @@ import pytest
 from ferrisqueue.settings import Settings
 from tests.conftest import StartService, ready_gateway
 from tests.hostile.conftest import auth_headers
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -154,3 +155,28 @@ async def test_an_idle_kept_alive_connection_is_closed(limited: httpx.AsyncClien
 
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
     assert took < KEEP_ALIVE + 3
+
+
+async def test_past_the_concurrency_limit_new_requests_get_503_until_connections_go(
+    start: StartService, settings: Settings, api_key: str | None
+) -> None:
+    process = start("gateway", **LIMITS, FQ_GATEWAY_LIMIT_CONCURRENCY="4")
+    url = httpx.URL(str(settings.gateway_url))
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=auth_headers(api_key)) as client:
+        await ready_gateway(process, client)
+        # Four connections that send half a head and wait (each closed by the head timeout
+        # at the latest).
+        held = [await asyncio.open_connection(url.host, url.port) for _ in range(4)]
+        for _, writer in held:
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+
+        async def status() -> int:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as fresh:
+                return (await fresh.get("/healthz")).status_code
+
+        refused = await wait_until(status, lambda s: s == 503, timeout=10, what="a 503")
+        for _, writer in held:
+            writer.close()
+        served = await wait_until(status, lambda s: s == 200, timeout=10, what="a 200 again")
+
+    assert (refused, served) == (503, 200)
