@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
@@ -54,18 +55,29 @@ def _token(value: str) -> str:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("must carry a timezone (e.g. 2026-01-01T00:00:00Z)")
+def in_utc(value: datetime) -> datetime:
+    """An aware ``value`` in UTC; ``ValueError`` when UTC cannot hold it. (A validator:
+    0001-01-01T00:00+01:00 is year 0 in UTC, and the OverflowError that would raise is no
+    error pydantic reports, so it became a 500 or an item retried for ever.)"""
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        # 0001-01-01T00:00+01:00 is year 0 in UTC: a value error (422, a dead letter),
-        # not an OverflowError that pydantic passes through as a crash.
         raise ValueError("is out of range once converted to UTC") from None
 
 
-Token = Annotated[str, AfterValidator(_token)]
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a timezone (e.g. 2026-01-01T00:00:00Z)")
+    return in_utc(value)
+
+
+Token = Annotated[
+    str,
+    AfterValidator(_token),
+    # The same rule in the JSON schema (the OpenAPI document), so clients see it; the
+    # validator keeps its own, friendlier message.
+    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}),
+]
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
