@@ -6,8 +6,8 @@ size) nor the time a body takes to arrive. So:
 - :class:`BoundedHeadHttpTools` is uvicorn's httptools protocol with a cap on the bytes of a
   request line plus headers (uvicorn's own ``h11_max_incomplete_event_size``, set from
   ``FQ_GATEWAY_MAX_HEADER_BYTES``, which the h11 protocol already honours): past it, the
-  client gets ``431`` and the connection is closed, so at most the cap plus one read
-  (64 KiB) is buffered. A head that takes longer than ``FQ_GATEWAY_HEADER_TIMEOUT`` (or a
+  client gets ``431`` and the connection is closed before the parser buffers the read that
+  crosses the cap. A head that takes longer than ``FQ_GATEWAY_HEADER_TIMEOUT`` (or a
   connection that sends nothing that long) gets ``408`` and is closed: slowloris.
 - :class:`BodyLimits` is an ASGI middleware that refuses a body larger than
   ``FQ_GATEWAY_MAX_BODY_BYTES`` with ``413`` and gives a whole body
