@@ -56,10 +56,10 @@ from gateway.deps import (
     get_idempotency_keys,
 )
 from gateway.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
-from gateway.schemas import BODY_ERRORS, JobCreate, Problem
+from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, RATE_LIMITED, JobCreate, Problem
 from gateway.submit import Keyed, claim_key, run_at_of, unprocessable
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=AUTH_ERRORS)
 
 MAX_BATCH = 1000
 """Jobs one request may carry."""
@@ -155,6 +155,7 @@ class BatchOut(BaseModel):
     response_model=BatchOut,
     responses={
         **BODY_ERRORS,
+        **RATE_LIMITED,
         207: {"model": BatchOut, "description": "Some jobs were stored, some not (see items)"},
         413: {
             "model": Problem,

@@ -30,9 +30,9 @@ from gateway.dead_letter_schemas import (
     JobOutcomeOut,
 )
 from gateway.deps import Authorized, EventLogDep, SessionDep
-from gateway.schemas import BODY_ERRORS, Problem
+from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, Problem
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=AUTH_ERRORS)
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "NATS is unreachable; retry later"}

@@ -24,10 +24,10 @@ from ferrisqueue.log.cronbook import CronBook
 from gateway.deps import Authorized, JobTypesDep, SettingsDep
 from gateway.nats_link import NatsLink
 from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
-from gateway.schemas import BODY_ERRORS, Problem
+from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, Problem
 from gateway.submit import unprocessable
 
-router = APIRouter(prefix="/schedules", tags=["schedules"])
+router = APIRouter(prefix="/schedules", tags=["schedules"], responses=AUTH_ERRORS)
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "NATS is unreachable; retry later"}
