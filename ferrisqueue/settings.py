@@ -104,6 +104,47 @@ class Settings(BaseSettings):
     gateway_access_log: bool = Field(
         default=False, description="Log every HTTP request (uvicorn's access log)."
     )
+    # Hostile input (docs/security.md, "Hostile input"): what one client can make the
+    # gateway hold. uvicorn has no body limit and no body-read timeout of its own.
+    gateway_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; a larger one is refused with 413 before it is "
+        "read in full (a batch of 1000 jobs of a few KiB each fits the default).",
+    )
+    gateway_body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client may take to send a request's whole body; a slower one "
+        "gets 408 and its connection is closed (slow-body attacks hold no worker for long).",
+    )
+    gateway_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers; larger ones get 431 and the "
+        "connection is closed.",
+    )
+    gateway_header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's line and headers "
+        "(counted from connecting, or from a kept-alive request's first byte); a slower one "
+        "gets 408 and is closed (slowloris).",
+    )
+    gateway_keep_alive_timeout: int = Field(
+        default=5,
+        gt=0,
+        le=3600,
+        description="Seconds an idle keep-alive connection stays open (uvicorn's "
+        "timeout_keep_alive).",
+    )
+    gateway_limit_concurrency: int = Field(
+        default=1000,
+        ge=0,
+        description="Connections plus requests in flight before new requests get 503 "
+        "(uvicorn's limit_concurrency; 0: no limit).",
+    )
 
     # --- Authentication (gateway API keys) ------------------------------------------------
     auth: AuthMode = Field(

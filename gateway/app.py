@@ -25,6 +25,7 @@ from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.tracing import NO_TRACING, Tracing
 from gateway.auth import RateLimited
 from gateway.deps import bind_job_log_fields
+from gateway.limits import BodyLimits
 from gateway.metrics import instrument
 from gateway.nats_link import NatsLink
 from gateway.routes import batch, dead_letters, health, jobs, observe, schedules
@@ -73,6 +74,11 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
     app.include_router(health.router)
     if settings.metrics_enabled:
         instrument(app)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=settings.gateway_max_body_bytes,
+        timeout=settings.gateway_body_timeout,
+    )
 
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 

@@ -116,6 +116,27 @@ class Problem(BaseModel):
     detail: str
 
 
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The body cannot be parsed (e.g. not UTF-8)"},
+    408: {"model": Problem, "description": "The body took longer than FQ_GATEWAY_BODY_TIMEOUT"},
+    413: {"model": Problem, "description": "The body is larger than FQ_GATEWAY_MAX_BODY_BYTES"},
+}
+"""The answers of every operation that reads a body, whatever the body (gateway/limits.py)."""
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No API key, or an invalid or revoked one"},
+    403: {"model": Problem, "description": "The key lacks the operation's scope"},
+    503: {"model": Problem, "description": "NATS or the key store is unreachable; retry later"},
+}
+"""The answers of every operation that needs an API key (``Authorized``), whatever else it
+does; an operation's own description of a status wins."""
+
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": Problem, "description": "The key's submission rate limit; see Retry-After"},
+}
+"""The answer of an operation that counts against a key's rate limit."""
+
+
 class AuditEntryOut(BaseModel):
     """One stored message of a job, as the fold saw it."""
 

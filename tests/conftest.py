@@ -130,17 +130,22 @@ async def gateway(start: StartService, settings: Settings) -> AsyncIterator[http
     """A real uvicorn gateway process, ready, and an HTTP client for it."""
     process = start("gateway")
     async with httpx.AsyncClient(base_url=str(settings.gateway_url), timeout=10) as client:
-
-        async def ready() -> int:
-            if not process.alive():
-                raise AssertionError(f"gateway died:\n{process.log()}")
-            try:
-                return (await client.get("/readyz")).status_code
-            except httpx.TransportError:
-                return 0
-
-        await wait_until(ready, lambda code: code == 200, timeout=20, what="gateway /readyz")
+        await ready_gateway(process, client)
         yield client
+
+
+async def ready_gateway(process: ServiceProcess, client: httpx.AsyncClient) -> None:
+    """Wait until the gateway ``process`` answers ``/readyz`` with 200 on ``client``."""
+
+    async def ready() -> int:
+        if not process.alive():
+            raise AssertionError(f"gateway died:\n{process.log()}")
+        try:
+            return (await client.get("/readyz")).status_code
+        except httpx.TransportError:
+            return 0
+
+    await wait_until(ready, lambda code: code == 200, timeout=20, what="gateway /readyz")
 
 
 @pytest.fixture(scope="session")

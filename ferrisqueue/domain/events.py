@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
@@ -54,13 +55,29 @@ def _token(value: str) -> str:
     return value
 
 
+def in_utc(value: datetime) -> datetime:
+    """An aware ``value`` in UTC; ``ValueError`` when UTC cannot hold it. (A validator:
+    0001-01-01T00:00+01:00 is year 0 in UTC, and the OverflowError that would raise is no
+    error pydantic reports, so it became a 500 or an item retried for ever.)"""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must carry a timezone (e.g. 2026-01-01T00:00:00Z)")
-    return value.astimezone(UTC)
+    return in_utc(value)
 
 
-Token = Annotated[str, AfterValidator(_token)]
+Token = Annotated[
+    str,
+    AfterValidator(_token),
+    # The same rule in the JSON schema (the OpenAPI document), so clients see it; the
+    # validator keeps its own, friendlier message.
+    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}),
+]
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
@@ -289,7 +306,8 @@ def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None
         raise DecodeError(str(exc), subject=subject, data=data) from exc
     try:
         body = json.loads(data) if data.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes ([[[[...) is poison too.
         raise DecodeError(f"body is not JSON: {exc}", subject=subject, data=data) from exc
     if not isinstance(body, dict):
         raise DecodeError("body must be a JSON object", subject=subject, data=data)
@@ -331,9 +349,9 @@ def _delayed(delay: object, at: object, subject: str, data: bytes) -> datetime:
         )
     try:
         start = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
-    except ValueError as exc:
+        return start + timedelta(seconds=delay)
+    except (ValueError, OverflowError) as exc:  # OverflowError: past year 9999
         raise DecodeError(f"at: {exc}", subject=subject, data=data) from exc
-    return start + timedelta(seconds=delay)
 
 
 def _describe(exc: ValidationError) -> str:

@@ -28,12 +28,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from ferrisqueue.domain.backoff import RetryPolicy
-from ferrisqueue.domain.events import Scheduled, Submitted, Token
+from ferrisqueue.domain.events import Scheduled, Submitted, Token, in_utc
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import JobType
 
@@ -80,7 +88,7 @@ class JobFields(BaseModel):
 class JobRequest(JobFields):
     """A request for one job, to run now or later (``run_at`` or ``delay``, not both)."""
 
-    run_at: AwareDatetime | None = Field(
+    run_at: Annotated[AwareDatetime, AfterValidator(in_utc)] | None = Field(
         default=None,
         description="Run at this time (with a timezone); a time already past runs it now.",
     )

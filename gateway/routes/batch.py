@@ -56,10 +56,10 @@ from gateway.deps import (
     get_idempotency_keys,
 )
 from gateway.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
-from gateway.schemas import JobCreate, Problem
+from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, RATE_LIMITED, JobCreate, Problem
 from gateway.submit import Keyed, claim_key, run_at_of, unprocessable
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=AUTH_ERRORS)
 
 MAX_BATCH = 1000
 """Jobs one request may carry."""
@@ -154,8 +154,14 @@ class BatchOut(BaseModel):
     dependencies=[Authorized(Scope.JOBS_WRITE)],
     response_model=BatchOut,
     responses={
+        **BODY_ERRORS,
+        **RATE_LIMITED,
         207: {"model": BatchOut, "description": "Some jobs were stored, some not (see items)"},
-        413: {"model": Problem, "description": "A job is larger than FQ_MAX_EVENT_BYTES"},
+        413: {
+            "model": Problem,
+            "description": "A job is larger than FQ_MAX_EVENT_BYTES, or the body than "
+            "FQ_GATEWAY_MAX_BODY_BYTES",
+        },
         422: {
             "description": "An item is invalid (its index is in the error's loc), its "
             "idempotency_key was used for another job, or the batch is empty or has more "

@@ -30,9 +30,9 @@ from gateway.dead_letter_schemas import (
     JobOutcomeOut,
 )
 from gateway.deps import Authorized, EventLogDep, SessionDep
-from gateway.schemas import Problem
+from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, Problem
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=AUTH_ERRORS)
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "NATS is unreachable; retry later"}
@@ -110,7 +110,11 @@ async def inspect_dead_letter(
     return DeadLetterDetail.build(job_id, state.queue, state, message)
 
 
-@router.post("/redrive", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**_UNAVAILABLE})
+@router.post(
+    "/redrive",
+    dependencies=[Authorized(Scope.DLQ_ADMIN)],
+    responses={**BODY_ERRORS, **_UNAVAILABLE},
+)
 async def redrive(
     body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
 ) -> DeadLetterActionResult:
@@ -125,7 +129,9 @@ async def redrive(
     return _result("redrive", body, outcomes, more)
 
 
-@router.post("/purge", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**_UNAVAILABLE})
+@router.post(
+    "/purge", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**BODY_ERRORS, **_UNAVAILABLE}
+)
 async def purge(
     body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
 ) -> DeadLetterActionResult:

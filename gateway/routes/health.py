@@ -13,7 +13,7 @@ from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.store import queries
 from gateway.deps import Authorized, SessionDep
 from gateway.nats_link import NatsLink
-from gateway.schemas import ProjectionStatus
+from gateway.schemas import AUTH_ERRORS, ProjectionStatus
 
 router = APIRouter(tags=["health"])
 
@@ -39,7 +39,7 @@ async def readyz(request: Request, response: Response, session: SessionDep) -> d
     return checks
 
 
-@router.get("/projections", dependencies=[Authorized(Scope.OPS_READ)])
+@router.get("/projections", dependencies=[Authorized(Scope.OPS_READ)], responses=AUTH_ERRORS)
 async def projections(request: Request, session: SessionDep) -> list[ProjectionStatus]:
     """Each projection's position, lag behind its stream (null while NATS is away) and the
     divergence signals its projector noticed."""

@@ -43,6 +43,9 @@ from gateway.deps import (
 )
 from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    RATE_LIMITED,
     AuditEntryOut,
     JobAccepted,
     JobCreate,
@@ -55,7 +58,7 @@ from gateway.submit import claim_key, run_at_of, unprocessable
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "NATS is unreachable; retry later"}
@@ -67,8 +70,14 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Authorized(Scope.JOBS_WRITE)],
     responses={
+        **BODY_ERRORS,
+        **RATE_LIMITED,
         **_UNAVAILABLE,
-        413: {"model": Problem, "description": "The job is larger than FQ_MAX_EVENT_BYTES"},
+        413: {
+            "model": Problem,
+            "description": "The job is larger than FQ_MAX_EVENT_BYTES, or the body than "
+            "FQ_GATEWAY_MAX_BODY_BYTES",
+        },
         422: {
             "description": "The body is not a valid job, or the Idempotency-Key was used for "
             "a different body"
@@ -249,7 +258,7 @@ async def list_jobs(
     return JobPage(items=items, next_cursor=items[-1].job_id if len(items) == limit else None)
 
 
-stats_router = APIRouter(tags=["stats"])
+stats_router = APIRouter(tags=["stats"], responses=AUTH_ERRORS)
 
 
 @stats_router.get("/queues", dependencies=[Authorized(Scope.JOBS_READ)])
@@ -262,7 +271,7 @@ async def queue_stats(session: SessionDep) -> list[QueueStats]:
     return [QueueStats(queue=q, counts=c) for q, c in sorted(by_queue.items())]
 
 
-types_router = APIRouter(tags=["job types"])
+types_router = APIRouter(tags=["job types"], responses=AUTH_ERRORS)
 
 
 @types_router.get("/job-types", dependencies=[Authorized(Scope.JOBS_READ)])

@@ -16,9 +16,9 @@ from ferrisqueue.domain.principal import Scope
 from ferrisqueue.domain.workers import health
 from ferrisqueue.store import queries
 from gateway.deps import Authorized, SessionDep
-from gateway.schemas import MetricsOut, MinuteOut, WorkerOut
+from gateway.schemas import AUTH_ERRORS, MetricsOut, MinuteOut, WorkerOut
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=AUTH_ERRORS)
 
 _COUNTS = ("submitted", "started", "succeeded", "failed", "dead_lettered", "canceled")
 

@@ -24,10 +24,10 @@ from ferrisqueue.log.cronbook import CronBook
 from gateway.deps import Authorized, JobTypesDep, SettingsDep
 from gateway.nats_link import NatsLink
 from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
-from gateway.schemas import Problem
+from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, Problem
 from gateway.submit import unprocessable
 
-router = APIRouter(prefix="/schedules", tags=["schedules"])
+router = APIRouter(prefix="/schedules", tags=["schedules"], responses=AUTH_ERRORS)
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "NATS is unreachable; retry later"}
@@ -54,6 +54,7 @@ NextCount = Annotated[int, Query(ge=0, le=100, description="How many next fire t
     "",
     dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
     responses={
+        **BODY_ERRORS,
         **_UNAVAILABLE,
         422: {"description": "Not a valid schedule (the reason says why)"},
     },

@@ -215,12 +215,49 @@ def test_body_repeating_the_subject_is_fine() -> None:
         pytest.param(b"{not json", id="broken"),
         pytest.param(b"\xff\xfe\x00garbage", id="not-utf8"),
         pytest.param(b'{"type": "echo"', id="truncated"),
+        # Found by the NATS fuzz: json.loads raised RecursionError, which no loop treats
+        # as poison, so the message came back for ever instead of being dead-lettered.
+        pytest.param(b"[" * 200_000, id="nested-deeper-than-the-parser"),
     ],
 )
 def test_non_json_body(data: bytes) -> None:
     error = _decode_error(GOOD_SUBMITTED, data)
 
     assert error.reason.startswith("body is not JSON")
+
+
+@pytest.mark.parametrize(
+    ("event", "body", "reason"),
+    [
+        # Found by schemathesis and the NATS fuzz: an offset time at the edge of the
+        # calendar overflowed once converted to UTC (an OverflowError, a 500 at the gateway
+        # and an item retried for ever by a service loop).
+        pytest.param(
+            "canceled",
+            {"at": "0001-01-01T00:00:00+00:01"},
+            "is out of range once converted to UTC",
+            id="before-year-1",
+        ),
+        pytest.param(
+            "canceled",
+            {"at": "9999-12-31T23:00:00-05:00"},
+            "is out of range once converted to UTC",
+            id="after-year-9999",
+        ),
+        pytest.param(
+            "scheduled",
+            {"type": "echo", "at": "9999-12-31T00:00:00+00:00", "delay": 29_999_999},
+            "at: date value out of range",
+            id="delay-past-year-9999",
+        ),
+    ],
+)
+def test_a_time_out_of_range_is_a_decode_error(
+    event: str, body: dict[str, object], reason: str
+) -> None:
+    error = _decode_error(job_subject(QUEUE, JOB, event), json.dumps(body).encode())
+
+    assert reason in error.reason
 
 
 @pytest.mark.parametrize(
