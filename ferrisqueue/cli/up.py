@@ -27,7 +27,7 @@ from ferrisqueue.cli.nats_users import NatsUsers, ensure_users
 from ferrisqueue.cli.supervisor import Supervisor, spawn
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.embedded import EmbeddedNats
-from ferrisqueue.log.natsconn import NatsAccess, connect
+from ferrisqueue.log.natsconn import connect_as
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.roles import GATEWAY, PROJECTOR, SCHEDULER, render_authorization, worker_user
 from ferrisqueue.log.topology import ensure_topology
@@ -128,12 +128,7 @@ def nats_identity(service: Service, users: NatsUsers) -> dict[str, str]:
 
 
 async def _init_topology(settings: Settings, url: str) -> None:
-    nc = await connect(
-        url,
-        name="fq-up",
-        connect_timeout=settings.nats_connect_timeout,
-        access=NatsAccess.from_settings(settings),
-    )
+    nc = await connect_as(settings, name="fq-up", url=url)
     try:
         await ensure_topology(NatsLog(nc), settings)
         await _admin_key(settings, NatsLog(nc))

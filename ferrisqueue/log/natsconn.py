@@ -153,6 +153,16 @@ async def connect(
     return nc
 
 
+async def connect_as(settings: Settings, *, name: str, url: str | None = None) -> Client:
+    """:func:`connect` to ``url`` (default ``FQ_NATS_URL``) with the settings' identity."""
+    return await connect(
+        url or settings.effective_nats_url,
+        name=name,
+        connect_timeout=settings.nats_connect_timeout,
+        access=NatsAccess.from_settings(settings),
+    )
+
+
 async def close_quietly(nc: Client, *, flush_seconds: int = 2) -> None:
     """Flush what is buffered (acks, publishes) and close, without hanging on a dead server.
 

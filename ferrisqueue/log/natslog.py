@@ -36,7 +36,7 @@ from ferrisqueue.errors import (
     PublishRejected,
 )
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.log.natsconn import NatsAccess, close_quietly, connect
+from ferrisqueue.log.natsconn import close_quietly, connect_as
 from ferrisqueue.log.port import (
     PULLING,
     WRONG_LAST_SEQUENCE,
@@ -120,12 +120,7 @@ class NatsLog(EventLog):
     async def connect(cls, settings: Settings, *, name: str) -> NatsLog:
         """Connect to ``FQ_NATS_URL`` (see :func:`ferrisqueue.log.natsconn.connect`: reconnect
         for ever, a server version check) and return the log owning that connection."""
-        nc = await connect(
-            settings.effective_nats_url,
-            name=name,
-            connect_timeout=settings.nats_connect_timeout,
-            access=NatsAccess.from_settings(settings),
-        )
+        nc = await connect_as(settings, name=name)
         return cls.for_settings(nc, settings, owned=True)
 
     @property
