@@ -272,6 +272,26 @@ def audit(
         )
 
 
+@app.command("nats-roles")
+def nats_roles(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="A queue with workers (repeat); default: default"),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="The table of docs/security.md")
+    ] = False,
+) -> None:
+    """Print the nats-server `authorization` block of FerrisQueue's NATS roles (passwords are
+    $NATS_PASSWORD_<USER> references), for a server you run yourself."""
+    from ferrisqueue.log.roles import render_authorization, render_markdown_table, roles
+
+    chosen = roles(queue or ["default"])
+    typer.echo(
+        render_markdown_table(chosen) if markdown else render_authorization(chosen), nl=False
+    )
+
+
 @app.command("id")
 def new_id() -> None:
     """Print a fresh job id (for publishing with the plain `nats` CLI)."""

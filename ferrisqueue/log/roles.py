@@ -290,7 +290,14 @@ def render_authorization(all_roles: Sequence[Role], *, indent: str = "") -> str:
     """The nats-server ``authorization { users = [...] }`` block. Passwords are environment
     references (``$NATS_PASSWORD_<USER>``), so no config file holds a secret, and the server
     refuses to start when one is not set."""
-    lines = [f"{indent}authorization {{", f"{indent}  users = ["]
+    queues = [r.user[len(WORKER_PREFIX) :] for r in all_roles if r.user.startswith(WORKER_PREFIX)]
+    made_by = " ".join(f"--queue {q}" for q in queues)
+    lines = [
+        f"{indent}# FerrisQueue's NATS roles (ferrisqueue/log/roles.py): `fq nats-roles {made_by}`",
+        f"{indent}# Do not edit: regenerate. Each user's password comes from the environment.",
+        f"{indent}authorization {{",
+        f"{indent}  users = [",
+    ]
     for role in all_roles:
         lines += [
             f"{indent}    # {role.summary}",
