@@ -37,6 +37,19 @@ ADMIN_KEY_FILE = "admin.key"
 """The admin key `fq up` generates, under ``var_dir`` (a fixed path: scripts read it)."""
 
 
+PLACEHOLDER_SECRET = "CHANGE-ME"
+"""What the committed ``*.env.example`` files hold where a secret goes."""
+
+
+def check_nats_password(password: str, where: str) -> None:
+    """Refuse an empty password or the examples' placeholder: a secret left unset must not
+    pass for one."""
+    if not password.strip():
+        raise ValueError(f"{where} is empty: refusing to connect with no secret")
+    if PLACEHOLDER_SECRET.lower() in password.lower():
+        raise ValueError(f"{where} is still the {PLACEHOLDER_SECRET} placeholder: choose one")
+
+
 def _token(value: str) -> str:
     """``value`` made into a subject token (host names may hold dots)."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", value)[-64:]
@@ -395,8 +408,8 @@ class Settings(BaseSettings):
         password = self.nats_password is not None or self.nats_password_file is not None
         if self.nats_password is not None and self.nats_password_file is not None:
             raise ValueError("set FQ_NATS_PASSWORD or FQ_NATS_PASSWORD_FILE, not both")
-        if self.nats_password is not None and not self.nats_password.get_secret_value().strip():
-            raise ValueError("FQ_NATS_PASSWORD is empty: refusing to connect with no secret")
+        if self.nats_password is not None:
+            check_nats_password(self.nats_password.get_secret_value(), "FQ_NATS_PASSWORD")
         if (self.nats_user is None) != (not password):
             raise ValueError("FQ_NATS_USER and a password (FQ_NATS_PASSWORD[_FILE]) go together")
         if self.nats_creds is not None and self.nats_user is not None:

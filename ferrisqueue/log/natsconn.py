@@ -20,7 +20,7 @@ from nats.aio.client import Client
 
 from ferrisqueue.errors import ConfigurationError, NatsUnavailable
 from ferrisqueue.log.roles import inbox_prefix_for
-from ferrisqueue.settings import Settings
+from ferrisqueue.settings import Settings, check_nats_password
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,12 @@ class NatsAccess:
                 password = settings.nats_password_file.read_text().strip()
             except OSError as exc:
                 raise ConfigurationError(f"FQ_NATS_PASSWORD_FILE: {exc}") from exc
-            if not password:
-                raise ConfigurationError(
-                    f"FQ_NATS_PASSWORD_FILE {settings.nats_password_file} is empty"
+            try:
+                check_nats_password(
+                    password, f"FQ_NATS_PASSWORD_FILE {settings.nats_password_file}"
                 )
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from exc
         prefix = settings.nats_inbox_prefix
         if prefix is None and settings.nats_user is not None:
             prefix = inbox_prefix_for(settings.nats_user)
