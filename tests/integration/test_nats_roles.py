@@ -4,7 +4,7 @@ is refused, and that every service works with only its own role."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -254,6 +254,47 @@ async def test_a_role_finds_the_topology_fq_init_made(
 # --- every service with only its own role --------------------------------------------------
 
 
+async def exercise_the_rest_of_the_api(
+    http: httpx.AsyncClient, admin: Client, status: Callable[[str], Awaitable[dict[str, object]]]
+) -> None:
+    """Idempotency keys, cancelling a waiting job, a dead letter, a cron schedule: each
+    touches streams and buckets the plain job did not."""
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    body = {"type": "echo", "queue": "other"}
+    first = await http.post("/jobs", json=body, headers=key)
+    again = await http.post("/jobs", json=body, headers=key)
+    assert first.status_code == 202 and again.json()["job_id"] == first.json()["job_id"]
+
+    waiting = (await http.post("/jobs", json={**body, "delay": 3600})).json()["job_id"]
+    canceled = await http.post(f"/jobs/{waiting}/cancel")
+    assert canceled.status_code in (200, 202), canceled.text
+    assert canceled.json()["status"] == "canceled"
+
+    doomed = await http.post("/jobs", json={"type": "fail", "queue": "other", "max_attempts": 1})
+    doomed_id = doomed.json()["job_id"]
+
+    async def dead_letter() -> int:
+        await status(doomed_id)  # fails at once if a service died
+        return (await http.get(f"/dead-letters/{doomed_id}")).status_code
+
+    await wait_until(dead_letter, lambda code: code == 200, timeout=30, what="the dead letter")
+
+    async def succeeded_on_other() -> int:
+        info = await admin.jetstream().stream_info(
+            EVENT_STREAM, subjects_filter="fq.job.other.*.succeeded"
+        )
+        return len(info.state.subjects or {})
+
+    before = await succeeded_on_other()
+    schedule = {"name": "pulse", "schedule": "@every 1s", "job": {"type": "echo", "queue": "other"}}
+    created = await http.post("/schedules", json=schedule)
+    assert created.status_code == 200, created.text
+    await wait_until(
+        succeeded_on_other, lambda n: n > before, timeout=30, what="a cron job ran on `other`"
+    )
+    assert (await http.delete("/schedules/pulse")).status_code in (200, 204)
+
+
 def start_as(
     tmp_path: Path, settings: Settings, secured: SecuredNats, module: str, user: str, **env: str
 ) -> ServiceProcess:
@@ -314,6 +355,7 @@ async def test_a_job_runs_end_to_end_with_each_service_in_its_own_role(
                 timeout=30,
                 what="the delayed job (a scheduler timer) completed in the read store",
             )
+            await exercise_the_rest_of_the_api(http, admin, status)
     finally:
         for service in services:
             service.terminate()
