@@ -83,6 +83,17 @@ class LogContract:
         await consumer.start()
         return consumer
 
+    async def test_it_tells_which_streams_and_consumers_exist(self, log: EventLog) -> None:
+        """What a NATS role, which may not create them, checks at start."""
+        assert await log.has_stream(EVENT_STREAM)
+        assert not await log.has_stream("FQ_NOPE")
+        assert not await log.has_consumer(EVENT_STREAM, CONSUMER)
+        assert not await log.has_consumer("FQ_NOPE", CONSUMER)
+
+        await log.ensure_consumer(EVENT_STREAM, consumer_config("default"))
+
+        assert await log.has_consumer(EVENT_STREAM, CONSUMER)
+
     async def test_appends_take_increasing_sequences_and_a_history_is_one_jobs(
         self, log: EventLog
     ) -> None:
