@@ -20,7 +20,7 @@ from ferrisqueue.settings import AuthMode, Settings
 from gateway.auth import KeyCache
 from gateway.idempotency import IdempotencyKeys
 
-_USES = (EVENT_STREAM, DLQ_STREAM, SCHEDULE_STREAM, "KV_FQ_IDEMPOTENCY", "KV_FQ_CRON")
+_USES = (EVENT_STREAM, DLQ_STREAM, SCHEDULE_STREAM, "KV_FQ_IDEMPOTENCY", "KV_FQ_CRON", "KV_FQ_KEYS")
 """The streams the gateway checks for at start when it may not create them."""
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import httpx
 import typer
 
-from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.cli.nats_users import with_admin_identity
+from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.settings import Settings
 
 T = TypeVar("T")
