@@ -464,10 +464,11 @@ class MemoryLog(EventLog):
         self._check()
         return name in self._state.streams
 
-    async def has_consumer(self, stream: str, name: str) -> bool:
+    async def consumer_definition(self, stream: str, name: str) -> dict[str, Any] | None:
         self._check()
         held = self._state.streams.get(stream)
-        return held is not None and name in held.consumers
+        found = held.consumers.get(name) if held is not None else None
+        return dict(found.config) if found is not None else None
 
     async def delete_consumer(self, stream: str, name: str) -> None:
         self._check()

@@ -266,11 +266,14 @@ class NatsLog(EventLog):
         reply = await self._api(f"$JS.API.STREAM.INFO.{name}", None, allow=(_NO_STREAM,))
         return reply.get("error") is None
 
-    async def has_consumer(self, stream: str, name: str) -> bool:
+    async def consumer_definition(self, stream: str, name: str) -> dict[str, Any] | None:
         reply = await self._api(
             f"$JS.API.CONSUMER.INFO.{stream}.{name}", None, allow=(_NO_CONSUMER, _NO_STREAM)
         )
-        return reply.get("error") is None
+        if reply.get("error") is not None:
+            return None
+        config: dict[str, Any] = reply["config"]
+        return config
 
     async def delete_consumer(self, stream: str, name: str) -> None:
         await self._api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", None, allow=(_NO_CONSUMER,))

@@ -241,8 +241,9 @@ class LogPort(ABC):
         """Whether the stream ``name`` exists."""
 
     @abstractmethod
-    async def has_consumer(self, stream: str, name: str) -> bool:
-        """Whether the durable consumer ``name`` exists on ``stream``."""
+    async def consumer_definition(self, stream: str, name: str) -> dict[str, Any] | None:
+        """The configuration of the durable consumer ``name`` on ``stream``, None if there
+        is none."""
 
     @abstractmethod
     async def delete_consumer(self, stream: str, name: str) -> None:

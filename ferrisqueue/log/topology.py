@@ -154,15 +154,32 @@ async def prepare_streams(log: LogPort, settings: Settings, uses: Iterable[str])
             )
 
 
+LEASE_FIELDS = ("ack_wait", "max_deliver", "backoff")
+"""What a consumer must agree on with the process that pulls from it: a worker keeps its
+leases alive by its own AckWait, so a consumer made with a shorter one would redeliver jobs
+that are still running."""
+
+
 async def prepare_consumer(log: LogPort, stream: str, config: dict[str, Any]) -> None:
     """At a consumer's start: create or update it when the log may, else check that it
-    exists (its definition is ``fq init``'s business then)."""
+    exists with the lease settings this process expects (its definition is ``fq init``'s
+    business then)."""
     if log.creates_topology:
         await log.ensure_consumer(stream, config)
-    elif not await log.has_consumer(stream, config["durable_name"]):
+        return
+    name = config["durable_name"]
+    found = await log.consumer_definition(stream, name)
+    if found is None:
         raise ConfigurationError(
-            f"consumer {config['durable_name']} on {stream} does not exist; run `fq init` "
+            f"consumer {name} on {stream} does not exist; run `fq init` "
             "(with the admin NATS user, and FQ_WORKER_QUEUES naming every queue) first"
+        )
+    wanted = [k for k in LEASE_FIELDS if k in config]
+    differ = {k: (found.get(k), config[k]) for k in wanted if found.get(k) != config[k]}
+    if differ:
+        raise ConfigurationError(
+            f"consumer {name} on {stream} has {differ} (as made, as wanted here); run `fq init` "
+            "with this process's FQ_QUEUES / FQ_ACK_WAIT / FQ_MAX_DELIVER"
         )
 
 

@@ -18,7 +18,12 @@ from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.natsconn import connect
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.roles import inbox_prefix_for
-from ferrisqueue.log.topology import ensure_topology, prepare_consumer, prepare_streams
+from ferrisqueue.log.topology import (
+    ensure_topology,
+    prepare_consumer,
+    prepare_streams,
+    worker_consumer_config,
+)
 from ferrisqueue.settings import Settings
 from tests.conftest import settings_for
 from tests.support.procs import ServiceProcess, module_argv, service_env, start_service
@@ -247,6 +252,11 @@ async def test_a_role_finds_the_topology_fq_init_made(
         await prepare_consumer(event_log, EVENT_STREAM, {"durable_name": "fq-scheduler-timers"})
         with pytest.raises(ConfigurationError, match="fq-nope"):
             await prepare_consumer(event_log, EVENT_STREAM, {"durable_name": "fq-nope"})
+        dispatch = worker_consumer_config("default", settings)
+        await prepare_consumer(event_log, EVENT_STREAM, dispatch)
+        longer = worker_consumer_config("default", settings.model_copy(update={"ack_wait": 60.0}))
+        with pytest.raises(ConfigurationError, match="ack_wait"):
+            await prepare_consumer(event_log, EVENT_STREAM, longer)
     finally:
         await log.close()
 

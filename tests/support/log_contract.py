@@ -87,12 +87,14 @@ class LogContract:
         """What a NATS role, which may not create them, checks at start."""
         assert await log.has_stream(EVENT_STREAM)
         assert not await log.has_stream("FQ_NOPE")
-        assert not await log.has_consumer(EVENT_STREAM, CONSUMER)
-        assert not await log.has_consumer("FQ_NOPE", CONSUMER)
+        assert await log.consumer_definition(EVENT_STREAM, CONSUMER) is None
+        assert await log.consumer_definition("FQ_NOPE", CONSUMER) is None
 
-        await log.ensure_consumer(EVENT_STREAM, consumer_config("default"))
+        await log.ensure_consumer(EVENT_STREAM, consumer_config("default", max_deliver=7))
 
-        assert await log.has_consumer(EVENT_STREAM, CONSUMER)
+        found = await log.consumer_definition(EVENT_STREAM, CONSUMER)
+        assert found is not None
+        assert (found["ack_wait"], found["max_deliver"]) == (1_000_000_000, 7)
 
     async def test_appends_take_increasing_sequences_and_a_history_is_one_jobs(
         self, log: EventLog
