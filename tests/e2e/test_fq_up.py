@@ -196,3 +196,5 @@ async def test_fq_up_runs_nats_with_a_user_per_role(
         timeout=30,
     )
     assert submitted.returncode == 0, submitted.stderr
+    server_log = (tmp_path / "var" / "nats" / "nats-server.log").read_text()
+    assert " Violation - " not in server_log  # every child managed with its own role
