@@ -37,6 +37,19 @@ ADMIN_KEY_FILE = "admin.key"
 """The admin key `fq up` generates, under ``var_dir`` (a fixed path: scripts read it)."""
 
 
+PLACEHOLDER_SECRET = "CHANGE-ME"
+"""What the committed ``*.env.example`` files hold where a secret goes."""
+
+
+def check_nats_password(password: str, where: str) -> None:
+    """Refuse an empty password or the examples' placeholder: a secret left unset must not
+    pass for one."""
+    if not password.strip():
+        raise ValueError(f"{where} is empty: refusing to connect with no secret")
+    if PLACEHOLDER_SECRET.lower() in password.lower():
+        raise ValueError(f"{where} is still the {PLACEHOLDER_SECRET} placeholder: choose one")
+
+
 def _token(value: str) -> str:
     """``value`` made into a subject token (host names may hold dots)."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", value)[-64:]
@@ -70,6 +83,26 @@ class Settings(BaseSettings):
         description="Embedded server fsyncs before every ack (durable on power loss, ~5x slower).",
     )
     nats_connect_timeout: float = Field(default=2.0, gt=0)
+    # NATS identity (docs/security.md, "NATS roles"). Unset: connect anonymously, as the
+    # tests' and a bare `fq init`'s servers without users allow; `fq up` sets them per child.
+    nats_user: str | None = Field(default=None, description="NATS user name (a role).")
+    nats_password: SecretStr | None = Field(default=None, description="Its password.")
+    nats_password_file: Path | None = Field(
+        default=None, description="A file holding the password (a mounted secret) instead."
+    )
+    nats_creds: Path | None = Field(
+        default=None, description="A NATS .creds file (JWT + nkey seed) instead of user/password."
+    )
+    nats_inbox_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="Where replies come. Unset: _INBOX_<user> (the role's), else _INBOX.",
+    )
+    nats_tls_ca: Path | None = Field(
+        default=None, description="CA bundle to verify the server with; set to use TLS."
+    )
+    nats_tls_cert: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    nats_tls_key: Path | None = Field(default=None, description="Its private key.")
     stream_replicas: int = Field(
         default=1, ge=1, le=5, description="Replicas of every stream (3 on a 3-node cluster)."
     )
@@ -369,6 +402,27 @@ class Settings(BaseSettings):
             reasons = "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
             raise ValueError(f"FQ_UP_RESTART_* / FQ_UP_CRASH_LOOP_*: {reasons}") from exc
         return self
+
+    @model_validator(mode="after")
+    def _nats_identity_is_whole(self) -> Settings:
+        password = self.nats_password is not None or self.nats_password_file is not None
+        if self.nats_password is not None and self.nats_password_file is not None:
+            raise ValueError("set FQ_NATS_PASSWORD or FQ_NATS_PASSWORD_FILE, not both")
+        if self.nats_password is not None:
+            check_nats_password(self.nats_password.get_secret_value(), "FQ_NATS_PASSWORD")
+        if (self.nats_user is None) != (not password):
+            raise ValueError("FQ_NATS_USER and a password (FQ_NATS_PASSWORD[_FILE]) go together")
+        if self.nats_creds is not None and self.nats_user is not None:
+            raise ValueError("set FQ_NATS_CREDS or FQ_NATS_USER, not both")
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("FQ_NATS_TLS_CERT and FQ_NATS_TLS_KEY go together")
+        return self
+
+    @property
+    def nats_authenticated(self) -> bool:
+        """Whether this process connects to NATS as a user (a role) rather than anonymously.
+        Such a process only verifies the topology; an anonymous one may still create it."""
+        return self.nats_user is not None or self.nats_creds is not None
 
     @property
     def metrics_served(self) -> bool:

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ferrisqueue.domain.subjects import DLQ_STREAM, EVENT_STREAM, SCHEDULE_STREAM
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
-from ferrisqueue.log.topology import ensure_streams
+from ferrisqueue.log.topology import prepare_streams
 from ferrisqueue.runloop import reap
 from ferrisqueue.settings import AuthMode, Settings
 from gateway.auth import KeyCache
 from gateway.idempotency import IdempotencyKeys
+
+_USES = (EVENT_STREAM, DLQ_STREAM, SCHEDULE_STREAM, "KV_FQ_IDEMPOTENCY", "KV_FQ_CRON", "KV_FQ_KEYS")
+"""The streams the gateway checks for at start when it may not create them."""
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class NatsLink:
         except NatsUnavailable as exc:
             log.warning("%s; will retry", exc)
             return False
-        await ensure_streams(event_log, self._settings)
+        await prepare_streams(event_log, self._settings, _USES)
         if self._settings.auth is AuthMode.ON:
             keys = KeyCache(event_log, refresh_seconds=self._settings.auth_refresh_seconds)
             await keys.start()

@@ -30,10 +30,11 @@ from datetime import datetime
 
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.domain.workers import WORKER_STREAM
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
-from ferrisqueue.log.topology import ensure_streams
+from ferrisqueue.log.topology import prepare_streams
 from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
@@ -172,7 +173,7 @@ class Projector:
 
     async def _connect(self) -> EventLog:
         event_log = await self._open_log()
-        await ensure_streams(event_log, self._settings)
+        await prepare_streams(event_log, self._settings, (EVENT_STREAM, WORKER_STREAM))
         return event_log
 
     async def _connect_nats(self) -> EventLog:

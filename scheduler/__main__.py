@@ -13,9 +13,15 @@ import asyncio
 import signal
 
 from ferrisqueue import runloop
+from ferrisqueue.domain.subjects import (
+    ADVISORY_STREAM,
+    DLQ_STREAM,
+    EVENT_STREAM,
+    SCHEDULE_STREAM,
+)
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.service_loop import ServiceLoop
-from ferrisqueue.log.topology import ensure_streams
+from ferrisqueue.log.topology import prepare_streams
 from ferrisqueue.logs import setup_logging
 from ferrisqueue.observability.registry import new_registry
 from ferrisqueue.observability.server import metrics_port
@@ -26,6 +32,9 @@ from scheduler.dead_letter_sweeper import DeadLetterSweeper
 from scheduler.dead_letters import DeadLetterRouter
 from scheduler.depth import QueueDepth
 from scheduler.timers import TimerRelay
+
+_USES = (EVENT_STREAM, DLQ_STREAM, SCHEDULE_STREAM, ADVISORY_STREAM, "KV_FQ_CRON")
+"""The streams the scheduler checks for at start when it may not create them."""
 
 
 async def _serve(settings: Settings, tracing: Tracing) -> None:
@@ -38,7 +47,7 @@ async def _serve(settings: Settings, tracing: Tracing) -> None:
     async with metrics_port(registry, running.health, settings):
         event_log = await NatsLog.connect(settings, name="fq-scheduler")
         try:
-            await ensure_streams(event_log, settings)
+            await prepare_streams(event_log, settings, _USES)
             loops = running.loops = (
                 DeadLetterRouter(event_log),
                 DeadLetterSweeper(event_log),

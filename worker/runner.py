@@ -37,7 +37,7 @@ from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.port import Consumer, Delivery, Pulling
 from ferrisqueue.log.service_loop import RESTART, ServiceLoop
-from ferrisqueue.log.topology import ensure_streams, worker_consumer_config
+from ferrisqueue.log.topology import prepare_consumer, prepare_streams, worker_consumer_config
 from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from worker.executor import JobExecutor
@@ -85,7 +85,7 @@ class QueueLoop(ServiceLoop):
         self._hand_over = hand_over
 
     async def serve(self, stopping: asyncio.Event) -> None:
-        await self._log.ensure_consumer(EVENT_STREAM, self._config)
+        await prepare_consumer(self._log, EVENT_STREAM, self._config)
         puller = self._log.consumer(EVENT_STREAM, self.consumer, PULLING)
         await puller.start()
         log.info("%s: pulling", self.name)
@@ -190,7 +190,7 @@ class Worker:
                 )
                 for queue in settings.worker_queues
             }
-            await ensure_streams(event_log, settings)
+            await prepare_streams(event_log, settings, (EVENT_STREAM,))
             await self._listen_for_cancels(event_log, executor)
             heartbeat = HeartbeatPublisher(
                 event_log,

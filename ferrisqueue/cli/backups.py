@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ferrisqueue.cli.common import load_settings, run_async
-from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natsconn import connect_as
 from ferrisqueue.log.snapshots import META_FILE, StreamCopy, backup_stream, restore_stream
 from ferrisqueue.log.topology import load_stream_definitions
 
@@ -44,7 +44,7 @@ def backup(
     settings = load_settings()
 
     async def run() -> list[StreamCopy]:
-        nc = await connect(settings.effective_nats_url, name="fq-backup")
+        nc = await connect_as(settings, name="fq-backup")
         try:
             return [
                 await backup_stream(
@@ -79,7 +79,7 @@ def restore(
     settings = load_settings()
 
     async def run() -> list[StreamCopy]:
-        nc = await connect(settings.effective_nats_url, name="fq-restore")
+        nc = await connect_as(settings, name="fq-restore")
         try:
             return [await restore_stream(nc, folder, replicas=replicas) for folder in folders]
         finally:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import httpx
 import typer
 
+from ferrisqueue.cli.nats_users import with_admin_identity
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.settings import Settings
 
@@ -16,9 +17,10 @@ T = TypeVar("T")
 
 
 def load_settings() -> Settings:
-    """The ``FQ_`` settings; invalid ones are a usage error, printed without a traceback."""
+    """The ``FQ_`` settings; invalid ones are a usage error, printed without a traceback.
+    Against ``fq up``'s embedded server the CLI acts as its ``admin`` NATS user."""
     try:
-        return Settings()
+        return with_admin_identity(Settings())
     except Exception as exc:  # pydantic's ValidationError: print it plainly, no traceback
         raise typer.BadParameter(f"invalid FQ_ settings:\n{exc}") from exc
 

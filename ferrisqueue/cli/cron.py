@@ -19,7 +19,7 @@ from ferrisqueue.domain.cron import CronDefinition, CronSpec
 from ferrisqueue.domain.jobbuilder import JobRefused, check_job
 from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.log.cronbook import CronBook
-from ferrisqueue.log.natsconn import close_quietly, connect
+from ferrisqueue.log.natsconn import close_quietly, connect_as
 from ferrisqueue.log.natslog import NatsLog
 
 app = typer.Typer(
@@ -148,7 +148,7 @@ def _with_book(action: Callable[[CronBook], Awaitable[T]]) -> T:
     settings = load_settings()
 
     async def run() -> T:
-        nc = await connect(settings.effective_nats_url, name="fq-cron")
+        nc = await connect_as(settings, name="fq-cron")
         try:
             return await action(CronBook.for_settings(NatsLog.for_settings(nc, settings), settings))
         finally:

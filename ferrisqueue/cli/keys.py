@@ -19,7 +19,7 @@ from ferrisqueue.domain.apikeys import KeyRecord
 from ferrisqueue.domain.principal import Scope, parse_scopes
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.log.keybook import KeyBook
-from ferrisqueue.log.natsconn import close_quietly, connect
+from ferrisqueue.log.natsconn import close_quietly, connect_as
 from ferrisqueue.log.natslog import NatsLog
 
 app = typer.Typer(help="The gateway's API keys: create, list, revoke.", no_args_is_help=True)
@@ -90,7 +90,7 @@ def _with_book(action: Callable[[KeyBook], Awaitable[T]]) -> T:
     settings = load_settings()
 
     async def run() -> T:
-        nc = await connect(settings.effective_nats_url, name="fq-keys")
+        nc = await connect_as(settings, name="fq-keys")
         try:
             return await action(KeyBook(NatsLog.for_settings(nc, settings)))
         finally:

@@ -26,7 +26,7 @@ from ferrisqueue.domain.jobbuilder import JobRefused, JobRequest, build_job, par
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import load_job_types
-from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natsconn import connect_as
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.logs import setup_logging
@@ -64,7 +64,7 @@ def init() -> None:
     settings = load_settings()
 
     async def apply() -> None:
-        nc = await connect(settings.effective_nats_url, name="fq-init")
+        nc = await connect_as(settings, name="fq-init")
         try:
             await ensure_topology(NatsLog(nc), settings)
         finally:
@@ -172,7 +172,7 @@ def _submit(settings: Settings, job: JobSpec | JobRequest, trace: dict[str, str]
         return str(answer["job_id"])
 
     async def publish() -> None:
-        nc = await connect(settings.effective_nats_url, name="fq-submit")
+        nc = await connect_as(settings, name="fq-submit")
         try:
             await NatsLog.for_settings(nc, settings).append(job, headers=trace)
         finally:
@@ -250,7 +250,7 @@ def audit(
     trail: list[AuditEntry] = []
 
     async def read() -> None:
-        nc = await connect(settings.effective_nats_url, name="fq-audit")
+        nc = await connect_as(settings, name="fq-audit")
         try:
             history = await NatsLog.for_settings(nc, settings).history(job_id)
             trail.extend(audit_trail(history))
@@ -270,6 +270,26 @@ def audit(
             f"{entry.seq:>8}  {entry.at.isoformat(timespec='milliseconds')}  "
             f"{entry.event:<16} {entry.actor or '-':<24} -> {entry.status_after or '-'}{verdict}"
         )
+
+
+@app.command("nats-roles")
+def nats_roles(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="A queue with workers (repeat); default: default"),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="The table of docs/security.md")
+    ] = False,
+) -> None:
+    """Print the nats-server `authorization` block of FerrisQueue's NATS roles (passwords are
+    $NATS_PASSWORD_<USER> references), for a server you run yourself."""
+    from ferrisqueue.log.roles import render_authorization, render_markdown_table, roles
+
+    chosen = roles(queue or ["default"])
+    typer.echo(
+        render_markdown_table(chosen) if markdown else render_authorization(chosen), nl=False
+    )
 
 
 @app.command("id")

@@ -23,11 +23,13 @@ from pathlib import Path
 import httpx
 
 from ferrisqueue.cli.adminkey import ensure_admin_key
+from ferrisqueue.cli.nats_users import NatsUsers, ensure_users
 from ferrisqueue.cli.supervisor import Supervisor, spawn
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.embedded import EmbeddedNats
-from ferrisqueue.log.natsconn import connect
+from ferrisqueue.log.natsconn import connect_as
 from ferrisqueue.log.natslog import NatsLog
+from ferrisqueue.log.roles import GATEWAY, PROJECTOR, SCHEDULER, render_authorization, worker_user
 from ferrisqueue.log.topology import ensure_topology
 from ferrisqueue.settings import AuthMode, Settings
 
@@ -58,13 +60,24 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
         Service("gateway", [python, "-m", "gateway"], base),
         Service("scheduler", [python, "-m", "scheduler"], {**base, **_metrics_port(settings, 1)}),
     ]
+    # One NATS user per queue, so a worker process serves one queue: with several queues,
+    # FQ_WORKERS processes per queue ("worker-<queue>-<i>").
+    queues = settings.worker_queues
     started += [
         Service(
-            f"worker-{i}",
+            f"worker-{i}" if len(queues) == 1 else f"worker-{queue}-{i}",
             [python, "-m", "worker"],
-            {**base, "FQ_WORKER_ID": f"{settings.worker_id}-{i}", **_metrics_port(settings, 1 + i)},
+            {
+                **base,
+                "FQ_WORKER_QUEUES": queue,
+                "FQ_WORKER_ID": f"{settings.worker_id}-{i}"
+                + ("" if len(queues) == 1 else f"-{queue}"),
+                **_metrics_port(settings, 1 + n),
+            },
         )
-        for i in range(1, settings.workers + 1)
+        for n, (queue, i) in enumerate(
+            ((q, i) for q in queues for i in range(1, settings.workers + 1)), start=1
+        )
     ]
     if settings.dashboard:
         started.append(
@@ -105,8 +118,17 @@ def gateway_ready(url: str) -> bool:
         return False
 
 
+def nats_identity(service: Service, users: NatsUsers) -> dict[str, str]:
+    """The NATS user and password of one child of ``fq up`` (its role's), for its env; the
+    dashboard talks to the gateway only and gets none."""
+    role = {"projector": PROJECTOR, "gateway": GATEWAY, "scheduler": SCHEDULER}.get(service.name)
+    if "FQ_WORKER_QUEUES" in service.env:
+        role = worker_user(service.env["FQ_WORKER_QUEUES"])
+    return users.child_env(role) if role else {}
+
+
 async def _init_topology(settings: Settings, url: str) -> None:
-    nc = await connect(url, name="fq-up", connect_timeout=settings.nats_connect_timeout)
+    nc = await connect_as(settings, name="fq-up", url=url)
     try:
         await ensure_topology(NatsLog(nc), settings)
         await _admin_key(settings, NatsLog(nc))
@@ -138,6 +160,7 @@ def run(settings: Settings) -> int:
         status_interval=settings.up_status_interval,
     )
     embedded = None
+    users = None
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -146,11 +169,14 @@ def run(settings: Settings) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if settings.nats_url is None:
+            users = ensure_users(settings)
             embedded = EmbeddedNats(
                 settings.var_dir.resolve() / "nats",
                 settings.nats_port,
                 sync_always=settings.nats_sync_always,
                 own_process_group=True,
+                extra_config=render_authorization(users.roles),
+                env=users.server_env(),
             )
             embedded.start()
             log.info("embedded nats-server at %s (data in %s)", embedded.url, embedded.data_dir)
@@ -164,8 +190,13 @@ def run(settings: Settings) -> int:
                 process=embedded.process,
             )
         nats_url = settings.effective_nats_url
-        asyncio.run(_init_topology(settings, nats_url))
+        admin = settings if users is None else users.as_admin(settings)
+        asyncio.run(_init_topology(admin, nats_url))
+        if users is not None and users.created:
+            print(users.announcement(nats_url), flush=True)
         for service in services(settings, nats_url):
+            if users is not None:
+                service.env.update(nats_identity(service, users))
             supervisor.add(
                 service.name,
                 functools.partial(spawn, service.argv, service.env, service.log_file),

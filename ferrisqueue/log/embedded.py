@@ -55,6 +55,11 @@ class EmbeddedNats:
     own_process_group: bool = False
     """Start it in a process group of its own, so that a Ctrl-C in the terminal reaches only
     its owner, which stops it last (``fq up``: the services finish their work first)."""
+    extra_config: str = ""
+    """More of the server config (``fq up``: the users' ``authorization`` block; tests: a
+    ``tls`` block)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment the server config reads (``$NATS_PASSWORD_<USER>``), beside ours."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -73,6 +78,7 @@ class EmbeddedNats:
             f"server_name: fq-embedded\nhost: 127.0.0.1\nport: {self.port}\n"
             f"max_payload: 1MB\n"
             f'jetstream {{\n  store_dir: "{self.data_dir / "jetstream"}"{sync}\n}}\n'
+            f"{self.extra_config}"
         )
         return self.config_path
 
@@ -110,6 +116,7 @@ class EmbeddedNats:
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0 if self.own_process_group else None,
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
         (self.data_dir / "nats-server.pid").write_text(str(self.process.pid))

@@ -460,6 +460,16 @@ class MemoryLog(EventLog):
         start = {"by_start_sequence": config.get("opt_start_seq", 1) - 1, "new": held.last_seq}
         held.consumers[name] = _Consumer(stream, dict(config), start.get(policy, 0))
 
+    async def has_stream(self, name: str) -> bool:
+        self._check()
+        return name in self._state.streams
+
+    async def consumer_definition(self, stream: str, name: str) -> dict[str, Any] | None:
+        self._check()
+        held = self._state.streams.get(stream)
+        found = held.consumers.get(name) if held is not None else None
+        return dict(found.config) if found is not None else None
+
     async def delete_consumer(self, stream: str, name: str) -> None:
         self._check()
         self._state.stream(stream).consumers.pop(name, None)

@@ -36,7 +36,7 @@ from ferrisqueue.errors import (
     PublishRejected,
 )
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.log.natsconn import close_quietly, connect
+from ferrisqueue.log.natsconn import close_quietly, connect_as
 from ferrisqueue.log.port import (
     PULLING,
     WRONG_LAST_SEQUENCE,
@@ -57,6 +57,7 @@ _NO_MESSAGE = 10037  # "no message found"
 _NO_RESPONDERS = "503"
 _STREAM_IN_USE = 10058  # "stream name already in use with a different configuration"
 _NO_CONSUMER = 10014
+_NO_STREAM = 10059
 _UNANSWERED = frozenset({None, 10008})  # no answer; "JetStream system temporarily unavailable"
 
 API_TIMEOUT = 5.0
@@ -92,9 +93,12 @@ class NatsLog(EventLog):
         publish_timeout: float = 5.0,
         max_event_bytes: int = 512 * 1024,
         owned: bool = False,
+        creates_topology: bool = True,
     ) -> None:
-        """``owned``: :meth:`close` closes the connection too (it was opened for this log)."""
+        """``owned``: :meth:`close` closes the connection too (it was opened for this log);
+        ``creates_topology``: see :attr:`~ferrisqueue.log.port.LogPort.creates_topology`."""
         super().__init__(max_event_bytes=max_event_bytes)
+        self.creates_topology = creates_topology
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._acks = AckInbox(nc)
@@ -108,15 +112,15 @@ class NatsLog(EventLog):
             publish_timeout=settings.publish_timeout,
             max_event_bytes=settings.max_event_bytes,
             owned=owned,
+            # A role (a NATS user) may not change streams and consumers: only `fq init` may.
+            creates_topology=not settings.nats_authenticated,
         )
 
     @classmethod
     async def connect(cls, settings: Settings, *, name: str) -> NatsLog:
         """Connect to ``FQ_NATS_URL`` (see :func:`ferrisqueue.log.natsconn.connect`: reconnect
         for ever, a server version check) and return the log owning that connection."""
-        nc = await connect(
-            settings.effective_nats_url, name=name, connect_timeout=settings.nats_connect_timeout
-        )
+        nc = await connect_as(settings, name=name)
         return cls.for_settings(nc, settings, owned=True)
 
     @property
@@ -257,6 +261,19 @@ class NatsLog(EventLog):
     async def ensure_consumer(self, stream: str, config: Mapping[str, Any]) -> None:
         body = {"stream_name": stream, "config": dict(config)}
         await self._api(f"$JS.API.CONSUMER.CREATE.{stream}.{config['durable_name']}", body)
+
+    async def has_stream(self, name: str) -> bool:
+        reply = await self._api(f"$JS.API.STREAM.INFO.{name}", None, allow=(_NO_STREAM,))
+        return reply.get("error") is None
+
+    async def consumer_definition(self, stream: str, name: str) -> dict[str, Any] | None:
+        reply = await self._api(
+            f"$JS.API.CONSUMER.INFO.{stream}.{name}", None, allow=(_NO_CONSUMER, _NO_STREAM)
+        )
+        if reply.get("error") is not None:
+            return None
+        config: dict[str, Any] = reply["config"]
+        return config
 
     async def delete_consumer(self, stream: str, name: str) -> None:
         await self._api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", None, allow=(_NO_CONSUMER,))

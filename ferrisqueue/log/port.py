@@ -165,6 +165,11 @@ class LogPort(ABC):
     JSON in ``ferrisqueue/log/jetstream``, applied by :mod:`ferrisqueue.log.topology`), pull
     consumers, and a plain (not durable) watch of stored subjects."""
 
+    creates_topology: bool = True
+    """Whether this log's services create their streams and consumers at start (as today on
+    a server without users), or only check that ``fq init`` did (a NATS role, which is not
+    allowed to change them): :func:`ferrisqueue.log.topology.prepare_streams`."""
+
     @property
     @abstractmethod
     def connected(self) -> bool:
@@ -230,6 +235,15 @@ class LogPort(ABC):
     @abstractmethod
     async def ensure_consumer(self, stream: str, config: Mapping[str, Any]) -> None:
         """Create the durable consumer ``config`` defines, or update it in place."""
+
+    @abstractmethod
+    async def has_stream(self, name: str) -> bool:
+        """Whether the stream ``name`` exists."""
+
+    @abstractmethod
+    async def consumer_definition(self, stream: str, name: str) -> dict[str, Any] | None:
+        """The configuration of the durable consumer ``name`` on ``stream``, None if there
+        is none."""
 
     @abstractmethod
     async def delete_consumer(self, stream: str, name: str) -> None:

@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError, FerrisQueueError
 from ferrisqueue.log.port import Consumer, Delivery, LogPort
-from ferrisqueue.log.topology import load_consumer_definition
+from ferrisqueue.log.topology import load_consumer_definition, prepare_consumer
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +259,10 @@ class ConsumerLoop(ServiceLoop):
 
     async def prepare(self) -> None:
         """Before each life's first pull: create or update the durable consumer from its
-        definition in ``ferrisqueue/log/jetstream/consumers``."""
-        await self._port.ensure_consumer(
-            self.stream, load_consumer_definition(self.stream, self.consumer)
+        definition in ``ferrisqueue/log/jetstream/consumers`` (or, as a NATS role, check that
+        ``fq init`` did)."""
+        await prepare_consumer(
+            self._port, self.stream, load_consumer_definition(self.stream, self.consumer)
         )
 
     @abstractmethod

@@ -12,12 +12,18 @@ there is one source of truth for the topology, and tests run on the shipped one.
 
 A worker's dispatch consumer is defined once, for the ``default`` queue; other queues get the
 same definition with the queue name swapped in.
+
+Who applies them: ``fq init`` (the ``admin`` NATS role) always. A service that connects as a
+NATS role only verifies that what it uses exists (:func:`prepare_streams`,
+:func:`prepare_consumer`) and says "run `fq init`" if not; one that connects anonymously (a
+server without users: tests, a bare local server) creates them as it always did.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -108,10 +114,73 @@ async def ensure_streams(log: LogPort, settings: Settings, root: Traversable | N
 
 
 async def ensure_topology(log: LogPort, settings: Settings) -> None:
-    """What ``fq init`` does: streams, and the dispatch consumer of every configured queue."""
+    """What ``fq init`` does: streams, the scheduler's consumers, and the dispatch consumer
+    of every configured queue. (The projector's consumers are its own: it re-creates them at
+    its read store's position.)"""
     await ensure_streams(log, settings)
+    for stream, config in service_consumer_definitions():
+        await log.ensure_consumer(stream, config)
     for queue in settings.worker_queues:
         await log.ensure_consumer(EVENT_STREAM, worker_consumer_config(queue, settings))
+
+
+def service_consumer_definitions(
+    root: Traversable | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every fixed consumer definition (``consumers/<stream>/<name>.json``) but the worker
+    template and the projector's, as (stream, config)."""
+    folder = (root or definitions()) / "consumers"
+    found: list[tuple[str, dict[str, Any]]] = []
+    for stream in sorted(folder.iterdir(), key=lambda p: p.name) if folder.is_dir() else ():
+        for path in sorted(stream.iterdir(), key=lambda p: p.name):
+            name = path.name.removesuffix(".json")
+            own = name.startswith((WORKER_CONSUMER_PREFIX, PROJECTOR_CONSUMER))
+            if path.name.endswith(".json") and not own:
+                found.append((stream.name, _load(path)))
+    return found
+
+
+async def prepare_streams(log: LogPort, settings: Settings, uses: Iterable[str]) -> None:
+    """At a service's start: create or update every stream when the log may
+    (:attr:`~ferrisqueue.log.port.LogPort.creates_topology`), else check that the streams the
+    service ``uses`` exist."""
+    if log.creates_topology:
+        await ensure_streams(log, settings)
+        return
+    for name in uses:
+        if not await log.has_stream(name):
+            raise ConfigurationError(
+                f"stream {name} does not exist; run `fq init` (with the admin NATS user) first"
+            )
+
+
+LEASE_FIELDS = ("ack_wait", "max_deliver", "backoff")
+"""What a consumer must agree on with the process that pulls from it: a worker keeps its
+leases alive by its own AckWait, so a consumer made with a shorter one would redeliver jobs
+that are still running."""
+
+
+async def prepare_consumer(log: LogPort, stream: str, config: dict[str, Any]) -> None:
+    """At a consumer's start: create or update it when the log may, else check that it
+    exists with the lease settings this process expects (its definition is ``fq init``'s
+    business then)."""
+    if log.creates_topology:
+        await log.ensure_consumer(stream, config)
+        return
+    name = config["durable_name"]
+    found = await log.consumer_definition(stream, name)
+    if found is None:
+        raise ConfigurationError(
+            f"consumer {name} on {stream} does not exist; run `fq init` "
+            "(with the admin NATS user, and FQ_WORKER_QUEUES naming every queue) first"
+        )
+    wanted = [k for k in LEASE_FIELDS if k in config]
+    differ = {k: (found.get(k), config[k]) for k in wanted if found.get(k) != config[k]}
+    if differ:
+        raise ConfigurationError(
+            f"consumer {name} on {stream} has {differ} (as made, as wanted here); run `fq init` "
+            "with this process's FQ_QUEUES / FQ_ACK_WAIT / FQ_MAX_DELIVER"
+        )
 
 
 def _load(path: Traversable) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -12,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nats
+import nats.aio.client
+import nats.errors
 import pytest
 
 from ferrisqueue.log.embedded import free_port
@@ -136,3 +142,59 @@ def test_fq_up_refuses_a_nats_port_that_is_taken(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert b"already in use" in result.stderr
     assert b"FQ_NATS_URL" in result.stderr
+
+
+@pytest.mark.timeout(120)
+async def test_fq_up_runs_nats_with_a_user_per_role(
+    fq_up: tuple[subprocess.Popen[bytes], dict[str, str]], tmp_path: Path
+) -> None:
+    """Acceptance: an anonymous NATS connection cannot publish a submission; the generated
+    users are in var/nats-users.json (0600), announced once; the CLI acts as admin."""
+    process, env = fq_up
+    base = f"http://127.0.0.1:{env['FQ_GATEWAY_PORT']}"
+    url = f"nats://127.0.0.1:{env['FQ_NATS_PORT']}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+
+        async def ready() -> int:
+            assert process.poll() is None, (tmp_path / "fq-up.log").read_text()
+            try:
+                return (await client.get("/readyz")).status_code
+            except httpx.TransportError:
+                return 0
+
+        await wait_until(ready, lambda code: code == 200, timeout=60, what="fq up", interval=0.1)
+
+    anonymous = nats.aio.client.Client()
+    try:
+        with pytest.raises(nats.errors.Error):
+            await anonymous.connect(url, allow_reconnect=False, connect_timeout=2)
+    finally:
+        await anonymous.close()
+    users_file = tmp_path / "var" / "nats-users.json"
+    assert stat.S_IMODE(users_file.stat().st_mode) == 0o600
+    passwords = json.loads(users_file.read_text())
+    assert {"admin", "operator", "gateway", "projector", "scheduler", "worker-default"} <= set(
+        passwords
+    )
+    assert (tmp_path / "fq-up.log").read_text().count("NATS users created") == 1
+    assert passwords["operator"] not in (tmp_path / "var" / "nats" / "nats-server.conf").read_text()
+
+    operator = await nats.connect(
+        url, user="operator", password=passwords["operator"], inbox_prefix="_INBOX_operator"
+    )
+    try:
+        info = await operator.jetstream().stream_info("FQ_EVENTS")
+        assert info.config.name == "FQ_EVENTS"
+    finally:
+        await operator.close()
+    submitted = await asyncio.to_thread(
+        subprocess.run,
+        [FQ, "submit", "echo", "--nats"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    server_log = (tmp_path / "var" / "nats" / "nats-server.log").read_text()
+    assert " Violation - " not in server_log  # every child managed with its own role

@@ -1,7 +1,8 @@
 """A 3-node JetStream cluster on loopback for fault tests: three nats-server processes of the
 pinned binary, each running the production config of its node (``nats/server/cluster/``, as
 docker-compose.yml mounts it) with only its ports, routes, store and monitoring bind remapped
-to free loopback ports and its own data dir, so the tests check the configs that ship. Nodes are
+to free loopback ports and its own data dir, and without its role users, so the tests check
+the configs that ship. Nodes are
 killed (SIGKILL) and restarted by the pid we started, keeping their data dir, as a crashed and
 rebooted machine would."""
 
@@ -58,8 +59,11 @@ class Node:
         swaps = {
             "0.0.0.0:4222": f"127.0.0.1:{self.port}",
             "0.0.0.0:6222": f"127.0.0.1:{self.route_port}",
-            "0.0.0.0:8222": f"127.0.0.1:{self.monitor_port}",
+            "127.0.0.1:8222": f"127.0.0.1:{self.monitor_port}",
             "/data/jetstream": f'"{self.data_dir / "jetstream"}"',
+            # Without the role users: the fault tests' clients and services connect
+            # anonymously (the users are tested in tests/integration/test_nats_roles.py).
+            "\ninclude roles.conf\n": "\n",
             **{f"{name}:6222": f"127.0.0.1:{port}" for name, port in routes.items()},
         }
         for old, new in swaps.items():

@@ -83,6 +83,19 @@ class LogContract:
         await consumer.start()
         return consumer
 
+    async def test_it_tells_which_streams_and_consumers_exist(self, log: EventLog) -> None:
+        """What a NATS role, which may not create them, checks at start."""
+        assert await log.has_stream(EVENT_STREAM)
+        assert not await log.has_stream("FQ_NOPE")
+        assert await log.consumer_definition(EVENT_STREAM, CONSUMER) is None
+        assert await log.consumer_definition("FQ_NOPE", CONSUMER) is None
+
+        await log.ensure_consumer(EVENT_STREAM, consumer_config("default", max_deliver=7))
+
+        found = await log.consumer_definition(EVENT_STREAM, CONSUMER)
+        assert found is not None
+        assert (found["ack_wait"], found["max_deliver"]) == (1_000_000_000, 7)
+
     async def test_appends_take_increasing_sequences_and_a_history_is_one_jobs(
         self, log: EventLog
     ) -> None:

@@ -11,6 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ferrisqueue.log.embedded import server_binary
+from ferrisqueue.log.roles import new_password, roles
+
+
+def role_passwords(queues: tuple[str, ...] = ("default",)) -> dict[str, str]:
+    """Made-up passwords for the roles' ``$NATS_PASSWORD_<USER>`` references."""
+    return {role.password_env: new_password() for role in roles(queues)}
 
 
 def check_server_config(config: Path, env: Mapping[str, str] | None = None) -> str:

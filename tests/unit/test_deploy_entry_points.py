@@ -130,7 +130,8 @@ def test_compose_runs_only_entry_points_of_the_wheel_and_sets_only_real_settings
     containers = compose_containers(compose(), DOCKERFILE)
 
     assert {c.where for c in containers} == {
-        f"compose:{name}" for name in ("projector", "scheduler", "gateway", "worker", "dashboard")
+        f"compose:{name}"
+        for name in ("init", "projector", "scheduler", "gateway", "worker", "dashboard")
     }
     assert_runs_and_settings(containers, built_wheel, settings_names)
     (worker,) = [c for c in containers if c.where == "compose:worker"]

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.natsconf import check_server_config
+from ferrisqueue.log.roles import render_authorization, roles
+from tests.support.natsconf import check_server_config, role_passwords
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -48,7 +49,7 @@ def conf_value(config: Path, key: str) -> str | None:
 
 def node_config(service: dict[str, Any]) -> Path:
     """The host file a NATS service mounts as its config."""
-    (mount,) = [v for v in service["volumes"] if v.split(":")[1].endswith(".conf")]
+    (mount,) = [v for v in service["volumes"] if v.split(":")[1] == "/etc/nats/nats-server.conf"]
     return ROOT / mount.split(":")[0]
 
 
@@ -132,7 +133,7 @@ def test_there_are_server_configs_to_check() -> None:
 
 @pytest.mark.parametrize("config", SERVER_CONFIGS, ids=lambda p: p.name)
 def test_server_config_passes_nats_server_config_check(config: Path) -> None:
-    check_server_config(config)
+    check_server_config(config, role_passwords())
 
 
 def jetstream_files() -> list[Path]:
@@ -159,3 +160,28 @@ def test_jetstream_definitions_exist() -> None:
     assert "streams/FQ_EVENTS.json" in names
     assert "consumers/FQ_EVENTS/fq-worker-default.json" in names
     assert "consumers/FQ_EVENTS/fq-projector.json" in names
+
+
+def test_nats_nodes_run_the_rendered_roles_with_passwords_compose_requires() -> None:
+    """The cluster's users are the code's roles; every password is a required variable (no
+    default), for the servers and for each service's own user."""
+    roles_file = ROOT / "nats" / "server" / "cluster" / "roles.conf"
+    assert roles_file.read_text() == render_authorization(roles(["default"]))
+    found = services()
+    for name in NATS_NODES:
+        assert "include roles.conf" in node_config(found[name]).read_text()
+        assert conf_value(node_config(found[name]), "http") == "127.0.0.1:8222"
+        for variable, value in found[name]["environment"].items():
+            assert value == f"${{{variable}:?set {variable} (docs/security.md)}}"
+        assert set(found[name]["environment"]) == set(role_passwords())
+    users = {"init": "admin", "gateway": "gateway", "projector": "projector"}
+    users |= {"scheduler": "scheduler", "worker": "worker-default"}
+    for name, user in users.items():
+        env = found[name]["environment"]
+        assert env["FQ_NATS_USER"] == user
+        assert env["FQ_NATS_PASSWORD"].startswith(
+            f"${{NATS_PASSWORD_{user.upper().replace('-', '_')}:?"
+        )
+    for name in ("gateway", "worker", "projector", "scheduler"):
+        assert found[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert not [p for p in found["nats-1"]["ports"] if "8222" in p]

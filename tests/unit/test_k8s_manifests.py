@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 
 from ferrisqueue.domain.subjects import EVENT_STREAM
+from ferrisqueue.log.roles import render_authorization, roles
 from ferrisqueue.log.topology import worker_consumer_name
 from ferrisqueue.settings import Settings
 from tests.support.kube import copy_with_example_secrets, render
-from tests.support.natsconf import check_server_config
+from tests.support.natsconf import check_server_config, role_passwords
 
 yaml = pytest.importorskip("yaml")
 jsonschema = pytest.importorskip("jsonschema")
@@ -126,10 +127,10 @@ def workers(objects: list[Obj]) -> list[Obj]:
     ]
 
 
-def nats_config_text(objects: list[Obj]) -> str:
+def nats_config_text(objects: list[Obj], key: str = "nats.conf") -> str:
     statefulset = named(objects, "StatefulSet", "nats")
     (volume,) = [v for v in statefulset["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
-    text: str = named(objects, "ConfigMap", volume["configMap"]["name"])["data"]["nats.conf"]
+    text: str = named(objects, "ConfigMap", volume["configMap"]["name"])["data"][key]
     return text
 
 
@@ -216,10 +217,13 @@ def test_nats_config_of_every_pod_passes_nats_server_check(
     statefulset = named(objects, "StatefulSet", "nats")
     config = tmp_path / "nats.conf"
     config.write_text(nats_config_text(objects))
+    (tmp_path / "roles.conf").write_text(nats_config_text(objects, "roles.conf"))
 
     for ordinal in range(statefulset["spec"]["replicas"]):
         pod = f"{statefulset['metadata']['name']}-{ordinal}"
-        env = {}
+        (source,) = container(statefulset)["envFrom"]  # dev's is generated: name-<hash>
+        assert source["secretRef"]["name"].startswith("nats-users")
+        env = role_passwords()  # what the nats-users Secret holds
         for variable in container(statefulset)["env"]:
             field = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
             assert field in (None, "metadata.name"), variable
@@ -449,7 +453,7 @@ def test_no_secret_is_committed(production: list[Obj], dev: list[Obj], tree: Pat
     ).stdout.split()
 
     assert not of_kind(production, "Secret")
-    assert dev_secrets == {"fq-secrets", "postgres"}
+    assert dev_secrets == {"fq-secrets", "postgres", "nats-users"}
     assert not [f for f in committed if f.endswith(".env")]
     for example in tree.rglob("*.env.example"):
         for line in example.read_text().splitlines():
@@ -465,3 +469,18 @@ def test_default_deny_network_policy_covers_every_pod(overlay: list[Obj]) -> Non
     ]
 
     assert deny and deny[0]["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_each_workload_connects_to_nats_as_its_own_role(overlay: list[Obj]) -> None:
+    expected = {"gateway": "gateway", "projector": "projector", "scheduler": "scheduler"}
+    expected |= {"worker-default": "worker-default"}
+    for kind, name, user in [("Job", "fq-init", "admin")] + [
+        ("Deployment", name, user) for name, user in expected.items()
+    ]:
+        env = {v["name"]: v for v in container(named(overlay, kind, name))["env"]}
+        assert env["FQ_NATS_USER"]["value"] == user, name
+        secret = env["FQ_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert secret["name"].startswith("nats-users"), name
+        assert secret["key"] == "NATS_PASSWORD_" + user.upper().replace("-", "_")
+        assert not secret.get("optional"), name
+    assert (K8S / "base" / "roles.conf").read_text() == render_authorization(roles(["default"]))

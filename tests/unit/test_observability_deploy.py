@@ -72,7 +72,7 @@ def test_prometheus_scrapes_every_service_compose_runs_on_its_metrics_port() -> 
         "projector": 9100,
         "scheduler": 9100,
         "worker": 9100,
-        "nats-exporter": 7777,
+        "nats-1": 7777,  # the exporter, in nats-1's network namespace
     }
     for name in ("projector", "scheduler", "worker"):
         assert compose[name]["environment"]["FQ_METRICS_PORT"] == "9100"
@@ -84,8 +84,10 @@ def test_prometheus_scrapes_every_service_compose_runs_on_its_metrics_port() -> 
 
 
 def test_the_nats_exporter_reads_jetstream_from_nats_1() -> None:
+    """Over nats-1's loopback: the monitoring port listens nowhere else."""
     exporter = load("docker-compose.yml")["services"]["nats-exporter"]
     assert exporter["image"].startswith("natsio/prometheus-nats-exporter")
     assert "-jsz=all" in exporter["command"]
-    assert exporter["command"][-1] == "http://nats-1:8222"
+    assert exporter["network_mode"] == "service:nats-1"
+    assert exporter["command"][-1] == "http://127.0.0.1:8222"
     assert "7777" in exporter["command"]

@@ -1,0 +1,323 @@
+"""The NATS users of FerrisQueue: one per role, each with the least privilege it needs.
+
+This module is the one place the roles are written down (pure data, no I/O). It is used by
+``fq up`` (its embedded server's ``authorization`` block), by the denial tests, and rendered
+into ``docs/security.md`` and the cluster configs (``nats/server/cluster/*.conf``,
+``deploy/k8s/base/nats.conf``), whose blocks a test compares with :func:`render_authorization`.
+
+Each permission below is what the service does on the wire, read from its code:
+
+* a **publish** on a data subject (``fq.job.<queue>.<id>.<event>``, ``fq.dlq.…``, ``$KV.…``) is
+  an append to a stream;
+* a **read** of a stream is ``$JS.API.STREAM.INFO`` plus a message get (direct or through the
+  stream leader), never a consumer;
+* a **pull** is ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` plus acks, which JetStream
+  addresses ``$JS.ACK.<stream>.<consumer>.…`` (or, in the v2 form, with a domain and an
+  account hash first), so a role can ack only its own consumer's messages;
+* every reply comes to the role's own inbox prefix (``_INBOX_<user>``), the only inbox it may
+  subscribe to, so no role reads another's replies.
+
+Only ``admin`` (``fq init``, ``fq keys``, the CLI) creates or changes streams and consumers.
+One exception, on purpose: the projector re-creates *its own* two consumers to start them at
+the read store's position (the store, not JetStream, holds how far it got), so it may create
+and delete those two names and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+EVENTS = "FQ_EVENTS"
+DLQ = "FQ_DLQ"
+SCHEDULES = "FQ_SCHEDULES"
+ADVISORIES = "FQ_ADVISORIES"
+WORKERS = "FQ_WORKERS"
+KV_IDEMPOTENCY = "KV_FQ_IDEMPOTENCY"
+KV_CRON = "KV_FQ_CRON"
+KV_KEYS = "KV_FQ_KEYS"
+KV_RATELIMITS = "KV_FQ_RATELIMITS"
+
+WORKER_EVENTS = ("started", "progress", "succeeded", "failed", "dead_lettered", "canceled")
+"""The events a worker writes about the jobs it runs (never ``submitted``, ``released`` or
+``redriven``: a worker cannot make work runnable)."""
+
+ADMIN = "admin"
+OPERATOR = "operator"
+GATEWAY = "gateway"
+PROJECTOR = "projector"
+SCHEDULER = "scheduler"
+WORKER_PREFIX = "worker-"
+
+
+@dataclass(frozen=True)
+class Role:
+    """One NATS user: its name, what it is for, and what it may publish and subscribe to."""
+
+    user: str
+    summary: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+    @property
+    def inbox_prefix(self) -> str:
+        """The role's own inbox prefix (nats-py ``connect(inbox_prefix=...)``, the ``nats``
+        CLI's ``--inbox-prefix``)."""
+        return inbox_prefix_for(self.user)
+
+    @property
+    def password_env(self) -> str:
+        """The environment variable the server config reads this user's password from."""
+        return "NATS_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", self.user).upper()
+
+
+def inbox_prefix_for(user: str) -> str:
+    """The inbox prefix of ``user``: ``_INBOX_<user>``."""
+    return f"_INBOX_{user}"
+
+
+def new_password() -> str:
+    """A fresh password: letters and digits, starting with a letter. nats-server parses the
+    value of a ``$VAR`` reference as a config token, so one starting with a digit (a number)
+    or holding punctuation may be misread; this form never is."""
+    return "fq" + secrets.token_hex(24)
+
+
+PASSWORD_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9]{15,}$")
+"""What a NATS password in a ``$VAR`` must look like (see :func:`new_password`)."""
+
+
+def worker_user(queue: str) -> str:
+    """The NATS user of the workers of ``queue``."""
+    return f"{WORKER_PREFIX}{queue}"
+
+
+# --- building blocks ------------------------------------------------------------------------
+
+
+def _reads(*streams: str) -> tuple[str, ...]:
+    """Stream info and single-message gets (direct or through the leader)."""
+    out: list[str] = []
+    for s in streams:
+        out += [
+            f"$JS.API.STREAM.INFO.{s}",
+            f"$JS.API.STREAM.MSG.GET.{s}",
+            f"$JS.API.DIRECT.GET.{s}",
+            f"$JS.API.DIRECT.GET.{s}.>",
+        ]
+    return tuple(out)
+
+
+def _purges(*streams: str) -> tuple[str, ...]:
+    return tuple(f"$JS.API.STREAM.PURGE.{s}" for s in streams)
+
+
+def _pulls(stream: str, consumer: str) -> tuple[str, ...]:
+    """Pull from one durable consumer, look it up, and ack its messages (both ack forms)."""
+    return (
+        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"$JS.ACK.{stream}.{consumer}.>",
+        f"$JS.ACK.*.*.{stream}.{consumer}.>",
+    )
+
+
+def _owns(stream: str, consumer: str) -> tuple[str, ...]:
+    """Create (both API forms) and delete one named consumer."""
+    return (
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}",
+    )
+
+
+def _lists_consumers(stream: str) -> tuple[str, ...]:
+    return (
+        f"$JS.API.CONSUMER.NAMES.{stream}",
+        f"$JS.API.CONSUMER.LIST.{stream}",
+        f"$JS.API.CONSUMER.INFO.{stream}.*",
+    )
+
+
+def _own_inbox(user: str) -> tuple[str, ...]:
+    return (f"{inbox_prefix_for(user)}.>",)
+
+
+# --- the roles ------------------------------------------------------------------------------
+
+
+def gateway_role() -> Role:
+    """The HTTP API: writes the events callers ask for on any queue, the idempotency and
+    cron buckets and the cron server schedules; reads jobs, dead letters and keys; purges
+    a dead letter (redrive, purge) or a job's timer (cancel)."""
+    return Role(
+        GATEWAY,
+        "HTTP API: submits/cancels/redrives on every queue, edits schedules, reads keys",
+        publish=(
+            "fq.job.>",
+            "fq.cron.>",
+            f"$KV.{KV_IDEMPOTENCY[3:]}.>",
+            f"$KV.{KV_CRON[3:]}.>",
+            f"$KV.{KV_RATELIMITS[3:]}.>",
+            *_reads(EVENTS, DLQ, SCHEDULES, WORKERS, KV_IDEMPOTENCY, KV_CRON, KV_KEYS),
+            *_reads(KV_RATELIMITS),
+            *_purges(DLQ, SCHEDULES),
+            *_lists_consumers(EVENTS),
+            # Watching the key bucket (revocations) with an ordered consumer of its own.
+            f"$JS.API.CONSUMER.CREATE.{KV_KEYS}",
+            f"$JS.API.CONSUMER.CREATE.{KV_KEYS}.>",
+            f"$JS.API.CONSUMER.DELETE.{KV_KEYS}.>",
+            f"$JS.FC.{KV_KEYS}.>",
+        ),
+        subscribe=(*_own_inbox(GATEWAY), f"$KV.{KV_KEYS[3:]}.>"),
+    )
+
+
+def worker_role(queue: str) -> Role:
+    """The workers of one queue: pull that queue's dispatch consumer, write the outcome
+    events of its jobs, park poison in that queue's dead letters, beat their heartbeat."""
+    user = worker_user(queue)
+    return Role(
+        user,
+        f"workers of queue {queue}: pull fq-worker-{queue}, write its jobs' outcomes",
+        publish=(
+            *(f"fq.job.{queue}.*.{event}" for event in WORKER_EVENTS),
+            f"fq.dlq.{queue}.*",
+            "fq.worker.>",
+            *_reads(EVENTS),
+            *_pulls(EVENTS, f"fq-worker-{queue}"),
+        ),
+        subscribe=(*_own_inbox(user), f"fq.job.{queue}.*.cancel_requested"),
+    )
+
+
+def projector_role(consumer: str = "fq-projector") -> Role:
+    """The projector: reads the job and worker logs through its own two consumers, which it
+    re-creates at the read store's position. It publishes no data."""
+    workers = f"{consumer}-workers"
+    return Role(
+        PROJECTOR,
+        "read store projector: pulls its two consumers; publishes no data",
+        publish=(
+            *_reads(EVENTS, WORKERS),
+            *_pulls(EVENTS, consumer),
+            *_owns(EVENTS, consumer),
+            *_pulls(WORKERS, workers),
+            *_owns(WORKERS, workers),
+        ),
+        subscribe=_own_inbox(PROJECTOR),
+    )
+
+
+def scheduler_role() -> Role:
+    """The scheduler: timers and cron (server schedules), cron-submitted jobs on any queue,
+    the dead-letter router and sweeper, queue depths."""
+    return Role(
+        SCHEDULER,
+        "timers, cron, dead-letter routing and sweeping, queue depth",
+        publish=(
+            "fq.job.>",
+            "fq.dlq.>",
+            "fq.timer.>",
+            "fq.cron.>",
+            f"$KV.{KV_CRON[3:]}.>",
+            *_reads(EVENTS, DLQ, SCHEDULES, ADVISORIES, KV_CRON),
+            *_purges(DLQ, SCHEDULES),
+            *_lists_consumers(EVENTS),
+            *_pulls(EVENTS, "fq-scheduler-timers"),
+            *_pulls(EVENTS, "fq-dlq-sweeper"),
+            *_pulls(SCHEDULES, "fq-scheduler-ticks"),
+            *_pulls(ADVISORIES, "fq-dlq-router"),
+        ),
+        subscribe=_own_inbox(SCHEDULER),
+    )
+
+
+def admin_role() -> Role:
+    """``fq init``, ``fq keys``, ``fq cron``, ``fq projections rebuild`` and the other CLI
+    commands: the only role that creates or changes streams and consumers."""
+    return Role(
+        ADMIN,
+        "fq init / fq keys / the fq CLI: the only role that changes streams and consumers",
+        publish=(">",),
+        subscribe=(*_own_inbox(ADMIN), "fq.>", "$KV.>"),
+    )
+
+
+def operator_role() -> Role:
+    """Read-only inspection with the ``nats`` CLI: stream and consumer info, message gets."""
+    return Role(
+        OPERATOR,
+        "read-only: stream and consumer info, message gets (the nats CLI); publishes nothing",
+        publish=(
+            "$JS.API.INFO",
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.LIST",
+            "$JS.API.STREAM.INFO.*",
+            "$JS.API.STREAM.MSG.GET.*",
+            "$JS.API.DIRECT.GET.>",
+            "$JS.API.CONSUMER.NAMES.*",
+            "$JS.API.CONSUMER.LIST.*",
+            "$JS.API.CONSUMER.INFO.*.*",
+        ),
+        subscribe=_own_inbox(OPERATOR),
+    )
+
+
+def roles(queues: Iterable[str], *, projector_consumer: str = "fq-projector") -> list[Role]:
+    """Every role: the fixed ones, then a worker role per queue (sorted, without repeats)."""
+    return [
+        admin_role(),
+        operator_role(),
+        gateway_role(),
+        projector_role(projector_consumer),
+        scheduler_role(),
+        *(worker_role(q) for q in sorted(set(queues))),
+    ]
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _quoted(items: Sequence[str]) -> str:
+    return ", ".join(f'"{item}"' for item in items)
+
+
+def render_authorization(all_roles: Sequence[Role], *, indent: str = "") -> str:
+    """The nats-server ``authorization { users = [...] }`` block. Passwords are environment
+    references (``$NATS_PASSWORD_<USER>``), so no config file holds a secret, and the server
+    refuses to start when one is not set."""
+    queues = [r.user[len(WORKER_PREFIX) :] for r in all_roles if r.user.startswith(WORKER_PREFIX)]
+    made_by = " ".join(f"--queue {q}" for q in queues)
+    lines = [
+        f"{indent}# FerrisQueue's NATS roles (ferrisqueue/log/roles.py): `fq nats-roles {made_by}`",
+        f"{indent}# Do not edit: regenerate. Each user's password comes from the environment.",
+        f"{indent}authorization {{",
+        f"{indent}  users = [",
+    ]
+    for role in all_roles:
+        lines += [
+            f"{indent}    # {role.summary}",
+            f'{indent}    {{ user: "{role.user}", password: ${role.password_env}, permissions: {{',
+            f"{indent}        publish: {{ allow: [{_quoted(role.publish)}] }}",
+            f"{indent}        subscribe: {{ allow: [{_quoted(role.subscribe)}] }}",
+            f"{indent}    }} }}",
+        ]
+    lines += [f"{indent}  ]", f"{indent}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown_table(all_roles: Sequence[Role]) -> str:
+    """The role table of ``docs/security.md``."""
+    rows = [
+        "| User | Inbox prefix | What it is for | May publish | May subscribe |",
+        "|---|---|---|---|---|",
+    ]
+    for role in all_roles:
+        pub = "<br>".join(f"`{s}`" for s in role.publish)
+        sub = "<br>".join(f"`{s}`" for s in role.subscribe)
+        rows.append(f"| `{role.user}` | `{role.inbox_prefix}` | {role.summary} | {pub} | {sub} |")
+    return "\n".join(rows) + "\n"
