@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ferrisqueue.cli.backups import app as backups_app
-from ferrisqueue.cli.common import gateway_call, load_settings, run_async
+from ferrisqueue.cli.common import cli_actor, gateway_call, load_settings, run_async
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.cli.keys import app as keys_app
@@ -134,7 +134,7 @@ def submit(
                 load_job_types(),
                 job_id=new_job_id(),
                 now=utcnow(),
-                submitted_by="fq-cli",
+                actor=cli_actor(),
             )
         else:
             # The gateway builds the job with its contracts (its plugins decide what it

@@ -4,11 +4,20 @@ Events are pydantic models serialised as JSON. Each carries ``schema_version``; 
 refuses an event written by a newer schema instead of guessing at it. Producers that speak
 plain NATS may leave out ``job_id``, ``queue``, ``event`` and ``at``: the first three are
 taken from the subject and ``at`` from the time JetStream stored the message.
+
+Every event names its ``actor`` (see "Actors" in docs/architecture.md and docs/security.md):
+``key:<name>`` (the gateway's authenticated caller), ``worker:<id>``, ``scheduler``,
+``cron:<schedule>``, ``cli:<user>@<host>``, ``system``. The log is permanent, so older shapes
+still read: the who-fields of schema 1 (``submitted_by``, ``requested_by``, ``redriven_by``,
+``purged_by``) become ``claimed:<value>`` (nobody verified them), a schema-1 ``started``
+names ``worker:<worker>``. A plain-NATS producer that names no actor is ``nats:anonymous``,
+or ``claimed:<value>`` when it sent an ``Fq-Actor`` header.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -21,6 +30,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
@@ -28,8 +38,25 @@ from ferrisqueue.domain.ids import is_token
 from ferrisqueue.domain.subjects import job_subject, parse_job_subject
 from ferrisqueue.errors import DecodeError
 
-SCHEMA_VERSION = 1
-"""The newest event schema this code writes and understands."""
+SCHEMA_VERSION = 2
+"""The newest event schema this code writes and understands (2: ``actor`` on every event)."""
+
+ACTOR_HEADER = "Fq-Actor"
+"""The header a plain-NATS producer may name itself in; recorded as ``claimed:<value>``."""
+
+ANONYMOUS_PRODUCER = "nats:anonymous"
+"""The actor of a plain-NATS message that names none."""
+
+SCHEDULER_ACTOR = "scheduler"
+"""The actor of the scheduler's events: releases and dead-lettering."""
+
+SYSTEM_ACTOR = "system"
+"""The actor of an event whose producer did not name one (see :func:`encode_event`)."""
+
+_LEGACY_ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "purged_by")
+"""Schema 1's who-fields, each on one kind of event; read into ``actor`` as claims."""
+
+_MAX_ACTOR = 200
 
 
 class EventKind(StrEnum):
@@ -86,6 +113,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def claimed_actor(value: str) -> str:
+    """An identity nobody verified, as recorded: ``claimed:<value>`` (cut to fit)."""
+    return f"claimed:{value.strip()}"[:_MAX_ACTOR]
+
+
+def worker_actor(worker_id: str) -> str:
+    """The actor of the events a worker writes."""
+    return f"worker:{worker_id}"
+
+
+def cron_actor(schedule: str) -> str:
+    """The actor of the jobs a schedule creates."""
+    return f"cron:{schedule}"
+
+
 class BaseEvent(BaseModel):
     """Fields every event has."""
 
@@ -96,6 +138,32 @@ class BaseEvent(BaseModel):
     job_id: Token
     queue: Token
     at: UtcDatetime = Field(description="When the event happened, by the producer's clock.")
+    actor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_MAX_ACTOR,
+        description="Who made the event happen: key:<name>, worker:<id>, scheduler, "
+        "cron:<schedule>, cli:<user>@<host>, nats:anonymous, claimed:<value> or system.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_older_shapes(cls, data: Any) -> Any:
+        """Schema 1 named its actor in a field per kind, unverified: read it as a claim."""
+        if not isinstance(data, dict):
+            return data
+        legacy = [name for name in _LEGACY_ACTOR_FIELDS if name in data]
+        started_v1 = data.get("event") == "started" and data.get("schema_version") == 1
+        if not legacy and not (started_v1 and "actor" not in data):
+            return data
+        data = dict(data)
+        claims = [data.pop(name) for name in legacy]
+        if data.get("actor") is None:
+            if claimed := next((str(c) for c in claims if c), None):
+                data["actor"] = claimed_actor(claimed)
+            elif started_v1 and isinstance(data.get("worker"), str):
+                data["actor"] = f"worker:{data['worker']}"[:_MAX_ACTOR]
+        return data
 
     @property
     def kind(self) -> EventKind:
@@ -121,7 +189,6 @@ class JobSpec(BaseEvent):
 
     type: Token = Field(description="The task that runs the job, e.g. 'email' or 'echo'.")
     payload: dict[str, Any] = Field(default_factory=dict)
-    submitted_by: str | None = Field(default=None, max_length=200)
     max_attempts: int | None = Field(
         default=None, ge=1, le=1000, description="Attempts before the job is dead-lettered."
     )
@@ -221,7 +288,6 @@ class CancelRequested(BaseEvent):
     """Someone asked for the job to be canceled."""
 
     event: Literal["cancel_requested"] = "cancel_requested"
-    requested_by: str | None = None
 
 
 class Canceled(BaseEvent):
@@ -241,7 +307,6 @@ class Redriven(BaseEvent):
 
     event: Literal["redriven"] = "redriven"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the redrive.")
-    redriven_by: str = Field(max_length=200, description="Who redrove it.")
     reason: str | None = Field(default=None, max_length=1000)
 
     def dedup_key(self) -> str:
@@ -252,7 +317,6 @@ class Purged(BaseEvent):
     """An operator removed the job's dead letter: it stays failed and will not run again."""
 
     event: Literal["purged"] = "purged"
-    purged_by: str = Field(max_length=200, description="Who purged it.")
     reason: str | None = Field(default=None, max_length=1000)
 
     def dedup_key(self) -> str:
@@ -279,16 +343,37 @@ _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def encode_event(event: BaseEvent) -> bytes:
-    """The JSON body of an event as it is stored."""
+    """The JSON body of an event as it is stored. Every event FerrisQueue writes names its
+    actor: one its producer left unnamed is stored as ``system``, never without."""
+    if event.actor is None:
+        event = event.model_copy(update={"actor": SYSTEM_ACTOR})
     return event.model_dump_json(exclude_none=True).encode()
 
 
-def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None) -> Event:
+def decode_event(
+    subject: str,
+    data: bytes,
+    *,
+    stored_at: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Event:
     """Decode one stored message into an event.
 
     ``stored_at`` (the JetStream timestamp) stands in for ``at`` when the producer left it out.
+    A message of the current schema that names no actor was published by a plain-NATS
+    producer: its actor is ``claimed:<Fq-Actor header>``, or ``nats:anonymous`` without one
+    (a schema-1 event keeps what it had: nothing, when it named nobody).
     Raises :class:`DecodeError` with a reason a person can act on.
     """
+    event = _decode(subject, data, stored_at)
+    if event.actor is None and event.schema_version == SCHEMA_VERSION:
+        claim = (headers or {}).get(ACTOR_HEADER, "").strip()
+        actor = claimed_actor(claim) if claim else ANONYMOUS_PRODUCER
+        event = event.model_copy(update={"actor": actor})
+    return event
+
+
+def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
     # The fast path: a complete body, as FerrisQueue itself writes it, validated straight
     # from the bytes; the subject must name what the body does (whose tokens were just
     # validated). Anything else (a plain-NATS producer's short body, or an error to

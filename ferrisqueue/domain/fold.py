@@ -132,7 +132,7 @@ def _created(event: JobSpec) -> JobState:
         created_at=event.at,
         updated_at=event.at,
         run_at=event.run_at if isinstance(event, Scheduled) else None,
-        submitted_by=event.submitted_by,
+        submitted_by=event.actor,
     )
 
 
