@@ -261,6 +261,8 @@ def audit(
     if not trail:
         typer.secho(f"no events for job {job_id}", fg="red", err=True)
         raise typer.Exit(1)
+    # The actor column is as wide as its longest actor: worker ids and key names vary.
+    width = max(len(entry.actor or "-") for entry in trail)
     for entry in trail:
         if as_json:
             typer.echo(json.dumps(dataclasses.asdict(entry), default=str))
@@ -268,7 +270,8 @@ def audit(
         verdict = "" if entry.applied else f"  REJECTED: {entry.note}"
         typer.echo(
             f"{entry.seq:>8}  {entry.at.isoformat(timespec='milliseconds')}  "
-            f"{entry.event:<16} {entry.actor or '-':<24} -> {entry.status_after or '-'}{verdict}"
+            f"{entry.event:<16} {entry.actor or '-':<{width}} -> "
+            f"{entry.status_after or '-'}{verdict}"
         )
 
 
