@@ -63,6 +63,7 @@ class JobState:
     cancel_requested: bool = False
     dead_lettered: bool = False
     submitted_by: str | None = None
+    """The actor of the job's creation event (who submitted it)."""
     events_applied: int = 1
 
 
