@@ -30,7 +30,6 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
-    model_validator,
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
@@ -145,25 +144,6 @@ class BaseEvent(BaseModel):
         description="Who made the event happen: key:<name>, worker:<id>, scheduler, "
         "cron:<schedule>, cli:<user>@<host>, nats:anonymous, claimed:<value> or system.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read_older_shapes(cls, data: Any) -> Any:
-        """Schema 1 named its actor in a field per kind, unverified: read it as a claim."""
-        if not isinstance(data, dict):
-            return data
-        legacy = [name for name in _LEGACY_ACTOR_FIELDS if name in data]
-        started_v1 = data.get("event") == "started" and data.get("schema_version") == 1
-        if not legacy and not (started_v1 and "actor" not in data):
-            return data
-        data = dict(data)
-        claims = [data.pop(name) for name in legacy]
-        if data.get("actor") is None:
-            if claimed := next((str(c) for c in claims if c), None):
-                data["actor"] = claimed_actor(claimed)
-            elif started_v1 and isinstance(data.get("worker"), str):
-                data["actor"] = f"worker:{data['worker']}"[:_MAX_ACTOR]
-        return data
 
     @property
     def kind(self) -> EventKind:
@@ -366,11 +346,16 @@ def decode_event(
     Raises :class:`DecodeError` with a reason a person can act on.
     """
     event = _decode(subject, data, stored_at)
-    if event.actor is None and event.schema_version == SCHEMA_VERSION:
-        claim = (headers or {}).get(ACTOR_HEADER, "").strip()
-        actor = claimed_actor(claim) if claim else ANONYMOUS_PRODUCER
-        event = event.model_copy(update={"actor": actor})
-    return event
+    if event.actor is not None:
+        return event
+    if event.schema_version < SCHEMA_VERSION:
+        # Schema 1 named nobody on most events; its ``started`` named the worker.
+        if isinstance(event, Started):
+            return event.model_copy(update={"actor": worker_actor(event.worker)[:_MAX_ACTOR]})
+        return event
+    claim = (headers or {}).get(ACTOR_HEADER, "").strip()
+    actor = claimed_actor(claim) if claim else ANONYMOUS_PRODUCER
+    return event.model_copy(update={"actor": actor})
 
 
 def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
@@ -408,6 +393,7 @@ def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
                 subject=subject,
                 data=data,
             )
+    _read_older_who_fields(body)
     if "at" not in body and stored_at is not None:
         body["at"] = stored_at
     if tokens.event == EventKind.SCHEDULED and "delay" in body and "run_at" not in body:
@@ -424,6 +410,15 @@ def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
         return _EVENT_ADAPTER.validate_python(body)
     except ValidationError as exc:
         raise DecodeError(_describe(exc), subject=subject, data=data) from exc
+
+
+def _read_older_who_fields(body: dict[str, Any]) -> None:
+    """Schema 1 named the actor in a field per kind (``submitted_by``, ...), unverified: move
+    it into ``actor`` as a claim (an ``actor`` given beside it wins). Plain-NATS producers
+    that still send such a field are read the same way."""
+    claims = [body.pop(name) for name in _LEGACY_ACTOR_FIELDS if name in body]
+    if body.get("actor") is None and (claim := next((str(c) for c in claims if c), None)):
+        body["actor"] = claimed_actor(claim)
 
 
 def _delayed(delay: object, at: object, subject: str, data: bytes) -> datetime:
