@@ -1,8 +1,9 @@
 """``fq dead-letters``: list, show, redrive and purge dead letters through the gateway.
 
-Every action is recorded in the job's log as an event naming who did it (``--by``, by
-default ``$USER@$HOSTNAME``). Redrive and purge take job ids, or a filter (the same options
-as ``list``); purging by filter asks for ``--yes``.
+Every action is recorded in the job's log as an event naming who did it: the gateway's
+authenticated caller (the key ``fq`` sends), never a name given here. Redrive and purge
+take job ids, or a filter (the same options as ``list``); purging by filter asks for
+``--yes``.
 """
 
 from __future__ import annotations

@@ -122,9 +122,7 @@ class CronBook:
         found = [d async for d in self._scan()]
         return sorted(found, key=lambda d: d.name)
 
-    async def put(
-        self, spec: CronSpec, *, actor: str, source: Source = "api"
-    ) -> CronDefinition:
+    async def put(self, spec: CronSpec, *, actor: str, source: Source = "api") -> CronDefinition:
         """Create or replace a schedule on behalf of ``actor`` (stored as ``updated_by``);
         returns what is stored.
 

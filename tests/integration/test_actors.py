@@ -2,34 +2,30 @@
 and projector. Every event of a job names its actor in ``GET /jobs/{id}/events``, in
 ``fq audit`` and in the read store's timeline (also after a rebuild from the log); a request
 body cannot choose the actor; a plain ``nats pub`` producer is ``nats:anonymous`` or, with an
-``Fq-Actor`` header, ``claimed:<name>``. The authenticated principal as actor is shown
-in-process: authentication (another part) attaches it to ``request.state.principal``."""
+``Fq-Actor`` header, ``claimed:<name>``; with authentication on, the API key's principal
+(``key:<name>``) is the actor of everything the API records."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import Request
 from nats.aio.client import Client
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from ferrisqueue.domain.events import ACTOR_HEADER
 from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.principal import Scope
 from ferrisqueue.domain.subjects import EVENT_STREAM
-from ferrisqueue.log.embedded import free_port
+from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
-from gateway.app import create_app
 from tests.conftest import StartService
 from tests.integration.test_projector import read_store
+from tests.support.auth import bearer, make_key
 from tests.support.procs import run_fq
 from tests.support.waits import collect_events, wait_until
 
@@ -164,56 +160,51 @@ async def test_a_plain_nats_producer_is_anonymous_or_claims_a_name(
     assert printed.stdout.splitlines()[0].split()[3] == "claimed:key:admin"
 
 
-# --- the authenticated principal (in-process: authentication is another part's) -----------
+# --- the authenticated principal ----------------------------------------------------------
 
 
 @pytest.fixture
-async def authenticated(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway app, served by uvicorn in this process, with a stand-in for
-    authentication: it attaches a principal whose actor is ``key:alice`` to every request,
-    as the real one does for a valid key."""
-    app = create_app(settings)
+async def authenticated(
+    start: StartService, event_log: EventLog, settings: Settings
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """A gateway with authentication on, and the headers of a key named ``alice`` holding
+    every scope."""
+    key = await make_key(event_log, "alice", *Scope)
+    process = start("gateway", FQ_AUTH="on")
+    async with httpx.AsyncClient(base_url=str(settings.gateway_url), timeout=10) as client:
 
-    @app.middleware("http")
-    async def attach_principal(request: Request, call_next: Any) -> Any:
-        request.state.principal = SimpleNamespace(name="alice", actor="key:alice")
-        return await call_next(request)
+        async def ready() -> int:
+            assert process.alive(), process.log()
+            try:
+                return (await client.get("/readyz")).status_code
+            except httpx.TransportError:
+                return 0
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-
-            async def ready() -> int:
-                if serving.done():
-                    serving.result()  # raises what stopped the server
-                try:
-                    return (await client.get("/readyz")).status_code
-                except httpx.TransportError:
-                    return 0
-
-            await wait_until(ready, lambda code: code == 200, timeout=20, what="gateway ready")
-            yield client
-    finally:
-        server.should_exit = True
-        await serving
+        await wait_until(ready, lambda code: code == 200, timeout=30, what="gateway /readyz")
+        yield client, bearer(key)
 
 
 async def test_the_authenticated_principal_is_the_actor_whatever_the_body_says(
-    authenticated: httpx.AsyncClient,
+    authenticated: tuple[httpx.AsyncClient, dict[str, str]],
 ) -> None:
-    client = authenticated
-    created = await client.post("/jobs", json={"type": "echo"})
+    client, alice = authenticated
+    created = await client.post("/jobs", json={"type": "echo"}, headers=alice)
     job_id = created.json()["job_id"]
-    canceled = await client.post(f"/jobs/{job_id}/cancel")
-    forged = await client.post("/dead-letters/redrive", json={"job_ids": [job_id], "by": "bob"})
-    redrive = await client.post("/dead-letters/redrive", json={"job_ids": [job_id]})
-    schedule = await client.post(
-        "/schedules", json={"name": "hourly", "schedule": "@every 1h", "job": {"type": "echo"}}
+    batch = await client.post("/jobs:batch", json={"jobs": [{"type": "echo"}]}, headers=alice)
+    canceled = await client.post(f"/jobs/{job_id}/cancel", headers=alice)
+    forged = await client.post(
+        "/dead-letters/redrive", json={"job_ids": [job_id], "by": "bob"}, headers=alice
     )
-    paused = await client.post("/schedules/hourly/pause")
-    trail = (await client.get(f"/jobs/{job_id}/events")).json()
+    redrive = await client.post("/dead-letters/redrive", json={"job_ids": [job_id]}, headers=alice)
+    schedule = await client.post(
+        "/schedules",
+        json={"name": "hourly", "schedule": "@every 1h", "job": {"type": "echo"}},
+        headers=alice,
+    )
+    paused = await client.post("/schedules/hourly/pause", headers=alice)
+    trail = (await client.get(f"/jobs/{job_id}/events", headers=alice)).json()
+    batch_id = batch.json()["jobs"][0]["job_id"]
+    batch_trail = (await client.get(f"/jobs/{batch_id}/events", headers=alice)).json()
 
     assert created.status_code == 202 and canceled.status_code == 202, canceled.text
     assert [(e["event"], e["actor"]) for e in trail] == [
@@ -222,6 +213,7 @@ async def test_the_authenticated_principal_is_the_actor_whatever_the_body_says(
         ("canceled", "key:alice"),
     ]
     assert trail[0]["body"]["actor"] == "key:alice"
+    assert [(e["event"], e["actor"]) for e in batch_trail] == [("submitted", "key:alice")]
     assert forged.status_code == 422
     assert redrive.json()["by"] == "key:alice"  # skipped (not dead-lettered), but named
     assert schedule.json()["updated_by"] == "key:alice"

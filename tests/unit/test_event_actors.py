@@ -29,7 +29,7 @@ from ferrisqueue.domain.events import (
 from ferrisqueue.domain.fold import fold
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import job_subject
-from gateway.deps import ANONYMOUS, current_actor
+from gateway.deps import ANONYMOUS_ACTOR, current_actor
 
 JOB = "0190f3a2-7b1c-7d4e-8f00-123456789abc"
 QUEUE = "emails"
@@ -257,7 +257,7 @@ def _request(principal: object | None = None) -> Request:
 
 
 async def test_a_request_without_a_principal_acts_as_anonymous() -> None:
-    assert await current_actor(_request()) == ANONYMOUS == "anonymous"
+    assert await current_actor(_request()) == ANONYMOUS_ACTOR == "anonymous"
 
 
 async def test_a_request_acts_as_the_principal_authentication_attached() -> None:
