@@ -416,8 +416,11 @@ def _read_older_who_fields(body: dict[str, Any]) -> None:
     """Schema 1 named the actor in a field per kind (``submitted_by``, ...), unverified: move
     it into ``actor`` as a claim (an ``actor`` given beside it wins). Plain-NATS producers
     that still send such a field are read the same way."""
-    claims = [body.pop(name) for name in _LEGACY_ACTOR_FIELDS if name in body]
-    if body.get("actor") is None and (claim := next((str(c) for c in claims if c), None)):
+    # Only text or null, as schema 1 had them: anything else stays in the body and makes
+    # it undecodable, as it did then.
+    legacy = [n for n in _LEGACY_ACTOR_FIELDS if isinstance(body.get(n, 0), str | None)]
+    claims = [body.pop(name) for name in legacy if name in body]
+    if body.get("actor") is None and (claim := next((c for c in claims if c), None)):
         body["actor"] = claimed_actor(claim)
 
 

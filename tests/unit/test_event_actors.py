@@ -29,6 +29,7 @@ from ferrisqueue.domain.events import (
 from ferrisqueue.domain.fold import fold
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import job_subject
+from ferrisqueue.errors import DecodeError
 from gateway.deps import ANONYMOUS_ACTOR, current_actor
 
 JOB = "0190f3a2-7b1c-7d4e-8f00-123456789abc"
@@ -185,6 +186,15 @@ def test_a_plain_nats_producer_using_an_old_who_field_is_recorded_as_claiming_it
     data = b'{"type": "echo", "submitted_by": "etl-job"}'
 
     assert decode_event(subject, data, stored_at=T0).actor == "claimed:etl-job"
+
+
+@pytest.mark.parametrize("value", [5, {"deep": [1, 2]}, ["a"], True])
+def test_an_old_who_field_that_is_not_text_is_undecodable_as_it_was(value: object) -> None:
+    subject = job_subject(QUEUE, JOB, "submitted")
+    data = json.dumps({"type": "echo", "submitted_by": value}).encode()
+
+    with pytest.raises(DecodeError, match="submitted_by"):
+        decode_event(subject, data, stored_at=T0)
 
 
 def test_the_header_claim_reaches_the_event_through_stored_messages() -> None:
