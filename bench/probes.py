@@ -32,7 +32,7 @@ TASK = "echo"
 
 def submitted(queue: str = QUEUE, by: str = "fq-bench") -> Submitted:
     """A fresh no-op job's ``submitted`` event."""
-    return Submitted(job_id=new_job_id(), queue=queue, at=utcnow(), type=TASK, submitted_by=by)
+    return Submitted(job_id=new_job_id(), queue=queue, at=utcnow(), type=TASK, actor=by)
 
 
 async def publish_pipeline(nc: Client, count: int, *, in_flight: int = 1000) -> float:

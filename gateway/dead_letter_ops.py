@@ -76,7 +76,7 @@ async def act(
     dlq: DeadLetterQueue,
     job_ids: Iterable[str],
     *,
-    by: str,
+    actor: str,
     reason: str | None = None,
 ) -> list[Outcome]:
     """Redrive (``redriven``: back to their queues) or purge (``purged``: out of the dead
@@ -84,10 +84,10 @@ async def act(
 
     def decide(state: JobState | None, history: Sequence[BaseEvent]) -> Decision[Any]:
         if action == "redriven":
-            return decide_redrive(state, history, by=by, reason=reason, now=utcnow())
-        return decide_purge(state, by=by, reason=reason, now=utcnow())
+            return decide_redrive(state, history, actor=actor, reason=reason, now=utcnow())
+        return decide_purge(state, actor=actor, reason=reason, now=utcnow())
 
-    return await _act(event_log, dlq, job_ids, action, decide, by)
+    return await _act(event_log, dlq, job_ids, action, decide, actor)
 
 
 async def _act(
@@ -96,10 +96,10 @@ async def _act(
     job_ids: Iterable[str],
     action: Action,
     decide: Decide[Any],
-    by: str,
+    actor: str,
 ) -> list[Outcome]:
-    if not by.strip():
-        raise ValueError("say who acts: `by` must not be empty")
+    if not actor.strip():
+        raise ValueError("say who acts: `actor` must not be empty")
     unique = list(dict.fromkeys(job_ids))
     if len(unique) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} jobs per call, got {len(unique)}")

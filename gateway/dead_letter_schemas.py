@@ -71,8 +71,8 @@ class DeadLetterAction(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"job_ids": ["0199..."], "by": "alice@ops", "reason": "bug fixed in v1.4"},
-                {"filter": {"queue": "emails", "reason": "timeout"}, "by": "alice@ops"},
+                {"job_ids": ["0199..."], "reason": "bug fixed in v1.4"},
+                {"filter": {"queue": "emails", "reason": "timeout"}},
             ]
         },
     )
@@ -82,10 +82,22 @@ class DeadLetterAction(BaseModel):
         default=None,
         description=f"Act on the newest {MAX_BATCH} unresolved dead letters it selects.",
     )
-    by: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = (
-        Field(description="Who acts (recorded in the event), e.g. 'alice@ops-laptop'.")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = (
+        Field(default=None, description="Why, recorded in each event.")
     )
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_claimed_actor(cls, data: Any) -> Any:
+        # Who acts is the authenticated caller, recorded by the gateway: a body naming
+        # someone is refused (422) rather than silently ignored, so no client believes it
+        # was recorded.
+        if isinstance(data, dict) and "by" in data:
+            raise ValueError(
+                "`by` is not accepted: the event records the authenticated caller as its "
+                "actor; say why in `reason`"
+            )
+        return data
 
     @model_validator(mode="after")
     def _one_selection(self) -> DeadLetterAction:
@@ -113,7 +125,7 @@ class DeadLetterActionResult(BaseModel):
     """Per job: done or skipped (with why). Jobs are decided on the event log, not the list."""
 
     action: Literal["redrive", "purge"]
-    by: str
+    by: str = Field(description="The actor recorded in the events: the authenticated caller.")
     selected: int = Field(description="Jobs named or selected by the filter.")
     done: int
     skipped: int

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: settings, read-store sessions, the event log.
+"""FastAPI dependencies: settings, read-store sessions, the event log, the caller's actor.
 
 Those that only read the app's state are ``async def``: FastAPI runs a plain ``def``
 dependency in its thread pool, and three such hops per ``POST /jobs`` cost more CPU than the
@@ -163,3 +163,21 @@ async def charge_submissions(request: Request, principal: Principal, jobs: int) 
     if principal.key_id is None:
         return
     await _key_cache(request).charge(principal, jobs)
+
+
+# --- The actor of a request ------------------------------------------------------------------
+
+ANONYMOUS_ACTOR = "anonymous"
+"""The actor of a request that carries no authenticated principal (authentication off)."""
+
+
+async def current_actor(request: Request) -> str:
+    """Who the request acts for, as the event log records it: the authenticated principal's
+    ``actor`` (``key:<name>``) that authentication attached to ``request.state.principal``,
+    else ``anonymous``. Never anything the request's body or headers claim."""
+    principal = getattr(request.state, "principal", None)
+    actor = getattr(principal, "actor", None) if principal is not None else None
+    return actor if isinstance(actor, str) and actor else ANONYMOUS_ACTOR
+
+
+ActorDep = Annotated[str, Depends(current_actor)]

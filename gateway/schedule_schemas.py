@@ -40,6 +40,9 @@ class ScheduleOut(BaseModel):
     source: Source
     created_at: datetime
     updated_at: datetime
+    updated_by: str | None = Field(
+        description="Who last created, replaced, paused or resumed it (the caller's actor)."
+    )
     next_fires: list[datetime] = Field(description="The next fire times (UTC); empty while paused.")
 
     @classmethod

@@ -147,7 +147,9 @@ class AuditEntryOut(BaseModel):
     at: datetime = Field(description="When it happened (producer's clock).")
     stored_at: datetime = Field(description="When JetStream stored it.")
     actor: str | None = Field(
-        description="Who: submitted_by, requested_by, redriven_by, purged_by or worker."
+        description="Who made it happen: key:<name> (the API's authenticated caller), "
+        "worker:<id>, scheduler, cron:<schedule>, cli:<user>@<host>, nats:anonymous, "
+        "claimed:<value> (unverified) or system; null only for an undecodable message."
     )
     applied: bool = Field(description="False: recorded but not a legal transition (see note).")
     status_after: str | None

@@ -43,9 +43,8 @@ def write(session: Session, dialect: str, applied: Sequence[Applied]) -> None:
                 ],
             )
         elif isinstance(event, Redriven | Purged):
-            by = event.redriven_by if isinstance(event, Redriven) else event.purged_by
             session.execute(
                 update(_TABLE)
                 .where(_TABLE.c.job_id == after.job_id)
-                .values(resolution=event.kind.value, resolved_at=event.at, resolved_by=by)
+                .values(resolution=event.kind.value, resolved_at=event.at, resolved_by=event.actor)
             )

@@ -177,7 +177,7 @@ class TickRelay(ConsumerLoop):
                 self._book.job_types,
                 job_id=tick.job_id,
                 now=tick.fired_at,
-                submitted_by=definition.submitted_by,
+                actor=definition.actor,
             )
             with self._tracing.span(
                 f"fq submit {event.type}",

@@ -34,6 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ferrisqueue.domain.cron import CronSpec
+from ferrisqueue.domain.events import SCHEDULER_ACTOR
 from ferrisqueue.domain.jobbuilder import JobRefused, check_job
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.jobtypes import JobType
@@ -103,14 +104,14 @@ async def apply_cron_file(book: CronBook, specs: list[CronSpec]) -> Applied:
     applied = Applied()
     before = {d.name: d for d in await book.definitions()}
     for spec in specs:
-        stored = await book.put(spec, source="file")
+        stored = await book.put(spec, source="file", actor=SCHEDULER_ACTOR)
         previous = before.get(spec.name)
         if previous is None or not previous.same_as(stored):
             applied.written.append(spec.name)
     wanted = {spec.name for spec in specs}
     for name, definition in before.items():
         if definition.source == "file" and name not in wanted:
-            await book.delete(name)
+            await book.delete(name, actor=SCHEDULER_ACTOR)
             applied.deleted.append(name)
     log.info(
         "cron file applied: %d schedules, written %s, deleted %s",

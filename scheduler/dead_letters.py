@@ -32,7 +32,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from ferrisqueue.domain.events import Failed, Started
+from ferrisqueue.domain.events import SCHEDULER_ACTOR, Failed, Started
 from ferrisqueue.domain.stored import StoredEvent, fold_history
 from ferrisqueue.domain.subjects import ADVISORY_STREAM, ALL_JOB_EVENTS, EVENT_STREAM
 from ferrisqueue.log.deadletter import dead_letter
@@ -106,6 +106,7 @@ class DeadLetterRouter(ConsumerLoop):
                 original=raw.data,
                 reason=reason,
                 dedup=str(seq),
+                actor=SCHEDULER_ACTOR,
                 lineage={
                     "Stream-Seq": seq,
                     "Deliveries": deliveries,

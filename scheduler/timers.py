@@ -11,7 +11,8 @@ waiting job stores one message-schedule in ``FQ_SCHEDULES``:
 * ``Nats-Schedule-Target: fq.due.<queue>.<job_id>``, ``Nats-Schedule-TTL: 24h`` (the fired
   message expires from ``FQ_SCHEDULES``; the copy sourced into ``FQ_EVENTS`` is kept, as that
   stream does not allow per-message TTLs and ignores the header),
-* ``Nats-Msg-Id: <job_id>:timer:<attempt>``, body ``{"attempt": <attempt>}``,
+* ``Nats-Msg-Id: <job_id>:timer:<attempt>``, body ``{"attempt": <attempt>, "actor":
+  "scheduler"}``,
 * the job's W3C trace context (``traceparent``, ``tracestate``) copied from the event, which
   the server fires with the body: the ``released`` event carries it, and the next attempt's
   span joins the job's trace (:mod:`ferrisqueue.tracing`). With tracing on, arming the timer
@@ -65,7 +66,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ferrisqueue.domain.commands import Rejection, decide_release, release_abandoned
-from ferrisqueue.domain.events import BaseEvent, Canceled, Failed, Scheduled
+from ferrisqueue.domain.events import SCHEDULER_ACTOR, BaseEvent, Canceled, Failed, Scheduled
 from ferrisqueue.domain.states import PendingReason
 from ferrisqueue.domain.stored import StoredEvent, fold_history
 from ferrisqueue.domain.subjects import (
@@ -109,7 +110,7 @@ class Timer:
     @property
     def body(self) -> bytes:
         """The ``released`` event's body once fired (the rest comes from the subject)."""
-        return json.dumps({"attempt": self.attempt}).encode()
+        return json.dumps({"attempt": self.attempt, "actor": SCHEDULER_ACTOR}).encode()
 
     def headers(self) -> dict[str, str]:
         return {

@@ -41,6 +41,7 @@ from ferrisqueue.domain.events import (
     Started,
     Succeeded,
     utcnow,
+    worker_actor,
 )
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.ids import is_token
@@ -99,6 +100,7 @@ class JobExecutor:
         self._leases = leases
         self._registry = registry
         self._worker_id = worker_id
+        self._actor = worker_actor(worker_id)
         self._policies = policies
         self._active: dict[str, asyncio.Task[Any]] = {}
         """The tasks whose handlers run now, by job id (for cancellation)."""
@@ -229,7 +231,11 @@ class JobExecutor:
         if state.cancel_requested and not state.status.is_terminal:
             await self._log.append(
                 Canceled(
-                    job_id=job.job_id, queue=job.queue, at=utcnow(), reason=CANCELED_BEFORE_RUN
+                    job_id=job.job_id,
+                    queue=job.queue,
+                    at=utcnow(),
+                    reason=CANCELED_BEFORE_RUN,
+                    actor=self._actor,
                 ),
                 headers=run.trace,
             )
@@ -241,7 +247,9 @@ class JobExecutor:
         job, attempt = run.spec, run.attempt
 
         def at(kind: type[BaseEvent], **fields: Any) -> Any:
-            return kind(job_id=job.job_id, queue=job.queue, at=utcnow(), **fields)
+            return kind(
+                job_id=job.job_id, queue=job.queue, at=utcnow(), actor=self._actor, **fields
+            )
 
         async def report(fraction: float, message: str | None) -> None:
             await self._log.append(
@@ -327,6 +335,7 @@ class JobExecutor:
             error_type=kind,
             retry_at=retry,
             duration_ms=duration_ms,
+            actor=self._actor,
         )
 
     async def _dead_letter(
@@ -341,6 +350,7 @@ class JobExecutor:
             original=run.creation.data,
             reason=f"{why}: {error}",
             dedup=f"attempt-{attempts}",
+            actor=self._actor,
             lineage={
                 "Stream-Seq": run.creation.seq,
                 "Attempts": attempts,
@@ -362,6 +372,7 @@ class JobExecutor:
             original=msg.data,
             reason=reason,
             dedup=f"seq-{stored.seq}",
+            actor=self._actor,
             lineage={"Stream-Seq": stored.seq, "Subject": msg.subject},
         )
         await msg.term(reason)

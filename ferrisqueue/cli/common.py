@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
+import socket
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -14,6 +17,14 @@ from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.settings import Settings
 
 T = TypeVar("T")
+
+
+def cli_actor() -> str:
+    """``cli:$USER@$HOSTNAME``: the actor of what ``fq`` writes straight to NATS (through the
+    gateway, the gateway's authenticated caller is the actor instead)."""
+    user = os.environ.get("USER") or getpass.getuser()
+    host = os.environ.get("HOSTNAME") or socket.gethostname()
+    return f"cli:{user}@{host}"
 
 
 def load_settings() -> Settings:

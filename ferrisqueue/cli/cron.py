@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 
-from ferrisqueue.cli.common import load_settings, run_async
+from ferrisqueue.cli.common import cli_actor, load_settings, run_async
 from ferrisqueue.domain.cron import CronDefinition, CronSpec
 from ferrisqueue.domain.jobbuilder import JobRefused, check_job
 from ferrisqueue.jobtypes import load_job_types
@@ -103,7 +103,7 @@ def list_(
 @app.command("pause")
 def pause(name: Name) -> None:
     """Stop firing a schedule (its definition stays)."""
-    typer.echo(_line(_with_book(lambda book: book.pause(name)), []))
+    typer.echo(_line(_with_book(lambda book: book.pause(name, actor=cli_actor())), []))
 
 
 @app.command("resume")
@@ -111,7 +111,7 @@ def resume(name: Name) -> None:
     """Fire a paused schedule again."""
 
     async def run(book: CronBook) -> tuple[CronDefinition, list[datetime]]:
-        definition = await book.resume(name)
+        definition = await book.resume(name, actor=cli_actor())
         return definition, await book.next_fires(definition)
 
     typer.echo(_line(*_with_book(run)))
@@ -120,12 +120,12 @@ def resume(name: Name) -> None:
 @app.command("delete")
 def delete(name: Name) -> None:
     """Delete a schedule (jobs it created stay)."""
-    _with_book(lambda book: book.delete(name))
+    _with_book(lambda book: book.delete(name, actor=cli_actor()))
     typer.echo(f"deleted {name}")
 
 
 async def _put(book: CronBook, spec: CronSpec) -> tuple[CronDefinition, list[datetime]]:
-    stored = await book.put(spec, source="cli")
+    stored = await book.put(spec, source="cli", actor=cli_actor())
     return stored, await book.next_fires(stored)
 
 

@@ -1,17 +1,15 @@
 """``fq dead-letters``: list, show, redrive and purge dead letters through the gateway.
 
-Every action is recorded in the job's log as an event naming who did it (``--by``, by
-default ``$USER@$HOSTNAME``). Redrive and purge take job ids, or a filter (the same options
-as ``list``); purging by filter asks for ``--yes``.
+Every action is recorded in the job's log as an event naming who did it: the gateway's
+authenticated caller (the key ``fq`` sends), never a name given here. Redrive and purge
+take job ids, or a filter (the same options as ``list``); purging by filter asks for
+``--yes``.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import re
-import socket
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -34,9 +32,6 @@ _TIME_HELP = "RFC 3339 time (2026-01-01T12:00:00Z) or an age like 30m, 2h, 7d"
 Since = Annotated[str | None, typer.Option(help=f"Dead-lettered at or after: {_TIME_HELP}")]
 Until = Annotated[str | None, typer.Option(help=f"Dead-lettered before: {_TIME_HELP}")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the gateway's JSON answer")]
-By = Annotated[
-    str | None, typer.Option(help="Who acts, recorded in the event (default: $USER@$HOSTNAME)")
-]
 Note = Annotated[str | None, typer.Option(help="Why, recorded in the event as its reason")]
 JobIds = Annotated[list[str] | None, typer.Argument(help="Job ids (or select with a filter)")]
 AllOfThem = Annotated[
@@ -57,13 +52,6 @@ def parse_time(text: str | None, now: datetime | None = None) -> str | None:
         return text
     delta = timedelta(**{_UNITS[age.group(2)]: float(age.group(1))})
     return ((now or datetime.now(UTC)) - delta).isoformat()
-
-
-def default_actor() -> str:
-    """``$USER@$HOSTNAME``: who an operator is when ``--by`` is not given."""
-    user = os.environ.get("USER") or getpass.getuser()
-    host = os.environ.get("HOSTNAME") or socket.gethostname()
-    return f"{user}@{host}"
 
 
 def selection(
@@ -135,12 +123,11 @@ def redrive(
     since: Since = None,
     until: Until = None,
     every: AllOfThem = False,
-    by: By = None,
     note: Note = None,
     as_json: AsJson = False,
 ) -> None:
     """Run dead-lettered jobs again (named, or selected by a filter)."""
-    body = action_body(job_ids, selection(queue, type, reason, since, until), every, by, note)
+    body = action_body(job_ids, selection(queue, type, reason, since, until), every, note)
     _report(_http("POST", "/dead-letters/redrive", json=body), as_json)
 
 
@@ -153,13 +140,12 @@ def purge(
     since: Since = None,
     until: Until = None,
     every: AllOfThem = False,
-    by: By = None,
     note: Note = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm a purge by filter")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Give up on dead-lettered jobs for good: they stay failed and leave the dead letters."""
-    body = action_body(job_ids, selection(queue, type, reason, since, until), every, by, note)
+    body = action_body(job_ids, selection(queue, type, reason, since, until), every, note)
     if "filter" in body and not yes:
         typer.secho(
             "purging by filter removes every dead letter it selects: add --yes "
@@ -175,11 +161,11 @@ def action_body(
     job_ids: list[str] | None,
     chosen: dict[str, str],
     every: bool,
-    by: str | None,
     note: str | None,
 ) -> dict[str, Any]:
     """The body of a redrive or purge: the job ids, or the filter (``every``: an empty one
-    selects every dead letter), with who acts and why."""
+    selects every dead letter), and why. Who acts is not in it: the gateway records the
+    caller it authenticated."""
     if job_ids and (chosen or every):
         raise typer.BadParameter("give job ids or a filter, not both")
     if not job_ids and not chosen and not every:
@@ -187,7 +173,6 @@ def action_body(
             "name job ids, or select with --queue/--type/--reason/--since/--until (or --all)"
         )
     body: dict[str, Any] = {"job_ids": job_ids} if job_ids else {"filter": chosen}
-    body["by"] = by or default_actor()
     if note:
         body["reason"] = note
     return body

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ferrisqueue.cli.backups import app as backups_app
-from ferrisqueue.cli.common import gateway_call, load_settings, run_async
+from ferrisqueue.cli.common import cli_actor, gateway_call, load_settings, run_async
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.cli.keys import app as keys_app
@@ -134,7 +134,7 @@ def submit(
                 load_job_types(),
                 job_id=new_job_id(),
                 now=utcnow(),
-                submitted_by="fq-cli",
+                actor=cli_actor(),
             )
         else:
             # The gateway builds the job with its contracts (its plugins decide what it
@@ -261,6 +261,8 @@ def audit(
     if not trail:
         typer.secho(f"no events for job {job_id}", fg="red", err=True)
         raise typer.Exit(1)
+    # The actor column is as wide as its longest actor: worker ids and key names vary.
+    width = max(len(entry.actor or "-") for entry in trail)
     for entry in trail:
         if as_json:
             typer.echo(json.dumps(dataclasses.asdict(entry), default=str))
@@ -268,7 +270,8 @@ def audit(
         verdict = "" if entry.applied else f"  REJECTED: {entry.note}"
         typer.echo(
             f"{entry.seq:>8}  {entry.at.isoformat(timespec='milliseconds')}  "
-            f"{entry.event:<16} {entry.actor or '-':<24} -> {entry.status_after or '-'}{verdict}"
+            f"{entry.event:<16} {entry.actor or '-':<{width}} -> "
+            f"{entry.status_after or '-'}{verdict}"
         )
 
 

@@ -1,5 +1,8 @@
 """A job's audit trail: every stored message of the job, who did what and when, and what
-the fold made of it (applied, or rejected and why). Pure: built from the log's messages."""
+the fold made of it (applied, or rejected and why). Pure: built from the log's messages.
+
+The actor is the event's own ``actor`` (older shapes already read into it by the event
+schema); only an undecodable message has none."""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ from typing import Any
 
 from ferrisqueue.domain.fold import JobState, apply
 from ferrisqueue.domain.stored import StoredEvent
-
-_ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "purged_by", "worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def audit_trail(history: list[StoredEvent]) -> list[AuditEntry]:
                 event=event.kind.value,
                 at=event.at,
                 stored_at=stored.stored_at,
-                actor=next((str(body[f]) for f in _ACTOR_FIELDS if body.get(f)), None),
+                actor=event.actor,
                 applied=transition.applied,
                 status_after=state.status.value if state else None,
                 note=transition.rejected_because,

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from ferrisqueue.domain.events import (
+    SCHEDULER_ACTOR,
     BaseEvent,
     Canceled,
     CancelRequested,
@@ -33,6 +34,7 @@ from ferrisqueue.domain.events import (
     Redriven,
     Released,
     Started,
+    worker_actor,
 )
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.states import JobStatus, PendingReason
@@ -96,6 +98,7 @@ def decide_start(
         attempt=attempt,
         worker=worker,
         trigger_seq=trigger_seq,
+        actor=worker_actor(worker),
     )
     return (started,)
 
@@ -111,9 +114,9 @@ def _lost_by(state: JobState, history: Sequence[BaseEvent], trigger_seq: int) ->
 
 
 def decide_cancel(
-    state: JobState | None, *, requested_by: str | None, now: datetime
+    state: JobState | None, *, actor: str, now: datetime
 ) -> Decision[CancelRequested | Canceled]:
-    """Someone asks to cancel the job: ``cancel_requested`` (unless it already was), then,
+    """``actor`` asks to cancel the job: ``cancel_requested`` (unless it already was), then,
     for a pending job, ``canceled`` at once. A running job is canceled by its worker, which
     learns of the request from the stored event. A finished job is rejected."""
     if state is None:
@@ -122,16 +125,18 @@ def decide_cancel(
         return Rejection(f"job {state.job_id} is already {state.status}")
     events: list[CancelRequested | Canceled] = []
     if not state.cancel_requested:
-        events.append(
-            CancelRequested(
-                job_id=state.job_id, queue=state.queue, at=now, requested_by=requested_by
-            )
-        )
+        events.append(CancelRequested(job_id=state.job_id, queue=state.queue, at=now, actor=actor))
     if state.status is JobStatus.PENDING:
         # No worker can start it any more: every ``started`` is guarded by the sequence
         # before the request, so it is canceled now rather than when a worker sees it.
         events.append(
-            Canceled(job_id=state.job_id, queue=state.queue, at=now, reason=CANCELED_BEFORE_RUN)
+            Canceled(
+                job_id=state.job_id,
+                queue=state.queue,
+                at=now,
+                reason=CANCELED_BEFORE_RUN,
+                actor=actor,
+            )
         )
     return tuple(events)
 
@@ -140,11 +145,11 @@ def decide_redrive(
     state: JobState | None,
     history: Sequence[BaseEvent],
     *,
-    by: str,
+    actor: str,
     reason: str | None,
     now: datetime,
 ) -> Decision[Redriven]:
-    """An operator sends a dead-lettered job back to its queue: ``redriven``, with the
+    """An operator (``actor``) sends a dead-lettered job back to its queue: ``redriven``, with the
     attempts made so far (its fresh budget of attempts starts there)."""
     if (why := _not_dead(state)) is not None:
         return why
@@ -158,21 +163,21 @@ def decide_redrive(
         queue=state.queue,
         at=now,
         attempt=state.attempts,
-        redriven_by=by,
+        actor=actor,
         reason=reason,
     )
     return (redriven,)
 
 
 def decide_purge(
-    state: JobState | None, *, by: str, reason: str | None, now: datetime
+    state: JobState | None, *, actor: str, reason: str | None, now: datetime
 ) -> Decision[Purged]:
-    """An operator removes a dead-lettered job from the dead letters for good: ``purged``
-    (the job stays ``failed``)."""
+    """An operator (``actor``) removes a dead-lettered job from the dead letters for good:
+    ``purged`` (the job stays ``failed``)."""
     if (why := _not_dead(state)) is not None:
         return why
     assert state is not None
-    return (Purged(job_id=state.job_id, queue=state.queue, at=now, purged_by=by, reason=reason),)
+    return (Purged(job_id=state.job_id, queue=state.queue, at=now, actor=actor, reason=reason),)
 
 
 def _not_dead(state: JobState | None) -> Rejection | None:
@@ -212,7 +217,10 @@ def decide_release(
     expected = state.run_at if waiting is PendingReason.SCHEDULED else state.retry_at
     if expected != due:
         return Rejection(f"the job waits until {expected}, not {due}")
-    return (Released(job_id=state.job_id, queue=state.queue, at=due, attempt=attempt),)
+    released = Released(
+        job_id=state.job_id, queue=state.queue, at=due, attempt=attempt, actor=SCHEDULER_ACTOR
+    )
+    return (released,)
 
 
 def release_abandoned(state: JobState | None) -> bool:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ferrisqueue.domain.events import Token, UtcDatetime
+from ferrisqueue.domain.events import Token, UtcDatetime, cron_actor
 from ferrisqueue.domain.jobbuilder import JobFields
 from ferrisqueue.errors import FerrisQueueError
 
@@ -266,9 +266,9 @@ class CronSpec(BaseModel):
         return self
 
     @property
-    def submitted_by(self) -> str:
-        """The actor of the jobs this schedule creates."""
-        return f"cron:{self.name}"
+    def actor(self) -> str:
+        """The actor of the jobs this schedule creates: ``cron:<name>``."""
+        return cron_actor(self.name)
 
 
 Source = Literal["api", "cli", "file"]
@@ -283,6 +283,12 @@ class CronDefinition(CronSpec):
     )
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    updated_by: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Who last created, replaced, paused or resumed it (the API's "
+        "authenticated caller, cli:<user>@<host>, or the cron file); absent in older ones.",
+    )
 
     def spec(self) -> CronSpec:
         """The user-defined part, without bookkeeping."""

@@ -4,11 +4,20 @@ Events are pydantic models serialised as JSON. Each carries ``schema_version``; 
 refuses an event written by a newer schema instead of guessing at it. Producers that speak
 plain NATS may leave out ``job_id``, ``queue``, ``event`` and ``at``: the first three are
 taken from the subject and ``at`` from the time JetStream stored the message.
+
+Every event names its ``actor`` (see "Actors" in docs/architecture.md and docs/security.md):
+``key:<name>`` (the gateway's authenticated caller), ``worker:<id>``, ``scheduler``,
+``cron:<schedule>``, ``cli:<user>@<host>``, ``system``. The log is permanent, so older shapes
+still read: the who-fields of schema 1 (``submitted_by``, ``requested_by``, ``redriven_by``,
+``purged_by``) become ``claimed:<value>`` (nobody verified them), a schema-1 ``started``
+names ``worker:<worker>``. A plain-NATS producer that names no actor is ``nats:anonymous``,
+or ``claimed:<value>`` when it sent an ``Fq-Actor`` header.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -28,8 +37,25 @@ from ferrisqueue.domain.ids import is_token
 from ferrisqueue.domain.subjects import job_subject, parse_job_subject
 from ferrisqueue.errors import DecodeError
 
-SCHEMA_VERSION = 1
-"""The newest event schema this code writes and understands."""
+SCHEMA_VERSION = 2
+"""The newest event schema this code writes and understands (2: ``actor`` on every event)."""
+
+ACTOR_HEADER = "Fq-Actor"
+"""The header a plain-NATS producer may name itself in; recorded as ``claimed:<value>``."""
+
+ANONYMOUS_PRODUCER = "nats:anonymous"
+"""The actor of a plain-NATS message that names none."""
+
+SCHEDULER_ACTOR = "scheduler"
+"""The actor of the scheduler's events: releases and dead-lettering."""
+
+SYSTEM_ACTOR = "system"
+"""The actor of an event whose producer did not name one (see :func:`encode_event`)."""
+
+_LEGACY_ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "purged_by")
+"""Schema 1's who-fields, each on one kind of event; read into ``actor`` as claims."""
+
+_MAX_ACTOR = 200
 
 
 class EventKind(StrEnum):
@@ -86,6 +112,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def claimed_actor(value: str) -> str:
+    """An identity nobody verified, as recorded: ``claimed:<value>`` (cut to fit)."""
+    return f"claimed:{value.strip()}"[:_MAX_ACTOR]
+
+
+def worker_actor(worker_id: str) -> str:
+    """The actor of the events a worker writes."""
+    return f"worker:{worker_id}"
+
+
+def cron_actor(schedule: str) -> str:
+    """The actor of the jobs a schedule creates."""
+    return f"cron:{schedule}"
+
+
 class BaseEvent(BaseModel):
     """Fields every event has."""
 
@@ -96,6 +137,13 @@ class BaseEvent(BaseModel):
     job_id: Token
     queue: Token
     at: UtcDatetime = Field(description="When the event happened, by the producer's clock.")
+    actor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_MAX_ACTOR,
+        description="Who made the event happen: key:<name>, worker:<id>, scheduler, "
+        "cron:<schedule>, cli:<user>@<host>, nats:anonymous, claimed:<value> or system.",
+    )
 
     @property
     def kind(self) -> EventKind:
@@ -121,7 +169,6 @@ class JobSpec(BaseEvent):
 
     type: Token = Field(description="The task that runs the job, e.g. 'email' or 'echo'.")
     payload: dict[str, Any] = Field(default_factory=dict)
-    submitted_by: str | None = Field(default=None, max_length=200)
     max_attempts: int | None = Field(
         default=None, ge=1, le=1000, description="Attempts before the job is dead-lettered."
     )
@@ -221,7 +268,6 @@ class CancelRequested(BaseEvent):
     """Someone asked for the job to be canceled."""
 
     event: Literal["cancel_requested"] = "cancel_requested"
-    requested_by: str | None = None
 
 
 class Canceled(BaseEvent):
@@ -241,7 +287,6 @@ class Redriven(BaseEvent):
 
     event: Literal["redriven"] = "redriven"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the redrive.")
-    redriven_by: str = Field(max_length=200, description="Who redrove it.")
     reason: str | None = Field(default=None, max_length=1000)
 
     def dedup_key(self) -> str:
@@ -252,7 +297,6 @@ class Purged(BaseEvent):
     """An operator removed the job's dead letter: it stays failed and will not run again."""
 
     event: Literal["purged"] = "purged"
-    purged_by: str = Field(max_length=200, description="Who purged it.")
     reason: str | None = Field(default=None, max_length=1000)
 
     def dedup_key(self) -> str:
@@ -279,16 +323,42 @@ _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def encode_event(event: BaseEvent) -> bytes:
-    """The JSON body of an event as it is stored."""
+    """The JSON body of an event as it is stored. Every event FerrisQueue writes names its
+    actor: one its producer left unnamed is stored as ``system``, never without."""
+    if event.actor is None:
+        event = event.model_copy(update={"actor": SYSTEM_ACTOR})
     return event.model_dump_json(exclude_none=True).encode()
 
 
-def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None) -> Event:
+def decode_event(
+    subject: str,
+    data: bytes,
+    *,
+    stored_at: datetime | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Event:
     """Decode one stored message into an event.
 
     ``stored_at`` (the JetStream timestamp) stands in for ``at`` when the producer left it out.
+    A message of the current schema that names no actor was published by a plain-NATS
+    producer: its actor is ``claimed:<Fq-Actor header>``, or ``nats:anonymous`` without one
+    (a schema-1 event keeps what it had: nothing, when it named nobody).
     Raises :class:`DecodeError` with a reason a person can act on.
     """
+    event = _decode(subject, data, stored_at)
+    if event.actor is not None:
+        return event
+    if event.schema_version < SCHEMA_VERSION:
+        # Schema 1 named nobody on most events; its ``started`` named the worker.
+        if isinstance(event, Started):
+            return event.model_copy(update={"actor": worker_actor(event.worker)[:_MAX_ACTOR]})
+        return event
+    claim = (headers or {}).get(ACTOR_HEADER, "").strip()
+    actor = claimed_actor(claim) if claim else ANONYMOUS_PRODUCER
+    return event.model_copy(update={"actor": actor})
+
+
+def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
     # The fast path: a complete body, as FerrisQueue itself writes it, validated straight
     # from the bytes; the subject must name what the body does (whose tokens were just
     # validated). Anything else (a plain-NATS producer's short body, or an error to
@@ -323,6 +393,7 @@ def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None
                 subject=subject,
                 data=data,
             )
+    _read_older_who_fields(body)
     if "at" not in body and stored_at is not None:
         body["at"] = stored_at
     if tokens.event == EventKind.SCHEDULED and "delay" in body and "run_at" not in body:
@@ -339,6 +410,18 @@ def decode_event(subject: str, data: bytes, *, stored_at: datetime | None = None
         return _EVENT_ADAPTER.validate_python(body)
     except ValidationError as exc:
         raise DecodeError(_describe(exc), subject=subject, data=data) from exc
+
+
+def _read_older_who_fields(body: dict[str, Any]) -> None:
+    """Schema 1 named the actor in a field per kind (``submitted_by``, ...), unverified: move
+    it into ``actor`` as a claim (an ``actor`` given beside it wins). Plain-NATS producers
+    that still send such a field are read the same way."""
+    # Only text or null, as schema 1 had them: anything else stays in the body and makes
+    # it undecodable, as it did then.
+    legacy = [n for n in _LEGACY_ACTOR_FIELDS if isinstance(body.get(n, 0), str | None)]
+    claims = [body.pop(name) for name in legacy if name in body]
+    if body.get("actor") is None and (claim := next((c for c in claims if c), None)):
+        body["actor"] = claimed_actor(claim)
 
 
 def _delayed(delay: object, at: object, subject: str, data: bytes) -> datetime:

@@ -63,6 +63,7 @@ class JobState:
     cancel_requested: bool = False
     dead_lettered: bool = False
     submitted_by: str | None = None
+    """The actor of the job's creation event (who submitted it)."""
     events_applied: int = 1
 
 
@@ -132,7 +133,7 @@ def _created(event: JobSpec) -> JobState:
         created_at=event.at,
         updated_at=event.at,
         run_at=event.run_at if isinstance(event, Scheduled) else None,
-        submitted_by=event.submitted_by,
+        submitted_by=event.actor,
     )
 
 

@@ -161,7 +161,7 @@ def build_job(
     *,
     job_id: str,
     now: datetime,
-    submitted_by: str | None,
+    actor: str,
 ) -> Submitted | Scheduled:
     """The event that creates the job ``request`` asks for, stamped ``now``.
 
@@ -169,12 +169,12 @@ def build_job(
     ``submitted``. A request without start times (:class:`JobFields`, e.g. a cron
     schedule's job) is always ``submitted``. :class:`JobRefused` when the request is
     malformed, names two start times, breaks its type's contract, or its id or
-    ``submitted_by`` cannot be stored.
+    ``actor`` (who submits it) cannot be stored.
     """
     checked = check_job(request, job_types)
     run_at = checked.due(now) if isinstance(checked, JobRequest) else None
     fields = checked.model_dump(include=set(JobFields.model_fields))
-    fields.update(job_id=job_id, at=now, submitted_by=submitted_by)
+    fields.update(job_id=job_id, at=now, actor=actor)
     try:
         return Submitted(**fields) if run_at is None else Scheduled(**fields, run_at=run_at)
     except ValidationError as exc:

@@ -4,7 +4,7 @@ reads the messages; the fold, the audit trail, the commands and the projections 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -42,14 +42,22 @@ class StoredEvent:
     error: DecodeError | None
 
     @classmethod
-    def decode(cls, seq: int, subject: str, data: bytes, stored_at: datetime) -> StoredEvent:
+    def decode(
+        cls,
+        seq: int,
+        subject: str,
+        data: bytes,
+        stored_at: datetime,
+        headers: Mapping[str, str] | None = None,
+    ) -> StoredEvent:
+        """``headers``: the message's, for the actor a plain-NATS producer claims."""
         try:
             return cls(
                 seq,
                 subject,
                 stored_at,
                 data,
-                decode_event(subject, data, stored_at=stored_at),
+                decode_event(subject, data, stored_at=stored_at, headers=headers),
                 None,
             )
         except DecodeError as exc:
@@ -58,7 +66,9 @@ class StoredEvent:
     @classmethod
     def of(cls, message: Message) -> StoredEvent:
         """A delivered or read message as a :class:`StoredEvent`."""
-        return cls.decode(message.seq, message.subject, message.data, message.stored_at)
+        # Headers are optional to the protocol: some callers hand in bare messages.
+        headers: Mapping[str, str] | None = getattr(message, "headers", None)
+        return cls.decode(message.seq, message.subject, message.data, message.stored_at, headers)
 
 
 def fold_history(history: Iterable[StoredEvent]) -> JobState | None:

@@ -38,7 +38,7 @@ from ferrisqueue.domain.cron import (
     next_interval_fires,
     round_to_second,
 )
-from ferrisqueue.domain.events import encode_event, utcnow
+from ferrisqueue.domain.events import ACTOR_HEADER, encode_event, utcnow
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.jobbuilder import build_job
 from ferrisqueue.domain.subjects import SCHEDULE_STREAM, cron_subject, tick_subject
@@ -122,8 +122,9 @@ class CronBook:
         found = [d async for d in self._scan()]
         return sorted(found, key=lambda d: d.name)
 
-    async def put(self, spec: CronSpec, *, source: Source = "api") -> CronDefinition:
-        """Create or replace a schedule; returns what is stored.
+    async def put(self, spec: CronSpec, *, actor: str, source: Source = "api") -> CronDefinition:
+        """Create or replace a schedule on behalf of ``actor`` (stored as ``updated_by``);
+        returns what is stored.
 
         An unchanged definition is not written again and its server schedule is left alone
         (so its interval is not restarted). Raises :class:`InvalidSchedule` when the server
@@ -141,6 +142,7 @@ class CronBook:
                 source=source,
                 created_at=current.created_at if current else now,
                 updated_at=now,
+                updated_by=actor,
             )
             if current is not None and current.same_as(wanted):
                 await self._apply(current)
@@ -159,29 +161,30 @@ class CronBook:
             raise
         return wanted
 
-    async def pause(self, name: str) -> CronDefinition:
+    async def pause(self, name: str, *, actor: str) -> CronDefinition:
         """Stop firing ``name`` (its definition stays); :class:`UnknownSchedule` if absent."""
-        definition = await self._set_paused(name, True)
+        definition = await self._set_paused(name, True, actor)
         await self._unschedule(name)
         return definition
 
-    async def resume(self, name: str) -> CronDefinition:
+    async def resume(self, name: str, *, actor: str) -> CronDefinition:
         """Fire ``name`` again; :class:`UnknownSchedule` if absent."""
-        definition = await self._set_paused(name, False)
+        definition = await self._set_paused(name, False, actor)
         await self._ensure_scheduled(definition)
         return definition
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, *, actor: str) -> None:
         """Remove ``name``: definition and server schedule; :class:`UnknownSchedule` if absent.
 
-        The definition goes first, so a tick that fires in between creates no job.
+        The definition goes first, so a tick that fires in between creates no job. The
+        delete marker names ``actor`` in its ``Fq-Actor`` header (a marker has no body).
         """
         for _ in range(_TRIES):
             current, revision = await self._read(name)
             if current is None:
                 raise UnknownSchedule(f"no schedule {name}")
             try:
-                await self._kv_publish(name, b"", revision, {_KV_OP: "DEL"})
+                await self._kv_publish(name, b"", revision, {_KV_OP: "DEL", ACTOR_HEADER: actor})
                 break
             except ConcurrentChange:
                 continue
@@ -234,9 +237,7 @@ class CronBook:
     def _check_job(self, spec: CronSpec, now: datetime) -> None:
         # Refused now rather than on every tick: each tick's job is built as this one is
         # (contract checked), and its event must fit the event log.
-        sample = build_job(
-            spec.job, self.job_types, job_id=new_job_id(), now=now, submitted_by=spec.submitted_by
-        )
+        sample = build_job(spec.job, self.job_types, job_id=new_job_id(), now=now, actor=spec.actor)
         size = len(encode_event(sample))
         if size > self._max_event_bytes:
             raise PayloadTooLarge(
@@ -278,14 +279,16 @@ class CronBook:
             {**headers, EXPECTED_LAST_SUBJECT_SEQ: str(revision)},
         )
 
-    async def _set_paused(self, name: str, paused: bool) -> CronDefinition:
+    async def _set_paused(self, name: str, paused: bool, actor: str) -> CronDefinition:
         for _ in range(_TRIES):
             current, revision = await self._read(name)
             if current is None:
                 raise UnknownSchedule(f"no schedule {name}")
             if current.paused == paused:
                 return current
-            changed = current.model_copy(update={"paused": paused, "updated_at": utcnow()})
+            changed = current.model_copy(
+                update={"paused": paused, "updated_at": utcnow(), "updated_by": actor}
+            )
             try:
                 await self._write(changed, revision)
             except ConcurrentChange:

@@ -36,9 +36,11 @@ async def dead_letter(
     original: bytes,
     reason: str,
     dedup: str,
+    actor: str,
     lineage: Mapping[str, str | int | None] = {},
 ) -> None:
-    """Copy ``original`` to the dead-letter stream and append ``dead_lettered``.
+    """Copy ``original`` to the dead-letter stream and append ``dead_lettered``, whose
+    actor is ``actor`` (the worker or the scheduler that gave up on the job).
 
     ``dedup`` names this dead-lettering (e.g. the stream sequence of the message given up
     on); ``lineage`` becomes ``Fq-<Name>`` headers (``{"Attempts": 3}`` -> ``Fq-Attempts``).
@@ -57,4 +59,6 @@ async def dead_letter(
         headers["Fq-Truncated"] = str(len(original))
         keep = event_log.body_room(stream=DLQ_STREAM, headers=headers)
         await event_log.publish(subject, original[:keep], stream=DLQ_STREAM, headers=headers)
-    await event_log.append(DeadLettered(job_id=job_id, queue=queue, at=utcnow(), reason=reason))
+    await event_log.append(
+        DeadLettered(job_id=job_id, queue=queue, at=utcnow(), reason=reason, actor=actor)
+    )

@@ -25,9 +25,9 @@ from ferrisqueue.errors import CheckpointMoved, ConfigurationError
 from ferrisqueue.store import queries
 from ferrisqueue.store.models import ProjectionCheckpoint, SchemaInfo
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The read-store layout this code reads and writes (2: ``dead_letters`` records redrives and
-purges, and the last error)."""
+purges, and the last error; 3: ``job_events.actor``, who made each event happen)."""
 
 
 def make_engine(url: str) -> Engine:

@@ -85,6 +85,9 @@ class JobEventRow(SQLModel, table=True):
     event: str = Field(max_length=32)
     at: datetime = Field(sa_type=UtcDateTime)
     stored_at: datetime = Field(sa_type=UtcDateTime)
+    actor: str | None = Field(default=None, max_length=200)
+    """Who made the event happen (the event's ``actor``); ``None`` only for an undecodable
+    message or a schema-1 event that named nobody."""
     applied: bool
     rejected_because: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     body: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -47,6 +47,7 @@ from ferrisqueue.errors import (
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.tracing import SpanKind
 from gateway.deps import (
+    ActorDep,
     Authorized,
     EventLogDep,
     JobTypesDep,
@@ -178,6 +179,7 @@ async def submit_batch(
     job_types: JobTypesDep,
     settings: SettingsDep,
     tracing: TracingDep,
+    actor: ActorDep,
 ) -> Any:
     """Append one creation event per job (``submitted``, or ``scheduled`` when its
     ``run_at``/``delay`` lies ahead); answer when JetStream has acked them all.
@@ -186,12 +188,11 @@ async def submit_batch(
     resent after a 503 or an ``unknown`` outcome may become a second job; one with a key
     cannot.
     """
-    by = request.client.host if request.client else None
     now = utcnow()
     events: list[JobSpec] = []
     for index, item in enumerate(body.jobs):
         try:
-            events.append(build_job(item, job_types, job_id=new_job_id(), now=now, submitted_by=by))
+            events.append(build_job(item, job_types, job_id=new_job_id(), now=now, actor=actor))
         except JobRefused as exc:
             raise unprocessable(exc, at=("body", "jobs", index)) from exc
     await charge_submissions(request, principal, len(events))  # each job counts

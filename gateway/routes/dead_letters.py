@@ -29,7 +29,7 @@ from gateway.dead_letter_schemas import (
     DeadLetterPage,
     JobOutcomeOut,
 )
-from gateway.deps import Authorized, EventLogDep, SessionDep
+from gateway.deps import ActorDep, Authorized, EventLogDep, SessionDep
 from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, Problem
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=AUTH_ERRORS)
@@ -116,33 +116,41 @@ async def inspect_dead_letter(
     responses={**BODY_ERRORS, **_UNAVAILABLE},
 )
 async def redrive(
-    body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
+    body: DeadLetterAction,
+    session: SessionDep,
+    event_log: EventLogDep,
+    dlq: DeadLetterQueueDep,
+    actor: ActorDep,
 ) -> DeadLetterActionResult:
     """Send dead-lettered jobs back to their queues: each gets a ``redriven`` event naming
-    ``by``, runs again at once (attempt n + 1) and leaves ``FQ_DLQ``. Jobs that are not
-    dead-lettered are skipped with the reason. A retry after a 503 is safe: jobs already
-    redriven are skipped."""
+    the caller as its actor, runs again at once (attempt n + 1) and leaves ``FQ_DLQ``. Jobs
+    that are not dead-lettered are skipped with the reason. A retry after a 503 is safe: jobs
+    already redriven are skipped."""
     job_ids, more = await _select(session, body)
     outcomes = await dead_letter_ops.act(
-        "redriven", event_log, dlq, job_ids, by=body.by, reason=body.reason
+        "redriven", event_log, dlq, job_ids, actor=actor, reason=body.reason
     )
-    return _result("redrive", body, outcomes, more)
+    return _result("redrive", actor, outcomes, more)
 
 
 @router.post(
     "/purge", dependencies=[Authorized(Scope.DLQ_ADMIN)], responses={**BODY_ERRORS, **_UNAVAILABLE}
 )
 async def purge(
-    body: DeadLetterAction, session: SessionDep, event_log: EventLogDep, dlq: DeadLetterQueueDep
+    body: DeadLetterAction,
+    session: SessionDep,
+    event_log: EventLogDep,
+    dlq: DeadLetterQueueDep,
+    actor: ActorDep,
 ) -> DeadLetterActionResult:
-    """Remove dead letters for good: each job gets a ``purged`` event naming ``by``, stays
+    """Remove dead letters for good: each job gets a ``purged`` event naming the caller, stays
     ``failed`` and leaves ``FQ_DLQ`` (its history stays in the log). Jobs that are not
     dead-lettered are skipped with the reason."""
     job_ids, more = await _select(session, body)
     outcomes = await dead_letter_ops.act(
-        "purged", event_log, dlq, job_ids, by=body.by, reason=body.reason
+        "purged", event_log, dlq, job_ids, actor=actor, reason=body.reason
     )
-    return _result("purge", body, outcomes, more)
+    return _result("purge", actor, outcomes, more)
 
 
 async def _select(session: Session, body: DeadLetterAction) -> tuple[list[str], bool]:
@@ -158,12 +166,12 @@ async def _select(session: Session, body: DeadLetterAction) -> tuple[list[str], 
 
 
 def _result(
-    action: Literal["redrive", "purge"], body: DeadLetterAction, outcomes: list[Outcome], more: bool
+    action: Literal["redrive", "purge"], actor: str, outcomes: list[Outcome], more: bool
 ) -> DeadLetterActionResult:
     done = sum(1 for o in outcomes if o.outcome != "skipped")
     return DeadLetterActionResult(
         action=action,
-        by=body.by,
+        by=actor,
         selected=len(outcomes),
         done=done,
         skipped=len(outcomes) - done,

@@ -32,6 +32,7 @@ from ferrisqueue.logs import bind_log_fields
 from ferrisqueue.store import queries
 from ferrisqueue.tracing import SpanKind
 from gateway.deps import (
+    ActorDep,
     Authorized,
     EventLogDep,
     IdempotencyDep,
@@ -93,6 +94,7 @@ async def submit_job(
     job_types: JobTypesDep,
     keys: IdempotencyDep,
     tracing: TracingDep,
+    actor: ActorDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -110,11 +112,8 @@ async def submit_job(
     Unknown types are accepted: a worker with a plugin the gateway lacks may run them.
     Without an ``Idempotency-Key``, a retry after a 503 may create a second job.
     """
-    by = request.client.host if request.client else None
     try:
-        event: JobSpec = build_job(
-            body, job_types, job_id=new_job_id(), now=utcnow(), submitted_by=by
-        )
+        event: JobSpec = build_job(body, job_types, job_id=new_job_id(), now=utcnow(), actor=actor)
     except JobRefused as exc:
         raise unprocessable(exc, at=("body",)) from exc
     await charge_submissions(request, principal, 1)
@@ -180,7 +179,7 @@ async def job_status(job_id: Token, session: SessionDep, request: Request) -> Jo
 )
 async def job_events(job_id: Token, event_log: EventLogDep) -> list[AuditEntryOut]:
     """The job's complete audit trail, read from the event log itself (the source of truth):
-    every message, who sent it, when, and whether the fold applied it."""
+    every message, its actor (who made it happen), when, and whether the fold applied it."""
     history = await event_log.history(job_id)
     if not history:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
@@ -193,19 +192,18 @@ async def job_events(job_id: Token, event_log: EventLogDep) -> list[AuditEntryOu
     dependencies=[Authorized(Scope.JOBS_CANCEL)],
     responses={404: {"model": Problem}, 409: {"model": Problem}, **_UNAVAILABLE},
 )
-async def cancel_job(job_id: Token, request: Request, event_log: EventLogDep) -> JobStatusOut:
+async def cancel_job(job_id: Token, event_log: EventLogDep, actor: ActorDep) -> JobStatusOut:
     """Cancel a job. Pending: it is ``canceled`` at once and never runs. Running: its worker
     cancels the handler (cooperatively: a plain ``def`` handler finishes its work) and
     records ``canceled``; the answer says ``running`` with ``cancel_requested``. Finished:
     409. The decision is :func:`~ferrisqueue.domain.commands.decide_cancel`, carried out by
     :meth:`EventLog.command`: every append is guarded by the job's newest sequence, so a
     cancel racing a worker's start resolves one way or the other, never both."""
-    by = request.client.host if request.client else None
 
     def decide(
         state: JobState | None, _history: Sequence[BaseEvent]
     ) -> Decision[CancelRequested | Canceled]:
-        return decide_cancel(state, requested_by=by, now=utcnow())
+        return decide_cancel(state, actor=actor, now=utcnow())
 
     result = await event_log.command(job_id, decide)
     state = result.state

@@ -21,7 +21,7 @@ from ferrisqueue.domain.jobbuilder import JobRefused
 from ferrisqueue.domain.principal import Scope
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.cronbook import CronBook
-from gateway.deps import Authorized, JobTypesDep, SettingsDep
+from gateway.deps import ActorDep, Authorized, JobTypesDep, SettingsDep
 from gateway.nats_link import NatsLink
 from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
 from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, Problem
@@ -59,12 +59,14 @@ NextCount = Annotated[int, Query(ge=0, le=100, description="How many next fire t
         422: {"description": "Not a valid schedule (the reason says why)"},
     },
 )
-async def put_schedule(body: ScheduleCreate, book: CronBookDep, next: NextCount = 3) -> ScheduleOut:
+async def put_schedule(
+    body: ScheduleCreate, book: CronBookDep, actor: ActorDep, next: NextCount = 3
+) -> ScheduleOut:
     """Create the schedule, or replace the one of that name (an unchanged one keeps running
     as it was, its interval not restarted). The job's payload must match its type's contract,
     as for ``POST /jobs``, so that every tick creates a job that can run."""
     try:
-        stored = await book.put(body, source="api")
+        stored = await book.put(body, source="api", actor=actor)
     except JobRefused as exc:
         raise unprocessable(exc, at=("body", "job")) from exc
     except InvalidSchedule as exc:
@@ -96,10 +98,10 @@ async def get_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -> S
     dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
     responses={**_UNKNOWN, **_UNAVAILABLE},
 )
-async def pause_schedule(name: Token, book: CronBookDep) -> ScheduleOut:
+async def pause_schedule(name: Token, book: CronBookDep, actor: ActorDep) -> ScheduleOut:
     """Stop firing (the definition stays; ticks already fired create no job)."""
     try:
-        return await _out(book, await book.pause(name), 0)
+        return await _out(book, await book.pause(name, actor=actor), 0)
     except UnknownSchedule as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
@@ -109,10 +111,12 @@ async def pause_schedule(name: Token, book: CronBookDep) -> ScheduleOut:
     dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
     responses={**_UNKNOWN, **_UNAVAILABLE},
 )
-async def resume_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -> ScheduleOut:
+async def resume_schedule(
+    name: Token, book: CronBookDep, actor: ActorDep, next: NextCount = 3
+) -> ScheduleOut:
     """Fire again (an interval starts afresh from now)."""
     try:
-        return await _out(book, await book.resume(name), next)
+        return await _out(book, await book.resume(name, actor=actor), next)
     except UnknownSchedule as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
@@ -123,10 +127,10 @@ async def resume_schedule(name: Token, book: CronBookDep, next: NextCount = 3) -
     dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
     responses={**_UNKNOWN, **_UNAVAILABLE},
 )
-async def delete_schedule(name: Token, book: CronBookDep) -> Response:
+async def delete_schedule(name: Token, book: CronBookDep, actor: ActorDep) -> Response:
     """Remove the schedule; jobs it created stay."""
     try:
-        await book.delete(name)
+        await book.delete(name, actor=actor)
     except UnknownSchedule as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -63,7 +63,7 @@ def timeline_table(events: list[dict[str, Any]]) -> pd.DataFrame:
                 "at (UTC)": at.strftime("%H:%M:%S.%f")[:-3] if at else "",
                 "after": f"+{(at - first).total_seconds():.3f} s" if at and first else "",
                 "event": entry["event"],
-                "by": entry.get("actor") or "",
+                "actor": entry.get("actor") or "",
                 "applied": "✓" if entry["applied"] else "✗ rejected",
                 "status after": entry.get("status_after") or "",
                 "note": entry.get("note") or "",
@@ -71,7 +71,7 @@ def timeline_table(events: list[dict[str, Any]]) -> pd.DataFrame:
         )
     return pd.DataFrame(
         rows,
-        columns=["seq", "at (UTC)", "after", "event", "by", "applied", "status after", "note"],
+        columns=["seq", "at (UTC)", "after", "event", "actor", "applied", "status after", "note"],
     )
 
 

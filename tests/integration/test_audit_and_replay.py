@@ -65,8 +65,9 @@ async def test_job_events_endpoint_and_fq_audit_show_the_whole_trail(
         "dead_lettered",
         "started",
     ]
-    assert trail[0]["actor"] == "127.0.0.1"
-    assert trail[1]["actor"].startswith(settings.worker_id.split("-")[0])
+    assert trail[0]["actor"] == "anonymous"  # no authentication here: the stand-in caller
+    assert trail[1]["actor"].startswith("worker:" + settings.worker_id.split("-")[0])
+    assert trail[4]["actor"] == "nats:anonymous"  # the stray event, published over raw NATS
     assert [e["status_after"] for e in trail] == [
         "pending",
         "running",

@@ -47,7 +47,7 @@ async def test_batch_is_stored_before_the_202(gateway: httpx.AsyncClient, nc: Cl
     by_id = {e["job_id"]: e for e in events}
     for n, item in enumerate(body["jobs"][:5]):
         assert by_id[item["job_id"]]["payload"] == {"n": n}
-        assert by_id[item["job_id"]]["submitted_by"] == "127.0.0.1"
+        assert by_id[item["job_id"]]["actor"] == "anonymous"
     assert by_id[body["jobs"][5]["job_id"]]["max_attempts"] == 7  # job options carried over
     status = await gateway.get(body["jobs"][0]["status_url"])
     assert status.json()["status"] == "pending"

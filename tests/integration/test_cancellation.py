@@ -53,7 +53,7 @@ async def test_a_canceled_pending_job_never_runs(
     kinds = await events_of(nc, job_id, "canceled")
     assert kinds == ["submitted", "cancel_requested", "canceled"]
     trail = (await gateway.get(f"/jobs/{job_id}/events")).json()
-    assert trail[1]["actor"] == "127.0.0.1"
+    assert trail[1]["actor"] == "anonymous"
 
 
 async def test_a_running_job_is_canceled_by_its_worker(

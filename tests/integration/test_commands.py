@@ -89,7 +89,7 @@ async def test_a_cancel_racing_a_workers_start_is_decided_again_on_the_running_j
         )
 
     interfere_after_reads(monkeypatch, event_log, worker_starts, times=1)
-    decide = Recorder(lambda state: decide_cancel(state, requested_by="ops", now=utcnow()))
+    decide = Recorder(lambda state: decide_cancel(state, actor="ops", now=utcnow()))
 
     result = await event_log.command(job.job_id, decide)
 

@@ -29,6 +29,8 @@ from tests.support.waits import collect_events, wait_until
 
 pytestmark = pytest.mark.integration
 
+ACTOR = "cli:tester@test-host"
+
 Body = dict[str, Any]
 
 
@@ -44,7 +46,7 @@ def at(body: Body) -> datetime:
 
 
 def of(bodies: list[Body], name: str) -> list[Body]:
-    return [b for b in bodies if b.get("submitted_by") == f"cron:{name}"]
+    return [b for b in bodies if b.get("actor") == f"cron:{name}"]
 
 
 async def cron_jobs(
@@ -98,12 +100,12 @@ async def test_every_2s_for_10s_with_two_schedulers_makes_5_jobs_without_duplica
     start("scheduler")
     await consuming(nc, 2)
 
-    await book.put(spec("every2", "*/2 * * * * *"))
+    await book.put(spec("every2", "*/2 * * * * *"), actor=ACTOR)
     defined_at = utcnow()
     window_end = defined_at + timedelta(seconds=10)
     # The ticks themselves measure the 10 s: wait for the job of the first tick after them.
     jobs = await cron_jobs(nc, "every2", lambda js: any(at(j) >= window_end for j in js), 30)
-    await book.delete("every2")
+    await book.delete("every2", actor=ACTOR)
 
     in_window = [j for j in jobs if at(j) < window_end]
     ticks = [(s, t) for s, t in await stored_ticks(nc, "every2") if t < window_end]
@@ -121,7 +123,7 @@ async def test_ticks_still_become_jobs_after_one_of_two_schedulers_is_killed(
     doomed = start("scheduler")
     start("scheduler")
     await consuming(nc, 2)
-    await book.put(spec("survives", "@every 1s"))
+    await book.put(spec("survives", "@every 1s"), actor=ACTOR)
     await cron_jobs(nc, "survives", lambda js: len(js) >= 2)
 
     doomed.kill()
@@ -140,7 +142,7 @@ async def test_ticks_still_become_jobs_after_one_of_two_schedulers_is_killed(
     jobs = await cron_jobs(
         nc, "survives", lambda js: expected <= {j["job_id"] for j in js}, timeout=30
     )
-    await book.delete("survives")
+    await book.delete("survives", actor=ACTOR)
     assert len([j for j in jobs if at(j) > killed_at]) >= 3
     assert len({j["job_id"] for j in jobs}) == len(jobs)
 
@@ -148,11 +150,11 @@ async def test_ticks_still_become_jobs_after_one_of_two_schedulers_is_killed(
 @pytest.mark.timeout(55)
 async def test_pause_resume_and_delete(start: StartService, book: CronBook, nc: Client) -> None:
     start("scheduler")
-    await book.put(spec("witness", "@every 1s"))
-    await book.put(spec("toggled", "@every 1s"))
+    await book.put(spec("witness", "@every 1s"), actor=ACTOR)
+    await book.put(spec("toggled", "@every 1s"), actor=ACTOR)
     await cron_jobs(nc, "toggled", lambda js: len(js) >= 1)
 
-    paused = await book.pause("toggled")
+    paused = await book.pause("toggled", actor=ACTOR)
     paused_at = utcnow()
     # Another schedule's later jobs show time passed (and that earlier ticks were handled).
     await cron_jobs(
@@ -164,11 +166,11 @@ async def test_pause_resume_and_delete(start: StartService, book: CronBook, nc: 
     assert await book.next_fires(paused) == []
     assert while_paused == [] and late_ticks == []
 
-    await book.resume("toggled")
+    await book.resume("toggled", actor=ACTOR)
     resumed_at = utcnow()
     await cron_jobs(nc, "toggled", lambda js: any(at(j) > resumed_at for j in js))
 
-    await book.delete("toggled")
+    await book.delete("toggled", actor=ACTOR)
     deleted_at = utcnow()
     await cron_jobs(
         nc, "witness", lambda js: any(at(j) >= deleted_at + timedelta(seconds=3) for j in js)
@@ -178,16 +180,16 @@ async def test_pause_resume_and_delete(start: StartService, book: CronBook, nc: 
     assert await book.get("toggled") is None
     assert [d.name for d in await book.definitions()] == ["witness"]
     with pytest.raises(UnknownSchedule):
-        await book.delete("toggled")
+        await book.delete("toggled", actor=ACTOR)
     with pytest.raises(UnknownSchedule):
-        await book.pause("toggled")
+        await book.pause("toggled", actor=ACTOR)
 
 
 @pytest.mark.timeout(55)
 async def test_ticks_older_than_the_misfire_grace_make_no_job(
     start: StartService, book: CronBook, nc: Client
 ) -> None:
-    await book.put(spec("backlog", "@every 1s"))
+    await book.put(spec("backlog", "@every 1s"), actor=ACTOR)
     # No scheduler yet: let ticks pile up, measured by the ticks themselves.
     first_fired = (
         await wait_until(
@@ -211,7 +213,8 @@ async def test_ticks_older_than_the_misfire_grace_make_no_job(
 async def test_two_relays_racing_on_one_tick_make_one_job(
     book: CronBook, nc: Client, settings: Settings
 ) -> None:
-    await book.put(spec("raced", "@every 1h"))  # defined and active; no tick during the test
+    # Defined and active; no tick during the test.
+    await book.put(spec("raced", "@every 1h"), actor=ACTOR)
     other = await connect(settings.effective_nats_url, name="other-instance")
     try:
         relays = [TickRelay.for_settings(NatsLog(conn), settings) for conn in (nc, other, nc)]
@@ -227,10 +230,10 @@ async def test_two_relays_racing_on_one_tick_make_one_job(
     assert sorted(outcomes) == [Outcome.ALREADY_CREATED] * 2 + [Outcome.CREATED]
     assert again is Outcome.ALREADY_CREATED
     assert [s.event.kind.value for s in history if s.event] == ["submitted"]
-    assert history[0].event is not None and history[0].event.submitted_by == "cron:raced"
+    assert history[0].event is not None and history[0].event.actor == "cron:raced"
 
     late = await relays[0].create_job(tick, now=tick.fired_at + timedelta(minutes=2))
-    await book.pause("raced")
+    await book.pause("raced", actor=ACTOR)
     paused = await relays[0].create_job(Tick("raced", seq=1235, fired_at=utcnow()))
     unknown = await relays[0].create_job(Tick("nobody", seq=1236, fired_at=utcnow()))
     assert (late, paused, unknown) == (Outcome.MISFIRED, Outcome.NOT_ACTIVE, Outcome.NOT_ACTIVE)
@@ -240,12 +243,12 @@ async def test_an_unchanged_definition_leaves_its_server_schedule_alone(
     book: CronBook, nc: Client
 ) -> None:
     js = nc.jetstream()
-    await book.put(spec("steady", "@every 2s"))
+    await book.put(spec("steady", "@every 2s"), actor=ACTOR)
     first = await js.get_last_msg(SCHEDULE_STREAM, cron_subject("steady"))
 
-    await book.put(spec("steady", "@every 2s"))
+    await book.put(spec("steady", "@every 2s"), actor=ACTOR)
     again = await js.get_last_msg(SCHEDULE_STREAM, cron_subject("steady"))
-    await book.put(spec("steady", "@every 3s"))
+    await book.put(spec("steady", "@every 3s"), actor=ACTOR)
     changed = await js.get_last_msg(SCHEDULE_STREAM, cron_subject("steady"))
 
     assert again.seq == first.seq, "re-publishing would restart the interval"
@@ -260,8 +263,8 @@ async def test_reconcile_restores_missing_schedules_and_cancels_orphans(
     book: CronBook, nc: Client
 ) -> None:
     js = nc.jetstream()
-    await book.put(spec("kept", "0 0 9 * * mon-fri", timezone="Europe/Berlin"))
-    await book.put(spec("resting", "@hourly", paused=True))
+    await book.put(spec("kept", "0 0 9 * * mon-fri", timezone="Europe/Berlin"), actor=ACTOR)
+    await book.put(spec("resting", "@hourly", paused=True), actor=ACTOR)
     await js.purge_stream(SCHEDULE_STREAM, subject=cron_subject("kept"))  # a crash's leftovers
     await js.publish(
         cron_subject("ghost"),
@@ -294,15 +297,15 @@ async def test_every_expression_the_book_accepts_the_server_runs(book: CronBook)
             "@every 1h30m",
         ]
     ):
-        stored = await book.put(spec(f"s{n}", expression))
+        stored = await book.put(spec(f"s{n}", expression), actor=ACTOR)
         assert (await book.next_fires(stored, count=2))[0] > utcnow() - timedelta(seconds=1)
 
 
 async def test_the_scheduler_applies_the_cron_file_at_start(
     start: StartService, book: CronBook, tmp_path: Path
 ) -> None:
-    await book.put(spec("from-api", "@daily"))
-    await book.put(spec("dropped-from-file", "@daily"), source="file")
+    await book.put(spec("from-api", "@daily"), actor=ACTOR)
+    await book.put(spec("dropped-from-file", "@daily"), source="file", actor=ACTOR)
     cron_file = tmp_path / "cron.toml"
     cron_file.write_text(
         '[[schedule]]\nname = "from-file"\nschedule = "0 15 * * *"\n'
@@ -359,7 +362,7 @@ async def test_a_schedule_whose_job_breaks_its_contract_is_refused_and_never_sto
     bad = spec("purge", "@hourly", job={"type": "cleanup", "payload": {"older_than_seconds": -1}})
 
     with pytest.raises(JobRefused) as refused:
-        await book.put(bad)
+        await book.put(bad, actor=ACTOR)
 
     assert refused.value.errors[0]["loc"] == ("payload", "older_than_seconds")
     assert await book.definitions() == []
@@ -372,7 +375,9 @@ async def test_a_tick_of_a_stored_schedule_whose_job_breaks_its_contract_creates
     # Stored as a schedule defined before definitions were checked would be: by a book
     # that knows no contracts.
     unchecked = CronBook.for_settings(event_log, settings, job_types={})
-    await unchecked.put(spec("legacy", "@every 1h", job={"type": "cleanup", "payload": {}}))
+    await unchecked.put(
+        spec("legacy", "@every 1h", job={"type": "cleanup", "payload": {}}), actor=ACTOR
+    )
     relay = TickRelay.for_settings(event_log, settings)
     tick = Tick("legacy", seq=77, fired_at=utcnow())
 

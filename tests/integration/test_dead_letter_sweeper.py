@@ -33,7 +33,13 @@ async def copies(nc: Client, subject: str) -> list[bytes]:
 
 async def dead(event_log: EventLog, job_id: str, copy: bytes) -> None:
     await dead_letter(
-        event_log, queue="default", job_id=job_id, original=copy, reason="boom", dedup=copy.decode()
+        event_log,
+        queue="default",
+        job_id=job_id,
+        original=copy,
+        reason="boom",
+        dedup=copy.decode(),
+        actor="scheduler",
     )
 
 
@@ -46,9 +52,9 @@ async def test_the_copies_a_crashed_action_left_are_swept_and_newer_ones_kept(
         await dead(event_log, job_id, b"first")
     # The gateway appended the events, then died before removing the copies.
     await event_log.append(
-        Redriven(job_id=redriven, queue="default", at=utcnow(), attempt=0, redriven_by="ops")
+        Redriven(job_id=redriven, queue="default", at=utcnow(), attempt=0, actor="key:ops")
     )
-    await event_log.append(Purged(job_id=purged, queue="default", at=utcnow(), purged_by="ops"))
+    await event_log.append(Purged(job_id=purged, queue="default", at=utcnow(), actor="key:ops"))
     await dead(event_log, redriven, b"second")  # the redriven job failed for good again
 
     start("scheduler")

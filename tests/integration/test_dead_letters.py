@@ -156,12 +156,13 @@ async def test_a_malformed_advisory_is_parked_and_timers_and_cron_keep_running(
     await CronBook.for_settings(NatsLog(nc), settings).put(
         CronSpec.model_validate(
             {"name": "after-bad-advisory", "schedule": "@every 1s", "job": {"type": "echo"}}
-        )
+        ),
+        actor="cli:tester@test-host",
     )
     cron_jobs = await collect_events(
         nc,
         "fq.job.*.*.submitted",
-        until=lambda b: any(e.get("submitted_by") == "cron:after-bad-advisory" for e in b),
+        until=lambda b: any(e.get("actor") == "cron:after-bad-advisory" for e in b),
         timeout=20,
     )
 

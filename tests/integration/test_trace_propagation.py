@@ -109,7 +109,8 @@ async def test_a_cron_tick_starts_a_trace_that_its_job_carries(
     await CronBook.for_settings(event_log, settings).put(
         CronSpec.model_validate(
             {"name": "nightly", "schedule": "@every 1h", "job": {"type": "echo"}}
-        )
+        ),
+        actor="cli:tester@test-host",
     )
     tick = Tick("nightly", seq=42, fired_at=utcnow())
 

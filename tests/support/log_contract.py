@@ -33,7 +33,9 @@ CONSUMER = "fq-contract"
 
 
 def submitted(job_id: str | None = None, queue: str = "default") -> Submitted:
-    return Submitted(job_id=job_id or new_job_id(), queue=queue, at=utcnow(), type="echo")
+    return Submitted(
+        job_id=job_id or new_job_id(), queue=queue, at=utcnow(), type="echo", actor="key:test"
+    )
 
 
 def consumer_config(queue: str, **overrides: Any) -> dict[str, Any]:
@@ -101,7 +103,14 @@ class LogContract:
     ) -> None:
         first, other = submitted(), submitted()
         seqs = [await log.append(first), await log.append(other)]
-        started = Started(job_id=first.job_id, queue="default", at=utcnow(), attempt=1, worker="w")
+        started = Started(
+            job_id=first.job_id,
+            queue="default",
+            at=utcnow(),
+            attempt=1,
+            worker="w",
+            actor="worker:w",
+        )
         seqs.append(await log.append(started))
 
         history = await log.history(first.job_id)

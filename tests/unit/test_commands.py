@@ -141,7 +141,15 @@ def test_started_names_the_attempt_the_worker_and_the_message_it_runs() -> None:
     decision = _start([submitted()], 1)
 
     assert decision == (
-        Started(job_id=JOB, queue=QUEUE, at=NOW, attempt=1, worker="w9", trigger_seq=TRIGGER),
+        Started(
+            job_id=JOB,
+            queue=QUEUE,
+            at=NOW,
+            attempt=1,
+            worker="w9",
+            trigger_seq=TRIGGER,
+            actor="worker:w9",
+        ),
     )
 
 
@@ -195,18 +203,18 @@ def test_a_cancel_stops_a_pending_job_at_once_and_asks_a_running_ones_worker(
 ) -> None:
     history = HISTORIES[name]
 
-    decision = decide_cancel(fold(history), requested_by="ops", now=NOW)
+    decision = decide_cancel(fold(history), actor="ops", now=NOW)
 
     assert _kinds(decision) == expected
     _all_applied(history, decision)
 
 
 def test_a_cancel_names_who_asked_and_why_the_job_never_ran() -> None:
-    decision = decide_cancel(fold([submitted()]), requested_by="10.0.0.7", now=NOW)
+    decision = decide_cancel(fold([submitted()]), actor="key:ops", now=NOW)
 
     assert decision == (
-        CancelRequested(job_id=JOB, queue=QUEUE, at=NOW, requested_by="10.0.0.7"),
-        Canceled(job_id=JOB, queue=QUEUE, at=NOW, reason=CANCELED_BEFORE_RUN),
+        CancelRequested(job_id=JOB, queue=QUEUE, at=NOW, actor="key:ops"),
+        Canceled(job_id=JOB, queue=QUEUE, at=NOW, reason=CANCELED_BEFORE_RUN, actor="key:ops"),
     )
 
 
@@ -214,11 +222,11 @@ def test_a_cancel_names_who_asked_and_why_the_job_never_ran() -> None:
 
 
 def _redrive(history: list[BaseEvent]) -> Decision[Redriven]:
-    return decide_redrive(fold(history), history, by="ops", reason="fixed", now=NOW)
+    return decide_redrive(fold(history), history, actor="ops", reason="fixed", now=NOW)
 
 
 def _purge(history: list[BaseEvent]) -> Decision[Purged]:
-    return decide_purge(fold(history), by="ops", reason="fixed", now=NOW)
+    return decide_purge(fold(history), actor="ops", reason="fixed", now=NOW)
 
 
 def _not_dead(status: str) -> Rejection:
@@ -275,14 +283,14 @@ def test_a_redrive_starts_a_fresh_budget_after_the_attempts_made_and_names_who_d
     decision = _redrive(HISTORIES["failed+dead_lettered"])
 
     assert decision == (
-        Redriven(job_id=JOB, queue=QUEUE, at=NOW, attempt=1, redriven_by="ops", reason="fixed"),
+        Redriven(job_id=JOB, queue=QUEUE, at=NOW, attempt=1, actor="ops", reason="fixed"),
     )
 
 
 def test_a_purge_names_who_did_it() -> None:
     decision = _purge(HISTORIES["failed+dead_lettered"])
 
-    assert decision == (Purged(job_id=JOB, queue=QUEUE, at=NOW, purged_by="ops", reason="fixed"),)
+    assert decision == (Purged(job_id=JOB, queue=QUEUE, at=NOW, actor="ops", reason="fixed"),)
 
 
 # --- release: a wait came due --------------------------------------------------------------
@@ -352,7 +360,9 @@ def test_only_a_job_pending_for_exactly_this_wait_is_released(
 def test_a_release_is_stored_at_its_due_time_after_the_attempts_made() -> None:
     decision = _release(HISTORIES["pending-retrying"], WAITS["retry-1"])
 
-    assert decision == (Released(job_id=JOB, queue=QUEUE, at=RETRY_AT, attempt=1),)
+    assert decision == (
+        Released(job_id=JOB, queue=QUEUE, at=RETRY_AT, attempt=1, actor="scheduler"),
+    )
 
 
 def test_a_wait_for_another_time_releases_nothing() -> None:

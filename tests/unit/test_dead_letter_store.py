@@ -67,7 +67,7 @@ def dead(
 
 
 def redriven(job_id: str, queue: str, at: datetime, by: str = "alice@ops") -> Redriven:
-    return Redriven(job_id=job_id, queue=queue, at=at, attempt=1, redriven_by=by, reason="fixed")
+    return Redriven(job_id=job_id, queue=queue, at=at, attempt=1, actor=by, reason="fixed")
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def store(store_engine: Engine) -> Engine:
         *dead("d4", "default", "echo", minute(4)),
         redriven("d4", "default", minute(4.5)),
         *dead("d5", "default", "echo", minute(5)),
-        Purged(job_id="d5", queue="default", at=minute(5.5), purged_by="bob@ops", reason="junk"),
+        Purged(job_id="d5", queue="default", at=minute(5.5), actor="bob@ops", reason="junk"),
         *dead("d6", "default", "echo", minute(6)),
         redriven("d6", "default", minute(6.1)),
         Started(job_id="d6", queue="default", at=minute(6.2), attempt=2, worker="w1"),

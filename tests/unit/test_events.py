@@ -51,41 +51,45 @@ COMMON = {"job_id": JOB, "queue": QUEUE, "at": AT}
 EVERY_EVENT: list[BaseEvent] = [
     Submitted(
         **COMMON,
+        actor="key:alice",
         type="email",
         payload={"to": "a@example.com", "n": [1, 2.5, None, {"deep": True}]},
-        submitted_by="alice",
     ),
-    Submitted(**COMMON, type="echo"),
-    Scheduled(**COMMON, type="report", run_at=AT + timedelta(hours=2)),
+    Submitted(**COMMON, actor="key:ops", type="echo"),
+    Scheduled(**COMMON, actor="key:ops", type="report", run_at=AT + timedelta(hours=2)),
     Submitted(
         **COMMON,
+        actor="key:ops",
         type="email",
         max_attempts=7,
         timeout=30.0,
         retry=RetryPolicy(base=2.0, cap=60.0, jitter=0.1),
     ),
-    Released(**COMMON),
-    Released(**COMMON, attempt=3),
-    Started(**COMMON, attempt=1, worker="host-1234"),
-    Progress(**COMMON, attempt=2, fraction=0.25, message="a quarter"),
-    Progress(**COMMON, attempt=1, fraction=1.0),
-    Succeeded(**COMMON, attempt=1, result={"sent": True}, duration_ms=12.5),
-    Succeeded(**COMMON, attempt=1, duration_ms=0.0),
+    Released(**COMMON, actor="scheduler"),
+    Released(**COMMON, actor="scheduler", attempt=3),
+    Started(**COMMON, actor="worker:host-1234", attempt=1, worker="host-1234"),
+    Progress(**COMMON, actor="worker:host-1234", attempt=2, fraction=0.25, message="a quarter"),
+    Progress(**COMMON, actor="worker:host-1234", attempt=1, fraction=1.0),
+    Succeeded(
+        **COMMON, actor="worker:host-1234", attempt=1, result={"sent": True}, duration_ms=12.5
+    ),
+    Succeeded(**COMMON, actor="worker:host-1234", attempt=1, duration_ms=0.0),
     Failed(
         **COMMON,
+        actor="worker:host-1234",
         attempt=1,
         error="boom",
         error_type="RuntimeError",
         retry_at=AT + timedelta(seconds=30),
         duration_ms=3.0,
     ),
-    Failed(**COMMON, attempt=5, error="boom", error_type="RuntimeError"),
-    DeadLettered(**COMMON, reason="max deliveries reached"),
-    CancelRequested(**COMMON, requested_by="ops"),
-    CancelRequested(**COMMON),
-    Canceled(**COMMON, reason="no longer needed"),
-    Redriven(**COMMON, attempt=3, redriven_by="ops", reason="smtp fixed"),
-    Purged(**COMMON, purged_by="ops"),
+    Failed(**COMMON, actor="worker:host-1234", attempt=5, error="boom", error_type="RuntimeError"),
+    DeadLettered(**COMMON, actor="scheduler", reason="max deliveries reached"),
+    CancelRequested(**COMMON, actor="key:ops"),
+    CancelRequested(**COMMON, actor="cli:ops@laptop"),
+    Canceled(**COMMON, actor="key:ops", reason="no longer needed"),
+    Redriven(**COMMON, actor="key:ops", attempt=3, reason="smtp fixed"),
+    Purged(**COMMON, actor="key:ops"),
 ]
 
 
@@ -137,7 +141,7 @@ def test_a_raw_body_takes_ids_and_kind_from_the_subject_and_at_from_stored_at() 
 def test_an_empty_body_is_enough_for_an_event_without_required_fields() -> None:
     event = decode_event(job_subject(QUEUE, JOB, "canceled"), b"", stored_at=STORED_AT)
 
-    assert event == Canceled(job_id=JOB, queue=QUEUE, at=STORED_AT)
+    assert event == Canceled(job_id=JOB, queue=QUEUE, at=STORED_AT, actor="nats:anonymous")
 
 
 def test_the_producers_at_wins_over_stored_at() -> None:
@@ -315,11 +319,12 @@ def test_missing_required_field_names_it() -> None:
 
 
 def test_newer_schema_version_is_refused_not_guessed_at() -> None:
-    data = json.dumps({"type": "echo", "at": AT_JSON, "schema_version": 2}).encode()
+    newer = SCHEMA_VERSION + 1
+    data = json.dumps({"type": "echo", "at": AT_JSON, "schema_version": newer}).encode()
 
     error = _decode_error(GOOD_SUBMITTED, data)
 
-    assert "schema_version 2 is newer" in error.reason
+    assert f"schema_version {newer} is newer" in error.reason
     assert "upgrade" in error.reason
 
 

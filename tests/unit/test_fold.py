@@ -91,7 +91,7 @@ def dead_lettered(at: datetime, reason: str = "max deliveries reached") -> DeadL
 
 
 def cancel_requested(at: datetime) -> CancelRequested:
-    return CancelRequested(job_id=JOB, queue=QUEUE, at=at, requested_by="ops")
+    return CancelRequested(job_id=JOB, queue=QUEUE, at=at, actor="ops")
 
 
 def canceled(at: datetime) -> Canceled:
@@ -99,11 +99,11 @@ def canceled(at: datetime) -> Canceled:
 
 
 def redriven(at: datetime, attempt: int = 0) -> Redriven:
-    return Redriven(job_id=JOB, queue=QUEUE, at=at, attempt=attempt, redriven_by="ops")
+    return Redriven(job_id=JOB, queue=QUEUE, at=at, attempt=attempt, actor="ops")
 
 
 def purged(at: datetime) -> Purged:
-    return Purged(job_id=JOB, queue=QUEUE, at=at, purged_by="ops")
+    return Purged(job_id=JOB, queue=QUEUE, at=at, actor="ops")
 
 
 # --- Starting states: the history that reaches each one ------------------------------------
@@ -296,7 +296,7 @@ def test_transition(start: str, probe: str, outcome: Outcome) -> None:
 
 
 def test_submitted_creates_a_queued_job() -> None:
-    event = submitted(T0, submitted_by="alice")
+    event = submitted(T0, actor="alice")
 
     result = apply(None, event)
 
@@ -568,7 +568,7 @@ def test_fold_of_nothing_is_none() -> None:
 
 def test_fold_of_the_happy_path() -> None:
     events = [
-        submitted(T0, submitted_by="api"),
+        submitted(T0, actor="api"),
         started(t(1), attempt=1, worker="w1"),
         progress(t(2), fraction=0.5),
         progress(t(3), fraction=0.75),

@@ -189,7 +189,7 @@ def test_each_path_request_becomes_its_creation_event_or_a_refusal(
     request_: Any, expected: Made | Refused
 ) -> None:
     def build() -> Submitted | Scheduled:
-        return build_job(request_, JOB_TYPES, job_id=JOB_ID, now=NOW, submitted_by="someone")
+        return build_job(request_, JOB_TYPES, job_id=JOB_ID, now=NOW, actor="someone")
 
     if isinstance(expected, Refused):
         with pytest.raises(JobRefused) as refused:
@@ -201,7 +201,7 @@ def test_each_path_request_becomes_its_creation_event_or_a_refusal(
         return
     event = build()
     assert type(event) is expected.kind
-    assert (event.job_id, event.at, event.submitted_by) == (JOB_ID, NOW, "someone")
+    assert (event.job_id, event.at, event.actor) == (JOB_ID, NOW, "someone")
     for name, value in expected.fields.items():
         assert getattr(event, name) == value, name
     if isinstance(event, Scheduled):
@@ -216,7 +216,7 @@ def test_each_path_request_becomes_its_creation_event_or_a_refusal(
 def test_every_refusal_is_a_job_refused_with_errors_for_field_by_field_answers() -> None:
     with pytest.raises(JobRefused) as refused:
         build_job(
-            {"type": "email", "payload": {}}, JOB_TYPES, job_id=JOB_ID, now=NOW, submitted_by=None
+            {"type": "email", "payload": {}}, JOB_TYPES, job_id=JOB_ID, now=NOW, actor="someone"
         )
 
     locs = [error["loc"] for error in refused.value.errors]
@@ -232,25 +232,25 @@ def test_every_refusal_is_a_job_refused_with_errors_for_field_by_field_answers()
 
 
 @pytest.mark.parametrize(
-    ("job_id", "submitted_by", "reason"),
+    ("job_id", "actor", "reason"),
     [
-        ("no spaces please", None, "job_id: must be 1-64 characters"),
-        (JOB_ID, "x" * 201, "submitted_by: String should have at most 200 characters"),
+        ("no spaces please", "someone", "job_id: must be 1-64 characters"),
+        (JOB_ID, "x" * 201, "actor: String should have at most 200 characters"),
     ],
-    ids=["bad-job-id", "overlong-submitted-by"],
+    ids=["bad-job-id", "overlong-actor"],
 )
 def test_an_id_or_actor_the_log_cannot_store_is_refused(
-    job_id: str, submitted_by: str | None, reason: str
+    job_id: str, actor: str, reason: str
 ) -> None:
     with pytest.raises(JobRefused, match=reason):
-        build_job({"type": "echo"}, JOB_TYPES, job_id=job_id, now=NOW, submitted_by=submitted_by)
+        build_job({"type": "echo"}, JOB_TYPES, job_id=job_id, now=NOW, actor=actor)
 
 
 def test_the_builder_is_pure_the_same_request_makes_the_same_event() -> None:
     request = JobCreate(type="echo", payload={"n": 1}, delay=3)
 
-    first = build_job(request, JOB_TYPES, job_id=JOB_ID, now=NOW, submitted_by="a")
-    again = build_job(request, JOB_TYPES, job_id=JOB_ID, now=NOW, submitted_by="a")
+    first = build_job(request, JOB_TYPES, job_id=JOB_ID, now=NOW, actor="a")
+    again = build_job(request, JOB_TYPES, job_id=JOB_ID, now=NOW, actor="a")
 
     assert first == again
 
@@ -258,7 +258,7 @@ def test_the_builder_is_pure_the_same_request_makes_the_same_event() -> None:
 def test_a_job_without_start_times_is_never_scheduled() -> None:
     template = JobFields(type="echo")
 
-    event = build_job(template, JOB_TYPES, job_id=JOB_ID, now=NOW, submitted_by="cron:x")
+    event = build_job(template, JOB_TYPES, job_id=JOB_ID, now=NOW, actor="cron:x")
 
     assert isinstance(event, Submitted)
 

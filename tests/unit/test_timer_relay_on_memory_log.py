@@ -113,7 +113,7 @@ async def test_a_canceled_job_loses_its_timer_and_is_never_released(
     await relay.signals.handled.reached(1, timeout=WAIT)
     assert len(timers(log, job)) == 1
 
-    await log.command(job, lambda state, _: decide_cancel(state, requested_by="test", now=utcnow()))
+    await log.command(job, lambda state, _: decide_cancel(state, actor="test", now=utcnow()))
     await relay.signals.handled.reached(2, timeout=WAIT)
     log.advance(120)
 

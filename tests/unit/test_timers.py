@@ -130,7 +130,7 @@ def test_the_fired_body_on_the_transformed_subject_is_the_jobs_release() -> None
 
     event = decode_event(f"fq.job.{QUEUE}.{JOB}.released", timer.body, stored_at=stored_at)
 
-    assert event == Released(job_id=JOB, queue=QUEUE, at=stored_at, attempt=2)
+    assert event == Released(job_id=JOB, queue=QUEUE, at=stored_at, attempt=2, actor="scheduler")
 
 
 # --- the release decision on the timer an event asks for ----------------------------------

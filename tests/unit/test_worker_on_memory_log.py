@@ -66,9 +66,7 @@ class Tasks:
 
 async def cancel(log: MemoryLog, job: str) -> CommandResult[CancelRequested | Canceled]:
     """What ``POST /jobs/{id}/cancel`` does."""
-    return await log.command(
-        job, lambda state, _: decide_cancel(state, requested_by="test", now=utcnow())
-    )
+    return await log.command(job, lambda state, _: decide_cancel(state, actor="test", now=utcnow()))
 
 
 @pytest.fixture
@@ -217,9 +215,7 @@ async def test_a_running_job_is_canceled_when_its_cancel_is_stored(
 
     async with running_worker(log, tasks.registry, memory_settings()):
         await tasks.blocked.wait()
-        await log.command(
-            job, lambda state, _: decide_cancel(state, requested_by="test", now=utcnow())
-        )
+        await log.command(job, lambda state, _: decide_cancel(state, actor="test", now=utcnow()))
         history = await wait_for_kinds(log, job, "cancel_requested", "canceled")
 
     assert history == ["submitted", "started", "cancel_requested", "canceled"]
