@@ -36,6 +36,9 @@ class AuthMode(StrEnum):
 ADMIN_KEY_FILE = "admin.key"
 """The admin key `fq up` generates, under ``var_dir`` (a fixed path: scripts read it)."""
 
+DASHBOARD_KEY_FILE = "dashboard.key"
+"""The dashboard's read-scoped key `fq up` generates, under ``var_dir``."""
+
 
 PLACEHOLDER_SECRET = "CHANGE-ME"
 """What the committed ``*.env.example`` files hold where a secret goes."""
@@ -190,6 +193,28 @@ class Settings(BaseSettings):
         default=None,
         description="The key the `fq` CLI and the dashboard send to the gateway. Unset: the "
         "one in var_dir/admin.key, if any.",
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        description="`fq init` stores this key (made with `fq keys generate`) as the key "
+        "`admin`, holding every scope; a deployment's first key. Malformed or placeholder "
+        "keys are refused; a different key replaces (revokes) the previous `admin`.",
+    )
+    bootstrap_admin_key_file: Path | None = Field(
+        default=None, description="A file holding FQ_BOOTSTRAP_ADMIN_KEY (a mounted secret)."
+    )
+    bootstrap_dashboard_key: SecretStr | None = Field(
+        default=None,
+        description="`fq init` stores this key as the key `dashboard`, holding jobs:read and "
+        "ops:read: give the same key to the dashboard as FQ_DASHBOARD_API_KEY.",
+    )
+    bootstrap_dashboard_key_file: Path | None = Field(
+        default=None, description="A file holding FQ_BOOTSTRAP_DASHBOARD_KEY."
+    )
+    dashboard_api_key: SecretStr | None = Field(
+        default=None,
+        description="The dashboard's own read-scoped key, sent on its gateway calls. Unset: "
+        "the one `fq up` wrote to var_dir/dashboard.key, if any. Never the operator's key.",
     )
     auth_refresh_seconds: float = Field(
         default=30.0,
@@ -448,10 +473,20 @@ class Settings(BaseSettings):
         content when it exists and is readable, else None (no header)."""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
-        try:
-            return self.admin_key_path.read_text().strip() or None
-        except OSError:
-            return None
+        return _read_secret_file(self.admin_key_path)
+
+    @property
+    def dashboard_key_path(self) -> Path:
+        """``var_dir/dashboard.key``: where `fq up` writes the dashboard's key (mode 0600)."""
+        return self.var_dir / DASHBOARD_KEY_FILE
+
+    def dashboard_client_key(self) -> str | None:
+        """The key the dashboard sends: ``FQ_DASHBOARD_API_KEY``, else the content of
+        ``var_dir/dashboard.key`` when it is readable, else None. Never the admin key: the
+        dashboard reads with its own read-only key."""
+        if self.dashboard_api_key is not None:
+            return self.dashboard_api_key.get_secret_value()
+        return _read_secret_file(self.dashboard_key_path)
 
     def client_auth_headers(self) -> dict[str, str]:
         """``Authorization: Bearer <key>`` when a client key is known, else nothing."""
@@ -470,3 +505,12 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'ferrisqueue.db'}"
+
+
+def _read_secret_file(path: Path) -> str | None:
+    """A key kept in a file: its stripped content, or None when it is missing, unreadable
+    or empty."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
