@@ -12,6 +12,7 @@ import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,6 +33,9 @@ class AuthMode(StrEnum):
     ON = "on"
     OFF = "off"
 
+
+PLACEHOLDER = "CHANGE-ME"
+"""What the deployments' example secret files hold where a secret must go; refused."""
 
 ADMIN_KEY_FILE = "admin.key"
 """The admin key `fq up` generates, under ``var_dir`` (a fixed path: scripts read it)."""
@@ -367,6 +371,15 @@ class Settings(BaseSettings):
         description="`fq up` logs a one-line status of its children this often (s; 0: only "
         "when one exits or starts again).",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_password_is_not_a_placeholder(cls, value: str | None) -> str | None:
+        """The deployments' example files say ``CHANGE-ME``: a copy left unedited must not
+        start (docs/security.md, "Dashboard login and deployment secrets")."""
+        if value is not None and (urlsplit(value).password or "").startswith(PLACEHOLDER):
+            raise ValueError(f"the password in FQ_DATABASE_URL is the {PLACEHOLDER} placeholder")
+        return value
 
     @field_validator("worker_queues", mode="before")
     @classmethod

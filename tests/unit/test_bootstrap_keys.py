@@ -147,3 +147,10 @@ async def test_fq_up_makes_the_dashboard_a_read_only_key_in_var_dashboard_key(
     assert frozenset(record.scopes) == DASHBOARD_SCOPES == {Scope.JOBS_READ, Scope.OPS_READ}
     assert await ensure_dashboard_key(log, path) is None  # kept on the next fq up
     assert settings(var_dir=tmp_path / "var").dashboard_client_key() == made
+
+
+def test_a_database_url_with_the_example_files_placeholder_password_is_refused() -> None:
+    with pytest.raises(ValueError, match="CHANGE-ME placeholder"):
+        settings(database_url="postgresql+psycopg://fq:CHANGE-ME@postgres:5432/fq")
+    chosen = "postgresql+psycopg://fq:s3cret@postgres:5432/fq"
+    assert settings(database_url=chosen).database_url == chosen
