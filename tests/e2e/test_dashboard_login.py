@@ -1,8 +1,8 @@
 """The dashboard's login, against a real gateway with auth on (real nats-server, projector,
 worker): nothing is shown before a login, a wrong key is refused, the admin key logs in, and
 the pages read with the dashboard's own read-scoped key. With an ``[auth]`` block (OIDC) the
-page offers ``st.login`` instead and shows nothing; the OIDC round trip itself needs an
-identity provider and is not run here (docs/security.md says what is not tested).
+page offers ``st.login`` instead and shows nothing, and the whole OIDC flow runs in Chromium
+against a fake provider on loopback (a real provider is not tested: docs/security.md).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,7 @@ from ferrisqueue.settings import Settings
 from tests.conftest import StartService, settings_for
 from tests.e2e.test_dashboard import APP, CHROMIUM, CHROMIUM_ARGS, chromium_or_skip, rendered
 from tests.support.auth import bearer, make_key
+from tests.support.fake_oidc import fake_oidc_provider
 from tests.support.procs import service_env, start_service
 from tests.support.waits import wait_until
 
@@ -189,23 +191,22 @@ async def test_with_an_oidc_auth_block_the_page_offers_st_login_and_shows_nothin
 # --- a real browser -------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def dashboard(
-    system: httpx.AsyncClient, settings: Settings, tmp_path: Path
+@asynccontextmanager
+async def running_dashboard(
+    settings: Settings, tmp_path: Path, probe: httpx.AsyncClient, port: int, *options: str
 ) -> AsyncIterator[str]:
-    """``python -m streamlit_app`` with auth on, reading var/dashboard.key as under `fq up`."""
-    chromium_or_skip()
-    port = free_port()
+    """``python -m streamlit_app`` with auth on, reading var/dashboard.key as under `fq up`,
+    on ``port``; ready; stopped by pid."""
     argv = [sys.executable, "-m", "streamlit_app", "--server.port", str(port)]
-    argv += ["--server.address", "127.0.0.1"]
+    argv += ["--server.address", "127.0.0.1", *options]
     env = service_env(settings, FQ_GATEWAY_URL=str(settings.gateway_url))
-    process = start_service("dashboard-login", argv, env, tmp_path)
+    process = start_service(f"dashboard-{port}", argv, env, tmp_path)
     url = f"http://127.0.0.1:{port}"
 
     async def health() -> str:
         assert process.alive(), process.log()
         try:
-            return (await system.get(f"{url}/_stcore/health")).text
+            return (await probe.get(f"{url}/_stcore/health")).text
         except httpx.TransportError:
             return ""
 
@@ -214,6 +215,15 @@ async def dashboard(
         yield url
     finally:
         process.terminate()
+
+
+@pytest.fixture
+async def dashboard(
+    system: httpx.AsyncClient, settings: Settings, tmp_path: Path
+) -> AsyncIterator[str]:
+    chromium_or_skip()
+    async with running_dashboard(settings, tmp_path, system, free_port()) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -250,3 +260,55 @@ async def test_browser_login_refuses_a_wrong_key_and_the_admin_key_shows_the_ove
             await page.get_by_text("401").first.wait_for(timeout=30_000)
         finally:
             await browser.close()
+
+
+@pytest.mark.slow
+async def test_browser_oidc_login_goes_through_the_identity_provider_and_shows_the_overview(
+    system: httpx.AsyncClient, settings: Settings, tmp_path: Path
+) -> None:
+    """The whole authorization code flow against a fake provider on loopback: st.login sends
+    the browser to its authorize endpoint, the callback exchanges the code for an ID token
+    signed with a key made here, Streamlit checks it and sets its cookie, and the overview
+    shows, read with the dashboard's key."""
+    from playwright.async_api import async_playwright
+
+    chromium_or_skip()
+    port = free_port()
+    with fake_oidc_provider() as idp:
+        secrets_toml = tmp_path / "secrets.toml"
+        secrets_toml.write_text(
+            "[auth]\n"
+            f'redirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
+            f'cookie_secret = "{new_key()[1]}"\n'
+            f'client_id = "{idp.client_id}"\n'
+            f'client_secret = "{idp.client_secret}"\n'
+            f'server_metadata_url = "{idp.metadata_url}"\n'
+        )
+        options = ("--secrets.files", str(secrets_toml))
+        async with (
+            running_dashboard(settings, tmp_path, system, port, *options) as url,
+            async_playwright() as playwright,
+        ):
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+                await page.goto(url)
+                login = page.get_by_role("button", name="Log in")
+                await login.wait_for(timeout=30_000)
+                assert await page.locator('input[type="password"]').count() == 0
+                assert await page.locator('[data-testid="stTable"]').count() == 0
+
+                await login.click()
+                row = page.locator('[data-testid="stTable"] tr', has_text="default").first
+                await row.wait_for(timeout=30_000)
+                assert (await row.inner_text()).split()[:4] == ["default", "0", "0", "1"]
+                await page.get_by_text(f"Logged in: {idp.email}").wait_for(timeout=30_000)
+            finally:
+                await browser.close()
+        [asked] = idp.authorize_requests
+        assert asked["client_id"] == idp.client_id
+        assert asked["redirect_uri"] == f"http://127.0.0.1:{port}/oauth2callback"
+        assert asked["response_type"] == "code" and "openid" in asked["scope"].split()
+        assert idp.token_requests == 1
