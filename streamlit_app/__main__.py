@@ -19,12 +19,18 @@ import os
 import sys
 from importlib.resources import as_file, files
 
+from pydantic import ValidationError
 from streamlit.web import cli
+
+from ferrisqueue.domain.apikeys import checked_key
+from ferrisqueue.errors import FerrisQueueError
+from ferrisqueue.settings import Settings
 
 DEFAULTS = {"STREAMLIT_SERVER_HEADLESS": "true", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
 
 
 def main() -> None:
+    check_settings()
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
     # The installed package's own app.py (a plain file in any pip install; the pages beside
@@ -33,6 +39,17 @@ def main() -> None:
         # The click group is the `streamlit` command itself; it exits the process with the
         # server's own status.
         cli.main(["run", str(app), *sys.argv[1:]], prog_name="streamlit")
+
+
+def check_settings() -> None:
+    """Refuse to start on bad settings (a malformed ``FQ_DASHBOARD_API_KEY``, a placeholder)
+    rather than serve a dashboard whose every read the gateway refuses."""
+    try:
+        settings = Settings()
+        if settings.dashboard_api_key is not None:
+            checked_key(settings.dashboard_api_key.get_secret_value(), what="FQ_DASHBOARD_API_KEY")
+    except (ValidationError, FerrisQueueError) as exc:
+        sys.exit(f"dashboard: {exc}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """FerrisQueue dashboard: what ``python -m streamlit_app`` (which ``fq up`` runs) hands to
 ``streamlit run``.
 
-It reads the gateway over HTTP and owns no data. This file only sets the page up, checks that
-the gateway answers and hands over to one of the pages in ``views/``: ``overview`` (queue
-lengths, throughput, latency, projection lag), ``workers`` (health), ``errors`` (failed jobs,
-dead letters), ``jobs`` (list and one job's timeline) and ``submit`` (a form that POSTs a job).
+It reads the gateway over HTTP and owns no data. This file only sets the page up, asks for a
+login (:mod:`streamlit_app.login`), checks that the gateway answers and hands over to one of
+the pages in ``views/``: ``overview`` (queue lengths, throughput, latency, projection lag),
+``workers`` (health), ``errors`` (failed jobs, dead letters), ``jobs`` (list and one job's
+timeline) and ``submit`` (a form that POSTs a job, with the operator's own key).
 Each page is a file (``st.Page``) so that ``AppTest.switch_page`` can reach it in tests.
 """
 
@@ -14,7 +15,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from streamlit_app import data
+from streamlit_app import data, login
 
 
 def pages() -> list[st.Page]:
@@ -30,9 +31,14 @@ def pages() -> list[st.Page]:
 
 def main() -> None:
     st.set_page_config(page_title="FerrisQueue", page_icon=":material/monitoring:", layout="wide")
-    page = st.navigation(pages())
     url = data.gateway_url()
+    # Before any page: without a login nothing reads the gateway (streamlit_app/login.py).
+    who = login.require_login(url)
+    if who is None:
+        return
+    page = st.navigation(pages())
     with st.sidebar:
+        login.logout_button(who)
         st.caption(f"Gateway: {url}")
         if st.button("Refresh", icon=":material/refresh:", key="refresh"):
             data.clear()

@@ -32,10 +32,10 @@ def gateway_url() -> str:
 
 
 def _client(url: str, *, timeout: float = 5.0) -> GatewayClient:
-    """A client of the gateway at ``url`` sending the dashboard's key: ``FQ_API_KEY``, else
-    the admin key ``fq up`` wrote to ``var/admin.key`` (read on every call: a rotated key is
-    picked up without a restart)."""
-    return GatewayClient(url, timeout=timeout, api_key=Settings().client_api_key())
+    """A client of the gateway at ``url`` sending the dashboard's own read-scoped key:
+    ``FQ_DASHBOARD_API_KEY``, else the one ``fq up`` wrote to ``var/dashboard.key`` (read on
+    every call: a rotated key is picked up without a restart). Never the operator's key."""
+    return GatewayClient(url, timeout=timeout, api_key=Settings().dashboard_client_key())
 
 
 def clear() -> None:
@@ -146,9 +146,13 @@ def queue_names(url: str) -> list[str]:
     return [row["queue"] for row in queues(url)]
 
 
-def submit(url: str, type: str, payload: dict[str, Any], queue: str) -> JSON:
-    """Never cached; drops the cache so the new job shows up on the next rerun."""
-    with _client(url) as client:
+def submit(
+    url: str, type: str, payload: dict[str, Any], queue: str, *, api_key: str | None
+) -> JSON:
+    """An operator action: sent with the operator's own key (``api_key``, from
+    :func:`streamlit_app.login.operator`), not the dashboard's read-only one. Never cached;
+    drops the cache so the new job shows up on the next rerun."""
+    with GatewayClient(url, api_key=api_key) as client:
         accepted = client.submit(type, payload, queue)
     clear()
     return accepted

@@ -6,6 +6,10 @@ it makes an API key holding every scope, named ``admin``, writes it to ``var/adm
 and prints it once. On later runs the file's key is reused; its record is stored again if
 the key store lost it (a fresh NATS). A revoked admin key is replaced by a new one on the
 next ``fq up``: that is how the local admin key is rotated.
+
+The dashboard gets a key of its own the same way, ``var/dashboard.key``, holding only the
+read scopes it needs (:data:`DASHBOARD_SCOPES`): it reads the gateway with that key, never
+with the operator's.
 """
 
 from __future__ import annotations
@@ -15,16 +19,34 @@ import os
 from pathlib import Path
 
 from ferrisqueue.domain.apikeys import key_id_of, new_key
-from ferrisqueue.domain.principal import ALL_SCOPES
+from ferrisqueue.domain.principal import ALL_SCOPES, Scope
 from ferrisqueue.log.keybook import KeyBook, KeyNotFound
 from ferrisqueue.log.port import LogPort
 
 ADMIN_KEY_NAME = "admin"
+DASHBOARD_KEY_NAME = "dashboard"
+DASHBOARD_SCOPES: frozenset[Scope] = frozenset({Scope.JOBS_READ, Scope.OPS_READ})
+"""What the dashboard reads: jobs, queues, dead letters (``jobs:read``), workers,
+throughput, projections (``ops:read``); nothing it could change anything with."""
 
 
 async def ensure_admin_key(log: LogPort, path: Path) -> str | None:
     """Make sure ``path`` holds an active admin key of the key store; returns the key when
     it was just made (to print once), else None."""
+    return await ensure_key_file(log, path, ADMIN_KEY_NAME, ALL_SCOPES)
+
+
+async def ensure_dashboard_key(log: LogPort, path: Path) -> str | None:
+    """Make sure ``path`` holds an active ``dashboard`` key (read scopes only); the key
+    when it was just made, else None."""
+    return await ensure_key_file(log, path, DASHBOARD_KEY_NAME, DASHBOARD_SCOPES)
+
+
+async def ensure_key_file(
+    log: LogPort, path: Path, name: str, scopes: frozenset[Scope]
+) -> str | None:
+    """Make sure ``path`` holds an active key named ``name`` of the key store; returns the
+    key when it was just made, else None."""
     book = KeyBook(log)
     key = _read(path)
     key_id = key_id_of(key) if key else None
@@ -33,21 +55,21 @@ async def ensure_admin_key(log: LogPort, path: Path) -> str | None:
         if record is not None and record.active:
             return None
         if record is None:  # the store lost it (a new NATS): store the same key again
-            await _retire_other_admins(book)
-            await book.create(ADMIN_KEY_NAME, ALL_SCOPES, key=key)
+            await _retire_others(book, name)
+            await book.create(name, scopes, key=key)
             return None
     # No file, an unreadable one, or a revoked key: a new key.
     _, key = new_key()
     _write_private(path, key)
-    await _retire_other_admins(book)
-    await book.create(ADMIN_KEY_NAME, ALL_SCOPES, key=key)
+    await _retire_others(book, name)
+    await book.create(name, scopes, key=key)
     return key
 
 
-async def _retire_other_admins(book: KeyBook) -> None:
-    """Revoke an active ``admin`` key whose file is gone: nobody can present it any more."""
+async def _retire_others(book: KeyBook, name: str) -> None:
+    """Revoke an active key of this name whose file is gone: nobody can present it any more."""
     with contextlib.suppress(KeyNotFound):
-        await book.revoke(ADMIN_KEY_NAME)
+        await book.revoke(name)
 
 
 def _read(path: Path) -> str | None:

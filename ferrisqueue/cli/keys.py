@@ -1,4 +1,6 @@
-"""``fq keys``: create, list and revoke the gateway's API keys.
+"""``fq keys``: create, list and revoke the gateway's API keys; ``generate`` prints a new key
+without storing it, for a deployment's secrets (``fq init`` imports it, see
+:mod:`ferrisqueue.cli.bootstrap`).
 
 Talks to NATS directly (``FQ_NATS_URL``, with the admin/init credentials: it writes the key
 store ``FQ_KEYS``) through :class:`~ferrisqueue.log.keybook.KeyBook`; every gateway replica
@@ -15,14 +17,17 @@ from typing import Annotated, TypeVar
 import typer
 
 from ferrisqueue.cli.common import load_settings
-from ferrisqueue.domain.apikeys import KeyRecord
+from ferrisqueue.domain.apikeys import KeyRecord, new_key
 from ferrisqueue.domain.principal import Scope, parse_scopes
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.log.keybook import KeyBook
 from ferrisqueue.log.natsconn import close_quietly, connect_as
 from ferrisqueue.log.natslog import NatsLog
 
-app = typer.Typer(help="The gateway's API keys: create, list, revoke.", no_args_is_help=True)
+app = typer.Typer(
+    help="The gateway's API keys: create, list, revoke; generate one for a deployment.",
+    no_args_is_help=True,
+)
 
 T = TypeVar("T")
 _SCOPES = ", ".join(s.value for s in Scope)
@@ -56,6 +61,14 @@ def create(
     record, key = _with_book(lambda book: book.create(name, scopes, rate=rate, burst=burst))
     typer.echo(f"created {_line(record)}", err=True)
     typer.echo("the key is shown only now; store it safely:", err=True)
+    typer.echo(key)
+
+
+@app.command("generate")
+def generate() -> None:
+    """Print a fresh key without storing it (no NATS needed): for a deployment's secrets,
+    which `fq init` imports (FQ_BOOTSTRAP_ADMIN_KEY, FQ_BOOTSTRAP_DASHBOARD_KEY)."""
+    _, key = new_key()
     typer.echo(key)
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ferrisqueue.cli.backups import app as backups_app
+from ferrisqueue.cli.bootstrap import bootstrap_keys, import_bootstrap_keys
 from ferrisqueue.cli.common import cli_actor, gateway_call, load_settings, run_async
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
@@ -60,17 +61,28 @@ def up() -> None:
 
 @app.command()
 def init() -> None:
-    """Create or update the streams and consumers, and the read store's tables (idempotent)."""
+    """Create or update the streams and consumers, and the read store's tables; import the
+    keys of FQ_BOOTSTRAP_*_KEY (idempotent)."""
     settings = load_settings()
+    imported: list[str] = []
 
     async def apply() -> None:
         nc = await connect_as(settings, name="fq-init")
         try:
             await ensure_topology(NatsLog(nc), settings)
+            imported.extend(await import_bootstrap_keys(NatsLog(nc), settings))
         finally:
             await nc.close()
 
+    try:
+        # Checked before anything is applied: a placeholder key fails fast and says why.
+        bootstrap_keys(settings)
+    except FerrisQueueError as exc:
+        typer.secho(f"fq init: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
     _run(apply())
+    for line in imported:
+        typer.echo(line)
     typer.echo(
         f"topology applied on {settings.effective_nats_url} "
         f"(queues: {', '.join(settings.worker_queues)})"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from ferrisqueue.cli.adminkey import ensure_admin_key
+from ferrisqueue.cli.adminkey import ensure_admin_key, ensure_dashboard_key
 from ferrisqueue.cli.nats_users import NatsUsers, ensure_users
 from ferrisqueue.cli.supervisor import Supervisor, spawn
 from ferrisqueue.errors import ConfigurationError
@@ -132,6 +132,7 @@ async def _init_topology(settings: Settings, url: str) -> None:
     try:
         await ensure_topology(NatsLog(nc), settings)
         await _admin_key(settings, NatsLog(nc))
+        await _dashboard_key(settings, NatsLog(nc))
     finally:
         await nc.close()
 
@@ -149,6 +150,16 @@ async def _admin_key(settings: Settings, log_port: NatsLog) -> None:
             f'use it as: curl -H "Authorization: Bearer $(cat {settings.admin_key_path})" ...',
             flush=True,
         )
+
+
+async def _dashboard_key(settings: Settings, log_port: NatsLog) -> None:
+    """With auth on and the dashboard started, its own read-scoped key in
+    ``var/dashboard.key`` (read there by the dashboard; not printed: nobody types it)."""
+    if settings.auth is AuthMode.OFF or not settings.dashboard:
+        return
+    path = settings.dashboard_key_path
+    if await ensure_dashboard_key(log_port, path) is not None:
+        log.info("dashboard API key (jobs:read, ops:read) written to %s", path)
 
 
 def run(settings: Settings) -> int:

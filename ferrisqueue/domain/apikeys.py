@@ -12,6 +12,11 @@ request (GitHub and Stripe store tokens the same way). A keyed hash (HMAC with a
 pepper) would add a second secret to distribute to every gateway replica and protect nothing
 more for keys of this entropy. The comparison is constant-time (:func:`hmac.compare_digest`)
 so that timing tells an attacker nothing about a stored hash.
+
+A deployment imports keys its operator made (``fq keys generate``; ``fq init`` reads them from
+``FQ_BOOTSTRAP_*_KEY``): :func:`checked_key` refuses one that is malformed, a placeholder, or
+whose secret is not 32 random-looking bytes, since nothing else stands between a hand-made
+weak key and the gateway.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from ferrisqueue.domain.principal import Principal, Scope
+from ferrisqueue.errors import ConfigurationError
 
 KEY_PREFIX = "fq_"
 _KEY = re.compile(r"fq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -48,6 +54,40 @@ def key_id_of(key: str) -> str | None:
     """The id a well-formed key names, else None (nothing to look up)."""
     match = _KEY.fullmatch(key)
     return match.group(1) if match else None
+
+
+MIN_DISTINCT_SECRET_CHARS = 16
+"""Fewest different characters the 43 of a secret may hold. 32 random bytes show about 30
+(fewer than 16 has a chance below 1e-9); ``AAAA...`` or a word repeated shows a handful."""
+
+
+class WeakKey(ConfigurationError):
+    """A key offered for import that is malformed, a placeholder, or has a weak secret."""
+
+
+def checked_key(key: str, *, what: str = "the key") -> str:
+    """``key`` (surrounding white space removed) when it is a well-formed key whose secret
+    decodes to 32 bytes and looks random; else :class:`WeakKey` saying why and how to make
+    one. Returns the key."""
+    key = key.strip()
+    hint = "make one with `fq keys generate`"
+    match = _KEY.fullmatch(key)
+    if match is None:
+        shown = key if len(key) <= 24 and not key.startswith(KEY_PREFIX) else f"{key[:7]}..."
+        raise WeakKey(
+            f"{what} is not a FerrisQueue API key (fq_<16 hex>_<43 base64url>): got "
+            f"{shown!r} ({len(key)} characters); {hint}"
+        )
+    key_id, secret = match.groups()
+    try:
+        raw = base64.urlsafe_b64decode(secret + "=")
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 or _b64(raw) != secret:
+        raise WeakKey(f"{what}: its secret does not decode to 32 bytes; {hint}")
+    if len(set(secret)) < MIN_DISTINCT_SECRET_CHARS or len(set(key_id)) < 4:
+        raise WeakKey(f"{what} is too regular to be random (a placeholder?); {hint}")
+    return key
 
 
 def hash_key(key: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from streamlit_app import data
+from streamlit_app import data, login
 from streamlit_app.client import GatewayError, GatewayRefused
 
 OTHER = "(another type, entered below)"
@@ -75,8 +75,15 @@ def submit(url: str, job_type: str, queue: str, payload_text: str) -> dict[str, 
         payload = parse_payload(payload_text)
     except ValueError as exc:
         return {"ok": False, "message": f"Not submitted: {exc}"}
+    who = login.operator()
+    if who is None or (who.api_key is None and who.method != "off"):
+        return {
+            "ok": False,
+            "message": "Not submitted: submitting is an operator action and needs your own "
+            "API key; log in with a key (an OIDC sign-in carries none).",
+        }
     try:
-        accepted = data.submit(url, job_type, payload, queue or "default")
+        accepted = data.submit(url, job_type, payload, queue or "default", api_key=who.api_key)
     except GatewayRefused as exc:
         return {"ok": False, "message": f"Refused by the gateway ({exc.status_code}): {exc.reason}"}
     except GatewayError as exc:

@@ -57,10 +57,12 @@ async def system(gateway: httpx.AsyncClient, start: StartService) -> httpx.Async
 
 @pytest.fixture
 def dashboard_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> str:
-    """The test's gateway is the one the in-process app reads (Settings reads FQ_ vars)."""
+    """The test's gateway is the one the in-process app reads (Settings reads FQ_ vars); auth
+    off like the gateway's (no login: test_dashboard_login.py tests it)."""
     for name in [n for n in os.environ if n.startswith("FQ_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("FQ_GATEWAY_URL", str(settings.gateway_url))
+    monkeypatch.setenv("FQ_AUTH", "off")
     return str(settings.gateway_url)
 
 
@@ -267,6 +269,7 @@ def test_dashboard_says_the_gateway_is_down_instead_of_failing(
         monkeypatch.delenv(name)
     down = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("FQ_GATEWAY_URL", down)
+    monkeypatch.setenv("FQ_AUTH", "off")
 
     at = rendered(app_test().run())
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_IMODE
 
 import httpx
 import nats
@@ -21,7 +22,7 @@ import nats.errors
 import pytest
 
 from ferrisqueue.log.embedded import free_port
-from tests.support.auth import admin_headers
+from tests.support.auth import admin_headers, bearer
 from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -122,6 +123,14 @@ async def test_fq_up_runs_a_curl_posted_job_to_completed_within_2_seconds(
         await wait_until(
             dashboard_health, lambda t: t == "ok", timeout=60, what="the dashboard", interval=0.2
         )
+        # The dashboard's own key (var/dashboard.key, 0600) reads, and only reads.
+        dashboard_key = Path(env["FQ_VAR_DIR"]) / "dashboard.key"
+        assert S_IMODE(dashboard_key.stat().st_mode) == 0o600
+        reader = bearer(dashboard_key.read_text().strip())
+        assert (await client.get("/queues", headers=reader)).status_code == 200
+        assert (await client.get("/workers", headers=reader)).status_code == 200
+        refused = await client.post("/jobs", json={"type": "echo"}, headers=reader)
+        assert refused.status_code == 403
 
     children = children_of(process.pid)
     # nats-server, projector, gateway, scheduler, worker, dashboard

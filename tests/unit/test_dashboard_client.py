@@ -215,7 +215,7 @@ def test_page_scripts_hold_no_bare_strings_that_streamlit_magic_would_print(page
     assert bare == []
 
 
-def test_the_dashboard_sends_its_key_as_a_bearer_token_from_fq_api_key_or_var_admin_key(
+def test_the_dashboard_reads_with_its_own_key_from_fq_dashboard_api_key_or_var_dashboard_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str | None] = []
@@ -235,11 +235,15 @@ def test_the_dashboard_sends_its_key_as_a_bearer_token_from_fq_api_key_or_var_ad
     monkeypatch.chdir(tmp_path)
     assert data._client("http://gateway.test")._http.headers.get("Authorization") is None
     (tmp_path / "var").mkdir()
-    (tmp_path / "var" / "admin.key").write_text("fq_from_file\n")
+    # The operator's keys are never the dashboard's: neither the admin key nor FQ_API_KEY.
+    (tmp_path / "var" / "admin.key").write_text("fq_admin\n")
+    monkeypatch.setenv("FQ_API_KEY", "fq_operator")
+    assert data._client("http://gateway.test")._http.headers.get("Authorization") is None
+    (tmp_path / "var" / "dashboard.key").write_text("fq_from_file\n")
     assert data._client("http://gateway.test")._http.headers["Authorization"] == (
         "Bearer fq_from_file"
     )
-    monkeypatch.setenv("FQ_API_KEY", "fq_from_env")
+    monkeypatch.setenv("FQ_DASHBOARD_API_KEY", "fq_from_env")
     assert data._client("http://gateway.test")._http.headers["Authorization"] == (
         "Bearer fq_from_env"
     )
