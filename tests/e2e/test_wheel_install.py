@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from ferrisqueue.log.embedded import free_port
+from tests.support.auth import admin_headers
 from tests.support.procs import command_line, descendants
 from tests.support.waits import wait_until
 from tests.support.wheel import REPO, Venv
@@ -112,6 +113,7 @@ async def test_fq_up_from_the_installed_wheel_runs_a_job_and_a_delayed_job(
                 return 0
 
         await wait_until(ready, lambda code: code == 200, timeout=90, what="fq up", interval=0.2)
+        client.headers.update(admin_headers(env["FQ_VAR_DIR"]))  # auth is on, as for a user
 
         now = await client.post("/jobs", json={"type": "echo", "payload": {"from": "wheel"}})
         later = await client.post(
