@@ -19,7 +19,15 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from ferrisqueue.errors import ConfigurationError
-from ferrisqueue.log.roles import ADMIN, OPERATOR, Role, inbox_prefix_for, new_password, roles
+from ferrisqueue.log.roles import (
+    ADMIN,
+    OPERATOR,
+    PRODUCER,
+    Role,
+    inbox_prefix_for,
+    new_password,
+    roles,
+)
 from ferrisqueue.settings import Settings
 
 USERS_FILE = "nats-users.json"
@@ -55,7 +63,8 @@ class NatsUsers:
             f"NATS users created in {self.path} (mode 0600; shown once). Inspect streams "
             f"read-only with: nats --server {nats_url} --user {OPERATOR} --password {password} "
             f"--inbox-prefix {inbox_prefix_for(OPERATOR)} stream ls  "
-            f"(the `{ADMIN}` user in that file may change anything; the fq CLI uses it)."
+            f"(submit jobs with plain nats as `{PRODUCER}`; the `{ADMIN}` user in that file may "
+            f"change anything: the fq CLI uses it)."
         )
 
 

@@ -40,6 +40,10 @@ KV_CRON = "KV_FQ_CRON"
 KV_KEYS = "KV_FQ_KEYS"
 KV_RATELIMITS = "KV_FQ_RATELIMITS"
 
+PRODUCER_EVENTS = ("submitted", "scheduled")
+"""The events a plain-NATS producer writes: a job created to run now or later, nothing that
+changes a job once it exists."""
+
 WORKER_EVENTS = ("started", "progress", "succeeded", "failed", "dead_lettered", "canceled")
 """The events a worker writes about the jobs it runs (never ``submitted``, ``released`` or
 ``redriven``: a worker cannot make work runnable)."""
@@ -49,6 +53,7 @@ OPERATOR = "operator"
 GATEWAY = "gateway"
 PROJECTOR = "projector"
 SCHEDULER = "scheduler"
+PRODUCER = "producer"
 WORKER_PREFIX = "worker-"
 
 
@@ -236,6 +241,20 @@ def scheduler_role() -> Role:
     )
 
 
+def producer_role() -> Role:
+    """A plain-NATS producer (``nats req``, your own JetStream client): creates jobs on any
+    queue and sees JetStream's ack, which is a reply to its own inbox, so it needs no
+    ``$JS.API`` subject at all. One role for every queue: a queue is a routing label, not a
+    tenant (the gateway lets any ``jobs:write`` key submit to any queue too), and a
+    per-queue producer would add a secret per queue for no boundary the rest enforces."""
+    return Role(
+        PRODUCER,
+        "plain-NATS producer: creates jobs (submitted, scheduled) on any queue; reads nothing",
+        publish=tuple(f"fq.job.*.*.{event}" for event in PRODUCER_EVENTS),
+        subscribe=_own_inbox(PRODUCER),
+    )
+
+
 def admin_role() -> Role:
     """``fq init``, ``fq keys``, ``fq cron``, ``fq projections rebuild`` and the other CLI
     commands: the only role that creates or changes streams and consumers."""
@@ -275,6 +294,7 @@ def roles(queues: Iterable[str], *, projector_consumer: str = "fq-projector") ->
         gateway_role(),
         projector_role(projector_consumer),
         scheduler_role(),
+        producer_role(),
         *(worker_role(q) for q in sorted(set(queues))),
     ]
 

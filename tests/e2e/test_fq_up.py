@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from stat import S_IMODE
@@ -182,9 +183,15 @@ async def test_fq_up_runs_nats_with_a_user_per_role(
     users_file = tmp_path / "var" / "nats-users.json"
     assert stat.S_IMODE(users_file.stat().st_mode) == 0o600
     passwords = json.loads(users_file.read_text())
-    assert {"admin", "operator", "gateway", "projector", "scheduler", "worker-default"} <= set(
-        passwords
-    )
+    assert {
+        "admin",
+        "operator",
+        "gateway",
+        "projector",
+        "scheduler",
+        "producer",
+        "worker-default",
+    } <= set(passwords)
     assert (tmp_path / "fq-up.log").read_text().count("NATS users created") == 1
     assert passwords["operator"] not in (tmp_path / "var" / "nats" / "nats-server.conf").read_text()
 
@@ -196,6 +203,29 @@ async def test_fq_up_runs_nats_with_a_user_per_role(
         assert info.config.name == "FQ_EVENTS"
     finally:
         await operator.close()
+    producer = await nats.connect(
+        url, user="producer", password=passwords["producer"], inbox_prefix="_INBOX_producer"
+    )
+    try:
+        job_id = str(uuid.uuid4())
+        ack = await producer.jetstream().publish(
+            f"fq.job.default.{job_id}.submitted", b'{"type":"echo","payload":{"n":1}}'
+        )
+        assert ack.stream == "FQ_EVENTS"
+    finally:
+        await producer.close()
+    async with httpx.AsyncClient(
+        base_url=base, timeout=5, headers=admin_headers(env["FQ_VAR_DIR"])
+    ) as client:
+
+        async def produced() -> dict[str, object]:
+            response = await client.get(f"/jobs/{job_id}/status")
+            return dict(response.json()) if response.status_code == 200 else {}
+
+        final = await wait_until(
+            produced, lambda s: s.get("status") == "completed", timeout=30, what="producer's job"
+        )
+    assert final["result"] == {"n": 1}
     submitted = await asyncio.to_thread(
         subprocess.run,
         [FQ, "submit", "echo", "--nats"],

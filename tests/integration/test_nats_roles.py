@@ -3,6 +3,7 @@ is refused, and that every service works with only its own role."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
+from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.subjects import DLQ_STREAM, EVENT_STREAM
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.natsconn import connect
@@ -202,9 +204,86 @@ async def test_operator_views_streams_but_cannot_publish_or_change(
     assert (await admin.jetstream().stream_info(EVENT_STREAM)).state.messages == 0
 
 
+async def test_producer_submits_and_sees_the_jetstream_ack(
+    secured: SecuredNats, admin: Client, as_role: dict[str, Watched]
+) -> None:
+    """A JetStream client's publish and a bare request (`nats req`) both get the stream's ack:
+    a reply to the producer's own inbox, so no `$JS.API` permission is involved."""
+    producer = await role(secured, as_role, "producer")
+    job_id = str(uuid.uuid4())
+    subject = f"fq.job.default.{job_id}.submitted"
+    headers = {"Nats-Msg-Id": f"{job_id}:submitted"}
+
+    ack = await producer.nc.jetstream().publish(subject, b'{"type":"echo"}', headers=headers)
+    again = await producer.nc.request(subject, b'{"type":"echo"}', timeout=5, headers=headers)
+    later = await producer.nc.jetstream().publish(
+        f"fq.job.other.{uuid.uuid4()}.scheduled", b'{"type":"echo","delay":3600}'
+    )
+
+    assert ack.stream == EVENT_STREAM and ack.seq == 1
+    assert json.loads(again.data) == {"stream": EVENT_STREAM, "seq": 1, "duplicate": True}
+    assert later.stream == EVENT_STREAM and later.seq == 2
+    assert await stored_count(admin, EVENT_STREAM, subject) == 1
+    assert secured.violations() == []
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "fq.job.default.{}.started",
+        "fq.job.default.{}.succeeded",
+        "fq.job.default.{}.redriven",
+        "fq.job.default.{}.released",
+        "fq.job.default.{}.cancel_requested",
+        "fq.dlq.default.{}",
+        "fq.worker.{}.heartbeat",
+        "$KV.FQ_CRON.{}",
+        "$KV.FQ_KEYS.{}",
+    ],
+)
+async def test_producer_cannot_publish_anything_but_a_submission(
+    secured: SecuredNats, admin: Client, as_role: dict[str, Watched], subject: str
+) -> None:
+    producer = await role(secured, as_role, "producer")
+    target = subject.format(uuid.uuid4())
+
+    await producer.nc.publish(target, b"{}")
+
+    await producer.refused(target)
+    for stream in (EVENT_STREAM, DLQ_STREAM, "FQ_WORKERS", "KV_FQ_CRON", "KV_FQ_KEYS"):
+        assert (await admin.jetstream().stream_info(stream)).state.messages == 0, stream
+
+
+async def test_producer_cannot_read_streams_or_kv(
+    secured: SecuredNats, admin: Client, as_role: dict[str, Watched]
+) -> None:
+    job_id = uuid.uuid4()
+    await admin.jetstream().publish(f"fq.job.default.{job_id}.submitted", b"{}")
+    await admin.jetstream().publish(f"fq.dlq.default.{job_id}", b"secret payload")
+    producer = await role(secured, as_role, "producer")
+    js = producer.nc.jetstream()
+
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.stream_info(EVENT_STREAM)
+    await producer.refused(f"$JS.API.STREAM.INFO.{EVENT_STREAM}")
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.get_last_msg(DLQ_STREAM, f"fq.dlq.default.{job_id}")
+    await producer.refused(f"$JS.API.STREAM.MSG.GET.{DLQ_STREAM}")
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.key_value("FQ_KEYS")
+    await producer.refused("$JS.API.STREAM.INFO.KV_FQ_KEYS")
+    for watched in ("fq.job.>", "fq.dlq.>", "$KV.FQ_KEYS.>"):
+        await producer.nc.subscribe(watched)
+        await producer.refused(watched)
+    await producer.nc.publish(f"$JS.API.CONSUMER.CREATE.{EVENT_STREAM}", b"{}")
+    await producer.refused(f"$JS.API.CONSUMER.CREATE.{EVENT_STREAM}")
+
+
 @pytest.mark.parametrize(
     ("user", "other"),
     [
+        ("producer", "admin"),
+        ("producer", "gateway"),
         ("worker-default", "worker-other"),
         ("worker-other", "gateway"),
         ("gateway", "admin"),
@@ -305,6 +384,22 @@ async def exercise_the_rest_of_the_api(
     assert (await http.delete("/schedules/pulse")).status_code in (200, 204)
 
 
+async def submit_as_producer(secured: SecuredNats) -> str:
+    """Submit a job on `other` as a plain-NATS producer (what the README's `nats req` does)."""
+    job_id = new_job_id()
+    producer = await connect(secured.url, name="test-producer", access=secured.access("producer"))
+    try:
+        body = json.dumps({"type": "echo", "payload": {"n": 9}}).encode()
+        headers = {"Nats-Msg-Id": f"{job_id}:submitted"}
+        ack = await producer.jetstream().publish(
+            f"fq.job.other.{job_id}.submitted", body, headers=headers
+        )
+    finally:
+        await producer.close()
+    assert ack.stream == EVENT_STREAM
+    return job_id
+
+
 def start_as(
     tmp_path: Path, settings: Settings, secured: SecuredNats, module: str, user: str, **env: str
 ) -> ServiceProcess:
@@ -365,12 +460,20 @@ async def test_a_job_runs_end_to_end_with_each_service_in_its_own_role(
                 timeout=30,
                 what="the delayed job (a scheduler timer) completed in the read store",
             )
+            produced = await submit_as_producer(secured)
+            raw = await wait_until(
+                lambda: status(produced),
+                lambda s: s.get("status") == "completed" and s.get("source") == "read_store",
+                timeout=30,
+                what="the producer's job completed in the read store",
+            )
             await exercise_the_rest_of_the_api(http, admin, status)
     finally:
         for service in services:
             service.terminate()
     assert final["result"] == {"n": 7}
     assert later["result"] == {"n": 8}
+    assert raw["result"] == {"n": 9}
     assert secured.violations() == []
     history = await admin.jetstream().stream_info(
         EVENT_STREAM, subjects_filter=f"fq.job.*.{job_id}.*"

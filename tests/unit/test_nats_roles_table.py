@@ -41,6 +41,7 @@ def test_there_is_a_user_per_role_and_per_queue() -> None:
         "gateway",
         "projector",
         "scheduler",
+        "producer",
         "worker-default",
         "worker-emails",
     ]
@@ -93,6 +94,27 @@ def test_no_runtime_role_reads_the_dead_letters_but_those_that_handle_them() -> 
     readers = [r.user for r in ALL if may_publish(r, "$JS.API.DIRECT.GET.FQ_DLQ.fq.dlq.x.y")]
 
     assert readers == ["admin", "operator", "gateway", "scheduler"]
+
+
+@pytest.mark.parametrize("event", ["submitted", "scheduled"])
+def test_the_producer_may_only_create_jobs(event: str) -> None:
+    (producer,) = [r for r in ALL if r.user == "producer"]
+
+    assert may_publish(producer, f"fq.job.default.j1.{event}")
+    assert may_publish(producer, f"fq.job.emails.j1.{event}")
+    for subject in (
+        "fq.job.default.j1.started",
+        "fq.job.default.j1.redriven",
+        "fq.job.default.j1.cancel_requested",
+        "fq.job.default.j1.submitted.x",
+        "fq.dlq.default.j1",
+        "fq.cron.x",
+        "$KV.FQ_CRON.x",
+        "$JS.API.STREAM.INFO.FQ_EVENTS",
+    ):
+        assert not may_publish(producer, subject), subject
+    assert not [p for p in producer.publish if p.startswith("$")]
+    assert producer.subscribe == ("_INBOX_producer.>",)
 
 
 def test_the_operator_publishes_nothing_but_read_only_api_requests() -> None:
