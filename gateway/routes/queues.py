@@ -23,7 +23,14 @@ from ferrisqueue.log.queuebook import QueueBook
 from ferrisqueue.store import queries
 from gateway.deps import ActorDep, Authorized, SessionDep
 from gateway.nats_link import NatsLink
-from gateway.schemas import AUTH_ERRORS, Problem, QueueControlIn, QueueControlOut, QueueStats
+from gateway.schemas import (
+    AUTH_ERRORS,
+    BODY_ERRORS,
+    Problem,
+    QueueControlIn,
+    QueueControlOut,
+    QueueStats,
+)
 
 router = APIRouter(prefix="/queues", tags=["queues"], responses=AUTH_ERRORS)
 
@@ -64,7 +71,9 @@ async def list_queues(session: SessionDep, book: QueueBookDep) -> list[QueueStat
 
 
 @router.post(
-    "/{queue}/pause", dependencies=[Authorized(Scope.QUEUES_ADMIN)], responses=_UNAVAILABLE
+    "/{queue}/pause",
+    dependencies=[Authorized(Scope.QUEUES_ADMIN)],
+    responses={**BODY_ERRORS, **_UNAVAILABLE},
 )
 async def pause_queue(
     queue: Token, book: QueueBookDep, actor: ActorDep, body: ControlBody = None
@@ -76,7 +85,9 @@ async def pause_queue(
 
 
 @router.post(
-    "/{queue}/resume", dependencies=[Authorized(Scope.QUEUES_ADMIN)], responses=_UNAVAILABLE
+    "/{queue}/resume",
+    dependencies=[Authorized(Scope.QUEUES_ADMIN)],
+    responses={**BODY_ERRORS, **_UNAVAILABLE},
 )
 async def resume_queue(
     queue: Token, book: QueueBookDep, actor: ActorDep, body: ControlBody = None
