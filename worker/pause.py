@@ -42,7 +42,7 @@ class QueueGates:
         self._log = log_port
         self._states = {q: QueueState(queue=q) for q in queues}
         self._open = {q: asyncio.Event() for q in self._states}
-        self._holding: dict[str, bool] = dict.fromkeys(self._states, False)
+        self._holding = {q: asyncio.Event() for q in self._states}
         self._notice = asyncio.Event()
         for event in self._open.values():
             event.set()
@@ -53,7 +53,11 @@ class QueueGates:
 
     def holding(self, queue: str) -> bool:
         """Whether this worker's loop for ``queue`` waits at the gate (pulls nothing)."""
-        return self._holding[queue]
+        return self._holding[queue].is_set()
+
+    async def held(self, queue: str) -> None:
+        """Wait until this worker's loop for ``queue`` holds it (a test signal)."""
+        await self._holding[queue].wait()
 
     async def load(self) -> None:
         """Read every queue's state and start listening for changes (before any loop)."""
@@ -112,7 +116,7 @@ class QueueGates:
         gate = self._open[queue]
         if gate.is_set():
             return
-        self._holding[queue] = True
+        self._holding[queue].set()
         state = self._states[queue]
         log.info(
             "queue %s paused by %s at %s: holding (no pull requests)",
@@ -123,5 +127,5 @@ class QueueGates:
         try:
             await gate.wait()
         finally:
-            self._holding[queue] = False
+            self._holding[queue].clear()
         log.info("queue %s resumed: pulling again", queue)

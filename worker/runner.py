@@ -150,6 +150,8 @@ class Worker:
         self._event_log: EventLog | None = None
         self.gates: QueueGates | None = None
         """The pause state of the worker's queues, once :meth:`serve` has begun."""
+        self.gates_ready = asyncio.Event()
+        """Set once :attr:`gates` has read the queues' states (a test signal)."""
         self.loops: dict[str, QueueLoop] = {}
         """Each queue's loop, by queue, once :meth:`serve` has begun (tests await their
         ``signals``)."""
@@ -216,6 +218,7 @@ class Worker:
             await prepare_streams(event_log, settings, (EVENT_STREAM, CONTROL_STREAM))
             # Before any loop pulls: a worker started while its queue is paused stays paused.
             await gates.load()
+            self.gates_ready.set()
             gating = asyncio.create_task(gates.run(self._stopping), name="queue gates")
             await self._listen_for_cancels(event_log, executor)
             heartbeat = HeartbeatPublisher(

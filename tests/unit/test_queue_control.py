@@ -15,9 +15,12 @@ from ferrisqueue.domain.queuecontrol import (
     parse_queue_subject,
     queue_subject,
 )
+from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.log.queuebook import QueueBook
-from tests.support.memory import memory_log
+from ferrisqueue.log.topology import worker_consumer_name
+from tests.support.memory import kinds, memory_log, running_worker, submit, wait_for_kinds
 from worker.pause import QueueGates
+from worker.registry import TaskRegistry
 
 AT = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -95,3 +98,31 @@ async def test_a_gate_holds_a_paused_queue_until_it_is_resumed() -> None:
     assert await gates.refresh()
     await asyncio.wait_for(waiting, 2)
     assert not gates.holding("work")
+
+
+@pytest.mark.timeout(10)
+async def test_a_worker_started_on_a_paused_queue_takes_nothing_until_resumed() -> None:
+    log = await memory_log()
+    book = QueueBook(log)
+    await book.pause("default", actor="key:alice", at=AT)
+    job = await submit(log)
+    registry = TaskRegistry()
+    runs: list[str] = []
+
+    @registry.task("echo")
+    async def echo(ctx: object, payload: dict[str, object]) -> None:
+        runs.append("ran")
+
+    async with running_worker(log, registry) as running:
+        await running.worker.gates_ready.wait()
+        assert running.worker.gates is not None
+        await asyncio.wait_for(running.worker.gates.held("default"), 2)
+        log.advance(120)  # past every AckWait: nothing was delivered, so nothing comes back
+        assert kinds(log, job) == ["submitted"]
+        assert log.pending(EVENT_STREAM, worker_consumer_name("default")) == {}
+
+        await book.resume("default", actor="key:bob", at=AT)
+        history = await wait_for_kinds(log, job, "succeeded")
+
+    assert history == ["submitted", "started", "succeeded"]
+    assert runs == ["ran"]
