@@ -28,7 +28,7 @@ from gateway.deps import bind_job_log_fields
 from gateway.limits import BodyLimits
 from gateway.metrics import instrument
 from gateway.nats_link import NatsLink
-from gateway.routes import batch, dead_letters, health, jobs, observe, schedules
+from gateway.routes import batch, dead_letters, health, jobs, observe, queues, schedules
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
     )
     app.include_router(jobs.router)
     app.include_router(batch.router)
-    app.include_router(jobs.stats_router)
+    app.include_router(queues.router)
     app.include_router(jobs.types_router)
     app.include_router(observe.router)
     app.include_router(dead_letters.router)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.jobbuilder import JobRequest
+from ferrisqueue.domain.queuecontrol import QueueState
 from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.domain.workers import WorkerHealth
 
@@ -103,10 +104,35 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
-class QueueStats(BaseModel):
-    """Jobs per status in one queue (from the read store)."""
+class QueueControlOut(BaseModel):
+    """A queue's control state (from the log's ``FQ_CONTROLS`` stream)."""
 
     queue: str
+    state: Literal["active", "paused"]
+    changed_by: str | None = Field(None, description="Who last paused or resumed it")
+    changed_at: datetime | None = Field(None, description="Since when it is in this state")
+
+    @classmethod
+    def of(cls, state: QueueState) -> QueueControlOut:
+        return cls(
+            queue=state.queue,
+            state="paused" if state.paused else "active",
+            changed_by=state.changed_by,
+            changed_at=state.changed_at,
+        )
+
+
+class QueueControlIn(BaseModel):
+    """Why the queue is paused or resumed (optional; recorded in the event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=500)
+
+
+class QueueStats(QueueControlOut):
+    """Jobs per status in one queue (from the read store), and its control state."""
+
     counts: dict[JobStatus, int]
 
 

@@ -10,6 +10,9 @@
 ``fq_worker_queue_up{queue}``
     1 while the worker's loop for the queue pulls, else 0 (read at scrape time): "no healthy
     worker for a queue" is a queue with no 1 among every worker's series.
+``fq_worker_queue_paused{queue}``
+    1 while the worker holds the queue because it is paused (its loop sends no pull
+    request; :mod:`worker.pause`), else 0.
 
 What happened to *jobs* (submitted, finished, dead-lettered, wait and run times) is counted
 once for the whole system by the projector (:mod:`projections.observe`), which sees every
@@ -78,10 +81,21 @@ def watch_queues(registry: CollectorRegistry, worker: Worker, queues: list[str])
         ["queue"],
         registry=registry,
     )
+    paused = Gauge(
+        "fq_worker_queue_paused",
+        "1 while this worker holds the queue because it is paused, else 0.",
+        ["queue"],
+        registry=registry,
+    )
     for queue in queues:
         up.labels(queue).set_function(functools.partial(_pulling, worker, queue))
+        paused.labels(queue).set_function(functools.partial(_holding, worker, queue))
 
 
 def _pulling(worker: Worker, queue: str) -> float:
     loop = worker.loops.get(queue)
     return 1.0 if loop is not None and loop.up else 0.0
+
+
+def _holding(worker: Worker, queue: str) -> float:
+    return 1.0 if worker.gates is not None and worker.gates.holding(queue) else 0.0

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.events import EventKind
+from ferrisqueue.domain.queuecontrol import CONTROL_STREAM
 from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_subject
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
@@ -44,6 +45,7 @@ from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
 from worker.lease import LeaseKeeper
 from worker.middleware import Middleware, MiddlewareStack
+from worker.pause import QueueGates
 from worker.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -73,9 +75,11 @@ class QueueLoop(ServiceLoop):
         hand_over: Callable[[Delivery], None],
         restart: RetryPolicy = RESTART,
         draw: Callable[[], float] = random.random,
+        gates: QueueGates | None = None,
     ) -> None:
         super().__init__(restart=restart, draw=draw)
         self.queue = queue
+        self._gates = gates
         self._config = worker_consumer_config(queue, settings)
         self.consumer: str = self._config["durable_name"]
         self.name = f"queue {queue} (consumer {self.consumer})"
@@ -91,12 +95,26 @@ class QueueLoop(ServiceLoop):
         log.info("%s: pulling", self.name)
         self.serving()
         try:
-            bursts = puller.bursts(stopping, request_size=self._take_slots, unused=self._give_back)
+            bursts = puller.bursts(
+                stopping, request_size=self._request_size, unused=self._give_back
+            )
             async for burst in bursts:
                 for msg in burst:
                     self._hand_over(msg)
         finally:
             await _hand_back(puller)
+
+    async def _request_size(self) -> int:
+        """Slots for the next pull request, once the queue is not paused: a paused queue
+        sends no pull request at all (see :mod:`worker.pause`)."""
+        if self._gates is None:
+            return await self._take_slots()
+        while True:
+            await self._gates.open_for(self.queue)
+            slots = await self._take_slots()
+            if not self._gates.paused(self.queue):
+                return slots
+            self._give_back(slots)  # paused while we waited for slots
 
 
 async def _hand_back(puller: Consumer) -> None:
@@ -130,6 +148,10 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._event_log: EventLog | None = None
+        self.gates: QueueGates | None = None
+        """The pause state of the worker's queues, once :meth:`serve` has begun."""
+        self.gates_ready = asyncio.Event()
+        """Set once :attr:`gates` has read the queues' states (a test signal)."""
         self.loops: dict[str, QueueLoop] = {}
         """Each queue's loop, by queue, once :meth:`serve` has begun (tests await their
         ``signals``)."""
@@ -169,6 +191,7 @@ class Worker:
         self._event_log = event_log
         leases = LeaseKeeper()
         keeping = asyncio.create_task(leases.run(), name="leases")
+        gating: asyncio.Task[None] | None = None
         try:
             executor = JobExecutor(
                 event_log,
@@ -178,6 +201,7 @@ class Worker:
                 leases=leases,
                 middleware=self._middleware,
             )
+            gates = self.gates = QueueGates(event_log, settings.worker_queues)
             self.loops = {
                 queue: QueueLoop(
                     event_log,
@@ -187,10 +211,15 @@ class Worker:
                     give_back=self._give_back,
                     hand_over=functools.partial(self._start, executor),
                     restart=self._restart,
+                    gates=gates,
                 )
                 for queue in settings.worker_queues
             }
-            await prepare_streams(event_log, settings, (EVENT_STREAM,))
+            await prepare_streams(event_log, settings, (EVENT_STREAM, CONTROL_STREAM))
+            # Before any loop pulls: a worker started while its queue is paused stays paused.
+            await gates.load()
+            self.gates_ready.set()
+            gating = asyncio.create_task(gates.run(self._stopping), name="queue gates")
             await self._listen_for_cancels(event_log, executor)
             heartbeat = HeartbeatPublisher(
                 event_log,
@@ -214,6 +243,8 @@ class Worker:
             await heartbeat.beat("stopped")
         finally:
             await reap(keeping)
+            if gating is not None:
+                await reap(gating)
 
     async def _listen_for_cancels(self, event_log: EventLog, executor: JobExecutor) -> None:
         """Cancel a running handler as soon as its job's ``cancel_requested`` is stored.

@@ -20,6 +20,7 @@ from ferrisqueue.cli.common import cli_actor, gateway_call, load_settings, run_a
 from ferrisqueue.cli.cron import app as cron_app
 from ferrisqueue.cli.dead_letters import app as dead_letters_app
 from ferrisqueue.cli.keys import app as keys_app
+from ferrisqueue.cli.queues import app as queues_app
 from ferrisqueue.domain.audit import AuditEntry, audit_trail
 from ferrisqueue.domain.events import JobSpec, utcnow
 from ferrisqueue.domain.ids import new_job_id
@@ -212,6 +213,7 @@ def status(
 
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(cron_app, name="cron")
+app.add_typer(queues_app, name="queue")
 app.add_typer(backups_app, name="log")
 app.add_typer(keys_app, name="keys")
 

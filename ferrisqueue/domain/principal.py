@@ -24,6 +24,8 @@ class Scope(StrEnum):
     """Redrive or purge dead letters."""
     SCHEDULES_ADMIN = "schedules:admin"
     """Create, pause, resume or delete periodic schedules."""
+    QUEUES_ADMIN = "queues:admin"
+    """Pause or resume a queue (its workers stop or go on starting its jobs)."""
     OPS_READ = "ops:read"
     """Read the operational views: workers, throughput, projections, schedules."""
 

@@ -35,6 +35,7 @@ DLQ = "FQ_DLQ"
 SCHEDULES = "FQ_SCHEDULES"
 ADVISORIES = "FQ_ADVISORIES"
 WORKERS = "FQ_WORKERS"
+CONTROLS = "FQ_CONTROLS"
 KV_IDEMPOTENCY = "KV_FQ_IDEMPOTENCY"
 KV_CRON = "KV_FQ_CRON"
 KV_KEYS = "KV_FQ_KEYS"
@@ -155,7 +156,8 @@ def _own_inbox(user: str) -> tuple[str, ...]:
 
 
 def gateway_role() -> Role:
-    """The HTTP API: writes the events callers ask for on any queue, the idempotency and
+    """The HTTP API: writes the events callers ask for on any queue (job events, and queue
+    pauses and resumes), the idempotency and
     cron buckets and the cron server schedules; reads jobs, dead letters and keys; purges
     a dead letter (redrive, purge) or a job's timer (cancel)."""
     return Role(
@@ -164,11 +166,12 @@ def gateway_role() -> Role:
         publish=(
             "fq.job.>",
             "fq.cron.>",
+            "fq.queue.>",
             f"$KV.{KV_IDEMPOTENCY[3:]}.>",
             f"$KV.{KV_CRON[3:]}.>",
             f"$KV.{KV_RATELIMITS[3:]}.>",
             *_reads(EVENTS, DLQ, SCHEDULES, WORKERS, KV_IDEMPOTENCY, KV_CRON, KV_KEYS),
-            *_reads(KV_RATELIMITS),
+            *_reads(KV_RATELIMITS, CONTROLS),
             *_purges(DLQ, SCHEDULES),
             *_lists_consumers(EVENTS),
             # Watching the key bucket (revocations) with an ordered consumer of its own.
@@ -183,7 +186,8 @@ def gateway_role() -> Role:
 
 def worker_role(queue: str) -> Role:
     """The workers of one queue: pull that queue's dispatch consumer, write the outcome
-    events of its jobs, park poison in that queue's dead letters, beat their heartbeat."""
+    events of its jobs, park poison in that queue's dead letters, beat their heartbeat;
+    read and watch the queue's pause state (``fq.queue.<queue>.*`` in ``FQ_CONTROLS``)."""
     user = worker_user(queue)
     return Role(
         user,
@@ -192,10 +196,14 @@ def worker_role(queue: str) -> Role:
             *(f"fq.job.{queue}.*.{event}" for event in WORKER_EVENTS),
             f"fq.dlq.{queue}.*",
             "fq.worker.>",
-            *_reads(EVENTS),
+            *_reads(EVENTS, CONTROLS),
             *_pulls(EVENTS, f"fq-worker-{queue}"),
         ),
-        subscribe=(*_own_inbox(user), f"fq.job.{queue}.*.cancel_requested"),
+        subscribe=(
+            *_own_inbox(user),
+            f"fq.job.{queue}.*.cancel_requested",
+            f"fq.queue.{queue}.*",
+        ),
     )
 
 

@@ -53,7 +53,6 @@ from gateway.schemas import (
     JobPage,
     JobStatusOut,
     Problem,
-    QueueStats,
 )
 from gateway.submit import claim_key, run_at_of, unprocessable
 
@@ -254,19 +253,6 @@ async def list_jobs(
     )
     items = [JobStatusOut.from_state(s, "read_store") for s in states]
     return JobPage(items=items, next_cursor=items[-1].job_id if len(items) == limit else None)
-
-
-stats_router = APIRouter(tags=["stats"], responses=AUTH_ERRORS)
-
-
-@stats_router.get("/queues", dependencies=[Authorized(Scope.JOBS_READ)])
-async def queue_stats(session: SessionDep) -> list[QueueStats]:
-    """Jobs per status in every queue that has any."""
-    counts = await run_in_threadpool(queries.status_counts, session)
-    by_queue: dict[str, dict[JobStatus, int]] = {}
-    for (queue, job_status), count in counts.items():
-        by_queue.setdefault(queue, dict.fromkeys(JobStatus, 0))[JobStatus(job_status)] = count
-    return [QueueStats(queue=q, counts=c) for q, c in sorted(by_queue.items())]
 
 
 types_router = APIRouter(tags=["job types"], responses=AUTH_ERRORS)

@@ -189,6 +189,9 @@ async def test_list_jobs_pages_newest_first_and_filters(
     assert counts == [
         {
             "queue": "default",
+            "state": "active",  # never paused
+            "changed_by": None,
+            "changed_at": None,
             "counts": {"pending": 0, "running": 0, "completed": 4, "failed": 3, "canceled": 0},
         }
     ]

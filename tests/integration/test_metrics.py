@@ -147,6 +147,7 @@ async def test_every_service_counts_exactly_what_the_jobs_did(
     assert after["worker"].value("fq_worker_busy_slots") == 0
     assert after["worker"].value("fq_worker_slots") == settings.worker_concurrency
     assert after["worker"].value("fq_worker_queue_up", queue="default") == 1
+    assert after["worker"].value("fq_worker_queue_paused", queue="default") == 0
 
     for name, scraped in after.items():  # process metrics from prometheus_client's collectors
         assert scraped.value("process_cpu_seconds_total") > 0, name

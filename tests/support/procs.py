@@ -91,12 +91,15 @@ FQ = str(Path(sys.executable).parent / "fq")
 """The `fq` console script of this environment."""
 
 
-async def run_fq(settings: Settings, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``fq ARGS`` against the services of ``settings`` (in a thread; 60 s at most)."""
+async def run_fq(
+    settings: Settings, cwd: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``fq ARGS`` against the services of ``settings`` (in a thread; 60 s at most),
+    with ``env`` added to its environment (``FQ_API_KEY=...``, say)."""
     return await asyncio.to_thread(
         subprocess.run,
         [FQ, *args],
-        env=service_env(settings),
+        env=service_env(settings, **env),
         cwd=cwd,
         capture_output=True,
         text=True,

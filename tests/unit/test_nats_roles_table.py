@@ -90,6 +90,18 @@ def test_a_worker_cannot_make_work_runnable_or_touch_another_queue(event: str) -
     assert may_publish(worker, "$JS.ACK.dom.HASH.FQ_EVENTS.fq-worker-default.1.2.3.4.5.6")
 
 
+def test_only_the_gateway_pauses_queues_and_each_queues_workers_watch_theirs() -> None:
+    pausers = [r.user for r in RUNTIME if may_publish(r, "fq.queue.default.paused")]
+    (worker,) = [r for r in ALL if r.user == "worker-default"]
+
+    assert pausers == ["gateway"]
+    assert may_subscribe(worker, "fq.queue.default.paused")
+    assert may_subscribe(worker, "fq.queue.default.resumed")
+    assert not may_subscribe(worker, "fq.queue.emails.paused")
+    assert may_publish(worker, "$JS.API.DIRECT.GET.FQ_CONTROLS.fq.queue.default.*")
+    assert not may_publish(worker, "fq.queue.default.resumed")
+
+
 def test_no_runtime_role_reads_the_dead_letters_but_those_that_handle_them() -> None:
     readers = [r.user for r in ALL if may_publish(r, "$JS.API.DIRECT.GET.FQ_DLQ.fq.dlq.x.y")]
 
