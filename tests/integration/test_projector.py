@@ -245,12 +245,15 @@ async def test_a_store_ahead_of_the_log_is_refused_with_how_to_repair_it(
         commit_at(session, jobs.NAME, 50, utcnow(), after=0)  # as if it had applied 50 events
 
     projector = start("projections")
-    code = await wait_until(
-        lambda: asyncio.to_thread(projector.process.poll),
-        lambda c: c is not None,
-        timeout=20,
-        what="the projector to exit",
-    )
+    try:
+        code = await wait_until(
+            lambda: asyncio.to_thread(projector.process.poll),
+            lambda c: c is not None,
+            timeout=45,  # seen once over 20 s in a full CI run; its log was lost: print it now
+            what="the projector to exit",
+        )
+    except AssertionError as still_running:
+        raise AssertionError(f"{still_running}\nprojector log:\n{projector.log()}") from None
 
     assert code == 2
     assert "up to sequence 50, but the stream ends at 1" in projector.log()
