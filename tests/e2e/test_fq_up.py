@@ -24,7 +24,7 @@ import pytest
 
 from ferrisqueue.log.embedded import free_port
 from tests.support.auth import admin_headers, bearer
-from tests.support.waits import wait_until
+from tests.support.waits import wait_for_readyz, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,15 +90,7 @@ async def test_fq_up_runs_a_curl_posted_job_to_completed_within_2_seconds(
     process, env = fq_up
     base = f"http://127.0.0.1:{env['FQ_GATEWAY_PORT']}"
     async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-
-        async def ready() -> int:
-            assert process.poll() is None, (tmp_path / "fq-up.log").read_text()
-            try:
-                return (await client.get("/readyz")).status_code
-            except httpx.TransportError:
-                return 0
-
-        await wait_until(ready, lambda code: code == 200, timeout=60, what="fq up", interval=0.1)
+        await wait_for_readyz(client, process, (tmp_path / "fq-up.log").read_text)
         client.headers.update(admin_headers(env["FQ_VAR_DIR"]))  # auth is on, as by default
 
         posted = time.monotonic()
@@ -164,15 +156,7 @@ async def test_fq_up_runs_nats_with_a_user_per_role(
     base = f"http://127.0.0.1:{env['FQ_GATEWAY_PORT']}"
     url = f"nats://127.0.0.1:{env['FQ_NATS_PORT']}"
     async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-
-        async def ready() -> int:
-            assert process.poll() is None, (tmp_path / "fq-up.log").read_text()
-            try:
-                return (await client.get("/readyz")).status_code
-            except httpx.TransportError:
-                return 0
-
-        await wait_until(ready, lambda code: code == 200, timeout=60, what="fq up", interval=0.1)
+        await wait_for_readyz(client, process, (tmp_path / "fq-up.log").read_text)
 
     anonymous = nats.aio.client.Client()
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.test_fq_up import FQ, up_env
 from tests.support.auth import admin_headers
-from tests.support.waits import wait_until
+from tests.support.waits import wait_for_readyz, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,15 +43,7 @@ async def test_a_fresh_fq_up_refuses_callers_without_the_admin_key_and_serves_th
     process, env, out = fresh_up
     base = f"http://127.0.0.1:{env['FQ_GATEWAY_PORT']}"
     async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-
-        async def ready() -> int:
-            assert process.poll() is None, out.read_text()
-            try:
-                return (await client.get("/readyz")).status_code
-            except httpx.TransportError:
-                return 0
-
-        await wait_until(ready, lambda code: code == 200, timeout=60, what="fq up")
+        await wait_for_readyz(client, process, out.read_text)
         job_id = "0192f0c8-0000-7000-8000-000000000000"
         anonymous = [
             await client.post("/jobs", json={"type": "echo", "payload": {}}),

@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.test_fq_up import FQ, alive, children_of, up_env
 from tests.support.auth import admin_headers
-from tests.support.waits import wait_until
+from tests.support.waits import wait_for_readyz, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,15 +83,7 @@ def fq_up(tmp_path: Path) -> Iterator[FqUp]:
 
 async def wait_ready(client: httpx.AsyncClient, up: FqUp) -> None:
     """Until the gateway answers /readyz with 200 (failing at once if `fq up` ended)."""
-
-    async def ready() -> int:
-        assert up.process.poll() is None, up.output()
-        try:
-            return (await client.get("/readyz")).status_code
-        except httpx.TransportError:
-            return 0
-
-    await wait_until(ready, lambda code: code == 200, timeout=60, what="ready", interval=0.1)
+    await wait_for_readyz(client, up.process, up.output)
     client.headers.update(admin_headers(up.env["FQ_VAR_DIR"]))  # auth is on, as by default
 
 

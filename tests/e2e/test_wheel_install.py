@@ -22,7 +22,7 @@ import pytest
 from ferrisqueue.log.embedded import free_port
 from tests.support.auth import admin_headers
 from tests.support.procs import command_line, descendants
-from tests.support.waits import wait_until
+from tests.support.waits import wait_for_readyz, wait_until
 from tests.support.wheel import REPO, Venv
 
 # The first test to ask for the venv pays for building the wheel and installing it with its
@@ -104,15 +104,9 @@ async def test_fq_up_from_the_installed_wheel_runs_a_job_and_a_delayed_job(
     log = tmp_path / "fq-up.log"
     base = f"http://127.0.0.1:{env['FQ_GATEWAY_PORT']}"
     async with httpx.AsyncClient(base_url=base, timeout=5) as client:
-
-        async def ready() -> int:
-            assert process.poll() is None, log.read_text(errors="replace")
-            try:
-                return (await client.get("/readyz")).status_code
-            except httpx.TransportError:
-                return 0
-
-        await wait_until(ready, lambda code: code == 200, timeout=90, what="fq up", interval=0.2)
+        await wait_for_readyz(
+            client, process, lambda: log.read_text(errors="replace"), timeout=90, interval=0.2
+        )
         client.headers.update(admin_headers(env["FQ_VAR_DIR"]))  # auth is on, as for a user
 
         now = await client.post("/jobs", json={"type": "echo", "payload": {"from": "wheel"}})

@@ -79,3 +79,27 @@ async def patiently(read: Callable[[], Awaitable[T]], deadline: float) -> T:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)  # the cluster's recovery, bounded by the deadline
+
+
+async def wait_for_readyz(
+    client: Any,
+    process: Any,
+    output: Callable[[], str],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.1,
+) -> None:
+    """Until the gateway behind ``client`` (an ``httpx.AsyncClient``) answers /readyz with
+    200; fails at once, with ``output()``, if ``process`` (what serves it: ``fq up``) ended."""
+    import httpx
+
+    async def ready() -> int:
+        assert process.poll() is None, output()
+        try:
+            return int((await client.get("/readyz")).status_code)
+        except httpx.TransportError:
+            return 0
+
+    await wait_until(
+        ready, lambda code: code == 200, timeout=timeout, what="ready", interval=interval
+    )
