@@ -110,7 +110,7 @@ class Projector:
                 try:
                     async with asyncio.TaskGroup() as group:
                         for loop in loops:
-                            group.create_task(loop.run(self._stopping), name=loop.name)
+                            group.create_task(self._run_loop(loop), name=loop.name)
                 except* ConfigurationError as fatal:  # a store ahead of its log
                     raise fatal.exceptions[0] from None
                 finally:
@@ -160,6 +160,20 @@ class Projector:
         finally:
             lock.release()
             engine.dispose()
+
+    async def _run_loop(self, loop: ProjectionLoop) -> None:
+        """Run one projection; if it fails for good, stop the other one too.
+
+        The TaskGroup cancels the sibling, but a cancel can be lost: on Python 3.11,
+        ``asyncio.wait_for`` (inside every nats-py request) returns the result instead of
+        raising when the reply lands in the same turn as the cancel. A sibling that lost it
+        ran on, and the projector never exited (seen in CI with a store ahead of its log).
+        Setting the shared ``stopping`` ends it at its next check whatever happened."""
+        try:
+            await loop.run(self._stopping)
+        except BaseException:
+            self._stopping.set()
+            raise
 
     async def _watch(self, lock: StoreLock) -> None:
         """Stop projecting if the lock is lost: another projector may be leading now."""

@@ -18,13 +18,15 @@ from sqlmodel import Session
 from ferrisqueue.domain.events import Started, Succeeded, utcnow
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.domain.subjects import EVENT_STREAM
-from ferrisqueue.errors import NatsUnavailable
+from ferrisqueue.domain.workers import WORKER_STREAM
+from ferrisqueue.errors import ConfigurationError, NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.memlog import MemoryLog
 from ferrisqueue.log.port import StoredMessage
 from ferrisqueue.log.topology import PROJECTOR_CONSUMER
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
+from ferrisqueue.store.db import commit_at
 from projections import jobs
 from projections.follow import JOBS, ProjectionLoop
 from projections.runner import Projector
@@ -287,3 +289,34 @@ async def test_a_slow_store_is_not_taken_for_a_stalled_consumer(
     assert projection.signals.serving.count == 1  # one life: the consumer was never re-created
     with Session(engine) as session:
         assert jobs.NAME not in queries.projection_health(session)
+
+
+async def test_a_fatal_failure_ends_the_projector_even_if_the_other_loop_loses_its_cancel(
+    log: MemoryLog, settings: Settings, engine: Engine
+) -> None:
+    """A store ahead of its log fails the jobs projection; the workers projection is stopped
+    although it swallows the TaskGroup's cancel, as a nats-py request can on Python 3.11
+    (``asyncio.wait_for`` returning a reply that landed in the same turn as the cancel)."""
+    await submit(log)
+    with Session(engine) as session:
+        commit_at(session, jobs.NAME, 50, utcnow(), after=0)  # as if it had applied 50 events
+    projector, connection = projector_on(log, settings)
+    last_seq, in_flight, swallowed = connection.last_seq, asyncio.Event(), asyncio.Event()
+
+    async def last_seq_losing_a_cancel(stream: str) -> int:
+        if stream == EVENT_STREAM:
+            await in_flight.wait()  # the jobs projection fails once the workers' request is out
+        elif stream == WORKER_STREAM and not swallowed.is_set():
+            in_flight.set()
+            try:
+                await asyncio.Event().wait()  # the request in flight when the cancel comes
+            except asyncio.CancelledError:
+                swallowed.set()  # lost, as wait_for loses it
+        return await last_seq(stream)
+
+    connection.last_seq = last_seq_losing_a_cancel  # type: ignore[method-assign]
+
+    with pytest.raises(ConfigurationError, match="the stream ends at"):
+        async with asyncio.timeout(5):  # without the fix: a TimeoutError, the projector runs on
+            await projector.run()
+    assert swallowed.is_set()
