@@ -41,7 +41,8 @@ from pydantic import (
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
-from ferrisqueue.domain.events import Scheduled, Submitted, Token, in_utc
+from ferrisqueue.domain.events import Priority, Scheduled, Submitted, Token, in_utc
+from ferrisqueue.domain.subjects import DEFAULT_PRIORITY
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import JobType
 
@@ -83,6 +84,7 @@ class JobFields(BaseModel):
     retry: RetryPolicy | None = Field(
         default=None, description="Backoff between attempts (default: the queue's)."
     )
+    priority: Priority = DEFAULT_PRIORITY
 
 
 class JobRequest(JobFields):

@@ -1,0 +1,139 @@
+"""Priority lanes: which of a queue's ten dispatch consumers the next pull request goes to.
+
+A job of priority ``n`` is runnable in lane ``n`` (its ``submitted-p<n>``, ``released-p<n>``,
+``redriven-p<n>``; the plain subjects in the default lane 5), and each lane has a durable
+consumer of its own (docs/architecture.md, "Priorities"). A worker's queue loop pulls all of
+them through one :class:`LaneArbiter`, which keeps two promises:
+
+* **One pull request per queue at a time**, so a worker still never holds more jobs than it
+  has slots: a lane's request is let out only once the previous one (of any lane) ended.
+* **Strict priority.** Each request goes to the highest lane *believed* to have work. No
+  aging: a steady flow of higher-priority work starves lower lanes while it lasts.
+
+What is believed comes at no extra cost on the busy path:
+
+* every delivery says how many messages its consumer still had after it (the pending count
+  in its ack subject): a lane being drained is known to have more, or to be empty;
+* a publish on a lane's ``submitted-p<n>`` / ``redriven-p<n>`` (a core NATS notice every
+  worker of the queue gets) marks it as having work on every worker at once;
+* a lane believed empty is *probed* at most every :data:`PROBE_EVERY` seconds with a
+  ``no_wait`` request (answered at once), which finds what no notice announces: a fired
+  timer (sourced into the log, never published) or a redelivery after AckWait.
+
+When no lane has work, the request waits on the default lane (its consumer's expiry), so an
+unprioritised queue pulls exactly as before, and the other lanes' requests are ``no_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from ferrisqueue.domain.subjects import DEFAULT_PRIORITY, LANES, split_event_token
+from ferrisqueue.log.port import Delivery
+
+PROBE_EVERY = 0.5
+"""Seconds between two ``no_wait`` looks at a lane believed empty."""
+
+
+class LaneArbiter:
+    """One queue's lanes on one worker (see the module's notes). ``take_slots`` waits for
+    free slots and says how many were taken; ``give_back`` returns some."""
+
+    def __init__(
+        self,
+        take_slots: Callable[[], Awaitable[int]],
+        give_back: Callable[[int], None],
+        *,
+        probe_every: float = PROBE_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._take_slots = take_slots
+        self._give_back = give_back
+        self._probe_every = probe_every
+        self._clock = clock
+        self._turns = {lane: asyncio.Event() for lane in LANES}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was believed (a new life of the queue loop): every lane is probed."""
+        self.believed = dict.fromkeys(LANES, 0)
+        """Messages each lane is believed to hold (a test signal, too)."""
+        self._polled = dict.fromkeys(LANES, -math.inf)
+        self._outstanding: int | None = None
+        self._decide()
+
+    def choose(self) -> int:
+        """The lane the next request goes to: the highest one believed to have work, else the
+        highest non-default one due for a probe, else the default lane (to wait on)."""
+        now = self._clock()
+        for lane in LANES:
+            if self.believed[lane] > 0:
+                return lane
+            if lane != DEFAULT_PRIORITY and now - self._polled[lane] >= self._probe_every:
+                return lane
+        return DEFAULT_PRIORITY
+
+    async def take(self, lane: int) -> int:
+        """A lane's :data:`~ferrisqueue.log.port.RequestSize`: waits until it is this lane's
+        turn and slots are free; the slots to ask for."""
+        while True:
+            await self._my_turn(lane)
+            self._outstanding = lane
+            try:
+                slots = await self._take_slots()
+            except BaseException:
+                self._end()
+                raise
+            if self.choose() == lane:  # still: work may have come to a higher lane meanwhile
+                self._polled[lane] = self._clock()
+                return slots
+            self._give_back(slots)
+            self._end()
+
+    def unused(self, lane: int, slots: int) -> None:
+        """A lane's :data:`~ferrisqueue.log.port.Unused`, at the end of each of its requests:
+        a request that was not filled found the lane empty."""
+        self._give_back(slots)
+        if slots > 0:
+            self.believed[lane] = 0
+        self._end()
+
+    def delivered(self, lane: int, burst: Sequence[Delivery]) -> None:
+        """What a burst says of its lane: the backlog its consumer had left after it."""
+        left = burst[-1].backlog_after if burst else None
+        self.believed[lane] = 1 if left is None else left  # unknown: ask again to learn
+
+    def notice(self, subject: str) -> None:
+        """A publish on a lane's notice subject (``fq.job.<q>.<id>.submitted-p9``): that
+        lane has work."""
+        _kind, lane = split_event_token(subject.rpartition(".")[2])
+        if lane is not None and self.believed[lane] == 0:
+            self.believed[lane] = 1
+            self._decide()
+
+    async def _my_turn(self, lane: int) -> None:
+        turn = self._turns[lane]
+        while True:
+            self._decide()
+            if self._outstanding is None and turn.is_set():
+                return
+            # A probe comes due with time alone: look again then, notified or not.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(turn.wait(), self._probe_every)
+
+    def _end(self) -> None:
+        self._outstanding = None
+        self._decide()
+
+    def _decide(self) -> None:
+        """Wake the lane whose turn it is (only it: ten waiters, one woken)."""
+        chosen = None if self._outstanding is not None else self.choose()
+        for lane, turn in self._turns.items():
+            if lane == chosen:
+                turn.set()
+            else:
+                turn.clear()
