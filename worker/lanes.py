@@ -17,11 +17,13 @@ What is believed comes at no extra cost on the busy path:
 * a publish on a lane's ``submitted-p<n>`` / ``redriven-p<n>`` (a core NATS notice every
   worker of the queue gets) marks it as having work on every worker at once;
 * a lane believed empty is *probed* at most every :data:`PROBE_EVERY` seconds with a
-  ``no_wait`` request (answered at once), which finds what no notice announces: a fired
-  timer (sourced into the log, never published) or a redelivery after AckWait.
+  ``no_wait`` request (answered at once), which finds what no notice announces: work in the
+  default lane (no notices there, so an unprioritised queue costs its workers nothing more),
+  a fired timer (sourced into the log, never published), a redelivery after AckWait.
 
-When no lane has work, the request waits on the default lane (its consumer's expiry), so an
-unprioritised queue pulls exactly as before, and the other lanes' requests are ``no_wait``.
+Every lane is asked with ``no_wait`` (the messages there now, then 404 at once). When no lane
+has work, the request *waits* on the default lane (:data:`IDLE_WAIT`, up to its expiry), so a
+quiet unprioritised queue gets each job the moment it arrives, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ from ferrisqueue.log.port import Delivery
 
 PROBE_EVERY = 0.5
 """Seconds between two ``no_wait`` looks at a lane believed empty."""
+IDLE_WAIT = -1
+"""Not a lane: the request that waits on the default lane's consumer when no lane has work."""
+WAYS = (*LANES, IDLE_WAIT)
+"""Every way a request can go, each with a puller of its own."""
 
 
 class LaneArbiter:
@@ -55,7 +61,7 @@ class LaneArbiter:
         self._give_back = give_back
         self._probe_every = probe_every
         self._clock = clock
-        self._turns = {lane: asyncio.Event() for lane in LANES}
+        self._turns = {way: asyncio.Event() for way in WAYS}
         self.reset()
 
     def reset(self) -> None:
@@ -67,19 +73,18 @@ class LaneArbiter:
         self._decide()
 
     def choose(self) -> int:
-        """The lane the next request goes to: the highest one believed to have work, else the
-        highest non-default one due for a probe, else the default lane (to wait on)."""
+        """Where the next request goes: the highest lane believed to have work, else the
+        highest one due for a probe, else :data:`IDLE_WAIT` (a request that waits for work
+        on the default lane)."""
         now = self._clock()
         for lane in LANES:
-            if self.believed[lane] > 0:
+            if self.believed[lane] > 0 or now - self._polled[lane] >= self._probe_every:
                 return lane
-            if lane != DEFAULT_PRIORITY and now - self._polled[lane] >= self._probe_every:
-                return lane
-        return DEFAULT_PRIORITY
+        return IDLE_WAIT
 
     async def take(self, lane: int) -> int:
-        """A lane's :data:`~ferrisqueue.log.port.RequestSize`: waits until it is this lane's
-        turn and slots are free; the slots to ask for."""
+        """A lane's (or :data:`IDLE_WAIT`'s) :data:`~ferrisqueue.log.port.RequestSize`:
+        waits until it is its turn and slots are free; the slots to ask for."""
         while True:
             await self._my_turn(lane)
             self._outstanding = lane
@@ -89,7 +94,7 @@ class LaneArbiter:
                 self._end()
                 raise
             if self.choose() == lane:  # still: work may have come to a higher lane meanwhile
-                self._polled[lane] = self._clock()
+                self._polled[_lane(lane)] = self._clock()
                 return slots
             self._give_back(slots)
             self._end()
@@ -99,13 +104,13 @@ class LaneArbiter:
         a request that was not filled found the lane empty."""
         self._give_back(slots)
         if slots > 0:
-            self.believed[lane] = 0
+            self.believed[_lane(lane)] = 0
         self._end()
 
     def delivered(self, lane: int, burst: Sequence[Delivery]) -> None:
         """What a burst says of its lane: the backlog its consumer had left after it."""
         left = burst[-1].backlog_after if burst else None
-        self.believed[lane] = 1 if left is None else left  # unknown: ask again to learn
+        self.believed[_lane(lane)] = 1 if left is None else left  # unknown: ask to learn
 
     def notice(self, subject: str) -> None:
         """A publish on a lane's notice subject (``fq.job.<q>.<id>.submitted-p9``): that
@@ -137,3 +142,8 @@ class LaneArbiter:
                 turn.set()
             else:
                 turn.clear()
+
+
+def _lane(way: int) -> int:
+    """The lane a request went to: the idle wait is the default lane's."""
+    return DEFAULT_PRIORITY if way == IDLE_WAIT else way

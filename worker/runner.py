@@ -36,7 +36,6 @@ from ferrisqueue.domain.queuecontrol import CONTROL_STREAM
 from ferrisqueue.domain.subjects import (
     DEFAULT_PRIORITY,
     EVENT_STREAM,
-    LANES,
     job_subject,
     lane_notices,
     parse_job_subject,
@@ -50,7 +49,7 @@ from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
-from worker.lanes import LaneArbiter
+from worker.lanes import IDLE_WAIT, WAYS, LaneArbiter
 from worker.lease import LeaseKeeper
 from worker.middleware import Middleware, MiddlewareStack
 from worker.pause import QueueGates
@@ -60,13 +59,13 @@ log = logging.getLogger(__name__)
 
 MAX_FETCH = 256
 PULLING = Pulling(expires=0.25, give_up_after=30.0)
-"""A pull request on the default lane waits 0.25 s for work (also how quickly a stop, or
-work in another lane, is noticed by an idle worker); a worker takes each job the moment it
-arrives (no linger). After 30 s of pull requests nobody answers (a long election, or a
+"""When no lane has work, a pull request waits 0.25 s on the default lane (also how quickly
+a stop, or work in another lane, is noticed by an idle worker); a worker takes each job the
+moment it arrives (no linger). After 30 s of pull requests nobody answers (a long election, or a
 consumer someone deleted) the queue's loop starts a new life, which re-creates its
 consumers."""
 LANE_PULLING = Pulling(expires=0.25, no_wait=True, give_up_after=30.0)
-"""The other lanes are asked only for what they hold now (see :mod:`worker.lanes`)."""
+"""Otherwise each lane is asked only for what it holds now (see :mod:`worker.lanes`)."""
 
 
 class QueueLoop(ServiceLoop):
@@ -104,13 +103,15 @@ class QueueLoop(ServiceLoop):
     async def serve(self, stopping: asyncio.Event) -> None:
         pullers: dict[int, Consumer] = {}
         try:
-            for lane in LANES:
+            for way in WAYS:
+                lane = DEFAULT_PRIORITY if way == IDLE_WAIT else way
                 config = worker_consumer_config(self.queue, self._settings, lane)
-                await prepare_consumer(self._log, EVENT_STREAM, config)
-                pulling = PULLING if lane == DEFAULT_PRIORITY else LANE_PULLING
+                if way != IDLE_WAIT:
+                    await prepare_consumer(self._log, EVENT_STREAM, config)
+                pulling = PULLING if way == IDLE_WAIT else LANE_PULLING
                 puller = self._log.consumer(EVENT_STREAM, config["durable_name"], pulling)
                 await puller.start()
-                pullers[lane] = puller
+                pullers[way] = puller
             self.lanes.reset()
             log.info("%s: pulling", self.name)
             self.serving()
