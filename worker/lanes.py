@@ -16,7 +16,8 @@ What is believed comes at no extra cost on the busy path:
   in its ack subject): a lane being drained is known to have more, or to be empty;
 * a publish on a lane's ``submitted-p<n>`` / ``redriven-p<n>`` (a core NATS notice every
   worker of the queue gets) marks it as having work on every worker at once;
-* a lane believed empty is *probed* at most every :data:`PROBE_EVERY` seconds with a
+* a lane believed empty is *probed* every :data:`PROBE_EVERY` seconds
+  (:data:`DEFAULT_PROBE_EVERY` for the default lane) with a
   ``no_wait`` request (answered at once), which finds what no notice announces: work in the
   default lane (no notices there, so an unprioritised queue costs its workers nothing more),
   a fired timer (sourced into the log, never published), a redelivery after AckWait.
@@ -29,7 +30,6 @@ quiet unprioritised queue gets each job the moment it arrives, as before.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,8 +37,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from ferrisqueue.domain.subjects import DEFAULT_PRIORITY, LANES, split_event_token
 from ferrisqueue.log.port import Delivery
 
-PROBE_EVERY = 0.5
-"""Seconds between two ``no_wait`` looks at a lane believed empty."""
+PROBE_EVERY = 1.0
+"""Seconds between two ``no_wait`` looks at a lane believed empty (what announces itself by
+no notice there is rare: a fired timer, a redelivery)."""
+DEFAULT_PROBE_EVERY = 0.25
+"""The same for the default lane, which has no notices at all: how long a default-priority
+job may wait behind a backlog of lower priorities. (An idle worker waits on it anyway.)"""
 IDLE_WAIT = -1
 """Not a lane: the request that waits on the default lane's consumer when no lane has work."""
 WAYS = (*LANES, IDLE_WAIT)
@@ -55,11 +59,13 @@ class LaneArbiter:
         give_back: Callable[[int], None],
         *,
         probe_every: float = PROBE_EVERY,
+        default_probe_every: float = DEFAULT_PROBE_EVERY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._take_slots = take_slots
         self._give_back = give_back
-        self._probe_every = probe_every
+        self._probe_every = {lane: probe_every for lane in LANES}
+        self._probe_every[DEFAULT_PRIORITY] = default_probe_every
         self._clock = clock
         self._turns = {way: asyncio.Event() for way in WAYS}
         self.reset()
@@ -78,7 +84,7 @@ class LaneArbiter:
         on the default lane)."""
         now = self._clock()
         for lane in LANES:
-            if self.believed[lane] > 0 or now - self._polled[lane] >= self._probe_every:
+            if self.believed[lane] > 0 or now - self._polled[lane] >= self._probe_every[lane]:
                 return lane
         return IDLE_WAIT
 
@@ -121,14 +127,14 @@ class LaneArbiter:
             self._decide()
 
     async def _my_turn(self, lane: int) -> None:
+        # Woken only by a decision: at the end of each request (which is when a probe that
+        # came due meanwhile can go out), on a notice, and here.
         turn = self._turns[lane]
         while True:
             self._decide()
             if self._outstanding is None and turn.is_set():
                 return
-            # A probe comes due with time alone: look again then, notified or not.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(turn.wait(), self._probe_every)
+            await turn.wait()
 
     def _end(self) -> None:
         self._outstanding = None

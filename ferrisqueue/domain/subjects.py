@@ -3,7 +3,8 @@
 Every lifecycle event of a job is published on ``fq.job.<queue>.<job_id>.<event>``:
 
 * a job's whole history is ``fq.job.*.<job_id>.*`` (audit, ``nats stream view``);
-* one event kind across all jobs is ``fq.job.*.*.<event>``;
+* one event kind across all jobs is ``fq.job.*.*.<event>`` (for a runnable kind, with its
+  nine lane tokens beside it: ``fq.job.*.*.submitted-p0``, ...);
 * a queue's runnable events are ``fq.job.<queue>.*.submitted``, ``...released`` and
   ``...redriven``, the filter of that queue's dispatch consumer; a job of priority ``n``
   other than the default 5 has them in its *lane*: ``submitted-p<n>``, ``released-p<n>``,

@@ -165,7 +165,9 @@ async def test_the_arbiter_asks_the_highest_lane_with_work_then_probes_then_wait
     async def slots() -> int:
         return 4
 
-    lanes = LaneArbiter(slots, given_back.append, probe_every=0.5, clock=clock)
+    lanes = LaneArbiter(
+        slots, given_back.append, probe_every=0.5, default_probe_every=0.5, clock=clock
+    )
 
     # At first every lane is due for a look, highest first; then it waits on the default.
     for lane in (9, 8, 7, 6, 5, 4, 3, 2, 1, 0):
@@ -182,7 +184,7 @@ async def test_the_arbiter_asks_the_highest_lane_with_work_then_probes_then_wait
 
 
 async def test_a_lane_is_not_asked_while_another_request_is_out() -> None:
-    lanes = LaneArbiter(_four, lambda _: None, probe_every=60)
+    lanes = LaneArbiter(_four, lambda _: None, probe_every=60, default_probe_every=60)
     assert await lanes.take(9) == 4
 
     waiting = asyncio.create_task(lanes.take(8))
