@@ -9,7 +9,7 @@ every scheduler instance), each ``awaiting`` event and each event that may settl
 * ``awaiting`` of a child: for each parent the log knows, append a ``dependent`` event on the
   *parent* (``child``: the child's id; ``Nats-Msg-Id`` ``<parent>:dependent:<child>``), then
   decide the child (below). A parent the log does not know cancels the child.
-* a settling event of a job: if that job has a ``dependent`` event (one direct get of the
+* a settling event of a job: if that job has a ``dependent`` event (one message get of the
   last message on ``fq.job.<queue>.<id>.dependent``), read its history and decide each child
   it names.
 * deciding a child: fold its history and each parent's, then
@@ -108,7 +108,7 @@ class DependencyGate(ConsumerLoop):
         """Decide every child noted on a parent that just succeeded, failed or was canceled."""
         notes = job_subject(parent.queue, parent.job_id, EventKind.DEPENDENT)
         if await self._log.read(EVENT_STREAM, notes) is None:
-            return  # no child waits for it: the common case, one direct get
+            return  # no child waits for it: the common case, one message get
         children: dict[str, None] = {}
         for stored in await self._log.history(parent.job_id):
             if isinstance(stored.event, Dependent):

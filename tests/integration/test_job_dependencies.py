@@ -106,6 +106,9 @@ async def test_a_diamond_runs_d_once_after_both_b_and_c_succeeded(
     assert d_released.actor == "scheduler"
     (b_done,), (c_done,), (a_done,) = (when(history[n], Succeeded) for n in ("B", "C", "A"))
     assert max(b_done, c_done) <= d_released.at <= d_started, (b_done, c_done, d_released)
+    gate_ms = (d_released.at - max(b_done, c_done)).total_seconds() * 1000
+    start_ms = (d_started - max(b_done, c_done)).total_seconds() * 1000
+    print(f"{how}: last parent succeeded -> D released {gate_ms:.0f} ms, started {start_ms:.0f} ms")
     for middle in ("B", "C"):
         assert a_done <= when(history[middle], Started)[0]
     # Each parent's history names the child that waits for it (who to wake).
