@@ -37,6 +37,7 @@ rejects a second ``released`` anyway (the job is queued, no longer waiting).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ferrisqueue.domain.dependencies import (
@@ -80,6 +81,11 @@ class DependencyGate(ConsumerLoop):
     def __init__(self, event_log: EventLog, *, batch: int = BATCH) -> None:
         super().__init__(event_log, request_size=batch)
         self._log = event_log
+
+    async def handle_burst(self, burst: list[Delivery]) -> None:
+        """Handle a burst concurrently: no order between events is needed (every decision
+        reads the log afresh and is guarded), and one finished job costs a round trip."""
+        await asyncio.gather(*(self.process(msg) for msg in burst))
 
     async def handle(self, msg: Delivery) -> None:
         stored = StoredEvent.of(msg)

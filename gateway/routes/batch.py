@@ -4,17 +4,21 @@ Each item is what ``POST /jobs`` takes (a start time ``delay`` or ``run_at`` inc
 an optional ``idempotency_key`` with the ``Idempotency-Key`` header's meaning: one key, one
 job; the same key with the same item gets that job back (``replayed``), with another body it
 is refused. Every item goes through the same job builder as a single submit
-(:mod:`ferrisqueue.domain.jobbuilder`).
+(:mod:`ferrisqueue.domain.jobbuilder`). An item may wait for other items of the batch:
+``after_items`` names them by index (their ids join its ``depends_on``); a cycle, an index
+out of range or an item naming itself refuses the batch with 422, and so does a
+``depends_on`` parent the log does not know.
 
 The whole batch is checked before anything is published: one invalid item (its body, or its
 payload against the job type's contract) refuses the batch with 422 naming the item's index,
 and one item whose event is larger than ``FQ_MAX_EVENT_BYTES`` refuses it with 413. Then the
 items' keys are claimed (a key already used for another body: 422 naming the item; keys
 claimed by the other items stay claimed for the jobs they name, so that the corrected batch,
-resent, creates each of them once). Then the events (``submitted``, or ``scheduled`` for a
-job due later) are appended through a bounded pipeline (up to :data:`PIPELINE` publishes
-awaiting their ack at once), and the answer comes only when every publish has been
-acknowledged or has failed:
+resent, creates each of them once). Then the events (``submitted``, ``scheduled`` for a
+job due later, ``awaiting`` for one with parents) are appended through a bounded pipeline (up to :data:`PIPELINE` publishes
+awaiting their ack at once), in waves: each item after the items it waits for, and an item
+whose parent item was not stored is not stored either (``rejected``). The answer comes only
+when every publish has been acknowledged or has failed:
 
 * 202: every job is stored;
 * 207: some are stored, some are not; each item says which (``accepted``, ``rejected``:
@@ -218,9 +222,9 @@ async def submit_batch(
     events: list[JobSpec] = []
     for index, item in enumerate(body.jobs):
         parents = [*item.depends_on, *(ids[j] for j in item.after_items)]
-        request_ = item.model_copy(update={"depends_on": parents}) if item.after_items else item
+        wanted = item.model_copy(update={"depends_on": parents}) if item.after_items else item
         try:
-            events.append(build_job(request_, job_types, job_id=ids[index], now=now, actor=actor))
+            events.append(build_job(wanted, job_types, job_id=ids[index], now=now, actor=actor))
         except JobRefused as exc:
             raise unprocessable(exc, at=("body", "jobs", index)) from exc
     unknown = await unknown_parents(event_log, (p for item in body.jobs for p in item.depends_on))
