@@ -204,3 +204,34 @@ async def test_fq_submit_after_waits_for_every_parent(
     assert a_done <= when(history, Started)[0]
     assert refused.returncode != 0
     assert "unknown parent job no-such-job" in refused.stdout + refused.stderr
+
+
+async def test_a_child_whose_parent_finished_while_the_scheduler_was_down_is_released_once(
+    gateway: httpx.AsyncClient, start: StartService, nc: Client, event_log: EventLog
+) -> None:
+    scheduler = start("scheduler")
+    start("worker", FQ_WORKER_ID="w1")
+    await wait_until(
+        functools.partial(pulling, nc, DEPENDENCY_CONSUMER), bool, timeout=30, what="gate pulls"
+    )
+    # Long enough that the scheduler is surely gone before the parent finishes.
+    parent = await submit(gateway, type="sleep", payload={"seconds": 3.0})
+    child = await submit(gateway, depends_on=[parent])
+    await wait_until(
+        lambda: events(event_log, parent),
+        lambda history: any(e.event == "dependent" for e in history),
+        timeout=20,
+        what="the child noted on its parent",
+    )
+
+    scheduler.kill()  # SIGKILL: nothing handed back
+    assert (await finished(gateway, parent))["status"] == "completed"
+    waiting = [e.event for e in await events(event_log, child)]
+    start("scheduler")
+    done = await finished(gateway, child)
+
+    assert waiting == ["awaiting"]  # nobody released it while no scheduler ran
+    assert done["status"] == "completed"
+    history = await events(event_log, child)
+    assert [e.event for e in history].count("released") == 1
+    assert [e.event for e in history].count("started") == 1
