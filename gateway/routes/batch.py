@@ -15,10 +15,10 @@ and one item whose event is larger than ``FQ_MAX_EVENT_BYTES`` refuses it with 4
 items' keys are claimed (a key already used for another body: 422 naming the item; keys
 claimed by the other items stay claimed for the jobs they name, so that the corrected batch,
 resent, creates each of them once). Then the events (``submitted``, ``scheduled`` for a
-job due later, ``awaiting`` for one with parents) are appended through a bounded pipeline (up to :data:`PIPELINE` publishes
-awaiting their ack at once), in waves: each item after the items it waits for, and an item
-whose parent item was not stored is not stored either (``rejected``). The answer comes only
-when every publish has been acknowledged or has failed:
+job due later, ``awaiting`` for one with parents) are appended through a bounded pipeline
+(up to :data:`PIPELINE` publishes awaiting their ack at once), in waves: each item after the
+items it waits for, and an item whose parent item was not stored is not stored either
+(``rejected``). The answer comes only when every publish has been acknowledged or has failed:
 
 * 202: every job is stored;
 * 207: some are stored, some are not; each item says which (``accepted``, ``rejected``:
