@@ -251,7 +251,7 @@ class Dependent(BaseEvent):
 
 
 class Released(BaseEvent):
-    """A waiting job (scheduled, retrying or redriven) became runnable again."""
+    """A waiting job (scheduled, retrying, redriven or awaiting its parents) became runnable."""
 
     event: Literal["released"] = "released"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the release.")
