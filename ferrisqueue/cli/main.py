@@ -119,11 +119,20 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.001, help="Seconds one attempt may run")
     ] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            help="Run it once job ID has succeeded (repeat for several parents)",
+        ),
+    ] = None,
     via_nats: Annotated[
         bool, typer.Option("--nats", help="Publish to JetStream directly, not through the gateway")
     ] = False,
 ) -> None:
-    """Submit a job (now, after --delay or at --run-at); prints its id."""
+    """Submit a job (now, after --delay, at --run-at, or once its --after parents succeeded);
+    prints its id."""
     settings = load_settings()
     try:
         body = json.loads(payload)
@@ -137,6 +146,7 @@ def submit(
         "run_at": run_at,
         "max_attempts": max_attempts,
         "timeout": timeout,
+        "depends_on": after or [],
     }
     try:
         if via_nats:

@@ -30,6 +30,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
@@ -57,6 +58,9 @@ _LEGACY_ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "purged_b
 
 _MAX_ACTOR = 200
 
+MAX_PARENTS = 100
+"""Most jobs one job may depend on (``depends_on``)."""
+
 
 class EventKind(StrEnum):
     """The kinds of lifecycle event; each is the last token of its subject."""
@@ -73,6 +77,8 @@ class EventKind(StrEnum):
     CANCELED = "canceled"
     REDRIVEN = "redriven"
     PURGED = "purged"
+    AWAITING = "awaiting"
+    DEPENDENT = "dependent"
 
 
 def _token(value: str) -> str:
@@ -176,6 +182,30 @@ class JobSpec(BaseEvent):
         default=None, gt=0, le=7 * 86_400, description="Seconds one attempt may run."
     )
     retry: RetryPolicy | None = Field(default=None, description="Backoff between attempts.")
+    depends_on: list[Token] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        # Left out when empty, so a job without parents is stored as it was before.
+        exclude_if=lambda parents: not parents,
+        description="Jobs that must succeed before this one runs (an 'awaiting' job).",
+    )
+
+    @model_validator(mode="after")
+    def _parents_only_when_awaiting(self) -> JobSpec:
+        # Only a non-runnable creation may wait for parents: a ``submitted`` job would be
+        # delivered to a worker at once (see "Job dependencies" in docs/architecture.md).
+        if self.depends_on and self.event != EventKind.AWAITING:
+            raise ValueError(
+                f"depends_on: a job with parents is created by an 'awaiting' event, "
+                f"not '{self.event}'"
+            )
+        if self.event == EventKind.AWAITING and not self.depends_on:
+            raise ValueError("depends_on: an 'awaiting' job names at least one parent")
+        if self.job_id in self.depends_on:
+            raise ValueError("depends_on: a job cannot depend on itself")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError("depends_on: a parent is named twice")
+        return self
 
     def dedup_key(self) -> str:
         # A job is created once: a retried publish of the same creation is stored once.
@@ -199,8 +229,29 @@ class Scheduled(JobSpec):
     run_at: UtcDatetime
 
 
+class Awaiting(JobSpec):
+    """A producer asked for a job to run once every job in ``depends_on`` has succeeded; it
+    waits until the scheduler releases it (or cancels it, when a parent fails for good or is
+    canceled)."""
+
+    event: Literal["awaiting"] = "awaiting"
+
+
+class Dependent(BaseEvent):
+    """A note on a parent job (its ``job_id``): the job ``child`` waits for it. Written by the
+    scheduler, so that the parent's own history says whom to wake when it finishes; it does
+    not change the parent's state."""
+
+    event: Literal["dependent"] = "dependent"
+    child: Token
+
+    def dedup_key(self) -> str:
+        # One note per (parent, child): the scheduler repeats it after a crash.
+        return f"{self.job_id}:dependent:{self.child}"
+
+
 class Released(BaseEvent):
-    """A waiting job (scheduled, retrying or redriven) became runnable again."""
+    """A waiting job (scheduled, retrying, redriven or awaiting its parents) became runnable."""
 
     event: Literal["released"] = "released"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the release.")
@@ -316,7 +367,9 @@ Event = Annotated[
     | CancelRequested
     | Canceled
     | Redriven
-    | Purged,
+    | Purged
+    | Awaiting
+    | Dependent,
     Field(discriminator="event"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -41,9 +41,9 @@ KV_CRON = "KV_FQ_CRON"
 KV_KEYS = "KV_FQ_KEYS"
 KV_RATELIMITS = "KV_FQ_RATELIMITS"
 
-PRODUCER_EVENTS = ("submitted", "scheduled")
-"""The events a plain-NATS producer writes: a job created to run now or later, nothing that
-changes a job once it exists."""
+PRODUCER_EVENTS = ("submitted", "scheduled", "awaiting")
+"""The events a plain-NATS producer writes: a job created to run now, later or after its
+parents, nothing that changes a job once it exists."""
 
 WORKER_EVENTS = ("started", "progress", "succeeded", "failed", "dead_lettered", "canceled")
 """The events a worker writes about the jobs it runs (never ``submitted``, ``released`` or
@@ -241,6 +241,7 @@ def scheduler_role() -> Role:
             *_purges(DLQ, SCHEDULES),
             *_lists_consumers(EVENTS),
             *_pulls(EVENTS, "fq-scheduler-timers"),
+            *_pulls(EVENTS, "fq-scheduler-deps"),
             *_pulls(EVENTS, "fq-dlq-sweeper"),
             *_pulls(SCHEDULES, "fq-scheduler-ticks"),
             *_pulls(ADVISORIES, "fq-dlq-router"),
@@ -257,7 +258,8 @@ def producer_role() -> Role:
     per-queue producer would add a secret per queue for no boundary the rest enforces."""
     return Role(
         PRODUCER,
-        "plain-NATS producer: creates jobs (submitted, scheduled) on any queue; reads nothing",
+        "plain-NATS producer: creates jobs (submitted, scheduled, awaiting) on any queue; "
+        "reads nothing",
         publish=tuple(f"fq.job.*.*.{event}" for event in PRODUCER_EVENTS),
         subscribe=_own_inbox(PRODUCER),
     )
