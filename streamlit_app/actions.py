@@ -41,6 +41,7 @@ class Refused:
 
 
 Act = Callable[[GatewayClient], Done]
+DONE = {"redrive": "redriven", "purge": "purged"}
 Outcome = Done | Refused
 
 
@@ -154,7 +155,7 @@ def dead_letter(action: str, job_id: str) -> Act:
         answer = client.dead_letter_action(action, job_ids=[job_id])
         [result] = answer["results"]
         if result["outcome"] == "skipped":
-            return Done(f"Job {job_id} was not {action}d: {result['why']}", ok=False)
+            return Done(f"Job {job_id} was not {DONE[action]}: {result['why']}", ok=False)
         return Done(
             f"Job {job_id} {result['outcome']} by {answer['by']}.",
             _newest_event(client, job_id),
@@ -170,7 +171,7 @@ def dead_letters(action: str, selection: JSON) -> Act:
     def act(client: GatewayClient) -> Done:
         answer = client.dead_letter_action(action, filter=selection)
         done, skipped = answer["done"], answer["skipped"]
-        summary = f"{done} of {answer['selected']} dead letters {action}d by {answer['by']}"
+        summary = f"{done} of {answer['selected']} dead letters {DONE[action]} by {answer['by']}"
         if skipped:
             summary += f"; {skipped} skipped (see below why)"
         if answer["more"]:
