@@ -211,7 +211,10 @@ def show_job(url: str, job_id: str) -> None:
         times.append("read from the event log (projection behind)")
     st.markdown(" · ".join(times), unsafe_allow_html=True, help="Hover a time for UTC.")
     if job.get("last_error"):
-        st.error(f"Last error: {job['last_error']}")
+        if job["status"] == "failed":
+            st.error(f"Last error: {job['last_error']}")
+        else:  # a retried job: the error of an earlier attempt
+            st.info(f"Error of an earlier attempt: {job['last_error']}")
     left, right = st.columns(2)
     with left:
         st.subheader("Payload")
