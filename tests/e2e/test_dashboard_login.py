@@ -258,7 +258,7 @@ async def test_browser_login_refuses_a_wrong_key_and_the_admin_key_shows_the_ove
 
             # The dashboard's reads carry its own key: revoked, they are refused (401).
             await KeyBook(event_log).revoke("dashboard")
-            await page.get_by_role("button", name="Refresh").click()
+            await page.get_by_role("button", name="Refresh", exact=True).click()
             await page.get_by_text("401").first.wait_for(timeout=30_000)
         finally:
             await browser.close()
