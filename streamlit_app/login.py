@@ -17,8 +17,9 @@ there is no login.
 What the pages show is read with the dashboard's **own** key (``FQ_DASHBOARD_API_KEY`` or
 ``var/dashboard.key``: ``jobs:read`` and ``ops:read`` only), never with the operator's. The
 operator's credentials are for operator actions only: :func:`operator` is the one place a
-page asks for them (the Submit page and :mod:`streamlit_app.actions`). An OIDC sign-in carries no API key, so such actions are not available to it until an
-identity is mapped to a key.
+page asks for them (the Submit page and :mod:`streamlit_app.actions`). An OIDC sign-in
+carries no API key, so such actions are not available to it until an identity is mapped to
+a key.
 """
 
 from __future__ import annotations
