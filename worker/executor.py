@@ -40,11 +40,13 @@ from ferrisqueue.domain.events import (
     Released,
     Started,
     Succeeded,
+    Throttled,
     utcnow,
     worker_actor,
 )
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.limits import LimitKind, Scope
 from ferrisqueue.domain.policy import QueuePolicy, for_job, retry_at
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.domain.stored import StoredEvent
@@ -56,6 +58,7 @@ from ferrisqueue.log.port import Delivery
 from ferrisqueue.tracing import trace_headers
 from worker.context import JobContext
 from worker.lease import LeaseKeeper
+from worker.limits import Admission, Permit
 from worker.middleware import Attempt, MiddlewareStack
 from worker.registry import TaskRegistry
 
@@ -94,8 +97,10 @@ class JobExecutor:
         policies: Callable[[str], QueuePolicy],
         leases: LeaseKeeper,
         middleware: MiddlewareStack | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._log = event_log
+        self._admission = admission
         self._middleware = middleware or MiddlewareStack()
         self._leases = leases
         self._registry = registry
@@ -138,11 +143,51 @@ class JobExecutor:
         presumed = run.history
         if presumed is None and msg.deliveries == 1:
             presumed = [stored]
-        if (started := await self._start(msg, run, presumed)) is not None:
-            # The middleware's after-hooks run as this block is left: after the ack, or with
-            # "interrupted" when the attempt ends without a stored outcome.
-            async with self._middleware.attempt() as hooks:
-                await self._run(msg, started, hooks)
+        permit = None
+        if self._admission is not None and (
+            scopes := self._admission.scopes(run.spec.queue, run.spec.concurrency_key)
+        ):
+            permit, waited = await self._admit(msg, run, scopes)
+            if waited:
+                presumed = None  # its ``throttled`` came after the delivered message
+        try:
+            if (started := await self._start(msg, run, presumed)) is not None:
+                # The middleware's after-hooks run as this block is left: after the ack, or
+                # with "interrupted" when the attempt ends without a stored outcome.
+                async with self._middleware.attempt() as hooks:
+                    await self._run(msg, started, hooks)
+        finally:
+            if permit is not None:
+                assert self._admission is not None
+                await self._admission.release(permit)
+
+    async def _admit(self, msg: Delivery, run: _Run, scopes: list[Scope]) -> tuple[Permit, bool]:
+        """Hold ``msg`` (its lease kept, no delivery spent) until the queue's limits let the
+        job start (:mod:`worker.limits`); record one ``throttled`` per reason it waits for.
+        The permit, and whether it waited."""
+        assert self._admission is not None
+        waited = False
+
+        async def on_wait(kind: LimitKind, detail: str) -> None:
+            nonlocal waited
+            waited = True
+            job = run.spec
+            throttled = Throttled(
+                job_id=job.job_id,
+                queue=job.queue,
+                at=utcnow(),
+                attempt=run.attempt,
+                reason=kind.value,
+                detail=detail,
+                actor=self._actor,
+            )
+            await self._log.append(throttled, headers=run.trace)
+
+        with self._leases.hold(msg, run.policy.ack_wait):
+            permit = await self._admission.admit(
+                run.spec.job_id, scopes, run.policy.ack_wait, on_wait
+            )
+        return permit, waited
 
     async def _prepare(
         self, stored: StoredEvent, deliveries: int, trace: dict[str, str]

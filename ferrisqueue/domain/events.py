@@ -73,6 +73,7 @@ class EventKind(StrEnum):
     CANCELED = "canceled"
     REDRIVEN = "redriven"
     PURGED = "purged"
+    THROTTLED = "throttled"
 
 
 def _token(value: str) -> str:
@@ -176,6 +177,9 @@ class JobSpec(BaseEvent):
         default=None, gt=0, le=7 * 86_400, description="Seconds one attempt may run."
     )
     retry: RetryPolicy | None = Field(default=None, description="Backoff between attempts.")
+    concurrency_key: Token | None = Field(
+        default=None, description="Jobs of one key share the queue's per-key limits."
+    )
 
     def dedup_key(self) -> str:
         # A job is created once: a retried publish of the same creation is stored once.
@@ -304,6 +308,21 @@ class Purged(BaseEvent):
         return f"{self.job_id}:purged:{int(self.at.timestamp() * 1_000_000)}"
 
 
+class Throttled(BaseEvent):
+    """A worker holds the delivered job until its queue's limits let it start: a free
+    concurrency slot (``reason`` ``concurrency``) or the start rate (``rate_limited``).
+    Recorded once per wait, so the job's history says why it waited."""
+
+    event: Literal["throttled"] = "throttled"
+    attempt: int = Field(ge=1, description="The attempt that waits.")
+    reason: Literal["concurrency", "rate_limited"]
+    detail: str = Field(max_length=500, description="Which limit, e.g. 'key acme: 2 of 2'.")
+
+    def dedup_key(self) -> str:
+        # One wait per reason and attempt: a retried publish is stored once.
+        return f"{self.job_id}:throttled:{self.attempt}:{self.reason}"
+
+
 Event = Annotated[
     Submitted
     | Scheduled
@@ -316,7 +335,8 @@ Event = Annotated[
     | CancelRequested
     | Canceled
     | Redriven
-    | Purged,
+    | Purged
+    | Throttled,
     Field(discriminator="event"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -45,3 +45,11 @@ class PendingReason(StrEnum):
 
     RETRYING = "retrying"
     """An attempt failed; waits for ``retry_at`` before the next one."""
+
+    CONCURRENCY = "concurrency"
+    """Delivered to a worker, which holds it until a concurrency slot of its queue (or of its
+    ``concurrency_key``) is free (``throttled``)."""
+
+    RATE_LIMITED = "rate_limited"
+    """Delivered to a worker, which holds it until its queue's (or key's) start rate allows
+    one more (``throttled``)."""

@@ -28,6 +28,7 @@ from ferrisqueue.domain.events import (
     Started,
     Submitted,
     Succeeded,
+    Throttled,
     decode_event,
     encode_event,
 )
@@ -90,6 +91,9 @@ EVERY_EVENT: list[BaseEvent] = [
     Canceled(**COMMON, actor="key:ops", reason="no longer needed"),
     Redriven(**COMMON, actor="key:ops", attempt=3, reason="smtp fixed"),
     Purged(**COMMON, actor="key:ops"),
+    Throttled(
+        **COMMON, actor="worker:w1", attempt=1, reason="concurrency", detail="key acme: 2 of 2"
+    ),
 ]
 
 
