@@ -43,6 +43,7 @@ MAX_POLL = 1.0
 
 OnWait = Callable[[LimitKind, str], Awaitable[None]]
 """Told once per reason a job waits for: the kind and which limit, for people."""
+_Waiting = Callable[[Scope, str], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -95,9 +96,7 @@ class Admission:
             raise
         return permit
 
-    async def _claim(
-        self, scope: Scope, holder: str, ttl: float, waiting: Callable[[Scope, str], Awaitable[None]]
-    ) -> None:
+    async def _claim(self, scope: Scope, holder: str, ttl: float, waiting: _Waiting) -> None:
         poll = FIRST_POLL
         freed = self._freed.setdefault(scope.key, asyncio.Event())
         while True:
@@ -109,7 +108,7 @@ class Admission:
                 await asyncio.wait_for(freed.wait(), poll)
             poll = min(MAX_POLL, poll * 2)
 
-    async def _take(self, scope: Scope, waiting: Callable[[Scope, str], Awaitable[None]]) -> None:
+    async def _take(self, scope: Scope, waiting: _Waiting) -> None:
         assert scope.rate is not None
         while True:
             decision = await self._rates.take(
@@ -123,7 +122,7 @@ class Admission:
     async def release(self, permit: Permit) -> None:
         """Give back ``permit``'s slots (a failure is logged: the lease will expire)."""
         for scope in reversed(permit.slots):
-            ttl, mine = self._held.get(scope.key, (0.0, set()))
+            _, mine = self._held.get(scope.key, (0.0, set()))
             mine.discard(permit.holder)
             if not mine:
                 self._held.pop(scope.key, None)

@@ -119,6 +119,10 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.001, help="Seconds one attempt may run")
     ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option("--concurrency-key", help="Share the queue's per-key limits with this key"),
+    ] = None,
     via_nats: Annotated[
         bool, typer.Option("--nats", help="Publish to JetStream directly, not through the gateway")
     ] = False,
@@ -137,6 +141,7 @@ def submit(
         "run_at": run_at,
         "max_attempts": max_attempts,
         "timeout": timeout,
+        "concurrency_key": concurrency_key,
     }
     try:
         if via_nats:
