@@ -6,19 +6,19 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 
-from ferrisqueue.domain.events import Canceled, DeadLettered, Failed, JobSpec, Started, Succeeded
+from ferrisqueue.domain.events import Failed, JobSpec, Started, Succeeded
 from tests.support.history import Observation
 
-_ENDS = (Succeeded, Failed, Canceled, DeadLettered)
+_OUTCOMES = (Succeeded, Failed)
 
 
 def most_running_at_once(
     observed: Observation, group: Callable[[JobSpec], str | None] = lambda _: ""
 ) -> dict[str, int]:
-    """Per group of jobs (``group`` of a job's creation; None: not counted), the most jobs
-    the log shows running at once: walking every event in log order, a job runs from its
-    ``started`` to its outcome (a later ``started`` of a running job is a rerun, not one
-    more)."""
+    """Per group of jobs (``group`` of a job's creation; None: not counted), the most
+    attempts the log shows running at once: walking every event in log order, an attempt
+    runs from its ``started`` to its outcome. An attempt the log never closes (its worker
+    was killed) is not counted: its process was gone before anything else could start."""
     events = sorted(
         (stored.seq, job_id, stored.event)
         for job_id, trace in observed.jobs.items()
@@ -30,19 +30,22 @@ def most_running_at_once(
         for job_id, trace in observed.jobs.items()
         if trace.creation is not None
     }
-    running: set[str] = set()
+    closed = {
+        (job_id, event.attempt) for _seq, job_id, event in events if isinstance(event, _OUTCOMES)
+    }
+    running: set[tuple[str, int]] = set()
     now: Counter[str] = Counter()
     most: Counter[str] = Counter()
     for _seq, job_id, event in events:
         name = groups.get(job_id)
         if name is None:
             continue
-        if isinstance(event, Started) and job_id not in running:
-            running.add(job_id)
+        if isinstance(event, Started) and (job_id, event.attempt) in closed:
+            running.add((job_id, event.attempt))
             now[name] += 1
             most[name] = max(most[name], now[name])
-        elif isinstance(event, _ENDS) and job_id in running:
-            running.discard(job_id)
+        elif isinstance(event, _OUTCOMES) and (job_id, event.attempt) in running:
+            running.discard((job_id, event.attempt))
             now[name] -= 1
     return dict(most)
 
