@@ -287,6 +287,8 @@ def audit(
             typer.echo(json.dumps(dataclasses.asdict(entry), default=str))
             continue
         verdict = "" if entry.applied else f"  REJECTED: {entry.note}"
+        if entry.event == "throttled" and entry.body:  # why the job waited
+            verdict = f"  ({entry.body['reason']}: {entry.body['detail']}){verdict}"
         typer.echo(
             f"{entry.seq:>8}  {entry.at.isoformat(timespec='milliseconds')}  "
             f"{entry.event:<16} {entry.actor or '-':<{width}} -> "

@@ -136,6 +136,9 @@ async def test_no_more_than_n_jobs_of_a_key_run_at_once_and_a_waiting_job_says_w
     assert [(e["event"], e["actor"], e["limits"]) for e in audit] == [
         ("limits", "key:ops", {"key_concurrency": 2})
     ]
+    trail = await run_fq(settings, tmp_path, "audit", last)
+    assert trail.returncode == 0, trail.stderr
+    assert "(concurrency: key acme: 2 of 2 running)" in trail.stdout, trail.stdout
 
 
 async def test_no_more_than_n_jobs_of_the_queue_run_at_once(
