@@ -17,7 +17,8 @@ worker gives a slot of that scope back; a rate wait sleeps exactly until the nex
 Crash safety: a slot is a lease of ``ttl`` = the queue's AckWait, renewed every ``ttl / 3``
 while the job runs (one write per scope for all the worker's jobs in it) and given back
 when it ends. A SIGKILLed worker renews nothing: its slots expire when its jobs' leases do,
-just as JetStream redelivers them.
+just as JetStream redelivers them. Expiry is judged by each worker's wall clock, so the
+workers' clocks must agree to well within an AckWait (NTP).
 
 A queue without limits costs nothing here: the executor asks :meth:`Admission.scopes` (a
 dict lookup) and goes straight to ``started``.
@@ -64,8 +65,9 @@ class Admission:
         self._rates = RateLimits(log_port)
         self._lines: dict[str, asyncio.Lock] = {}
         self._freed: dict[str, asyncio.Event] = {}
-        self._held: dict[str, tuple[float, set[str]]] = {}
-        """Scope key -> (ttl, the job ids holding a slot of it here): what to renew."""
+        self._held: dict[str, _Held] = {}
+        """Scope key -> the job ids holding a slot of it here: what to renew, and when."""
+        self._new_scope = asyncio.Event()
 
     def scopes(self, queue: str, key: str | None) -> list[Scope]:
         """The limits a job of ``queue`` with ``concurrency_key`` ``key`` must pass now."""
@@ -88,7 +90,7 @@ class Admission:
                     if scope.kind is LimitKind.CONCURRENCY:
                         await self._claim(scope, holder, ttl, waiting)
                         permit.slots.append(scope)
-                        self._held.setdefault(scope.key, (ttl, set()))[1].add(holder)
+                        self._hold(scope.key, holder, ttl)
                     else:
                         await self._take(scope, waiting)
         except BaseException:
@@ -122,10 +124,10 @@ class Admission:
     async def release(self, permit: Permit) -> None:
         """Give back ``permit``'s slots (a failure is logged: the lease will expire)."""
         for scope in reversed(permit.slots):
-            _, mine = self._held.get(scope.key, (0.0, set()))
-            mine.discard(permit.holder)
-            if not mine:
-                self._held.pop(scope.key, None)
+            if (held := self._held.get(scope.key)) is not None:
+                held.mine.discard(permit.holder)
+                if not held.mine:
+                    del self._held[scope.key]
             try:
                 await self._slots.release(scope.key, permit.holder)
             except Exception as exc:
@@ -134,16 +136,39 @@ class Admission:
                 freed.set()
         permit.slots.clear()
 
+    def _hold(self, key: str, holder: str, ttl: float) -> None:
+        held = self._held.get(key)
+        if held is None:
+            due = asyncio.get_running_loop().time() + ttl / 3
+            held = self._held[key] = _Held(ttl, set(), due)
+            self._new_scope.set()  # it may fall due before the renewer's next wake-up
+        held.mine.add(holder)
+
     async def run(self) -> None:
-        """Renew this worker's slot leases every third of their ttl, until cancelled."""
+        """Renew this worker's slot leases, each scope every third of its ttl (one write
+        for all its holders here), until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
-            period = min((ttl for ttl, _ in self._held.values()), default=3.0) / 3
-            await asyncio.sleep(period)
-            for key, (ttl, mine) in list(self._held.items()):
-                if not mine:
+            now = loop.time()
+            for key, held in list(self._held.items()):
+                if held.due > now:
                     continue
+                held.due = now + held.ttl / 3
                 try:
-                    # The live set: a slot given back meanwhile is not renewed (compare-and-set).
-                    await self._slots.renew(key, mine, ttl=ttl)
+                    # The live set: a slot given back meanwhile is not renewed (the write
+                    # is a compare-and-set, so a release in between makes it decide again).
+                    await self._slots.renew(key, held.mine, ttl=held.ttl)
                 except Exception as exc:  # the next renewal may land before the lease ends
                     log.warning("could not renew the slots of %s: %r", key, exc)
+            self._new_scope.clear()
+            wake = min((held.due for held in self._held.values()), default=now + 60)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_scope.wait(), max(0.0, wake - loop.time()))
+
+
+@dataclass(slots=True)
+class _Held:
+    ttl: float
+    mine: set[str]
+    due: float
+    """Loop time of the next renewal."""

@@ -26,6 +26,7 @@ from ferrisqueue.domain.subjects import EVENT_STREAM, job_history_filter
 from ferrisqueue.log.queuebook import QueueBook
 from ferrisqueue.log.slots import SlotBook
 from tests.support.memory import kinds, memory_log, running_worker, submit, wait_for_kinds
+from worker.limits import Admission
 from worker.registry import TaskRegistry
 
 AT = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -172,3 +173,27 @@ async def test_a_job_of_a_full_key_waits_once_recorded_without_a_delivery_then_r
     assert order == ["1", "3", "2"]
     started = log.messages(EVENT_STREAM, job_history_filter(second))[2]
     assert b'"attempt":1' in started.data  # held, not redelivered: still the first delivery
+
+
+@pytest.mark.timeout(10)
+async def test_a_running_jobs_slot_is_renewed_past_its_ttl_and_given_back_at_the_end() -> None:
+    log = await memory_log()
+    limits = QueueLimits(concurrency=1)
+    admission = Admission(log.connect(), lambda _queue: limits)
+    others = SlotBook(log.connect())
+    scopes = admission.scopes("work", None)
+    renewing = asyncio.create_task(admission.run())
+    try:
+        permit = await admission.admit("job-1", scopes, 0.3, _never_waits)
+        # Three ttls later the lease is still held: the renewer wrote it again each 0.1 s.
+        await asyncio.sleep(0.9)
+        assert await others.claim("q.work.slots", "job-2", slots=1, ttl=1) is None
+
+        await admission.release(permit)
+        assert await others.claim("q.work.slots", "job-2", slots=1, ttl=1) == 1
+    finally:
+        renewing.cancel()
+
+
+async def _never_waits(kind: LimitKind, detail: str) -> None:
+    raise AssertionError(f"waited for {kind}: {detail}")
