@@ -1,6 +1,9 @@
 """Running one delivered job: record ``started``, run the handler under a lease and its time
 limit, record the outcome, and only then ack.
 
+A job of a limited queue first waits, its message held and leased, until the queue's
+concurrency and rate limits let it start (:mod:`worker.limits`).
+
 Order matters for at-least-once delivery: the outcome event is stored in JetStream *before*
 the ack, so a crash anywhere before the ack means the job is delivered again (attempt + 1);
 a crash after the outcome is stored but before the ack runs the handler again, and the fold
@@ -143,11 +146,11 @@ class JobExecutor:
         presumed = run.history
         if presumed is None and msg.deliveries == 1:
             presumed = [stored]
-        permit = None
-        if self._admission is not None and (
-            scopes := self._admission.scopes(run.spec.queue, run.spec.concurrency_key)
+        admission, permit = self._admission, None
+        if admission is not None and (
+            scopes := admission.scopes(run.spec.queue, run.spec.concurrency_key)
         ):
-            permit, waited = await self._admit(msg, run, scopes)
+            permit, waited = await self._admit(admission, msg, run, scopes)
             if waited:
                 presumed = None  # its ``throttled`` came after the delivered message
         try:
@@ -157,15 +160,15 @@ class JobExecutor:
                 async with self._middleware.attempt() as hooks:
                     await self._run(msg, started, hooks)
         finally:
-            if permit is not None:
-                assert self._admission is not None
-                await self._admission.release(permit)
+            if admission is not None and permit is not None:
+                await admission.release(permit)
 
-    async def _admit(self, msg: Delivery, run: _Run, scopes: list[Scope]) -> tuple[Permit, bool]:
+    async def _admit(
+        self, admission: Admission, msg: Delivery, run: _Run, scopes: list[Scope]
+    ) -> tuple[Permit, bool]:
         """Hold ``msg`` (its lease kept, no delivery spent) until the queue's limits let the
         job start (:mod:`worker.limits`); record one ``throttled`` per reason it waits for.
         The permit, and whether it waited."""
-        assert self._admission is not None
         waited = False
 
         async def on_wait(kind: LimitKind, detail: str) -> None:
@@ -184,9 +187,7 @@ class JobExecutor:
             await self._log.append(throttled, headers=run.trace)
 
         with self._leases.hold(msg, run.policy.ack_wait):
-            permit = await self._admission.admit(
-                run.spec.job_id, scopes, run.policy.ack_wait, on_wait
-            )
+            permit = await admission.admit(run.spec.job_id, scopes, run.policy.ack_wait, on_wait)
         return permit, waited
 
     async def _prepare(
