@@ -153,6 +153,8 @@ class JobExecutor:
             permit, waited = await self._admit(admission, msg, run, scopes)
             if waited:
                 presumed = None  # its ``throttled`` came after the delivered message
+            # Without a permit the job was canceled while it waited: the guarded start
+            # below refuses it (and records ``canceled`` if the gateway has not).
         try:
             if (started := await self._start(msg, run, presumed)) is not None:
                 # The middleware's after-hooks run as this block is left: after the ack, or
@@ -165,10 +167,11 @@ class JobExecutor:
 
     async def _admit(
         self, admission: Admission, msg: Delivery, run: _Run, scopes: list[Scope]
-    ) -> tuple[Permit, bool]:
+    ) -> tuple[Permit | None, bool]:
         """Hold ``msg`` (its lease kept, no delivery spent) until the queue's limits let the
         job start (:mod:`worker.limits`); record one ``throttled`` per reason it waits for.
-        The permit, and whether it waited."""
+        The permit (None: a cancel was requested meanwhile, see :meth:`cancel`), and
+        whether it waited."""
         waited = False
 
         async def on_wait(kind: LimitKind, detail: str) -> None:
@@ -186,8 +189,21 @@ class JobExecutor:
             )
             await self._log.append(throttled, headers=run.trace)
 
-        with self._leases.hold(msg, run.policy.ack_wait):
-            permit = await admission.admit(run.spec.job_id, scopes, run.policy.ack_wait, on_wait)
+        job_id = run.spec.job_id
+        task = asyncio.current_task()
+        assert task is not None
+        self._active[job_id] = task  # a cancel ends the wait, as it ends a handler
+        try:
+            with self._leases.hold(msg, run.policy.ack_wait):
+                permit = await admission.admit(job_id, scopes, run.policy.ack_wait, on_wait)
+        except asyncio.CancelledError:
+            if job_id not in self._canceling:
+                raise  # the worker is stopping: execute() hands the job back
+            task.uncancel()
+            return None, waited
+        finally:
+            self._active.pop(job_id, None)
+            self._canceling.discard(job_id)
         return permit, waited
 
     async def _prepare(
@@ -226,7 +242,8 @@ class JobExecutor:
         )
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel the handler of ``job_id`` if it runs here (a ``cancel_requested`` came)."""
+        """Cancel the handler of ``job_id`` if it runs here, or its wait for the queue's
+        limits (a ``cancel_requested`` came)."""
         task = self._active.get(job_id)
         if task is None:
             return False

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ferrisqueue.domain.commands import decide_cancel
 from ferrisqueue.domain.events import Started, Submitted, Throttled
 from ferrisqueue.domain.fold import fold
 from ferrisqueue.domain.limits import (
@@ -25,6 +26,7 @@ from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.domain.subjects import EVENT_STREAM, job_history_filter
 from ferrisqueue.log.queuebook import QueueBook
 from ferrisqueue.log.slots import SlotBook
+from ferrisqueue.log.topology import worker_consumer_name
 from tests.support.memory import kinds, memory_log, running_worker, submit, wait_for_kinds
 from worker.limits import Admission
 from worker.registry import TaskRegistry
@@ -197,3 +199,37 @@ async def test_a_running_jobs_slot_is_renewed_past_its_ttl_and_given_back_at_the
 
 async def _never_waits(kind: LimitKind, detail: str) -> None:
     raise AssertionError(f"waited for {kind}: {detail}")
+
+
+@pytest.mark.timeout(10)
+async def test_a_job_canceled_while_it_waits_is_let_go_at_once_without_a_slot() -> None:
+    log = await memory_log()
+    await QueueBook(log).set_limits(
+        "default", QueueLimits(key_concurrency=1), actor="key:ops", at=AT
+    )
+    registry = TaskRegistry()
+    release_first = asyncio.Event()
+
+    @registry.task("hold")
+    async def hold(ctx: object, payload: dict[str, object]) -> None:
+        await release_first.wait()
+
+    async with running_worker(log, registry):
+        first = await submit(log, "hold", concurrency_key="acme")
+        await wait_for_kinds(log, first, "started")
+        second = await submit(log, "hold", concurrency_key="acme")
+        await wait_for_kinds(log, second, "throttled")
+
+        # What POST /jobs/{id}/cancel does to a pending job.
+        await log.command(second, lambda state, _: decide_cancel(state, actor="t", now=AT))
+        await log.wait_until(
+            lambda: len(log.pending(EVENT_STREAM, worker_consumer_name("default"))) == 1,
+            timeout=3,
+        )
+        assert kinds(log, first) == ["submitted", "started"]  # the first still runs
+        release_first.set()
+        await wait_for_kinds(log, first, "succeeded")
+
+    assert kinds(log, second) == ["submitted", "throttled", "cancel_requested", "canceled"]
+    table = await SlotBook(log.connect()).holders("q.default.slots.acme")
+    assert table == {}
