@@ -99,24 +99,23 @@ async def test_no_more_than_n_jobs_of_a_key_run_at_once_and_a_waiting_job_says_w
         await producer.submit(f"acme-{n}", _job(0.5, "acme"))
     for n in range(3):
         await producer.submit(f"beta-{n}", _job(0.5, "beta"))
-    last = history.ops["acme-9"].job_id
-    assert last is not None
 
-    status = await wait_until(
-        lambda: api.get(f"/jobs/{last}/status"),
-        lambda r: r.json().get("pending_reason") == "concurrency",
-        timeout=20,
-        what="the last acme job waiting for a slot",
-    )
+    async def waiting() -> list[dict[str, Any]]:
+        found = await api.get("/jobs", params={"queue": QUEUE, "status": "pending"})
+        return [job for job in found.json()["items"] if job["pending_reason"] == "concurrency"]
+
+    # Which jobs wait depends on which were delivered while a slot was taken; some do.
+    held = await wait_until(waiting, bool, timeout=20, what="a job waiting for a slot")
     verdict = await verify(nc, history, store)
 
     verdict.assert_ok()
     assert verdict.observed is not None
-    assert status.json()["status"] == "pending"
-    assert most_running_at_once(verdict.observed, lambda job: job.concurrency_key) == {
-        "acme": 2,
-        "beta": 2,
-    }
+    held_id = held[0]["job_id"]
+    assert (await api.get(f"/jobs/{held_id}/status")).json()["status"] == "completed"
+    most = most_running_at_once(verdict.observed, lambda job: job.concurrency_key)
+    # acme reaches its limit (eight deliveries, two slots); beta's three may or may not
+    # overlap, depending on when slots free up.
+    assert most["acme"] == 2 and 1 <= most["beta"] <= 2, most
     assert verdict.runs_per_job == {1: 13}
     waits = [
         m.event
@@ -136,9 +135,9 @@ async def test_no_more_than_n_jobs_of_a_key_run_at_once_and_a_waiting_job_says_w
     assert [(e["event"], e["actor"], e["limits"]) for e in audit] == [
         ("limits", "key:ops", {"key_concurrency": 2})
     ]
-    trail = await run_fq(settings, tmp_path, "audit", last)
+    trail = await run_fq(settings, tmp_path, "audit", held_id)
     assert trail.returncode == 0, trail.stderr
-    assert "(concurrency: key acme: 2 of 2 running)" in trail.stdout, trail.stdout
+    assert "(concurrency: key " in trail.stdout and "2 of 2 running)" in trail.stdout, trail.stdout
 
 
 async def test_no_more_than_n_jobs_of_the_queue_run_at_once(
