@@ -135,6 +135,8 @@ async def test_no_more_than_n_jobs_of_a_key_run_at_once_and_a_waiting_job_says_w
     assert [(e["event"], e["actor"], e["limits"]) for e in audit] == [
         ("limits", "key:ops", {"key_concurrency": 2})
     ]
+    listing = await run_fq(settings, tmp_path, "queue", "list", FQ_API_KEY=key)
+    assert f"{QUEUE} " in listing.stdout and "limits: key_concurrency=2" in listing.stdout
     trail = await run_fq(settings, tmp_path, "audit", held_id)
     assert trail.returncode == 0, trail.stderr
     assert "(concurrency: key " in trail.stdout and "2 of 2 running)" in trail.stdout, trail.stdout
