@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ferrisqueue.domain.limits import LimitKind, QueueLimits, Scope, scopes_for
@@ -52,8 +52,17 @@ class Permit:
     """The slots one job holds; give them back with :meth:`Admission.release`."""
 
     holder: str
-    ttl: float
     slots: list[Scope] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Line:
+    """The jobs of this worker waiting for one scope: one asks the bucket at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    freed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a job of this worker gives a slot of the scope back."""
+    users: int = 0
 
 
 class Admission:
@@ -63,8 +72,9 @@ class Admission:
         self._limits = limits
         self._slots = SlotBook(log_port)
         self._rates = RateLimits(log_port)
-        self._lines: dict[str, asyncio.Lock] = {}
-        self._freed: dict[str, asyncio.Event] = {}
+        self._lines: dict[str, _Line] = {}
+        """Scope key -> its line, while a job of this worker waits for or takes it (so
+        the map does not grow with every key ever seen)."""
         self._held: dict[str, _Held] = {}
         """Scope key -> the job ids holding a slot of it here: what to renew, and when."""
         self._new_scope = asyncio.Event()
@@ -76,7 +86,7 @@ class Admission:
 
     async def admit(self, holder: str, scopes: list[Scope], ttl: float, on_wait: OnWait) -> Permit:
         """Wait until ``holder`` (a job id) passes every scope; the slots it took."""
-        permit = Permit(holder, ttl)
+        permit = Permit(holder)
         told: set[LimitKind] = set()
 
         async def waiting(scope: Scope, detail: str) -> None:
@@ -86,9 +96,9 @@ class Admission:
 
         try:
             for scope in scopes:
-                async with self._lines.setdefault(scope.key, asyncio.Lock()):
+                async with self._in_line(scope.key) as freed:
                     if scope.kind is LimitKind.CONCURRENCY:
-                        await self._claim(scope, holder, ttl, waiting)
+                        await self._claim(scope, holder, ttl, freed, waiting)
                         permit.slots.append(scope)
                         self._hold(scope.key, holder, ttl)
                     else:
@@ -98,9 +108,24 @@ class Admission:
             raise
         return permit
 
-    async def _claim(self, scope: Scope, holder: str, ttl: float, waiting: _Waiting) -> None:
+    @contextlib.asynccontextmanager
+    async def _in_line(self, key: str) -> AsyncIterator[asyncio.Event]:
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _Line()
+        line.users += 1
+        try:
+            async with line.lock:
+                yield line.freed
+        finally:
+            line.users -= 1
+            if not line.users:
+                del self._lines[key]
+
+    async def _claim(
+        self, scope: Scope, holder: str, ttl: float, freed: asyncio.Event, waiting: _Waiting
+    ) -> None:
         poll = FIRST_POLL
-        freed = self._freed.setdefault(scope.key, asyncio.Event())
         while True:
             freed.clear()
             if await self._slots.claim(scope.key, holder, slots=scope.slots, ttl=ttl) is not None:
@@ -132,8 +157,8 @@ class Admission:
                 await self._slots.release(scope.key, permit.holder)
             except Exception as exc:
                 log.warning("could not give back a slot of %s (it expires): %r", scope.key, exc)
-            if (freed := self._freed.get(scope.key)) is not None:
-                freed.set()
+            if (line := self._lines.get(scope.key)) is not None:
+                line.freed.set()
         permit.slots.clear()
 
     def _hold(self, key: str, holder: str, ttl: float) -> None:
