@@ -37,6 +37,7 @@ from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_sub
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.port import Consumer, Delivery, Pulling
+from ferrisqueue.log.ratelimits import KV_STREAM as RATELIMITS_STREAM
 from ferrisqueue.log.service_loop import RESTART, ServiceLoop
 from ferrisqueue.log.topology import prepare_consumer, prepare_streams, worker_consumer_config
 from ferrisqueue.runloop import reap
@@ -44,6 +45,7 @@ from ferrisqueue.settings import Settings
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
 from worker.lease import LeaseKeeper
+from worker.limits import Admission
 from worker.middleware import Middleware, MiddlewareStack
 from worker.pause import QueueGates
 from worker.registry import TaskRegistry
@@ -192,7 +194,10 @@ class Worker:
         leases = LeaseKeeper()
         keeping = asyncio.create_task(leases.run(), name="leases")
         gating: asyncio.Task[None] | None = None
+        renewing: asyncio.Task[None] | None = None
         try:
+            gates = self.gates = QueueGates(event_log, settings.worker_queues)
+            admission = Admission(event_log, gates.limits)
             executor = JobExecutor(
                 event_log,
                 self._registry,
@@ -200,8 +205,9 @@ class Worker:
                 policies=functools.cache(settings.policy),  # settings are fixed at start
                 leases=leases,
                 middleware=self._middleware,
+                admission=admission,
             )
-            gates = self.gates = QueueGates(event_log, settings.worker_queues)
+            renewing = asyncio.create_task(admission.run(), name="slot leases")
             self.loops = {
                 queue: QueueLoop(
                     event_log,
@@ -215,7 +221,9 @@ class Worker:
                 )
                 for queue in settings.worker_queues
             }
-            await prepare_streams(event_log, settings, (EVENT_STREAM, CONTROL_STREAM))
+            await prepare_streams(
+                event_log, settings, (EVENT_STREAM, CONTROL_STREAM, RATELIMITS_STREAM)
+            )
             # Before any loop pulls: a worker started while its queue is paused stays paused.
             await gates.load()
             self.gates_ready.set()
@@ -245,6 +253,8 @@ class Worker:
             await reap(keeping)
             if gating is not None:
                 await reap(gating)
+            if renewing is not None:
+                await reap(renewing)
 
     async def _listen_for_cancels(self, event_log: EventLog, executor: JobExecutor) -> None:
         """Cancel a running handler as soon as its job's ``cancel_requested`` is stored.

@@ -127,6 +127,10 @@ def submit(
             help="Run it once job ID has succeeded (repeat for several parents)",
         ),
     ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option("--concurrency-key", help="Share the queue's per-key limits with this key"),
+    ] = None,
     via_nats: Annotated[
         bool, typer.Option("--nats", help="Publish to JetStream directly, not through the gateway")
     ] = False,
@@ -147,6 +151,7 @@ def submit(
         "max_attempts": max_attempts,
         "timeout": timeout,
         "depends_on": after or [],
+        "concurrency_key": concurrency_key,
     }
     try:
         if via_nats:
@@ -292,6 +297,8 @@ def audit(
             typer.echo(json.dumps(dataclasses.asdict(entry), default=str))
             continue
         verdict = "" if entry.applied else f"  REJECTED: {entry.note}"
+        if entry.event == "throttled" and entry.body:  # why the job waited
+            verdict = f"  ({entry.body['reason']}: {entry.body['detail']}){verdict}"
         typer.echo(
             f"{entry.seq:>8}  {entry.at.isoformat(timespec='milliseconds')}  "
             f"{entry.event:<16} {entry.actor or '-':<{width}} -> "

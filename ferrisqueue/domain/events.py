@@ -79,6 +79,7 @@ class EventKind(StrEnum):
     PURGED = "purged"
     AWAITING = "awaiting"
     DEPENDENT = "dependent"
+    THROTTLED = "throttled"
 
 
 def _token(value: str) -> str:
@@ -206,6 +207,10 @@ class JobSpec(BaseEvent):
         if len(set(self.depends_on)) != len(self.depends_on):
             raise ValueError("depends_on: a parent is named twice")
         return self
+
+    concurrency_key: Token | None = Field(
+        default=None, description="Jobs of one key share the queue's per-key limits."
+    )
 
     def dedup_key(self) -> str:
         # A job is created once: a retried publish of the same creation is stored once.
@@ -355,6 +360,21 @@ class Purged(BaseEvent):
         return f"{self.job_id}:purged:{int(self.at.timestamp() * 1_000_000)}"
 
 
+class Throttled(BaseEvent):
+    """A worker holds the delivered job until its queue's limits let it start: a free
+    concurrency slot (``reason`` ``concurrency``) or the start rate (``rate_limited``).
+    Recorded once per wait, so the job's history says why it waited."""
+
+    event: Literal["throttled"] = "throttled"
+    attempt: int = Field(ge=1, description="The attempt that waits.")
+    reason: Literal["concurrency", "rate_limited"]
+    detail: str = Field(max_length=500, description="Which limit, e.g. 'key acme: 2 of 2'.")
+
+    def dedup_key(self) -> str:
+        # One wait per reason and attempt: a retried publish is stored once.
+        return f"{self.job_id}:throttled:{self.attempt}:{self.reason}"
+
+
 Event = Annotated[
     Submitted
     | Scheduled
@@ -369,7 +389,8 @@ Event = Annotated[
     | Redriven
     | Purged
     | Awaiting
-    | Dependent,
+    | Dependent
+    | Throttled,
     Field(discriminator="event"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

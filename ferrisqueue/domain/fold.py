@@ -34,6 +34,7 @@ from ferrisqueue.domain.events import (
     Started,
     Submitted,
     Succeeded,
+    Throttled,
 )
 from ferrisqueue.domain.states import JobStatus, PendingReason
 
@@ -243,4 +244,10 @@ def _changes(state: JobState, event: BaseEvent) -> dict[str, Any] | str:
             )
         case Purged() if state.dead_lettered:
             return dict(dead_lettered=False)
+        case Throttled() if pending:
+            return dict(pending_reason=PendingReason(event.reason))
+        case Throttled() if running:
+            # A redelivery of a job whose attempt was lost waits too: it stays running (its
+            # next ``started`` says so) and the event only explains the gap.
+            return {}
     return ""

@@ -90,6 +90,10 @@ class JobFields(BaseModel):
     retry: RetryPolicy | None = Field(
         default=None, description="Backoff between attempts (default: the queue's)."
     )
+    concurrency_key: Token | None = Field(
+        default=None,
+        description="Jobs of one key (e.g. a customer id) share the queue's per-key limits.",
+    )
 
 
 class JobRequest(JobFields):

@@ -50,3 +50,10 @@ class PendingReason(StrEnum):
     DEPENDENCIES = "dependencies"
     """Waiting for dependencies: created ``awaiting`` with ``depends_on``; the scheduler
     releases it once every parent has succeeded."""
+    CONCURRENCY = "concurrency"
+    """Delivered to a worker, which holds it until a concurrency slot of its queue (or of its
+    ``concurrency_key``) is free (``throttled``)."""
+
+    RATE_LIMITED = "rate_limited"
+    """Delivered to a worker, which holds it until its queue's (or key's) start rate allows
+    one more (``throttled``)."""

@@ -45,7 +45,15 @@ PRODUCER_EVENTS = ("submitted", "scheduled", "awaiting")
 """The events a plain-NATS producer writes: a job created to run now, later or after its
 parents, nothing that changes a job once it exists."""
 
-WORKER_EVENTS = ("started", "progress", "succeeded", "failed", "dead_lettered", "canceled")
+WORKER_EVENTS = (
+    "started",
+    "progress",
+    "succeeded",
+    "failed",
+    "dead_lettered",
+    "canceled",
+    "throttled",
+)
 """The events a worker writes about the jobs it runs (never ``submitted``, ``released`` or
 ``redriven``: a worker cannot make work runnable)."""
 
@@ -187,7 +195,9 @@ def gateway_role() -> Role:
 def worker_role(queue: str) -> Role:
     """The workers of one queue: pull that queue's dispatch consumer, write the outcome
     events of its jobs, park poison in that queue's dead letters, beat their heartbeat;
-    read and watch the queue's pause state (``fq.queue.<queue>.*`` in ``FQ_CONTROLS``)."""
+    read and watch the queue's pause state and limits (``fq.queue.<queue>.*`` in
+    ``FQ_CONTROLS``) and take the queue's concurrency slots and start tokens
+    (``q.<queue>.>`` in the ``FQ_RATELIMITS`` bucket)."""
     user = worker_user(queue)
     return Role(
         user,
@@ -196,7 +206,8 @@ def worker_role(queue: str) -> Role:
             *(f"fq.job.{queue}.*.{event}" for event in WORKER_EVENTS),
             f"fq.dlq.{queue}.*",
             "fq.worker.>",
-            *_reads(EVENTS, CONTROLS),
+            f"$KV.{KV_RATELIMITS[3:]}.q.{queue}.>",
+            *_reads(EVENTS, CONTROLS, KV_RATELIMITS),
             *_pulls(EVENTS, f"fq-worker-{queue}"),
         ),
         subscribe=(

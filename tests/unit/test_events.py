@@ -30,6 +30,7 @@ from ferrisqueue.domain.events import (
     Started,
     Submitted,
     Succeeded,
+    Throttled,
     decode_event,
     encode_event,
 )
@@ -94,6 +95,9 @@ EVERY_EVENT: list[BaseEvent] = [
     Purged(**COMMON, actor="key:ops"),
     Awaiting(**COMMON, actor="key:ops", type="echo", depends_on=["parent-1", "parent-2"]),
     Dependent(**COMMON, actor="scheduler", child="child-1"),
+    Throttled(
+        **COMMON, actor="worker:w1", attempt=1, reason="concurrency", detail="key acme: 2 of 2"
+    ),
 ]
 
 
