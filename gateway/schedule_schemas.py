@@ -50,3 +50,15 @@ class ScheduleOut(BaseModel):
         return cls(
             **definition.model_dump(exclude={"job"}), job=definition.job, next_fires=next_fires
         )
+
+
+class ScheduleTriggered(BaseModel):
+    """The one job a trigger-now created: in the event log, its ``submitted`` event naming
+    the caller as actor."""
+
+    schedule: str
+    job_id: str
+    queue: str
+    type: str
+    by: str = Field(description="The caller's actor, as the job's submitted event names it.")
+    status_url: str

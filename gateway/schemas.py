@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.jobbuilder import JobRequest
+from ferrisqueue.domain.limits import QueueLimits
 from ferrisqueue.domain.queuecontrol import QueueState
 from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.domain.workers import WorkerHealth
@@ -111,6 +112,9 @@ class QueueControlOut(BaseModel):
     state: Literal["active", "paused"]
     changed_by: str | None = Field(None, description="Who last paused or resumed it")
     changed_at: datetime | None = Field(None, description="Since when it is in this state")
+    limits: QueueLimits = Field(description="Its concurrency and rate limits (null: none)")
+    limits_by: str | None = Field(None, description="Who last set its limits")
+    limits_at: datetime | None = Field(None, description="When its limits were last set")
 
     @classmethod
     def of(cls, state: QueueState) -> QueueControlOut:
@@ -119,6 +123,9 @@ class QueueControlOut(BaseModel):
             state="paused" if state.paused else "active",
             changed_by=state.changed_by,
             changed_at=state.changed_at,
+            limits=state.limits,
+            limits_by=state.limits_by,
+            limits_at=state.limits_at,
         )
 
 
@@ -126,6 +133,13 @@ class QueueControlIn(BaseModel):
     """Why the queue is paused or resumed (optional; recorded in the event)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=500)
+
+
+class QueueLimitsIn(QueueLimits):
+    """Every limit of a queue (one left out or null is lifted), and why (kept in the
+    event)."""
 
     reason: str | None = Field(None, max_length=500)
 

@@ -10,6 +10,8 @@ claim in the same bucket, so a key means the same job whichever way it is sent.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +41,29 @@ class Keyed:
     """The key already named a job: this is that job, no new one."""
     stored: bool
     """The log already has the job: nothing to append."""
+
+
+async def unknown_parents(event_log: EventLog, parents: Iterable[str]) -> set[str]:
+    """The ``parents`` the event log holds no event of (a child of such a job could only be
+    canceled). NATS away: :class:`NatsUnavailable` (503)."""
+    wanted = list(dict.fromkeys(parents))
+    newest = await asyncio.gather(*(event_log.newest(parent) for parent in wanted))
+    return {parent for parent, found in zip(wanted, newest, strict=True) if found is None}
+
+
+def parents_refused(unknown: Iterable[tuple[tuple[Any, ...], str]]) -> RequestValidationError:
+    """The 422 naming each unknown parent at its place (``loc``) in the request."""
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": loc,
+                "msg": f"unknown parent job {parent}: no such job in the event log",
+                "input": parent,
+            }
+            for loc, parent in unknown
+        ]
+    )
 
 
 def run_at_of(event: JobSpec) -> datetime | None:

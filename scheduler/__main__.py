@@ -1,7 +1,7 @@
-"""``python -m scheduler``: the dead-letter router and sweeper, the timer relay and cron,
-until SIGTERM.
+"""``python -m scheduler``: the dead-letter router and sweeper, the timer relay, cron and
+the dependency gate, until SIGTERM.
 
-Four loops of one shape (:class:`ferrisqueue.log.service_loop.ConsumerLoop`), each with its
+Five loops of one shape (:class:`ferrisqueue.log.service_loop.ConsumerLoop`), each with its
 own durable consumer. Each handles its own failures and never raises, so a bad advisory or a
 NATS hiccup in one of them leaves the others running. With ``FQ_METRICS_PORT`` it also
 samples the queues' depth (:mod:`scheduler.depth`) and serves ``/metrics`` and ``/healthz``.
@@ -30,6 +30,7 @@ from ferrisqueue.tracing import Tracing, tracing_from_env
 from scheduler.cron import TickRelay
 from scheduler.dead_letter_sweeper import DeadLetterSweeper
 from scheduler.dead_letters import DeadLetterRouter
+from scheduler.dependencies import DependencyGate
 from scheduler.depth import QueueDepth
 from scheduler.timers import TimerRelay
 
@@ -54,6 +55,7 @@ async def _serve(settings: Settings, tracing: Tracing) -> None:
                 TimerRelay(event_log, tracing=tracing),
                 # a broken cron file stops us here
                 TickRelay.for_settings(event_log, settings, tracing=tracing),
+                DependencyGate(event_log),
             )
             running.event_log = event_log
             # A loop's run() returns only once stopping is set and it has drained: the group

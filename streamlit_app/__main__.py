@@ -6,9 +6,11 @@ starts the dashboard without knowing where site-packages is. Every option is pas
 
     python -m streamlit_app --server.port 8501 --server.address 0.0.0.0
 
-A service has no browser to open and should not report usage statistics, so headless and no
-statistics are the defaults here. They are set as Streamlit's own environment variables
-(``STREAMLIT_SERVER_HEADLESS``, ``STREAMLIT_BROWSER_GATHER_USAGE_STATS``) unless already set,
+A service has no browser to open and should not report usage statistics, and its operators
+have nothing to deploy, so headless, no statistics and the viewer toolbar (no Deploy button)
+are the defaults here. They are set as Streamlit's own environment variables
+(``STREAMLIT_SERVER_HEADLESS``, ``STREAMLIT_BROWSER_GATHER_USAGE_STATS``,
+``STREAMLIT_CLIENT_TOOLBAR_MODE``) unless already set,
 so a variable of the caller's or an option on the command line still wins, in Streamlit's
 usual order (options, then variables, then config files).
 """
@@ -26,7 +28,12 @@ from ferrisqueue.domain.apikeys import checked_key
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.settings import Settings
 
-DEFAULTS = {"STREAMLIT_SERVER_HEADLESS": "true", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+DEFAULTS = {
+    "STREAMLIT_SERVER_HEADLESS": "true",
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    # "viewer": no Deploy button nor developer menu; operators have nothing to deploy.
+    "STREAMLIT_CLIENT_TOOLBAR_MODE": "viewer",
+}
 
 
 def main() -> None:

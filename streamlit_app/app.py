@@ -4,8 +4,10 @@
 It reads the gateway over HTTP and owns no data. This file only sets the page up, asks for a
 login (:mod:`streamlit_app.login`), checks that the gateway answers and hands over to one of
 the pages in ``views/``: ``overview`` (queue lengths, throughput, latency, projection lag),
-``workers`` (health), ``errors`` (failed jobs, dead letters), ``jobs`` (list and one job's
-timeline) and ``submit`` (a form that POSTs a job, with the operator's own key).
+``workers`` (health), ``errors`` (failed jobs, dead letters), ``jobs`` (the list), ``job``
+(one job: payload, attempts, timeline, actions), ``operate`` (pause queues and schedules,
+bulk dead-letter actions: :mod:`streamlit_app.actions`) and ``submit`` (a form that POSTs
+a job, with the operator's own key).
 Each page is a file (``st.Page``) so that ``AppTest.switch_page`` can reach it in tests.
 """
 
@@ -15,7 +17,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from streamlit_app import data, login
+from streamlit_app import data, live, login
 
 
 def pages() -> list[st.Page]:
@@ -25,6 +27,8 @@ def pages() -> list[st.Page]:
         st.Page("views/workers.py", title="Workers", icon=":material/dns:"),
         st.Page("views/errors.py", title="Errors", icon=":material/error:"),
         st.Page("views/jobs.py", title="Jobs", icon=":material/list:"),
+        st.Page("views/job.py", title="Job", icon=":material/description:"),
+        st.Page("views/operate.py", title="Operate", icon=":material/tune:"),
         st.Page("views/submit.py", title="Submit", icon=":material/send:"),
     ]
 
@@ -42,6 +46,7 @@ def main() -> None:
         st.caption(f"Gateway: {url}")
         if st.button("Refresh", icon=":material/refresh:", key="refresh"):
             data.clear()
+        live.controls()
         st.caption(
             f"Loaded {datetime.now().strftime('%H:%M:%S')}; "
             f"answers are reused for up to {data.TTL:g} s."

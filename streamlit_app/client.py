@@ -192,6 +192,46 @@ class GatewayClient:
         )
         return answer
 
+    def cancel(self, job_id: str) -> JSON:
+        """POST /jobs/{id}/cancel: the job as the log holds it after the cancel."""
+        answer: JSON = self._send("POST", f"/jobs/{job_id}/cancel")
+        return answer
+
+    def dead_letter_action(
+        self,
+        action: str,
+        *,
+        job_ids: list[str] | None = None,
+        filter: JSON | None = None,
+        reason: str | None = None,
+    ) -> JSON:
+        """POST /dead-letters/redrive or /purge (``action``) of the listed jobs or of those
+        ``filter`` selects (queue, type, reason, since, until); one outcome per job."""
+        body = _params(job_ids=job_ids, filter=filter, reason=reason)
+        answer: JSON = self._send("POST", f"/dead-letters/{action}", json=body)
+        return answer
+
+    def queue_control(self, queue: str, action: str, *, reason: str | None = None) -> JSON:
+        """POST /queues/{queue}/pause or /resume (``action``): the queue's control state."""
+        body = {"reason": reason} if reason else None
+        answer: JSON = self._send("POST", f"/queues/{queue}/{action}", json=body)
+        return answer
+
+    def queue_events(self, queue: str) -> list[JSON]:
+        """The queue's pauses and resumes, oldest first."""
+        answer: list[JSON] = self._get(f"/queues/{queue}/events")
+        return answer
+
+    def schedules(self, *, next: int = 3) -> list[JSON]:
+        """Every schedule with its next ``next`` fire times."""
+        answer: list[JSON] = self._get("/schedules", params={"next": next})
+        return answer
+
+    def schedule_action(self, name: str, action: str) -> JSON:
+        """POST /schedules/{name}/pause, /resume or /trigger (``action``)."""
+        answer: JSON = self._send("POST", f"/schedules/{name}/{action}")
+        return answer
+
     # --- plumbing ---------------------------------------------------------------------------
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:

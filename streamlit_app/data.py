@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import streamlit as st
@@ -120,11 +120,18 @@ def dead_letters(
     reason: str | None = None,
     include_resolved: bool = False,
     limit: int = 100,
+    type: str | None = None,
+    since: datetime | None = None,
 ) -> JSON:
     """The newest page of dead letters the filters select."""
     with _client(url) as client:
         return client.dead_letters(
-            queue=queue, reason=reason, include_resolved=include_resolved, limit=limit
+            queue=queue,
+            reason=reason,
+            include_resolved=include_resolved,
+            limit=limit,
+            type=type,
+            since=since,
         )
 
 
@@ -132,6 +139,13 @@ def dead_letters(
 def projections(url: str) -> list[JSON]:
     with _client(url) as client:
         return client.projections()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def schedules(url: str, *, next: int = 3) -> list[JSON]:
+    """Every cron schedule with its next fire times."""
+    with _client(url) as client:
+        return client.schedules(next=next)
 
 
 @st.cache_data(ttl=60.0, show_spinner=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 # Cell styles (pandas Styler CSS) for a status or a worker's health. Colours, not emoji:
 # a browser without an emoji font (a headless CI Chromium) shows emoji as empty boxes.
@@ -81,3 +81,41 @@ def milliseconds(value: float | None) -> str:
 def status_label(status: str, pending_reason: str | None = None) -> str:
     """``pending (retrying)``; just the status when there is no sub-state."""
     return f"{status} ({pending_reason})" if pending_reason else status
+
+
+def relative(value: str | None, now: datetime) -> str:
+    """A timestamp relative to ``now``: ``12 s ago``, ``in 3 min``; empty for None."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return ""
+    seconds = (now - parsed).total_seconds()
+    return f"{duration(seconds)} ago" if seconds >= 0 else f"in {duration(-seconds)}"
+
+
+def when(value: str | None, now: datetime) -> str:
+    """HTML for ``st.markdown(..., unsafe_allow_html=True)``: the time relative to ``now``,
+    the absolute UTC time on hover (``—`` for None). Our own timestamps only: nothing a
+    user typed is put in here."""
+    if value is None:
+        return "—"
+    return f'<span title="{clock(value)} UTC">{relative(value, now)}</span>'
+
+
+def parse_since(text: str, now: datetime) -> datetime | None:
+    """A "since" an operator types, in UTC: ``10:00`` (today, or yesterday when that is
+    still ahead), or a date and time ``2026-12-04 10:00``; None for an empty text.
+    ValueError with the accepted forms for anything else."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if len(text) <= 5 and ":" in text:
+            hours, minutes = (int(part) for part in text.split(":"))
+            today = now.astimezone(UTC).replace(hour=hours, minute=minutes, second=0, microsecond=0)
+            return today if today <= now else today - timedelta(days=1)
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(
+            f"{text!r} is not a time: write HH:MM (UTC, today) or YYYY-MM-DD HH:MM (UTC)"
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -17,9 +17,9 @@ there is no login.
 What the pages show is read with the dashboard's **own** key (``FQ_DASHBOARD_API_KEY`` or
 ``var/dashboard.key``: ``jobs:read`` and ``ops:read`` only), never with the operator's. The
 operator's credentials are for operator actions only: :func:`operator` is the one place a
-page asks for them (today the Submit page; redrive, purge and cancel buttons are to use it
-too). An OIDC sign-in carries no API key, so such actions are not available to it until an
-identity is mapped to a key.
+page asks for them (the Submit page and :mod:`streamlit_app.actions`). An OIDC sign-in
+carries no API key, so such actions are not available to it until an identity is mapped to
+a key.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class Operator:
 
 
 def operator() -> Operator | None:
-    """The logged-in operator, or None. Operator actions take their key from here (the seam
-    for issue 20's buttons): ``operator().api_key``, never the dashboard's own key."""
+    """The logged-in operator, or None. Operator actions take their key from here
+    (:mod:`streamlit_app.actions`): ``operator().api_key``, never the dashboard's own key."""
     if Settings().auth is AuthMode.OFF:
         return Operator(name="anonymous (FQ_AUTH=off)", method="off")
     if oidc_providers() is not None:

@@ -1,6 +1,9 @@
 """Running one delivered job: record ``started``, run the handler under a lease and its time
 limit, record the outcome, and only then ack.
 
+A job of a limited queue first waits, its message held and leased, until the queue's
+concurrency and rate limits let it start (:mod:`worker.limits`).
+
 Order matters for at-least-once delivery: the outcome event is stored in JetStream *before*
 the ack, so a crash anywhere before the ack means the job is delivered again (attempt + 1);
 a crash after the outcome is stored but before the ack runs the handler again, and the fold
@@ -40,11 +43,13 @@ from ferrisqueue.domain.events import (
     Released,
     Started,
     Succeeded,
+    Throttled,
     utcnow,
     worker_actor,
 )
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.limits import LimitKind, Scope
 from ferrisqueue.domain.policy import QueuePolicy, for_job, retry_at
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.domain.stored import StoredEvent
@@ -56,6 +61,7 @@ from ferrisqueue.log.port import Delivery
 from ferrisqueue.tracing import trace_headers
 from worker.context import JobContext
 from worker.lease import LeaseKeeper
+from worker.limits import Admission, Permit
 from worker.middleware import Attempt, MiddlewareStack
 from worker.registry import TaskRegistry
 
@@ -94,8 +100,10 @@ class JobExecutor:
         policies: Callable[[str], QueuePolicy],
         leases: LeaseKeeper,
         middleware: MiddlewareStack | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self._log = event_log
+        self._admission = admission
         self._middleware = middleware or MiddlewareStack()
         self._leases = leases
         self._registry = registry
@@ -138,11 +146,65 @@ class JobExecutor:
         presumed = run.history
         if presumed is None and msg.deliveries == 1:
             presumed = [stored]
-        if (started := await self._start(msg, run, presumed)) is not None:
-            # The middleware's after-hooks run as this block is left: after the ack, or with
-            # "interrupted" when the attempt ends without a stored outcome.
-            async with self._middleware.attempt() as hooks:
-                await self._run(msg, started, hooks)
+        admission, permit = self._admission, None
+        if admission is not None and (
+            scopes := admission.scopes(run.spec.queue, run.spec.concurrency_key)
+        ):
+            permit, waited = await self._admit(admission, msg, run, scopes)
+            if waited:
+                presumed = None  # its ``throttled`` came after the delivered message
+            # Without a permit the job was canceled while it waited: the guarded start
+            # below refuses it (and records ``canceled`` if the gateway has not).
+        try:
+            if (started := await self._start(msg, run, presumed)) is not None:
+                # The middleware's after-hooks run as this block is left: after the ack, or
+                # with "interrupted" when the attempt ends without a stored outcome.
+                async with self._middleware.attempt() as hooks:
+                    await self._run(msg, started, hooks)
+        finally:
+            if admission is not None and permit is not None:
+                await admission.release(permit)
+
+    async def _admit(
+        self, admission: Admission, msg: Delivery, run: _Run, scopes: list[Scope]
+    ) -> tuple[Permit | None, bool]:
+        """Hold ``msg`` (its lease kept, no delivery spent) until the queue's limits let the
+        job start (:mod:`worker.limits`); record one ``throttled`` per reason it waits for.
+        The permit (None: a cancel was requested meanwhile, see :meth:`cancel`), and
+        whether it waited."""
+        waited = False
+
+        async def on_wait(kind: LimitKind, detail: str) -> None:
+            nonlocal waited
+            waited = True
+            job = run.spec
+            throttled = Throttled(
+                job_id=job.job_id,
+                queue=job.queue,
+                at=utcnow(),
+                attempt=run.attempt,
+                reason=kind.value,
+                detail=detail,
+                actor=self._actor,
+            )
+            await self._log.append(throttled, headers=run.trace)
+
+        job_id = run.spec.job_id
+        task = asyncio.current_task()
+        assert task is not None
+        self._active[job_id] = task  # a cancel ends the wait, as it ends a handler
+        try:
+            with self._leases.hold(msg, run.policy.ack_wait):
+                permit = await admission.admit(job_id, scopes, run.policy.ack_wait, on_wait)
+        except asyncio.CancelledError:
+            if job_id not in self._canceling:
+                raise  # the worker is stopping: execute() hands the job back
+            task.uncancel()
+            return None, waited
+        finally:
+            self._active.pop(job_id, None)
+            self._canceling.discard(job_id)
+        return permit, waited
 
     async def _prepare(
         self, stored: StoredEvent, deliveries: int, trace: dict[str, str]
@@ -180,7 +242,8 @@ class JobExecutor:
         )
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel the handler of ``job_id`` if it runs here (a ``cancel_requested`` came)."""
+        """Cancel the handler of ``job_id`` if it runs here, or its wait for the queue's
+        limits (a ``cancel_requested`` came)."""
         task = self._active.get(job_id)
         if task is None:
             return False

@@ -1,4 +1,5 @@
-"""Queue pause as a worker sees it: a gate in front of each queue's pull requests.
+"""Queue pause as a worker sees it: a gate in front of each queue's pull requests (and the
+queue's limits, which :mod:`worker.limits` obeys, read along with it).
 
 A paused queue's loop asks for no messages (its next pull request waits at
 :meth:`QueueGates.open_for`), so the queue's jobs stay in the stream, undelivered: nothing
@@ -22,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
+from ferrisqueue.domain.limits import QueueLimits
 from ferrisqueue.domain.queuecontrol import QueueState, queue_subject
 from ferrisqueue.log.port import LogPort
 from ferrisqueue.log.queuebook import QueueBook
@@ -96,11 +98,25 @@ class QueueGates:
     async def _noticed(self, _subject: str, _data: bytes) -> None:
         self._notice.set()
 
+    def limits(self, queue: str) -> QueueLimits:
+        """The limits of ``queue`` as far as this worker knows (:mod:`worker.limits`)."""
+        return self._states[queue].limits
+
     def _take(self, state: QueueState) -> bool:
         held = self._states[state.queue]
         if state.seq <= held.seq:
             return False
         self._states[state.queue] = state
+        if state.limits != held.limits:
+            log.info(
+                "queue %s limits set by %s at %s: %s",
+                state.queue,
+                state.limits_by,
+                state.limits_at,
+                state.limits.model_dump(exclude_none=True) or "none",
+            )
+        if state.paused == held.paused:
+            return True
         if state.paused:
             self._open[state.queue].clear()
             log.info("queue %s paused by %s at %s", state.queue, state.changed_by, state.changed_at)

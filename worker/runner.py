@@ -43,6 +43,7 @@ from ferrisqueue.domain.subjects import (
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.port import Consumer, Delivery, Pulling
+from ferrisqueue.log.ratelimits import KV_STREAM as RATELIMITS_STREAM
 from ferrisqueue.log.service_loop import RESTART, ServiceLoop
 from ferrisqueue.log.topology import prepare_consumer, prepare_streams, worker_consumer_config
 from ferrisqueue.runloop import reap
@@ -51,6 +52,7 @@ from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
 from worker.lanes import IDLE_WAIT, WAYS, LaneArbiter
 from worker.lease import LeaseKeeper
+from worker.limits import Admission
 from worker.middleware import Middleware, MiddlewareStack
 from worker.pause import QueueGates
 from worker.registry import TaskRegistry
@@ -241,7 +243,10 @@ class Worker:
         leases = LeaseKeeper()
         keeping = asyncio.create_task(leases.run(), name="leases")
         gating: asyncio.Task[None] | None = None
+        renewing: asyncio.Task[None] | None = None
         try:
+            gates = self.gates = QueueGates(event_log, settings.worker_queues)
+            admission = Admission(event_log, gates.limits)
             executor = JobExecutor(
                 event_log,
                 self._registry,
@@ -249,8 +254,9 @@ class Worker:
                 policies=functools.cache(settings.policy),  # settings are fixed at start
                 leases=leases,
                 middleware=self._middleware,
+                admission=admission,
             )
-            gates = self.gates = QueueGates(event_log, settings.worker_queues)
+            renewing = asyncio.create_task(admission.run(), name="slot leases")
             self.loops = {
                 queue: QueueLoop(
                     event_log,
@@ -264,7 +270,9 @@ class Worker:
                 )
                 for queue in settings.worker_queues
             }
-            await prepare_streams(event_log, settings, (EVENT_STREAM, CONTROL_STREAM))
+            await prepare_streams(
+                event_log, settings, (EVENT_STREAM, CONTROL_STREAM, RATELIMITS_STREAM)
+            )
             # Before any loop pulls: a worker started while its queue is paused stays paused.
             await gates.load()
             self.gates_ready.set()
@@ -295,6 +303,8 @@ class Worker:
             await reap(keeping)
             if gating is not None:
                 await reap(gating)
+            if renewing is not None:
+                await reap(renewing)
 
     async def _listen_for_cancels(self, event_log: EventLog, executor: JobExecutor) -> None:
         """Cancel a running handler as soon as its job's ``cancel_requested`` is stored.

@@ -123,11 +123,24 @@ def submit(
     priority: Annotated[
         int, typer.Option("--priority", min=0, max=9, help="0-9, higher runs first")
     ] = DEFAULT_PRIORITY,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            help="Run it once job ID has succeeded (repeat for several parents)",
+        ),
+    ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option("--concurrency-key", help="Share the queue's per-key limits with this key"),
+    ] = None,
     via_nats: Annotated[
         bool, typer.Option("--nats", help="Publish to JetStream directly, not through the gateway")
     ] = False,
 ) -> None:
-    """Submit a job (now, after --delay or at --run-at); prints its id."""
+    """Submit a job (now, after --delay, at --run-at, or once its --after parents succeeded);
+    prints its id."""
     settings = load_settings()
     try:
         body = json.loads(payload)
@@ -142,6 +155,8 @@ def submit(
         "max_attempts": max_attempts,
         "timeout": timeout,
         "priority": priority,
+        "depends_on": after or [],
+        "concurrency_key": concurrency_key,
     }
     try:
         if via_nats:
@@ -287,6 +302,8 @@ def audit(
             typer.echo(json.dumps(dataclasses.asdict(entry), default=str))
             continue
         verdict = "" if entry.applied else f"  REJECTED: {entry.note}"
+        if entry.event == "throttled" and entry.body:  # why the job waited
+            verdict = f"  ({entry.body['reason']}: {entry.body['detail']}){verdict}"
         typer.echo(
             f"{entry.seq:>8}  {entry.at.isoformat(timespec='milliseconds')}  "
             f"{entry.event:<16} {entry.actor or '-':<{width}} -> "

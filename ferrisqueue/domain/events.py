@@ -30,6 +30,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
@@ -64,6 +65,9 @@ _LEGACY_ACTOR_FIELDS = ("submitted_by", "requested_by", "redriven_by", "purged_b
 
 _MAX_ACTOR = 200
 
+MAX_PARENTS = 100
+"""Most jobs one job may depend on (``depends_on``)."""
+
 
 class EventKind(StrEnum):
     """The kinds of lifecycle event; each is the last token of its subject."""
@@ -80,6 +84,9 @@ class EventKind(StrEnum):
     CANCELED = "canceled"
     REDRIVEN = "redriven"
     PURGED = "purged"
+    AWAITING = "awaiting"
+    DEPENDENT = "dependent"
+    THROTTLED = "throttled"
 
 
 def _token(value: str) -> str:
@@ -117,6 +124,8 @@ Priority = Annotated[
     Field(
         ge=0,
         le=9,
+        # Left out when it is the default, so a job without one is stored as it was before.
+        exclude_if=lambda priority: priority == DEFAULT_PRIORITY,
         description="0-9, higher runs first (strict priority); also the runnable event's lane.",
     ),
 ]
@@ -195,6 +204,34 @@ class JobSpec(BaseEvent):
     )
     retry: RetryPolicy | None = Field(default=None, description="Backoff between attempts.")
     priority: Priority = DEFAULT_PRIORITY
+    depends_on: list[Token] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        # Left out when empty, so a job without parents is stored as it was before.
+        exclude_if=lambda parents: not parents,
+        description="Jobs that must succeed before this one runs (an 'awaiting' job).",
+    )
+
+    @model_validator(mode="after")
+    def _parents_only_when_awaiting(self) -> JobSpec:
+        # Only a non-runnable creation may wait for parents: a ``submitted`` job would be
+        # delivered to a worker at once (see "Job dependencies" in docs/architecture.md).
+        if self.depends_on and self.event != EventKind.AWAITING:
+            raise ValueError(
+                f"depends_on: a job with parents is created by an 'awaiting' event, "
+                f"not '{self.event}'"
+            )
+        if self.event == EventKind.AWAITING and not self.depends_on:
+            raise ValueError("depends_on: an 'awaiting' job names at least one parent")
+        if self.job_id in self.depends_on:
+            raise ValueError("depends_on: a job cannot depend on itself")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError("depends_on: a parent is named twice")
+        return self
+
+    concurrency_key: Token | None = Field(
+        default=None, description="Jobs of one key share the queue's per-key limits."
+    )
 
     def dedup_key(self) -> str:
         # A job is created once: a retried publish of the same creation is stored once.
@@ -218,8 +255,29 @@ class Scheduled(JobSpec):
     run_at: UtcDatetime
 
 
+class Awaiting(JobSpec):
+    """A producer asked for a job to run once every job in ``depends_on`` has succeeded; it
+    waits until the scheduler releases it (or cancels it, when a parent fails for good or is
+    canceled)."""
+
+    event: Literal["awaiting"] = "awaiting"
+
+
+class Dependent(BaseEvent):
+    """A note on a parent job (its ``job_id``): the job ``child`` waits for it. Written by the
+    scheduler, so that the parent's own history says whom to wake when it finishes; it does
+    not change the parent's state."""
+
+    event: Literal["dependent"] = "dependent"
+    child: Token
+
+    def dedup_key(self) -> str:
+        # One note per (parent, child): the scheduler repeats it after a crash.
+        return f"{self.job_id}:dependent:{self.child}"
+
+
 class Released(BaseEvent):
-    """A waiting job (scheduled, retrying or redriven) became runnable again."""
+    """A waiting job (scheduled, retrying, redriven or awaiting its parents) became runnable."""
 
     event: Literal["released"] = "released"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the release.")
@@ -325,6 +383,21 @@ class Purged(BaseEvent):
         return f"{self.job_id}:purged:{int(self.at.timestamp() * 1_000_000)}"
 
 
+class Throttled(BaseEvent):
+    """A worker holds the delivered job until its queue's limits let it start: a free
+    concurrency slot (``reason`` ``concurrency``) or the start rate (``rate_limited``).
+    Recorded once per wait, so the job's history says why it waited."""
+
+    event: Literal["throttled"] = "throttled"
+    attempt: int = Field(ge=1, description="The attempt that waits.")
+    reason: Literal["concurrency", "rate_limited"]
+    detail: str = Field(max_length=500, description="Which limit, e.g. 'key acme: 2 of 2'.")
+
+    def dedup_key(self) -> str:
+        # One wait per reason and attempt: a retried publish is stored once.
+        return f"{self.job_id}:throttled:{self.attempt}:{self.reason}"
+
+
 Event = Annotated[
     Submitted
     | Scheduled
@@ -337,7 +410,10 @@ Event = Annotated[
     | CancelRequested
     | Canceled
     | Redriven
-    | Purged,
+    | Purged
+    | Awaiting
+    | Dependent
+    | Throttled,
     Field(discriminator="event"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

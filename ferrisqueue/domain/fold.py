@@ -18,10 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from ferrisqueue.domain.events import (
+    Awaiting,
     BaseEvent,
     Canceled,
     CancelRequested,
     DeadLettered,
+    Dependent,
     Failed,
     JobSpec,
     Progress,
@@ -32,6 +34,7 @@ from ferrisqueue.domain.events import (
     Started,
     Submitted,
     Succeeded,
+    Throttled,
 )
 from ferrisqueue.domain.states import JobStatus, PendingReason
 
@@ -92,6 +95,10 @@ def apply(state: JobState | None, event: BaseEvent) -> Transition:
             # A job whose submission could not even be decoded is known only by its id.
             return Transition(_undecodable(event), True)
         return _reject(None, event, f"{event.kind.value} for a job that was never submitted")
+    if isinstance(event, Dependent):
+        # A note for the scheduler (a child waits for this job), legal in any state: it is
+        # counted but changes nothing the job's owner would see, not even ``updated_at``.
+        return Transition(evolve(state, {"events_applied": state.events_applied + 1}), True)
     changes = _changes(state, event)
     if isinstance(changes, str):
         return _reject(state, event, changes or None)
@@ -122,14 +129,19 @@ def fold(events: Iterable[BaseEvent]) -> JobState | None:
 
 
 def _created(event: JobSpec) -> JobState:
-    scheduled = isinstance(event, Scheduled)
+    if isinstance(event, Scheduled):
+        reason = PendingReason.SCHEDULED
+    elif isinstance(event, Awaiting):
+        reason = PendingReason.DEPENDENCIES
+    else:
+        reason = PendingReason.QUEUED
     return JobState(
         job_id=event.job_id,
         queue=event.queue,
         type=event.type,
         payload=event.payload,
         status=JobStatus.PENDING,
-        pending_reason=PendingReason.SCHEDULED if scheduled else PendingReason.QUEUED,
+        pending_reason=reason,
         created_at=event.at,
         updated_at=event.at,
         run_at=event.run_at if isinstance(event, Scheduled) else None,
@@ -160,7 +172,7 @@ def _changes(state: JobState, event: BaseEvent) -> dict[str, Any] | str:
     pending, running = state.status is JobStatus.PENDING, state.status is JobStatus.RUNNING
     active = pending or running
     match event:
-        case Submitted() | Scheduled():
+        case Submitted() | Scheduled() | Awaiting():
             return "the job was already submitted"
         case Released(attempt=attempt) if (
             pending and state.pending_reason is not PendingReason.QUEUED
@@ -232,4 +244,10 @@ def _changes(state: JobState, event: BaseEvent) -> dict[str, Any] | str:
             )
         case Purged() if state.dead_lettered:
             return dict(dead_lettered=False)
+        case Throttled() if pending:
+            return dict(pending_reason=PendingReason(event.reason))
+        case Throttled() if running:
+            # A redelivery of a job whose attempt was lost waits too: it stays running (its
+            # next ``started`` says so) and the event only explains the gap.
+            return {}
     return ""

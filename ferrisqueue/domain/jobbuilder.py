@@ -17,7 +17,10 @@ What the builder guarantees, in one place:
   matches it; a type without one is accepted as it is, because a worker with a plugin this
   process lacks may know it;
 * a job due later than ``now`` is created ``scheduled`` (the timer relay releases it then);
-  one due now or in the past is ``submitted`` and runs at once.
+  one due now or in the past is ``submitted`` and runs at once;
+* a job with parents (``depends_on``, no start time) is created ``awaiting``: the scheduler
+  releases it once they all succeeded. That the parents exist is the caller's check (it
+  needs the log: the gateway answers 422 for an unknown one).
 
 Anything else is a :class:`JobRefused` with a reason a person can act on and, for callers
 that answer field by field (the gateway's 422), pydantic-style errors located in the
@@ -41,7 +44,15 @@ from pydantic import (
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
-from ferrisqueue.domain.events import Priority, Scheduled, Submitted, Token, in_utc
+from ferrisqueue.domain.events import (
+    MAX_PARENTS,
+    Awaiting,
+    Priority,
+    Scheduled,
+    Submitted,
+    Token,
+    in_utc,
+)
 from ferrisqueue.domain.subjects import DEFAULT_PRIORITY
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import JobType
@@ -50,6 +61,10 @@ MAX_DELAY = 30_000_000
 """Longest ``delay`` in seconds (about a year), as for plain-NATS ``scheduled`` messages."""
 
 BOTH_START_TIMES = "give run_at or delay, not both"
+
+START_TIME_AND_PARENTS = (
+    "a job with depends_on starts when its parents succeed: give no run_at or delay"
+)
 
 
 class JobRefused(FerrisQueueError):
@@ -85,6 +100,10 @@ class JobFields(BaseModel):
         default=None, description="Backoff between attempts (default: the queue's)."
     )
     priority: Priority = DEFAULT_PRIORITY
+    concurrency_key: Token | None = Field(
+        default=None,
+        description="Jobs of one key (e.g. a customer id) share the queue's per-key limits.",
+    )
 
 
 class JobRequest(JobFields):
@@ -97,11 +116,24 @@ class JobRequest(JobFields):
     delay: float | None = Field(
         default=None, ge=0, le=MAX_DELAY, description="Run this many seconds from now."
     )
+    depends_on: list[Token] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        # Left out when empty: an idempotency key's fingerprint of a body without parents
+        # stays what it was before the field existed.
+        exclude_if=lambda parents: not parents,
+        description="Ids of jobs that must succeed first: the job waits (pending: "
+        "dependencies) and is canceled if one of them fails for good or is canceled.",
+    )
 
     @model_validator(mode="after")
     def _one_start_time(self) -> JobRequest:
         if _both_start_times(self.run_at, self.delay):
             raise ValueError(BOTH_START_TIMES)
+        if self.depends_on and (self.run_at is not None or self.delay is not None):
+            raise ValueError(START_TIME_AND_PARENTS)
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError("depends_on names a job twice")
         return self
 
     def due(self, now: datetime) -> datetime | None:
@@ -164,20 +196,24 @@ def build_job(
     job_id: str,
     now: datetime,
     actor: str,
-) -> Submitted | Scheduled:
+) -> Submitted | Scheduled | Awaiting:
     """The event that creates the job ``request`` asks for, stamped ``now``.
 
-    ``scheduled`` (with ``run_at``) when the request's start time lies after ``now``, else
-    ``submitted``. A request without start times (:class:`JobFields`, e.g. a cron
-    schedule's job) is always ``submitted``. :class:`JobRefused` when the request is
-    malformed, names two start times, breaks its type's contract, or its id or
-    ``actor`` (who submits it) cannot be stored.
+    ``awaiting`` when it names parents (``depends_on``), ``scheduled`` (with ``run_at``) when
+    the request's start time lies after ``now``, else ``submitted``. A request without start
+    times (:class:`JobFields`, e.g. a cron schedule's job) is always ``submitted``.
+    :class:`JobRefused` when the request is malformed, names two start times (or one and
+    parents), breaks its type's contract, or its id or ``actor`` (who submits it) cannot be
+    stored.
     """
     checked = check_job(request, job_types)
     run_at = checked.due(now) if isinstance(checked, JobRequest) else None
     fields = checked.model_dump(include=set(JobFields.model_fields))
     fields.update(job_id=job_id, at=now, actor=actor)
+    parents = checked.depends_on if isinstance(checked, JobRequest) else []
     try:
+        if parents:
+            return Awaiting(**fields, depends_on=parents)
         return Submitted(**fields) if run_at is None else Scheduled(**fields, run_at=run_at)
     except ValidationError as exc:
         raise _refused(exc.errors(include_url=False)) from exc

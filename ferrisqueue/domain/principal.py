@@ -25,7 +25,7 @@ class Scope(StrEnum):
     SCHEDULES_ADMIN = "schedules:admin"
     """Create, pause, resume or delete periodic schedules."""
     QUEUES_ADMIN = "queues:admin"
-    """Pause or resume a queue (its workers stop or go on starting its jobs)."""
+    """Pause or resume a queue (its workers stop or go on starting its jobs), set its limits."""
     OPS_READ = "ops:read"
     """Read the operational views: workers, throughput, projections, schedules."""
 

@@ -1,20 +1,23 @@
-"""Queue controls: operator actions on a whole queue (pause and resume), as events.
+"""Queue controls: operator actions on a whole queue (pause and resume, its limits), as
+events.
 
 Queue events are not job events: they live in their own stream (``FQ_CONTROLS``, subjects
-``fq.queue.<queue>.<event>``), which keeps every one (the audit) and whose newest message
-on ``fq.queue.<queue>.*`` is the queue's state. Workers read that state at start and
-re-read it when notified; a later control (limits, say) adds an event kind here and a field
-to :class:`QueueState`. Pure: no clock, no I/O.
+``fq.queue.<queue>.<event>``), which keeps every one (the audit). The queue's state is the
+newest event of each aspect: ``paused`` / ``resumed`` say whether it is paused, ``limits``
+what its limits are (:mod:`ferrisqueue.domain.limits`). Workers read that state at start and
+re-read it when notified. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.limits import UNLIMITED, QueueLimits
 from ferrisqueue.errors import DecodeError
 
 CONTROL_STREAM = "FQ_CONTROLS"
@@ -30,6 +33,11 @@ class QueueEventKind(StrEnum):
     """Workers stop starting the queue's jobs (running ones finish; submits are accepted)."""
     RESUMED = "resumed"
     """Workers start the queue's jobs again, from where they stopped."""
+    LIMITS = "limits"
+    """The queue's concurrency and rate limits were set (all of them: unset is unlimited)."""
+
+
+PAUSE_KINDS = (QueueEventKind.PAUSED, QueueEventKind.RESUMED)
 
 
 def queue_subject(queue: str, kind: QueueEventKind | str) -> str:
@@ -48,7 +56,8 @@ def parse_queue_subject(subject: str) -> tuple[str, QueueEventKind]:
 
 
 class QueueEvent(BaseModel):
-    """One pause or resume: of which queue, by whom, when, and why (optional)."""
+    """One pause, resume or setting of limits: of which queue, by whom, when, and why
+    (optional); a ``limits`` event carries the limits."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -57,6 +66,7 @@ class QueueEvent(BaseModel):
     actor: str
     at: datetime
     reason: str | None = Field(default=None, max_length=500)
+    limits: QueueLimits | None = None
 
     @property
     def subject(self) -> str:
@@ -75,7 +85,7 @@ def decode_queue_event(subject: str, data: bytes) -> QueueEvent:
 
 
 class QueueState(BaseModel):
-    """A queue's control state: the fold of its events (only the newest matters today)."""
+    """A queue's control state: the fold of its events (the newest of each aspect)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -84,23 +94,34 @@ class QueueState(BaseModel):
     changed_by: str | None = None
     """Who last paused or resumed it (None: never)."""
     changed_at: datetime | None = None
+    limits: QueueLimits = UNLIMITED
+    limits_by: str | None = None
+    """Who last set its limits (None: never)."""
+    limits_at: datetime | None = None
     seq: int = 0
-    """The stream sequence of the event this state is as of (0: none yet)."""
+    """The stream sequence of the newest event this state is as of (0: none yet)."""
+
+
+def apply_queue_event(state: QueueState, seq: int, event: QueueEvent) -> QueueState:
+    """``state`` after ``event`` stored at ``seq``; unchanged if the event is of another
+    queue or not newer than the state."""
+    if event.queue != state.queue or seq <= state.seq:
+        return state
+    changes: dict[str, Any]
+    if event.event is QueueEventKind.LIMITS:
+        changes = {"limits": event.limits or UNLIMITED, "limits_by": event.actor}
+        changes["limits_at"] = event.at
+    else:
+        changes = {"paused": event.event is QueueEventKind.PAUSED, "changed_by": event.actor}
+        changes["changed_at"] = event.at
+    return state.model_copy(update={**changes, "seq": seq})
 
 
 def fold_queue(queue: str, events: list[tuple[int, QueueEvent]]) -> QueueState:
-    """The state of ``queue`` after ``events`` (stream sequence, event), in any order: the
-    event with the highest sequence wins, so a late-read older event never undoes a newer
-    one."""
+    """The state of ``queue`` after ``events`` (stream sequence, event), in any order: of
+    each aspect the event with the highest sequence wins, so a late-read older event never
+    undoes a newer one."""
     state = QueueState(queue=queue)
     for seq, event in sorted(events, key=lambda pair: pair[0]):
-        if event.queue != queue or seq <= state.seq:
-            continue
-        state = QueueState(
-            queue=queue,
-            paused=event.event is QueueEventKind.PAUSED,
-            changed_by=event.actor,
-            changed_at=event.at,
-            seq=seq,
-        )
+        state = apply_queue_event(state, seq, event)
     return state

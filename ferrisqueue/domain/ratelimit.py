@@ -23,11 +23,13 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Either the bucket after the take (``allowed``) or the seconds to wait."""
+    """Either the bucket after the take (``allowed``) or the seconds to wait: ``wait``
+    exactly, ``retry_after`` rounded up to whole seconds (an HTTP ``Retry-After``)."""
 
     allowed: bool
     bucket: Bucket
     retry_after: int = 0
+    wait: float = 0.0
 
 
 def take(bucket: Bucket | None, cost: int, *, rate: float, capacity: int, now: float) -> Decision:
@@ -43,6 +45,5 @@ def take(bucket: Bucket | None, cost: int, *, rate: float, capacity: int, now: f
         current = min(float(capacity), bucket.tokens + elapsed * rate)
     if cost <= current:
         return Decision(True, Bucket(current - cost, now))
-    missing = min(float(cost), float(capacity)) - current
-    wait = max(1, math.ceil(missing / rate))
-    return Decision(False, Bucket(current, now), retry_after=wait)
+    wait = (min(float(cost), float(capacity)) - current) / rate
+    return Decision(False, Bucket(current, now), retry_after=max(1, math.ceil(wait)), wait=wait)

@@ -9,8 +9,9 @@ class JobStatus(StrEnum):
     """The status of a job: the fold of its events (see :mod:`ferrisqueue.domain.fold`)."""
 
     PENDING = "pending"
-    """Accepted and waiting: for a worker (``queued``), for its ``run_at`` (``scheduled``) or
-    for its next attempt (``retrying``). Entered by ``submitted``, ``scheduled``,
+    """Accepted and waiting: for a worker (``queued``), for its ``run_at`` (``scheduled``),
+    for its next attempt (``retrying``) or for its parents (``dependencies``). Entered by
+    ``submitted``, ``scheduled``, ``awaiting``,
     ``released``, ``redriven`` or a ``failed`` with a ``retry_at``; left by ``started``,
     ``canceled`` or ``dead_lettered``."""
 
@@ -45,3 +46,14 @@ class PendingReason(StrEnum):
 
     RETRYING = "retrying"
     """An attempt failed; waits for ``retry_at`` before the next one."""
+
+    DEPENDENCIES = "dependencies"
+    """Waiting for dependencies: created ``awaiting`` with ``depends_on``; the scheduler
+    releases it once every parent has succeeded."""
+    CONCURRENCY = "concurrency"
+    """Delivered to a worker, which holds it until a concurrency slot of its queue (or of its
+    ``concurrency_key``) is free (``throttled``)."""
+
+    RATE_LIMITED = "rate_limited"
+    """Delivered to a worker, which holds it until its queue's (or key's) start rate allows
+    one more (``throttled``)."""

@@ -1,4 +1,9 @@
-"""Per-key submission limits shared by every gateway replica: token buckets in a KV bucket.
+"""Token buckets shared by every process: in a KV bucket, taken with compare-and-set.
+
+Two users: the gateway's per-API-key submission limits (entry ``<key id>``), and the
+workers' start-rate limits of a queue (entries ``q.<queue>.rate`` and
+``q.<queue>.rate.<concurrency key>``, see :mod:`ferrisqueue.domain.limits`; the same bucket
+holds the queues' concurrency slots, :mod:`ferrisqueue.log.slots`).
 
 Each limited key has one entry in ``FQ_RATELIMITS`` (stream ``KV_FQ_RATELIMITS``, in memory:
 a bucket lost with a restarted server is simply full again) holding its tokens and when they
@@ -27,7 +32,7 @@ _TRIES = 20
 
 
 class RateLimits:
-    """Takes tokens from the shared bucket of a key."""
+    """Takes tokens from the shared bucket of a key (an API key's id, or a queue's KV key)."""
 
     def __init__(self, log: LogPort, *, clock: Callable[[], float] = time.time) -> None:
         self._log = log

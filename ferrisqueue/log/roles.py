@@ -44,11 +44,19 @@ KV_CRON = "KV_FQ_CRON"
 KV_KEYS = "KV_FQ_KEYS"
 KV_RATELIMITS = "KV_FQ_RATELIMITS"
 
-PRODUCER_EVENTS = ("submitted", "scheduled")
-"""The events a plain-NATS producer writes: a job created to run now or later, nothing that
-changes a job once it exists."""
+PRODUCER_EVENTS = ("submitted", "scheduled", "awaiting")
+"""The events a plain-NATS producer writes: a job created to run now, later or after its
+parents, nothing that changes a job once it exists."""
 
-WORKER_EVENTS = ("started", "progress", "succeeded", "failed", "dead_lettered", "canceled")
+WORKER_EVENTS = (
+    "started",
+    "progress",
+    "succeeded",
+    "failed",
+    "dead_lettered",
+    "canceled",
+    "throttled",
+)
 """The events a worker writes about the jobs it runs (never ``submitted``, ``released`` or
 ``redriven``: a worker cannot make work runnable)."""
 
@@ -190,7 +198,9 @@ def gateway_role() -> Role:
 def worker_role(queue: str) -> Role:
     """The workers of one queue: pull that queue's dispatch consumer, write the outcome
     events of its jobs, park poison in that queue's dead letters, beat their heartbeat;
-    read and watch the queue's pause state (``fq.queue.<queue>.*`` in ``FQ_CONTROLS``)."""
+    read and watch the queue's pause state and limits (``fq.queue.<queue>.*`` in
+    ``FQ_CONTROLS``) and take the queue's concurrency slots and start tokens
+    (``q.<queue>.>`` in the ``FQ_RATELIMITS`` bucket)."""
     user = worker_user(queue)
     return Role(
         user,
@@ -199,7 +209,8 @@ def worker_role(queue: str) -> Role:
             *(f"fq.job.{queue}.*.{event}" for event in WORKER_EVENTS),
             f"fq.dlq.{queue}.*",
             "fq.worker.>",
-            *_reads(EVENTS, CONTROLS),
+            f"$KV.{KV_RATELIMITS[3:]}.q.{queue}.>",
+            *_reads(EVENTS, CONTROLS, KV_RATELIMITS),
             *(p for lane in LANES for p in _pulls(EVENTS, worker_consumer_name(queue, lane))),
         ),
         subscribe=(
@@ -245,6 +256,7 @@ def scheduler_role() -> Role:
             *_purges(DLQ, SCHEDULES),
             *_lists_consumers(EVENTS),
             *_pulls(EVENTS, "fq-scheduler-timers"),
+            *_pulls(EVENTS, "fq-scheduler-deps"),
             *_pulls(EVENTS, "fq-dlq-sweeper"),
             *_pulls(SCHEDULES, "fq-scheduler-ticks"),
             *_pulls(ADVISORIES, "fq-dlq-router"),
@@ -261,7 +273,8 @@ def producer_role() -> Role:
     per-queue producer would add a secret per queue for no boundary the rest enforces."""
     return Role(
         PRODUCER,
-        "plain-NATS producer: creates jobs (submitted, scheduled) on any queue; reads nothing",
+        "plain-NATS producer: creates jobs (submitted, scheduled, awaiting) on any queue; "
+        "reads nothing",
         publish=(
             *(f"fq.job.*.*.{event}" for event in PRODUCER_EVENTS),
             *(f"fq.job.*.*.{runnable_token('submitted', lane)}" for lane in OTHER_LANES),

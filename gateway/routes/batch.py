@@ -4,17 +4,21 @@ Each item is what ``POST /jobs`` takes (a start time ``delay`` or ``run_at`` inc
 an optional ``idempotency_key`` with the ``Idempotency-Key`` header's meaning: one key, one
 job; the same key with the same item gets that job back (``replayed``), with another body it
 is refused. Every item goes through the same job builder as a single submit
-(:mod:`ferrisqueue.domain.jobbuilder`).
+(:mod:`ferrisqueue.domain.jobbuilder`). An item may wait for other items of the batch:
+``after_items`` names them by index (their ids join its ``depends_on``); a cycle, an index
+out of range or an item naming itself refuses the batch with 422, and so does a
+``depends_on`` parent the log does not know.
 
 The whole batch is checked before anything is published: one invalid item (its body, or its
 payload against the job type's contract) refuses the batch with 422 naming the item's index,
 and one item whose event is larger than ``FQ_MAX_EVENT_BYTES`` refuses it with 413. Then the
 items' keys are claimed (a key already used for another body: 422 naming the item; keys
 claimed by the other items stay claimed for the jobs they name, so that the corrected batch,
-resent, creates each of them once). Then the events (``submitted``, or ``scheduled`` for a
-job due later) are appended through a bounded pipeline (up to :data:`PIPELINE` publishes
-awaiting their ack at once), and the answer comes only when every publish has been
-acknowledged or has failed:
+resent, creates each of them once). Then the events (``submitted``, ``scheduled`` for a
+job due later, ``awaiting`` for one with parents) are appended through a bounded pipeline
+(up to :data:`PIPELINE` publishes awaiting their ack at once), in waves: each item after the
+items it waits for, and an item whose parent item was not stored is not stored either
+(``rejected``). The answer comes only when every publish has been acknowledged or has failed:
 
 * 202: every job is stored;
 * 207: some are stored, some are not; each item says which (``accepted``, ``rejected``:
@@ -32,11 +36,12 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ferrisqueue.domain.events import JobSpec, encode_event, utcnow
+from ferrisqueue.domain.dependencies import DependencyCycle, waves
+from ferrisqueue.domain.events import MAX_PARENTS, JobSpec, encode_event, utcnow
 from ferrisqueue.domain.ids import new_job_id
-from ferrisqueue.domain.jobbuilder import JobRefused, build_job
+from ferrisqueue.domain.jobbuilder import START_TIME_AND_PARENTS, JobRefused, build_job
 from ferrisqueue.domain.principal import Principal, Scope
 from ferrisqueue.errors import (
     FerrisQueueError,
@@ -58,7 +63,14 @@ from gateway.deps import (
 )
 from gateway.idempotency import MAX_KEY_LENGTH, IdempotencyKeys
 from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, RATE_LIMITED, JobCreate, Problem
-from gateway.submit import Keyed, claim_key, run_at_of, unprocessable
+from gateway.submit import (
+    Keyed,
+    claim_key,
+    parents_refused,
+    run_at_of,
+    unknown_parents,
+    unprocessable,
+)
 
 router = APIRouter(tags=["jobs"], responses=AUTH_ERRORS)
 
@@ -79,6 +91,7 @@ class BatchJobCreate(JobCreate):
             "examples": [
                 {"type": "echo", "payload": {"n": 1}, "idempotency_key": "order-1234"},
                 {"type": "echo", "delay": 30},
+                {"type": "echo", "after_items": [0]},
             ]
         },
     )
@@ -91,6 +104,21 @@ class BatchJobCreate(JobCreate):
         "POST /jobs (the same keys): every item or request with this key and the same job "
         "gets the same job (for 24 h); the key with another job is refused (422).",
     )
+    after_items: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        exclude_if=lambda items: not items,
+        description="Indexes of jobs of this same batch that must succeed first (their ids "
+        "join depends_on): [0] waits for the batch's first job. A cycle is refused (422).",
+    )
+
+    @model_validator(mode="after")
+    def _no_start_time_after_items(self) -> BatchJobCreate:
+        if self.after_items and (self.run_at is not None or self.delay is not None):
+            raise ValueError(START_TIME_AND_PARENTS)
+        if len(set(self.after_items)) != len(self.after_items):
+            raise ValueError("after_items names a job twice")
+        return self
 
 
 class BatchCreate(BaseModel):
@@ -189,12 +217,24 @@ async def submit_batch(
     cannot.
     """
     now = utcnow()
+    order = _store_order(body.jobs)
+    ids = [new_job_id() for _ in body.jobs]
     events: list[JobSpec] = []
     for index, item in enumerate(body.jobs):
+        parents = [*item.depends_on, *(ids[j] for j in item.after_items)]
+        wanted = item.model_copy(update={"depends_on": parents}) if item.after_items else item
         try:
-            events.append(build_job(item, job_types, job_id=new_job_id(), now=now, actor=actor))
+            events.append(build_job(wanted, job_types, job_id=ids[index], now=now, actor=actor))
         except JobRefused as exc:
             raise unprocessable(exc, at=("body", "jobs", index)) from exc
+    unknown = await unknown_parents(event_log, (p for item in body.jobs for p in item.depends_on))
+    if unknown:
+        raise parents_refused(
+            (("body", "jobs", index, "depends_on"), parent)
+            for index, item in enumerate(body.jobs)
+            for parent in item.depends_on
+            if parent in unknown
+        )
     await charge_submissions(request, principal, len(events))  # each job counts
     for index, event in enumerate(events):
         size = len(encode_event(event))
@@ -209,18 +249,32 @@ async def submit_batch(
     if not event_log.connected:
         raise NatsUnavailable("not connected to NATS")
     keyed = await _claim_keys(request, event_log, body.jobs, events)
-    jobs = [keyed[i].event if i in keyed else event for i, event in enumerate(events)]
-    pending = [i for i in range(len(jobs)) if i not in keyed or not keyed[i].stored]
-    outcomes: dict[int, tuple[Outcome, str | None]] = dict.fromkeys(keyed, ("accepted", None))
+    built = [keyed[i].event if i in keyed else event for i, event in enumerate(events)]
+    jobs = _renamed(ids, built)
+    outcomes: dict[int, tuple[Outcome, str | None]] = {
+        i: ("accepted", None) for i, claim in keyed.items() if claim.stored
+    }
     # One span for the batch: its jobs share its trace context.
     with tracing.span(
         "fq submit batch",
         kind=SpanKind.PRODUCER,
         parent=request.headers,
-        attributes={"fq.jobs": len(pending)},
+        attributes={"fq.jobs": len(jobs) - len(outcomes)},
     ) as span:
-        appended = await _append_all(event_log, [jobs[i] for i in pending], span.headers)
-    outcomes |= zip(pending, appended, strict=True)
+        # Wave by wave, parents before their children: the scheduler must find a job's
+        # parents in the log, and a child whose parent was not stored is not stored either.
+        for wave in order:
+            pending = []
+            for i in wave:
+                if i in outcomes:
+                    continue
+                lost = [j for j in body.jobs[i].after_items if outcomes[j][0] != "accepted"]
+                if lost:
+                    outcomes[i] = ("rejected", f"its parent job #{lost[0]} was not stored")
+                else:
+                    pending.append(i)
+            appended = await _append_all(event_log, [jobs[i] for i in pending], span.headers)
+            outcomes |= zip(pending, appended, strict=True)
     items = [
         BatchItemOut(
             index=index,
@@ -247,6 +301,44 @@ async def submit_batch(
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
     return JSONResponse(answer.model_dump(mode="json"), status_code=status.HTTP_207_MULTI_STATUS)
+
+
+def _store_order(items: list[BatchJobCreate]) -> list[list[int]]:
+    """The waves to store the items in (parents first); 422 for an ``after_items`` index out
+    of range or a cycle."""
+    errors = [
+        {
+            "type": "value_error",
+            "loc": ("body", "jobs", i, "after_items"),
+            "msg": f"no job #{j} in this batch of {len(items)}"
+            if j >= len(items)
+            else "a job cannot depend on itself",
+            "input": j,
+        }
+        for i, item in enumerate(items)
+        for j in item.after_items
+        if j >= len(items) or j == i
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+    try:
+        return waves([item.after_items for item in items])
+    except DependencyCycle as cycle:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "jobs"), "msg": str(cycle), "input": None}]
+        ) from cycle
+
+
+def _renamed(ids: list[str], jobs: list[JobSpec]) -> list[JobSpec]:
+    """``jobs`` with ``depends_on`` naming the job each keyed item really is: an item whose
+    key named an earlier job is that job, not the id ``ids`` made for it here."""
+    renamed = {ids[i]: job.job_id for i, job in enumerate(jobs) if job.job_id != ids[i]}
+    if not renamed:
+        return jobs
+    return [
+        job.model_copy(update={"depends_on": [renamed.get(p, p) for p in job.depends_on]})
+        for job in jobs
+    ]
 
 
 async def _claim_keys(

@@ -54,7 +54,13 @@ from gateway.schemas import (
     JobStatusOut,
     Problem,
 )
-from gateway.submit import claim_key, run_at_of, unprocessable
+from gateway.submit import (
+    claim_key,
+    parents_refused,
+    run_at_of,
+    unknown_parents,
+    unprocessable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +111,20 @@ async def submit_job(
     ] = None,
 ) -> JobAccepted:
     """Append a ``submitted`` event (``scheduled`` when ``run_at``/``delay`` lies ahead: the
-    job then waits, pending, until then); answer only once JetStream has stored it.
+    job then waits, pending, until then; ``awaiting`` with ``depends_on``: it waits until
+    every parent succeeded); answer only once JetStream has stored it.
 
     A payload of a known job type must match its contract (422 with the field errors).
     Unknown types are accepted: a worker with a plugin the gateway lacks may run them.
+    A parent the event log does not know is 422.
     Without an ``Idempotency-Key``, a retry after a 503 may create a second job.
     """
     try:
         event: JobSpec = build_job(body, job_types, job_id=new_job_id(), now=utcnow(), actor=actor)
     except JobRefused as exc:
         raise unprocessable(exc, at=("body",)) from exc
+    if unknown := await unknown_parents(event_log, event.depends_on):
+        raise parents_refused((("body", "depends_on"), parent) for parent in sorted(unknown))
     await charge_submissions(request, principal, 1)
     if idempotency_key is not None:
         keyed = await claim_key(keys, event_log, idempotency_key, body, event)

@@ -1,10 +1,13 @@
-"""``/queues``: every queue's jobs per status and control state; pause and resume a queue.
+"""``/queues``: every queue's jobs per status and control state; pause and resume a queue,
+set its limits.
 
-A pause or resume is an event in the log (``fq.queue.<queue>.paused|resumed`` in
-``FQ_CONTROLS``, see :mod:`ferrisqueue.log.queuebook`) naming the caller; the workers of the
-queue stop or go on pulling its jobs (:mod:`worker.pause`). Submits to a paused queue are
-accepted as always. Pausing a paused queue (or resuming an active one) records nothing and
-answers the state as it is.
+A pause, resume or setting of limits is an event in the log
+(``fq.queue.<queue>.paused|resumed|limits`` in ``FQ_CONTROLS``, see
+:mod:`ferrisqueue.log.queuebook`) naming the caller; the workers of the queue stop or go on
+pulling its jobs (:mod:`worker.pause`) and start them within its limits (:mod:`worker.limits`).
+Submits to a paused or limited queue are accepted as always. Pausing a paused queue (or
+resuming an active one, or setting the limits it has) records nothing and answers the state
+as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from ferrisqueue.domain.events import Token, utcnow
+from ferrisqueue.domain.limits import QueueLimits
 from ferrisqueue.domain.principal import Scope
 from ferrisqueue.domain.queuecontrol import QueueState
 from ferrisqueue.domain.states import JobStatus
@@ -29,6 +33,7 @@ from gateway.schemas import (
     Problem,
     QueueControlIn,
     QueueControlOut,
+    QueueLimitsIn,
     QueueStats,
 )
 
@@ -97,9 +102,26 @@ async def resume_queue(
     return QueueControlOut.of(await book.resume(queue, actor=actor, at=utcnow(), reason=reason))
 
 
+@router.put(
+    "/{queue}/limits",
+    dependencies=[Authorized(Scope.QUEUES_ADMIN)],
+    responses={**BODY_ERRORS, **_UNAVAILABLE},
+)
+async def set_queue_limits(
+    queue: Token, body: QueueLimitsIn, book: QueueBookDep, actor: ActorDep
+) -> QueueControlOut:
+    """Set the queue's concurrency and rate limits, across all its workers; a limit left
+    out (or null) is lifted, so ``{}`` lifts them all. Per-key limits apply to each
+    ``concurrency_key`` of the queue's jobs. Jobs already running are not stopped."""
+    limits = QueueLimits.model_validate(body.model_dump(exclude={"reason"}))
+    state = await book.set_limits(queue, limits, actor=actor, at=utcnow(), reason=body.reason)
+    return QueueControlOut.of(state)
+
+
 @router.get("/{queue}/events", dependencies=[Authorized(Scope.JOBS_READ)], responses=_UNAVAILABLE)
 async def queue_events(queue: Token, book: QueueBookDep) -> list[dict[str, Any]]:
-    """The queue's audit: every pause and resume, oldest first, with who did it."""
+    """The queue's audit: every pause, resume and setting of limits, oldest first, with who
+    did it."""
     return [
         {"seq": seq, **event.model_dump(mode="json", exclude_none=True)}
         for seq, event in await book.history(queue)

@@ -1,5 +1,5 @@
 """``/schedules``: periodic jobs. Define (create or replace), list with the next fire times,
-pause, resume, delete.
+pause, resume, trigger now, delete.
 
 Definitions live in the ``FQ_CRON`` bucket and the server fires them (see
 :mod:`ferrisqueue.log.cronbook`); every route needs NATS: 503 with ``Retry-After`` while it is
@@ -16,14 +16,23 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.exceptions import RequestValidationError
 
 from ferrisqueue.domain.cron import CronDefinition, InvalidSchedule, UnknownSchedule
-from ferrisqueue.domain.events import Token
-from ferrisqueue.domain.jobbuilder import JobRefused
+from ferrisqueue.domain.events import Token, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.jobbuilder import JobRefused, build_job
 from ferrisqueue.domain.principal import Scope
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.cronbook import CronBook
-from gateway.deps import ActorDep, Authorized, JobTypesDep, SettingsDep
+from ferrisqueue.tracing import SpanKind
+from gateway.deps import (
+    ActorDep,
+    Authorized,
+    EventLogDep,
+    JobTypesDep,
+    SettingsDep,
+    TracingDep,
+)
 from gateway.nats_link import NatsLink
-from gateway.schedule_schemas import ScheduleCreate, ScheduleOut
+from gateway.schedule_schemas import ScheduleCreate, ScheduleOut, ScheduleTriggered
 from gateway.schemas import AUTH_ERRORS, BODY_ERRORS, Problem
 from gateway.submit import unprocessable
 
@@ -119,6 +128,58 @@ async def resume_schedule(
         return await _out(book, await book.resume(name, actor=actor), next)
     except UnknownSchedule as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.post(
+    "/{name}/trigger",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Authorized(Scope.SCHEDULES_ADMIN)],
+    responses={
+        **_UNKNOWN,
+        **_UNAVAILABLE,
+        422: {"description": "The schedule's job no longer fits its type's contract"},
+    },
+)
+async def trigger_schedule(
+    name: Token,
+    request: Request,
+    book: CronBookDep,
+    event_log: EventLogDep,
+    tracing: TracingDep,
+    actor: ActorDep,
+) -> ScheduleTriggered:
+    """Create the schedule's job once, now, besides its ticks (which go on as before; a
+    paused schedule may be triggered too). The job's ``submitted`` event names the caller
+    as its actor, not ``cron:<name>``: an operator made it, and ``fq audit`` shows who."""
+    definition = await book.get(name)
+    if definition is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule {name}")
+    try:
+        event = build_job(
+            definition.job, book.job_types, job_id=new_job_id(), now=utcnow(), actor=actor
+        )
+    except JobRefused as exc:
+        raise unprocessable(exc, at=("job",)) from exc
+    with tracing.span(
+        f"fq submit {event.type}",
+        kind=SpanKind.PRODUCER,
+        parent=request.headers,
+        attributes={
+            "fq.job_id": event.job_id,
+            "fq.queue": event.queue,
+            "fq.job_type": event.type,
+            "fq.schedule": name,
+        },
+    ) as span:
+        await event_log.append(event, headers=span.headers)
+    return ScheduleTriggered(
+        schedule=name,
+        job_id=event.job_id,
+        queue=event.queue,
+        type=event.type,
+        by=actor,
+        status_url=str(request.url_for("job_status", job_id=event.job_id)),
+    )
 
 
 @router.delete(

@@ -3,7 +3,7 @@
 Failed jobs come from ``GET /jobs?status=failed`` (the read store; newest first), dead
 letters from ``GET /dead-letters`` (jobs or undecodable messages the system gave up on),
 filtered by queue and by text in the reason or last error.
-Select a row to open that job's timeline on the Jobs page.
+Select a row to open that job's page.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from streamlit_app import data
+from streamlit_app import data, links
 from streamlit_app.display import clock
 
 LIMIT = 100
@@ -96,7 +96,7 @@ def show_failed(jobs: list[dict[str, Any]], *, more: bool) -> None:
         return
     st.caption(
         f"The newest {len(jobs)}{' (there are more: see Jobs)' if more else ''}, with the "
-        "error of their last attempt. Select one to see its timeline."
+        "error of their last attempt. Select one to open its page."
     )
     _selectable(failed_table(jobs), jobs, key="errors_failed", wide=("last error", "large"))
 
@@ -108,7 +108,7 @@ def show_dead_letters(letters: list[dict[str, Any]], *, more: bool = False) -> N
     st.caption(
         f"The newest {len(letters)}{' (there are more: narrow the filters)' if more else ''}: "
         "messages the system gave up on (out of deliveries or attempts, or undecodable). "
-        "Redrive or purge them with `fq dead-letters`."
+        "Redrive or purge them on the job's page, a filtered selection of them on Operate."
     )
     _selectable(
         dead_letter_table(letters), letters, key="errors_dead_letters", wide=("reason", "medium")
@@ -131,15 +131,7 @@ def _selectable(table: Any, rows: list[dict[str, Any]], *, key: str, wide: tuple
 
 
 def _link_selected(selected: Any, rows: list[dict[str, Any]]) -> None:
-    chosen = selected.selection.rows if selected is not None else []
-    if chosen:
-        job_id = rows[chosen[0]]["job_id"]
-        st.page_link(
-            "views/jobs.py",
-            label=f"Open job {job_id}",
-            icon=":material/open_in_new:",
-            query_params={"job": job_id},
-        )
+    links.open_selected(selected, rows)
 
 
 if __name__ == "__main__":  # run by st.navigation as a page script

@@ -138,23 +138,34 @@ def show_metrics(metrics: dict[str, Any], window: str) -> None:
     st.subheader(f"Throughput, last {window}")
     finished = int((totals.get("succeeded") or 0) + (totals.get("failed") or 0))
     columns = st.columns(4)
-    columns[0].metric("Submitted", int(totals.get("submitted") or 0))
+    # Jobs and attempts apart: a retried job is one job submitted but several attempts
+    # finished, so "attempts finished" may exceed "jobs submitted".
+    columns[0].metric(
+        "Jobs submitted", int(totals.get("submitted") or 0), help="Jobs created in the window."
+    )
     columns[1].metric(
-        "Finished", finished, help="Attempts that ended: succeeded + failed (the chart's bars)."
+        "Attempts finished",
+        finished,
+        help="Attempts that ended: succeeded + failed (the chart's bars). A retried job "
+        "counts once per attempt.",
     )
     columns[2].metric(
-        "Failed attempts",
+        "Attempts failed",
         int(totals.get("failed") or 0),
         help="Including attempts that will be retried.",
     )
-    columns[3].metric("Dead-lettered", int(totals.get("dead_lettered") or 0))
+    columns[3].metric(
+        "Jobs dead-lettered",
+        int(totals.get("dead_lettered") or 0),
+        help="Jobs given up on: out of attempts, or undecodable.",
+    )
     frame = throughput_frame(metrics)
     st.bar_chart(
         frame,
         y=["succeeded", "failed"],
         color=["#2e7d32", "#c62828"],
         x_label="minute (UTC)",
-        y_label="jobs finished",
+        y_label="attempts finished",
         height=260,
     )
     st.subheader(f"Latency, last {window}")

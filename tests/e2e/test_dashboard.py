@@ -148,7 +148,8 @@ async def test_overview_shows_each_queues_job_counts_by_status(
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Queue length (pending)"] == "2"
     assert metrics["Completed"] == "3"
-    assert metrics["Finished"] == "4"  # throughput over the last hour: succeeded + failed
+    assert metrics["Jobs submitted"] == "6"  # the reports jobs too
+    assert metrics["Attempts finished"] == "4"  # over the last hour: succeeded + failed
     latency = at.table[1].value
     assert latency.loc["run (started → finished)", "p50"].endswith("ms")
     assert latency.loc["wait (queued → started)", "p99"] != "—"
@@ -209,7 +210,8 @@ async def test_jobs_page_shows_a_jobs_timeline_with_rejected_events_and_their_no
     at = rendered(app_test().run())
     at = rendered(at.switch_page("views/jobs.py").run())
     assert sorted(frame_with(at, "job")["job"]) == sorted([*ids["echo"], *ids["fail"]])
-    at.text_input(key="jobs_job_id").input(job_id)
+    at = rendered(at.switch_page("views/job.py").run())
+    at.text_input(key="job_id").input(job_id)
     at = rendered(at.run())
 
     timeline = frame_with(at, "seq")
@@ -222,6 +224,11 @@ async def test_jobs_page_shows_a_jobs_timeline_with_rejected_events_and_their_no
         f"{timeline['note'].iloc[3]}"
     ]
     assert {m.label: m.value for m in at.metric}["Status"] == "completed"
+    attempts = frame_with(at, "attempt")
+    assert attempts[["attempt", "worker", "outcome"]].values.tolist() == [
+        [1, "dash-w1", "succeeded"]
+    ]
+    assert attempts["duration"].iloc[0].endswith("ms")
 
 
 async def test_submit_form_creates_a_job_the_gateway_knows(

@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from ferrisqueue.log.keybook import KeyBook
 from ferrisqueue.settings import Settings
 from tests.conftest import StartService, settings_for
 from tests.e2e.test_dashboard import APP, CHROMIUM, CHROMIUM_ARGS, chromium_or_skip, rendered
+from tests.e2e.test_dashboard_actions import confirm
 from tests.support.auth import bearer, make_key
 from tests.support.fake_oidc import fake_oidc_provider
 from tests.support.procs import service_env, start_service
@@ -256,8 +258,48 @@ async def test_browser_login_refuses_a_wrong_key_and_the_admin_key_shows_the_ove
 
             # The dashboard's reads carry its own key: revoked, they are refused (401).
             await KeyBook(event_log).revoke("dashboard")
-            await page.get_by_role("button", name="Refresh").click()
+            await page.get_by_role("button", name="Refresh", exact=True).click()
             await page.get_by_text("401").first.wait_for(timeout=30_000)
+        finally:
+            await browser.close()
+
+
+@pytest.mark.slow
+async def test_browser_actions_go_with_the_operators_key_and_a_missing_scope_is_a_clear_403(
+    dashboard: str, system: httpx.AsyncClient, event_log: EventLog
+) -> None:
+    from playwright.async_api import async_playwright
+
+    reader = await make_key(event_log, "reader", Scope.JOBS_READ)
+    ops = await make_key(event_log, "ops", Scope.JOBS_READ, Scope.QUEUES_ADMIN)
+
+    async def default_queue() -> dict[str, Any]:
+        queues = (await system.get("/queues")).json()
+        found: dict[str, Any] = next(q for q in queues if q["queue"] == "default")
+        return found
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            for key in (reader, ops):
+                page = await browser.new_page(viewport={"width": 1280, "height": 1400})
+                await page.goto(dashboard)
+                await page.locator('input[type="password"]').fill(key)
+                await page.get_by_role("button", name="Log in").click()
+                # The sidebar's link keeps the session (a URL typed in would log out).
+                await page.get_by_role("link", name="Operate").click()
+                await confirm(page, "operate_queue_pause")
+                if key == reader:
+                    refused = page.get_by_text("Not allowed: your API key may not do this.")
+                    await refused.wait_for(timeout=30_000)
+                    assert "queues:admin" in await refused.inner_text()
+                    assert (await default_queue())["state"] == "active"
+                else:
+                    done = "Queue default is paused (by key:ops)."
+                    await page.get_by_text(done).wait_for(timeout=30_000)
+            assert (await default_queue())["changed_by"] == "key:ops"
         finally:
             await browser.close()
 

@@ -83,6 +83,34 @@ async def test_define_list_pause_resume_delete_over_http(
         assert (await gateway.request(method, path)).status_code == 404, (method, path)
 
 
+async def test_trigger_creates_one_job_now_whose_event_names_the_caller(
+    gateway: httpx.AsyncClient, event_log: EventLog
+) -> None:
+    await gateway.post("/schedules", json=NIGHTLY)
+    await gateway.post("/schedules/nightly/pause")  # a paused schedule may be triggered too
+
+    answer = await gateway.post("/schedules/nightly/trigger")
+
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert (body["schedule"], body["type"], body["queue"], body["by"]) == (
+        "nightly",
+        "cleanup",
+        "default",
+        "anonymous",
+    )
+    [submitted] = await event_log.history(body["job_id"])
+    assert submitted.event.event == "submitted"
+    assert submitted.event.actor == "anonymous"  # the caller, not cron:nightly
+    assert submitted.event.payload == {"older_than_seconds": 86400}
+    assert submitted.event.max_attempts == 2
+    audit = (await gateway.get(f"/jobs/{body['job_id']}/events")).json()
+    assert [(e["event"], e["actor"]) for e in audit] == [("submitted", "anonymous")]
+    # The schedule itself is untouched: still paused, no tick fired.
+    assert (await gateway.get("/schedules/nightly")).json()["paused"] is True
+    assert (await gateway.post("/schedules/nope/trigger")).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
@@ -155,10 +183,11 @@ async def test_schedules_answer_503_with_retry_after_while_nats_is_down(
         await gateway.post("/schedules", json=NIGHTLY),
         await gateway.get("/schedules"),
         await gateway.post("/schedules/nightly/pause"),
+        await gateway.post("/schedules/nightly/trigger"),
         await gateway.delete("/schedules/nightly"),
     ]
 
-    assert [a.status_code for a in answers] == [503] * 4
+    assert [a.status_code for a in answers] == [503] * 5
     assert all(a.headers["retry-after"] == "2" for a in answers)
 
 

@@ -89,6 +89,8 @@ async def test_a_key_without_the_scope_gets_403_and_with_it_the_request_is_serve
     assert "jobs:write" in forbidden.json()["detail"]
     assert 'error="insufficient_scope"' in forbidden.headers["WWW-Authenticate"]
     assert (await gateway.post("/dead-letters/purge", json={}, headers=writer)).status_code == 403
+    trigger = await gateway.post("/schedules/nightly/trigger", headers=writer)
+    assert trigger.status_code == 403 and "schedules:admin" in trigger.json()["detail"]
 
     accepted = await gateway.post("/jobs", json=JOB, headers=writer)
     assert accepted.status_code == 202

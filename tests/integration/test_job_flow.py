@@ -192,6 +192,9 @@ async def test_list_jobs_pages_newest_first_and_filters(
             "state": "active",  # never paused
             "changed_by": None,
             "changed_at": None,
+            "limits": dict.fromkeys(("concurrency", "key_concurrency", "rate", "key_rate")),
+            "limits_by": None,
+            "limits_at": None,
             "counts": {"pending": 0, "running": 0, "completed": 4, "failed": 3, "canceled": 0},
         }
     ]

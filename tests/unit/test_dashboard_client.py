@@ -14,7 +14,7 @@ import pytest
 
 from streamlit_app import data
 from streamlit_app.client import GatewayClient, GatewayRefused, GatewayUnavailable
-from streamlit_app.views.jobs import rejected_notes, timeline_table
+from streamlit_app.views.job import rejected_notes, timeline_table
 from streamlit_app.views.overview import lag_problems, latency_table, queue_table, throughput_frame
 from streamlit_app.views.submit import parse_payload
 from streamlit_app.views.workers import workers_table

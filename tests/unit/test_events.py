@@ -14,10 +14,12 @@ from pydantic import ValidationError
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.events import (
     SCHEMA_VERSION,
+    Awaiting,
     BaseEvent,
     Canceled,
     CancelRequested,
     DeadLettered,
+    Dependent,
     EventKind,
     Failed,
     Progress,
@@ -28,6 +30,7 @@ from ferrisqueue.domain.events import (
     Started,
     Submitted,
     Succeeded,
+    Throttled,
     decode_event,
     encode_event,
 )
@@ -90,6 +93,11 @@ EVERY_EVENT: list[BaseEvent] = [
     Canceled(**COMMON, actor="key:ops", reason="no longer needed"),
     Redriven(**COMMON, actor="key:ops", attempt=3, reason="smtp fixed"),
     Purged(**COMMON, actor="key:ops"),
+    Awaiting(**COMMON, actor="key:ops", type="echo", depends_on=["parent-1", "parent-2"]),
+    Dependent(**COMMON, actor="scheduler", child="child-1"),
+    Throttled(
+        **COMMON, actor="worker:w1", attempt=1, reason="concurrency", detail="key acme: 2 of 2"
+    ),
 ]
 
 

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from ferrisqueue.domain.commands import decide_redrive
+from ferrisqueue.domain.dependencies import decide_dependencies
 from ferrisqueue.domain.events import (
+    Awaiting,
     DeadLettered,
     Failed,
     Redriven,
@@ -19,6 +21,7 @@ from ferrisqueue.domain.events import (
     Scheduled,
     Started,
     Submitted,
+    Succeeded,
     decode_event,
     encode_event,
     utcnow,
@@ -148,6 +151,28 @@ def test_a_redrive_and_a_retry_go_back_to_the_jobs_lane() -> None:
     assert isinstance(redrive, tuple) and isinstance(redrive[0], Redriven)
     assert redrive[0].subject == f"fq.job.q.{JOB}.redriven-p8"
     assert timer.headers()["Nats-Schedule-Target"] == f"fq.due.q.{JOB}.p8"
+
+
+def test_a_job_released_by_its_parents_goes_to_its_lane() -> None:
+    now = utcnow()
+    child = Awaiting(job_id=JOB, queue="q", at=now, type="echo", depends_on=["a"], priority=1)
+    parent = [
+        Submitted(job_id="a", queue="q", at=now, type="echo"),
+        Started(job_id="a", queue="q", at=now, worker="w", attempt=1),
+        Succeeded(job_id="a", queue="q", at=now, attempt=1, duration_ms=1),
+    ]
+
+    decision = decide_dependencies(fold([child]), [child], parents={"a": fold(parent)}, now=now)
+
+    assert isinstance(decision, tuple) and isinstance(decision[0], Released)
+    assert decision[0].subject == f"fq.job.q.{JOB}.released-p1"
+
+
+def test_the_default_priority_is_left_out_of_stored_bodies() -> None:
+    five = Submitted(job_id=JOB, queue="q", at=utcnow(), type="echo")
+
+    assert b"priority" not in encode_event(five)
+    assert b'"priority":9' in encode_event(five.model_copy(update={"priority": 9}))
 
 
 class FakeClock:
