@@ -53,13 +53,19 @@ class JobRow(SQLModel, table=True):
 _STATE_FIELDS = tuple(JobState.__dataclass_fields__)
 
 
-def job_columns(state: JobState, seq: int) -> dict[str, Any]:
-    """The ``jobs`` row of ``state``; ``seq`` is the stream sequence of its last event."""
-    row = {name: getattr(state, name) for name in _STATE_FIELDS}
-    row["status"] = state.status.value
-    row["pending_reason"] = state.pending_reason.value if state.pending_reason else None
-    row["last_seq"] = seq
-    return row
+JOB_COLUMNS = (*_STATE_FIELDS, "last_seq")
+"""The ``jobs`` columns, in the order of :func:`job_row`'s tuples."""
+_STATUS, _REASON = _STATE_FIELDS.index("status"), _STATE_FIELDS.index("pending_reason")
+
+
+def job_row(state: JobState, seq: int) -> tuple[Any, ...]:
+    """The ``jobs`` row of ``state``, in :data:`JOB_COLUMNS` order; ``seq`` is the stream
+    sequence of its last event."""
+    row = [getattr(state, name) for name in _STATE_FIELDS]
+    row[_STATUS] = state.status.value
+    row[_REASON] = state.pending_reason.value if state.pending_reason else None
+    row.append(seq)
+    return tuple(row)
 
 
 def state_from_row(row: Mapping[str, Any]) -> JobState:
@@ -90,8 +96,10 @@ class JobEventRow(SQLModel, table=True):
     message or a schema-1 event that named nobody."""
     applied: bool
     rejected_because: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    body: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The event's JSON as it was published (its bytes, as received), for a decodable one."""
     raw: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The message's bytes (UTF-8, replaced where invalid), for an undecodable one."""
 
 
 class ProjectionCheckpoint(SQLModel, table=True):
