@@ -1,5 +1,6 @@
 """The jobs projection: ``jobs`` (current state), ``job_events`` (the timeline),
-``metrics_minute`` and ``dead_letters``, all from the event log in one transaction.
+``metrics_minute``, ``queue_depth`` (and its minutes), ``job_errors`` and ``dead_letters``,
+all from the event log in one transaction.
 
 Exactly once: :func:`apply_batch` skips every event at or below the checkpoint and moves the
 checkpoint in the same transaction as the rows it changed. A crash before the commit loses
@@ -35,7 +36,7 @@ from ferrisqueue.store.models import (
     job_columns,
     state_from_row,
 )
-from projections import dead_letters, health, metrics
+from projections import dead_letters, depth, errors, health, metrics
 from projections.metrics import Applied
 
 NAME = queries.JOBS_PROJECTION
@@ -155,6 +156,8 @@ def _apply(
             [job_columns(state, last_seq[job_id]) for job_id, state in changed.items()],
         )
     metrics.write(session, dialect, applied)
+    depth.write(session, dialect, applied)
+    errors.write(session, timeline, states)
     dead_letters.write(session, dialect, applied)
     if orphans:
         first = orphans[0]

@@ -183,6 +183,42 @@ class GatewayClient:
         answer: list[JSON] = self._get("/job-types")
         return answer
 
+    def waiting_jobs(
+        self, *, reason: str = "scheduled", cursor: str | None = None, limit: int = 50
+    ) -> JSON:
+        """Jobs waiting for a time, soonest first: ``{"items", "next_cursor", "counts"}``."""
+        params = _params(reason=reason, cursor=cursor, limit=limit)
+        answer: JSON = self._get("/jobs/waiting", params=params)
+        return answer
+
+    def schedules(self, *, next: int = 3) -> list[JSON]:
+        """Every periodic schedule with its next ``next`` fire times."""
+        answer: list[JSON] = self._get("/schedules", params={"next": next})
+        return answer
+
+    def schedule_jobs(self, name: str, *, limit: int = 5) -> list[JSON]:
+        """The newest jobs schedule ``name`` created, newest first."""
+        answer: list[JSON] = self._get(f"/schedules/{name}/jobs", params={"limit": limit})
+        return answer
+
+    def queue_stats(self, queue: str, *, since: datetime, until: datetime) -> JSON:
+        """One queue's minutes, totals per job type and depth by state over [since, until)."""
+        params = {"since": since.isoformat(), "until": until.isoformat()}
+        answer: JSON = self._get(f"/stats/queues/{queue}", params=params)
+        return answer
+
+    def error_groups(self, *, since: datetime, until: datetime) -> JSON:
+        """Failed attempts grouped by error type and message, each with its trend."""
+        params = {"since": since.isoformat(), "until": until.isoformat()}
+        answer: JSON = self._get("/errors", params=params)
+        return answer
+
+    def error_attempts(self, key: str, *, cursor: str | None = None, limit: int = 50) -> JSON:
+        """One page of an error group's failed attempts, newest first."""
+        params = _params(cursor=cursor, limit=limit)
+        answer: JSON = self._get(f"/errors/{key}/attempts", params=params)
+        return answer
+
     # --- writes -----------------------------------------------------------------------------
 
     def submit(self, type: str, payload: JSON, queue: str) -> JSON:
