@@ -8,7 +8,8 @@ at 100 (``python -m bench --only dashboard`` measures it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, or_
 from sqlalchemy import select as select_columns
@@ -17,7 +18,13 @@ from sqlmodel import Session, col, select
 from ferrisqueue.domain.events import cron_actor
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.states import PendingReason
-from ferrisqueue.store.models import JobErrorRow, JobRow, QueueDepthMinuteRow, QueueDepthRow
+from ferrisqueue.store.models import (
+    JobErrorRow,
+    JobRow,
+    MetricsMinuteRow,
+    QueueDepthMinuteRow,
+    QueueDepthRow,
+)
 
 WAITING = (PendingReason.SCHEDULED, PendingReason.RETRYING)
 """The reasons a job waits for a time: ``run_at`` (scheduled) or ``retry_at`` (retrying)."""
@@ -60,6 +67,17 @@ def schedule_jobs(session: Session, schedule: str, *, limit: int = 5) -> list[Jo
         .limit(limit)
     )
     return [row.to_state() for row in session.exec(query)]
+
+
+def queue_minutes(session: Session, queue: str, since: datetime, until: datetime) -> list[Any]:
+    """``queue``'s per-minute metrics rows (all job types) in [since, until): plain rows
+    with the columns as attributes, not ORM objects, which cost twice as much at a day's
+    thousands of minutes."""
+    table = MetricsMinuteRow.__table__  # type: ignore[attr-defined]
+    query = select_columns(table).where(
+        table.c.queue == queue, table.c.minute >= since, table.c.minute < until
+    )
+    return list(session.execute(query.order_by(table.c.minute)))
 
 
 def queue_depth(session: Session) -> dict[tuple[str, str], int]:
@@ -125,11 +143,31 @@ def error_groups(session: Session, since: datetime, until: datetime) -> list[Err
     ]
 
 
-def error_times(session: Session, since: datetime, until: datetime) -> list[tuple[str, datetime]]:
-    """(group, time) of every failed attempt in [since, until): the groups' trends."""
+def error_trends(
+    session: Session, since: datetime, until: datetime, buckets: int
+) -> dict[str, list[int]]:
+    """Each group's failed attempts in each of ``buckets`` equal parts of [since, until),
+    counted by the database (a day of failures is tens of thousands of rows)."""
     e = JobErrorRow
-    query = select(e.group_key, e.at).where(col(e.at) >= since, col(e.at) < until)
-    return [(key, at) for key, at in session.exec(query)]
+    width = (until - since).total_seconds() / buckets
+    offset: Any  # seconds from since to the attempt
+    if session.get_bind().dialect.name == "sqlite":
+        start = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        offset = (func.julianday(col(e.at)) - func.julianday(start)) * 86400.0
+        bucket = cast(offset / width, Integer)  # offsets are >= 0: truncation is floor
+    else:
+        offset = func.extract("epoch", col(e.at) - since)
+        bucket = cast(func.floor(offset / width), Integer)
+    query = (
+        select_columns(col(e.group_key), bucket, func.count())
+        .where(col(e.at) >= since, col(e.at) < until)
+        .group_by(col(e.group_key), bucket)
+    )
+    trends: dict[str, list[int]] = {}
+    for key, index, count in session.execute(query):
+        trend = trends.setdefault(key, [0] * buckets)
+        trend[min(max(int(index), 0), buckets - 1)] += count
+    return trends
 
 
 def error_attempts(

@@ -23,6 +23,10 @@ class JobRow(SQLModel, table=True):
 
     __tablename__ = "jobs"
     __table_args__ = (
+        # Counts per (queue, status) read only this index; a status's newest jobs (the Errors
+        # page's failed ones) are a range of the next, already in job id order.
+        Index("ix_jobs_queue_status", "queue", "status"),
+        Index("ix_jobs_status_job_id", "status", "job_id"),
         # The dashboard's Scheduled page (waiting jobs by due time) and Cron page (a
         # schedule's newest jobs): each a range of one index, however many jobs the store has.
         Index("ix_jobs_waiting_run_at", "pending_reason", "run_at", "job_id"),
@@ -31,9 +35,9 @@ class JobRow(SQLModel, table=True):
     )
 
     job_id: str = Field(primary_key=True, max_length=64)
-    queue: str = Field(index=True, max_length=64)
+    queue: str = Field(max_length=64)
     type: str = Field(index=True, max_length=64)
-    status: str = Field(index=True, max_length=16)
+    status: str = Field(max_length=16)
     pending_reason: str | None = Field(default=None, max_length=16)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
@@ -16,8 +16,7 @@ from ferrisqueue.domain import histogram
 from ferrisqueue.domain.events import Token, utcnow
 from ferrisqueue.domain.principal import Scope
 from ferrisqueue.domain.states import PendingReason
-from ferrisqueue.store import insights, queries
-from ferrisqueue.store.models import MetricsMinuteRow
+from ferrisqueue.store import insights
 from gateway.deps import Authorized, SessionDep
 from gateway.insight_schemas import (
     DepthPoint,
@@ -102,9 +101,9 @@ async def queue_stats(
     since = since or until - timedelta(hours=1)
 
     def read(session: Session) -> QueueStatsOut:
-        rows = queries.minutes(session, since, until, queue=queue)
-        by_minute: dict[datetime, list[MetricsMinuteRow]] = {}
-        by_type: dict[str, list[MetricsMinuteRow]] = {}
+        rows = insights.queue_minutes(session, queue, since, until)
+        by_minute: dict[datetime, list[Any]] = {}
+        by_type: dict[str, list[Any]] = {}
         for row in rows:
             by_minute.setdefault(row.minute, []).append(row)
             by_type.setdefault(row.type, []).append(row)
@@ -123,7 +122,7 @@ async def queue_stats(
     return await run_in_threadpool(read, session)
 
 
-def _merged(rows: Iterable[MetricsMinuteRow]) -> dict[str, float | int | None]:
+def _merged(rows: Iterable[Any]) -> dict[str, float | int | None]:
     rows = list(rows)
     hists = {
         "wait_ms": histogram.merge(r.wait_hist for r in rows),
@@ -155,9 +154,7 @@ async def error_groups(
 
     def read(session: Session) -> ErrorGroupsOut:
         groups = insights.error_groups(session, since, until)
-        trends = {g.key: [0] * _TREND_BUCKETS for g in groups}
-        for key, at in insights.error_times(session, since, until):
-            trends[key][min(int((at - since) / bucket), _TREND_BUCKETS - 1)] += 1
+        trends = insights.error_trends(session, since, until, _TREND_BUCKETS)
         return ErrorGroupsOut(
             since=since,
             until=until,
@@ -172,7 +169,7 @@ async def error_groups(
                     final=g.final,
                     first_at=g.first_at,
                     last_at=g.last_at,
-                    trend=trends[g.key],
+                    trend=trends.get(g.key, [0] * _TREND_BUCKETS),
                 )
                 for g in groups
             ],

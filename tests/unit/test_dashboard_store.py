@@ -130,6 +130,10 @@ def test_error_groups_count_attempts_and_jobs_and_list_them(store_engine: Engine
         assert (group.attempts, group.jobs, group.final) == (2, 1, 1)
         assert (group.first_at, group.last_at) == (at(1.5), at(2.5))
         assert insights.error_groups(session, at(3), at(10)) == []
+        # Counted by minute over 12:00-12:10: attempts at 12:01:30 and 12:02:30.
+        assert insights.error_trends(session, at(0), at(10), 10) == {
+            group.key: [0, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+        }
         attempts = insights.error_attempts(session, group.key)
         assert [(row.job_id, row.final, status) for row, status in attempts] == [
             ("job-002", True, "failed"),
