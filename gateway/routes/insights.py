@@ -73,9 +73,10 @@ async def waiting_jobs(
 
 def _waiting_cursor(cursor: str) -> tuple[datetime, str]:
     at, sep, job_id = cursor.partition("|")
-    if not sep or not job_id:
+    due = datetime.fromisoformat(at) if sep and job_id else None
+    if due is None or due.tzinfo is None:
         raise ValueError("not a cursor of this list")
-    return datetime.fromisoformat(at), job_id
+    return due, job_id
 
 
 @router.get("/schedules/{name}/jobs", dependencies=[Authorized(Scope.JOBS_READ)])
