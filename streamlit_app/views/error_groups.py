@@ -91,7 +91,7 @@ def render() -> None:
             selection_mode="single-row",
             key="error_groups_list",
             column_config={
-                "message": st.column_config.TextColumn(width="large"),
+                "message": st.column_config.TextColumn(width="medium"),
                 "trend": st.column_config.BarChartColumn(
                     f"trend ({bucket:g} min per bar)", y_min=0
                 ),

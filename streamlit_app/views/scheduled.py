@@ -20,6 +20,16 @@ from streamlit_app.joblink import pager, pager_buttons, selectable
 
 PAGE_SIZE = 50
 KINDS = {"Delayed": "scheduled", "Retries waiting": "retrying"}
+COLUMNS = [
+    "job",
+    "queue",
+    "type",
+    "due (UTC)",
+    "due in",
+    "attempts so far",
+    "last error",
+    "created",
+]
 
 
 def waiting_table(jobs: list[dict[str, Any]], reason: str, now: datetime) -> pd.DataFrame:
@@ -40,9 +50,7 @@ def waiting_table(jobs: list[dict[str, Any]], reason: str, now: datetime) -> pd.
                 "created": clock(job["created_at"]),
             }
         )
-    columns = ["job", "queue", "type", "due (UTC)", "due in", "attempts so far", "last error"]
-    columns += ["created"]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.drop(columns=["attempts so far", "last error"]) if reason == "scheduled" else frame
 
 
