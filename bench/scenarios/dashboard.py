@@ -203,6 +203,7 @@ def api_calls(gateway_url: str, runs: int) -> dict[str, float]:
         paths = {
             "GET /queues": "/queues",
             "GET /projections": "/projections",
+            "GET /stats/throughput (1 h)": "/stats/throughput",
             "GET /schedules (10)": "/schedules",
             "GET /jobs?status=failed": "/jobs?status=failed&limit=100",
             "GET /jobs/waiting (scheduled)": "/jobs/waiting?reason=scheduled",
