@@ -4,6 +4,7 @@
     python -m bench --only processing --workers 2 --jobs 5000
     python -m bench --only durability --jobs 5000   # default fsync against sync_interval: always
     python -m bench --only projection        # the projector in process: events/s on each store
+    python -m bench --only dashboard --jobs 100000  # page loads, SQLite and PostgreSQL
     python -m bench --profile bench/results/profiles   # py-spy on a worker, if installed
     python -m bench peers                    # the peers (make bench-peers; needs their venv)
 
@@ -26,7 +27,7 @@ from typing import Any
 from bench.harness import REPO, env_float, env_int
 
 SCENARIOS = ("baseline", "enqueue", "processing", "latency", "projection")
-OPTIONAL = ("durability",)
+OPTIONAL = ("durability", "dashboard")
 """Scenarios run only when named with ``--only`` (not part of ``make bench``)."""
 RESULTS = REPO / "bench" / "results"
 
@@ -91,7 +92,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     # Imported here: the scenarios need the product's venv, `peers` must not.
     from bench.report import machine
-    from bench.scenarios import baseline, durability, enqueue, latency, processing, projection
+    from bench.scenarios import (
+        baseline,
+        dashboard,
+        durability,
+        enqueue,
+        latency,
+        processing,
+        projection,
+    )
 
     unknown = set(args.only) - set(SCENARIOS + OPTIONAL)
     if unknown:
@@ -137,6 +146,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "durability" in args.only:
         log.info("durability: default fsync against sync_interval: always, %d jobs", args.jobs)
         results["durability"] = await durability.run(args.jobs, concurrency=args.concurrency)
+    if "dashboard" in args.only:
+        log.info("dashboard: page loads with %d jobs in the read store", args.jobs)
+        results["dashboard"] = await dashboard.run(args.jobs)
     return results
 
 

@@ -243,6 +243,10 @@ def markdown(results: dict[str, Any]) -> str:
                 ]
             )
         out += _table(["what", "msgs/s"], rows)
+    if dashboard := results.get("dashboard"):
+        from bench.scenarios.dashboard import markdown as dashboard_markdown
+
+        out += dashboard_markdown(dashboard)
     return "\n".join(out)
 
 

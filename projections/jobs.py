@@ -1,5 +1,6 @@
 """The jobs projection: ``jobs`` (current state), ``job_events`` (the timeline),
-``metrics_minute`` and ``dead_letters``, all from the event log in one transaction.
+``metrics_minute``, ``queue_depth`` (and its minutes), ``job_errors`` and ``dead_letters``,
+all from the event log in one transaction.
 
 Exactly once: :func:`apply_batch` skips every event at or below the checkpoint and moves the
 checkpoint in the same transaction as the rows it changed. A crash before the commit loses
@@ -28,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
+from ferrisqueue.domain.events import Failed
 from ferrisqueue.domain.fold import JobState, apply, evolve
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import parse_job_subject
@@ -41,7 +43,7 @@ from ferrisqueue.store.models import (
     job_row,
     state_from_row,
 )
-from projections import dead_letters, health, metrics
+from projections import dead_letters, depth, errors, health, metrics
 from projections.metrics import Applied
 
 NAME = queries.JOBS_PROJECTION
@@ -55,6 +57,7 @@ _TIMELINE_COLUMNS = (
     "seq", "job_id", "event", "at", "stored_at", "actor", "applied", "rejected_because", "body",
     "raw",
 )  # fmt: skip
+_APPLIED = _TIMELINE_COLUMNS.index("applied")
 
 
 @functools.cache
@@ -173,6 +176,13 @@ def _apply(
         session, [job_row(state, last_seq[job_id]) for job_id, state in changed.items()]
     )
     metrics.write(session, dialect.name, applied)
+    depth.write(session, dialect.name, applied)
+    failed = [
+        (stored.seq, stored.event)
+        for stored, row in zip(fresh, timeline, strict=True)
+        if row[_APPLIED] and isinstance(stored.event, Failed)
+    ]
+    errors.write(session, failed, states)
     dead_letters.write(session, dialect.name, applied)
     if orphans:
         first = orphans[0]
