@@ -264,11 +264,6 @@ class GatewayClient:
         answer: list[JSON] = self._get(f"/queues/{queue}/events")
         return answer
 
-    def schedules(self, *, next: int = 3) -> list[JSON]:
-        """Every schedule with its next ``next`` fire times."""
-        answer: list[JSON] = self._get("/schedules", params={"next": next})
-        return answer
-
     def schedule_action(self, name: str, action: str) -> JSON:
         """POST /schedules/{name}/pause, /resume or /trigger (``action``)."""
         answer: JSON = self._send("POST", f"/schedules/{name}/{action}")

@@ -162,12 +162,6 @@ def waiting_jobs(url: str, *, reason: str, cursor: str | None = None, limit: int
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def schedules(url: str, *, next: int = 3) -> list[JSON]:
-    with _client(url) as client:
-        return client.schedules(next=next)
-
-
-@st.cache_data(ttl=TTL, show_spinner=False)
 def schedule_jobs(url: str, name: str, *, limit: int = 5) -> list[JSON]:
     with _client(url) as client:
         return client.schedule_jobs(name, limit=limit)
