@@ -3,6 +3,8 @@
     python -m bench                          # everything (make bench)
     python -m bench --only processing --workers 2 --jobs 5000
     python -m bench --only durability --jobs 5000   # default fsync against sync_interval: always
+    python -m bench --only projection        # the projector in process: events/s on each store
+    python -m bench --only dashboard --jobs 100000  # page loads, SQLite and PostgreSQL
     python -m bench --profile bench/results/profiles   # py-spy on a worker, if installed
     python -m bench peers                    # the peers (make bench-peers; needs their venv)
 
@@ -24,8 +26,8 @@ from typing import Any
 
 from bench.harness import REPO, env_float, env_int
 
-SCENARIOS = ("baseline", "enqueue", "processing", "latency")
-OPTIONAL = ("durability",)
+SCENARIOS = ("baseline", "enqueue", "processing", "latency", "projection")
+OPTIONAL = ("durability", "dashboard")
 """Scenarios run only when named with ``--only`` (not part of ``make bench``)."""
 RESULTS = REPO / "bench" / "results"
 
@@ -76,6 +78,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-workers", type=int, default=2)
     p.add_argument("--profile", type=Path, default=None, help="py-spy output dir")
     p.add_argument(
+        "--projection-events", type=int, default=30_000, help="projection: events to apply"
+    )
+    p.add_argument(
         "--metrics",
         choices=("on", "off", "both"),
         default=os.environ.get("BENCH_METRICS", "on"),
@@ -87,7 +92,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     # Imported here: the scenarios need the product's venv, `peers` must not.
     from bench.report import machine
-    from bench.scenarios import baseline, durability, enqueue, latency, processing
+    from bench.scenarios import (
+        baseline,
+        dashboard,
+        durability,
+        enqueue,
+        latency,
+        processing,
+        projection,
+    )
 
     unknown = set(args.only) - set(SCENARIOS + OPTIONAL)
     if unknown:
@@ -127,9 +140,15 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             workers=args.latency_workers,
             concurrency=args.concurrency,
         )
+    if "projection" in args.only:
+        log.info("projection: %d events, in process", args.projection_events)
+        results["projection"] = projection.run(args.projection_events)
     if "durability" in args.only:
         log.info("durability: default fsync against sync_interval: always, %d jobs", args.jobs)
         results["durability"] = await durability.run(args.jobs, concurrency=args.concurrency)
+    if "dashboard" in args.only:
+        log.info("dashboard: page loads with %d jobs in the read store", args.jobs)
+        results["dashboard"] = await dashboard.run(args.jobs)
     return results
 
 

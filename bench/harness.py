@@ -175,10 +175,10 @@ def system(
             _env_file=None,
             nats_url=server.url,
             var_dir=root / "var",
-            database_url=f"sqlite:///{root / 'read.db'}",
             gateway_port=free_port(),
             nats_sync_always=sync_always,
-            **settings,  # type: ignore[arg-type]
+            # A SQLite read store in the temp dir unless ``settings`` names another.
+            **{"database_url": f"sqlite:///{root / 'read.db'}", **settings},  # type: ignore[arg-type]
         ),
         metrics=metrics,
     )

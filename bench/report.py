@@ -186,6 +186,21 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in latency
             ],
         )
+    if projection := results.get("projection"):
+        out += ["### Projector in process (decode + apply, no NATS)", ""]
+        out += _table(
+            ["store", "events", "events/s", "decode µs/event", "apply µs/event CPU / wall"],
+            [
+                [
+                    r["store"],
+                    _n(r["events"]),
+                    _n(r["events_per_s"]),
+                    _n(r["decode_us"], 1),
+                    f"{_n(r['apply_cpu_us'], 1)} / {_n(r['apply_wall_us'], 1)}",
+                ]
+                for r in projection
+            ],
+        )
     if durability := results.get("durability"):
         out += ["### Durability profiles (fsync policy of the server)", ""]
         out += _table(
@@ -228,6 +243,10 @@ def markdown(results: dict[str, Any]) -> str:
                 ]
             )
         out += _table(["what", "msgs/s"], rows)
+    if dashboard := results.get("dashboard"):
+        from bench.scenarios.dashboard import markdown as dashboard_markdown
+
+        out += dashboard_markdown(dashboard)
     return "\n".join(out)
 
 

@@ -28,7 +28,16 @@ from gateway.deps import bind_job_log_fields
 from gateway.limits import BodyLimits
 from gateway.metrics import instrument
 from gateway.nats_link import NatsLink
-from gateway.routes import batch, dead_letters, health, jobs, observe, queues, schedules
+from gateway.routes import (
+    batch,
+    dead_letters,
+    health,
+    insights,
+    jobs,
+    observe,
+    queues,
+    schedules,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,7 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
         if settings.log_format is LogFormat.JSON
         else [],
     )
+    app.include_router(insights.router)  # before jobs: /jobs/waiting is not a job id
     app.include_router(jobs.router)
     app.include_router(batch.router)
     app.include_router(queues.router)

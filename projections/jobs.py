@@ -1,5 +1,6 @@
 """The jobs projection: ``jobs`` (current state), ``job_events`` (the timeline),
-``metrics_minute`` and ``dead_letters``, all from the event log in one transaction.
+``metrics_minute``, ``queue_depth`` (and its minutes), ``job_errors`` and ``dead_letters``,
+all from the event log in one transaction.
 
 Exactly once: :func:`apply_batch` skips every event at or below the checkpoint and moves the
 checkpoint in the same transaction as the rows it changed. A crash before the commit loses
@@ -9,7 +10,9 @@ the runner hands over only batches that follow it without a gap (:mod:`.contigui
 event is skipped either.
 
 Writes are set-based (one multi-row insert for the timeline, one upsert for the jobs) so a
-batch costs a handful of statements, not one per event.
+batch costs a handful of statements, not one per event; those two go to the driver as tuples
+(:mod:`ferrisqueue.store.bulk`), and a timeline row keeps the event's bytes as received
+rather than a re-serialised copy.
 
 Poison policy: an event that cannot be decoded, or that is an illegal transition, does not
 stop the projection. It is *parked* in the job's timeline (``applied = false`` with the
@@ -18,24 +21,29 @@ reason, and the raw body when undecodable), where the API and dashboard show it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
+from ferrisqueue.domain.events import Failed
 from ferrisqueue.domain.fold import JobState, apply, evolve
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import parse_job_subject
 from ferrisqueue.store import queries
-from ferrisqueue.store.db import checkpoint_at, commit_at, upsert
+from ferrisqueue.store.bulk import BulkWriter
+from ferrisqueue.store.db import checkpoint_at, commit_at
 from ferrisqueue.store.models import (
+    JOB_COLUMNS,
     JobEventRow,
     JobRow,
-    job_columns,
+    job_row,
     state_from_row,
 )
-from projections import dead_letters, health, metrics
+from projections import dead_letters, depth, errors, health, metrics
 from projections.metrics import Applied
 
 NAME = queries.JOBS_PROJECTION
@@ -45,6 +53,20 @@ _JOBS = JobRow.__table__  # type: ignore[attr-defined]
 _CREATION = ("payload", "queue", "type", "created_at", "submitted_by")
 """Columns only a job's creation sets: an update leaves them (and need not send them)."""
 _TIMELINE = JobEventRow.__table__  # type: ignore[attr-defined]
+_TIMELINE_COLUMNS = (
+    "seq", "job_id", "event", "at", "stored_at", "actor", "applied", "rejected_because", "body",
+    "raw",
+)  # fmt: skip
+_APPLIED = _TIMELINE_COLUMNS.index("applied")
+
+
+@functools.cache
+def _writers(dialect: Dialect) -> tuple[BulkWriter, BulkWriter]:
+    """The timeline's insert and the jobs' upsert, prepared once per dialect."""
+    return (
+        BulkWriter(_TIMELINE, _TIMELINE_COLUMNS, dialect),
+        BulkWriter(_JOBS, JOB_COLUMNS, dialect, key=("job_id",), keep=_CREATION),
+    )
 
 
 CACHE_LIMIT = 50_000
@@ -146,16 +168,22 @@ def _apply(
     orphans: list[StoredEvent] = []
     timeline = [_timeline_row(stored, states, last_seq, applied, orphans) for stored in fresh]
 
-    dialect = session.get_bind().dialect.name
-    session.execute(insert(_TIMELINE), timeline)
+    dialect = session.get_bind().dialect
+    timeline_writer, jobs_writer = _writers(dialect)
+    timeline_writer.execute(session, timeline)
     changed = {job_id: states[job_id] for job_id in last_seq}
-    if changed:
-        session.execute(
-            upsert(dialect, _JOBS, "job_id", keep=_CREATION),
-            [job_columns(state, last_seq[job_id]) for job_id, state in changed.items()],
-        )
-    metrics.write(session, dialect, applied)
-    dead_letters.write(session, dialect, applied)
+    jobs_writer.execute(
+        session, [job_row(state, last_seq[job_id]) for job_id, state in changed.items()]
+    )
+    metrics.write(session, dialect.name, applied)
+    depth.write(session, dialect.name, applied)
+    failed = [
+        (stored.seq, stored.event)
+        for stored, row in zip(fresh, timeline, strict=True)
+        if row[_APPLIED] and isinstance(stored.event, Failed)
+    ]
+    errors.write(session, failed, states)
+    dead_letters.write(session, dialect.name, applied)
     if orphans:
         first = orphans[0]
         health.count(
@@ -176,24 +204,17 @@ def _timeline_row(
     last_seq: dict[str, int],
     applied: list[Applied],
     orphans: list[StoredEvent],
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
     """Fold one event into ``states`` (noting it in ``applied`` if it was, in ``orphans`` if
-    its job was never created) and describe it as a timeline row."""
+    its job was never created) and describe it as a timeline row (:data:`_TIMELINE_COLUMNS`)."""
     event = stored.event
+    text = stored.data.decode("utf-8", errors="replace")
     if event is None:
         reason = stored.error.reason if stored.error else "?"
-        return {
-            "seq": stored.seq,
-            "job_id": _job_id(stored) or "",
-            "event": stored.subject.rsplit(".", 1)[-1][:32],
-            "at": stored.stored_at,
-            "stored_at": stored.stored_at,
-            "actor": None,
-            "applied": False,
-            "rejected_because": f"undecodable: {reason}",
-            "body": None,
-            "raw": stored.data.decode("utf-8", errors="replace"),
-        }
+        job_id = _job_id(stored) or ""
+        kind = stored.subject.rsplit(".", 1)[-1][:32]
+        at = stored.stored_at
+        return (stored.seq, job_id, kind, at, at, None, False, f"undecodable: {reason}", None, text)
     before = states.get(event.job_id)
     transition = apply(before, event)
     if transition.applied and transition.state is not None:
@@ -202,18 +223,18 @@ def _timeline_row(
         applied.append((before, event, transition.state))
     elif transition.state is None:
         orphans.append(stored)
-    return {
-        "seq": stored.seq,
-        "job_id": event.job_id,
-        "event": event.event,
-        "at": event.at,
-        "stored_at": stored.stored_at,
-        "actor": event.actor,
-        "applied": transition.applied,
-        "rejected_because": transition.rejected_because,
-        "body": event.model_dump(mode="json", exclude_none=True),
-        "raw": None,
-    }
+    return (
+        stored.seq,
+        event.job_id,
+        event.event,
+        event.at,
+        stored.stored_at,
+        event.actor,
+        transition.applied,
+        transition.rejected_because,
+        text,
+        None,
+    )
 
 
 def _job_id(stored: StoredEvent) -> str | None:

@@ -4,10 +4,12 @@
 It reads the gateway over HTTP and owns no data. This file only sets the page up, asks for a
 login (:mod:`streamlit_app.login`), checks that the gateway answers and hands over to one of
 the pages in ``views/``: ``overview`` (queue lengths, throughput, latency, projection lag),
-``workers`` (health), ``errors`` (failed jobs, dead letters), ``jobs`` (the list), ``job``
-(one job: payload, attempts, timeline, actions), ``operate`` (pause queues and schedules,
-bulk dead-letter actions: :mod:`streamlit_app.actions`) and ``submit`` (a form that POSTs
-a job, with the operator's own key).
+``workers`` (health), ``errors`` (failed jobs, dead letters), ``scheduled`` (delayed jobs,
+retries waiting), ``cron`` (schedules, next runs, last outcome), ``queues`` (one queue over
+time), ``error_groups`` (failed attempts by error), ``jobs`` (the list), ``job`` (one job:
+payload, attempts, timeline, actions), ``operate`` (pause queues and schedules, bulk
+dead-letter actions: :mod:`streamlit_app.actions`) and ``submit`` (a form that POSTs a job,
+with the operator's own key).
 Each page is a file (``st.Page``) so that ``AppTest.switch_page`` can reach it in tests.
 """
 
@@ -26,6 +28,11 @@ def pages() -> list[st.Page]:
         st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
         st.Page("views/workers.py", title="Workers", icon=":material/dns:"),
         st.Page("views/errors.py", title="Errors", icon=":material/error:"),
+        # Scheduled, Cron, Queues, Error groups: streamlit_app/views/ (their own modules).
+        st.Page("views/scheduled.py", title="Scheduled", icon=":material/schedule:"),
+        st.Page("views/cron.py", title="Cron", icon=":material/event_repeat:"),
+        st.Page("views/queues.py", title="Queues", icon=":material/stacked_line_chart:"),
+        st.Page("views/error_groups.py", title="Error groups", icon=":material/bug_report:"),
         st.Page("views/jobs.py", title="Jobs", icon=":material/list:"),
         st.Page("views/job.py", title="Job", icon=":material/description:"),
         st.Page("views/operate.py", title="Operate", icon=":material/tune:"),

@@ -8,6 +8,8 @@ Every answer is the gateway's JSON as plain dicts and lists, so the pages can ca
 
 from __future__ import annotations
 
+import functools
+import ssl
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -75,7 +77,11 @@ class GatewayClient:
         self.base_url = base_url
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
-            base_url=base_url, timeout=timeout, transport=transport, headers=headers
+            base_url=base_url,
+            timeout=timeout,
+            transport=transport,
+            headers=headers,
+            verify=_tls_context(),
         )
 
     def __enter__(self) -> GatewayClient:
@@ -183,6 +189,42 @@ class GatewayClient:
         answer: list[JSON] = self._get("/job-types")
         return answer
 
+    def waiting_jobs(
+        self, *, reason: str = "scheduled", cursor: str | None = None, limit: int = 50
+    ) -> JSON:
+        """Jobs waiting for a time, soonest first: ``{"items", "next_cursor", "counts"}``."""
+        params = _params(reason=reason, cursor=cursor, limit=limit)
+        answer: JSON = self._get("/jobs/waiting", params=params)
+        return answer
+
+    def schedules(self, *, next: int = 3) -> list[JSON]:
+        """Every periodic schedule with its next ``next`` fire times."""
+        answer: list[JSON] = self._get("/schedules", params={"next": next})
+        return answer
+
+    def schedule_jobs(self, name: str, *, limit: int = 5) -> list[JSON]:
+        """The newest jobs schedule ``name`` created, newest first."""
+        answer: list[JSON] = self._get(f"/schedules/{name}/jobs", params={"limit": limit})
+        return answer
+
+    def queue_stats(self, queue: str, *, since: datetime, until: datetime) -> JSON:
+        """One queue's minutes, totals per job type and depth by state over [since, until)."""
+        params = {"since": since.isoformat(), "until": until.isoformat()}
+        answer: JSON = self._get(f"/stats/queues/{queue}", params=params)
+        return answer
+
+    def error_groups(self, *, since: datetime, until: datetime) -> JSON:
+        """Failed attempts grouped by error type and message, each with its trend."""
+        params = {"since": since.isoformat(), "until": until.isoformat()}
+        answer: JSON = self._get("/errors", params=params)
+        return answer
+
+    def error_attempts(self, key: str, *, cursor: str | None = None, limit: int = 50) -> JSON:
+        """One page of an error group's failed attempts, newest first."""
+        params = _params(cursor=cursor, limit=limit)
+        answer: JSON = self._get(f"/errors/{key}/attempts", params=params)
+        return answer
+
     # --- writes -----------------------------------------------------------------------------
 
     def submit(self, type: str, payload: JSON, queue: str) -> JSON:
@@ -222,11 +264,6 @@ class GatewayClient:
         answer: list[JSON] = self._get(f"/queues/{queue}/events")
         return answer
 
-    def schedules(self, *, next: int = 3) -> list[JSON]:
-        """Every schedule with its next ``next`` fire times."""
-        answer: list[JSON] = self._get("/schedules", params={"next": next})
-        return answer
-
     def schedule_action(self, name: str, action: str) -> JSON:
         """POST /schedules/{name}/pause, /resume or /trigger (``action``)."""
         answer: JSON = self._send("POST", f"/schedules/{name}/{action}")
@@ -248,6 +285,13 @@ class GatewayClient:
             return response.json()
         except ValueError as exc:
             raise GatewayRefused(response.status_code, "the answer is not JSON") from exc
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, made once: a page makes a client per gateway call, and
+    loading the CA bundle for each took 60-100 ms (most of a page's time at any size)."""
+    return httpx.create_ssl_context()
 
 
 def _params(**values: Any) -> dict[str, Any]:

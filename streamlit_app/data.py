@@ -155,6 +155,40 @@ def job_types(url: str) -> list[JSON]:
         return client.job_types()
 
 
+@st.cache_data(ttl=TTL, show_spinner=False)
+def waiting_jobs(url: str, *, reason: str, cursor: str | None = None, limit: int = 50) -> JSON:
+    with _client(url) as client:
+        return client.waiting_jobs(reason=reason, cursor=cursor, limit=limit)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def schedule_jobs(url: str, name: str, *, limit: int = 5) -> list[JSON]:
+    with _client(url) as client:
+        return client.schedule_jobs(name, limit=limit)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def queue_stats(url: str, queue: str, *, minutes: int = 60) -> JSON:
+    """The last ``minutes`` of one queue (the window ends now, at fetch time)."""
+    until = utcnow()
+    with _client(url) as client:
+        return client.queue_stats(queue, since=until - timedelta(minutes=minutes), until=until)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def error_groups(url: str, *, minutes: int = 1440) -> JSON:
+    """Error groups of the last ``minutes`` (the window ends now, at fetch time)."""
+    until = utcnow()
+    with _client(url) as client:
+        return client.error_groups(since=until - timedelta(minutes=minutes), until=until)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def error_attempts(url: str, key: str, *, cursor: str | None = None, limit: int = 50) -> JSON:
+    with _client(url) as client:
+        return client.error_attempts(key, cursor=cursor, limit=limit)
+
+
 def queue_names(url: str) -> list[str]:
     """Every queue that has jobs."""
     return [row["queue"] for row in queues(url)]

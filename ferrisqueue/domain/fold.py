@@ -106,17 +106,17 @@ def apply(state: JobState | None, event: BaseEvent) -> Transition:
     return Transition(evolve(state, changes), True)
 
 
-_FIELDS = tuple(JobState.__dataclass_fields__)
+_SLOTS = tuple((name, getattr(JobState, name)) for name in JobState.__dataclass_fields__)
+"""Each field's slot descriptor: reading and writing a slot through it skips the frozen
+class's ``__setattr__`` and the name lookup."""
 
 
 def evolve(state: JobState, changes: Mapping[str, Any]) -> JobState:
     """``dataclasses.replace(state, **changes)``, which was most of the fold's time: it
-    inspects the fields and validates the arguments on every call; this copies them."""
+    inspects the fields and validates the arguments on every call; this copies the slots."""
     evolved = object.__new__(JobState)
-    for name in _FIELDS:
-        object.__setattr__(
-            evolved, name, changes[name] if name in changes else getattr(state, name)
-        )
+    for name, slot in _SLOTS:
+        slot.__set__(evolved, changes[name] if name in changes else slot.__get__(state))
     return evolved
 
 

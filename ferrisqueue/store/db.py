@@ -25,9 +25,11 @@ from ferrisqueue.errors import CheckpointMoved, ConfigurationError
 from ferrisqueue.store import queries
 from ferrisqueue.store.models import ProjectionCheckpoint, SchemaInfo
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The read-store layout this code reads and writes (2: ``dead_letters`` records redrives and
-purges, and the last error; 3: ``job_events.actor``, who made each event happen)."""
+purges, and the last error; 3: ``job_events.actor``, who made each event happen; 4:
+``job_events.body`` is the event's JSON text as published, not a re-serialised copy; the
+dashboard's ``queue_depth``, ``queue_depth_minute`` and ``job_errors``, and ``jobs`` indexes)."""
 
 
 def make_engine(url: str) -> Engine:

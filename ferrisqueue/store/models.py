@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from ferrisqueue.domain.fold import JobState
@@ -22,11 +22,22 @@ class JobRow(SQLModel, table=True):
     """The current state of one job: the fold of all its events applied so far."""
 
     __tablename__ = "jobs"
+    __table_args__ = (
+        # Counts per (queue, status) read only this index; a status's newest jobs (the Errors
+        # page's failed ones) are a range of the next, already in job id order.
+        Index("ix_jobs_queue_status", "queue", "status"),
+        Index("ix_jobs_status_job_id", "status", "job_id"),
+        # The dashboard's Scheduled page (waiting jobs by due time) and Cron page (a
+        # schedule's newest jobs): each a range of one index, however many jobs the store has.
+        Index("ix_jobs_waiting_run_at", "pending_reason", "run_at", "job_id"),
+        Index("ix_jobs_waiting_retry_at", "pending_reason", "retry_at", "job_id"),
+        Index("ix_jobs_submitted_by", "submitted_by", "job_id"),
+    )
 
     job_id: str = Field(primary_key=True, max_length=64)
-    queue: str = Field(index=True, max_length=64)
+    queue: str = Field(max_length=64)
     type: str = Field(index=True, max_length=64)
-    status: str = Field(index=True, max_length=16)
+    status: str = Field(max_length=16)
     pending_reason: str | None = Field(default=None, max_length=16)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int
@@ -53,13 +64,19 @@ class JobRow(SQLModel, table=True):
 _STATE_FIELDS = tuple(JobState.__dataclass_fields__)
 
 
-def job_columns(state: JobState, seq: int) -> dict[str, Any]:
-    """The ``jobs`` row of ``state``; ``seq`` is the stream sequence of its last event."""
-    row = {name: getattr(state, name) for name in _STATE_FIELDS}
-    row["status"] = state.status.value
-    row["pending_reason"] = state.pending_reason.value if state.pending_reason else None
-    row["last_seq"] = seq
-    return row
+JOB_COLUMNS = (*_STATE_FIELDS, "last_seq")
+"""The ``jobs`` columns, in the order of :func:`job_row`'s tuples."""
+_STATUS, _REASON = _STATE_FIELDS.index("status"), _STATE_FIELDS.index("pending_reason")
+
+
+def job_row(state: JobState, seq: int) -> tuple[Any, ...]:
+    """The ``jobs`` row of ``state``, in :data:`JOB_COLUMNS` order; ``seq`` is the stream
+    sequence of its last event."""
+    row = [getattr(state, name) for name in _STATE_FIELDS]
+    row[_STATUS] = state.status.value
+    row[_REASON] = state.pending_reason.value if state.pending_reason else None
+    row.append(seq)
+    return tuple(row)
 
 
 def state_from_row(row: Mapping[str, Any]) -> JobState:
@@ -90,8 +107,10 @@ class JobEventRow(SQLModel, table=True):
     message or a schema-1 event that named nobody."""
     applied: bool
     rejected_because: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    body: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The event's JSON as it was published (its bytes, as received), for a decodable one."""
     raw: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The message's bytes (UTF-8, replaced where invalid), for an undecodable one."""
 
 
 class ProjectionCheckpoint(SQLModel, table=True):
@@ -172,6 +191,49 @@ class MetricsMinuteRow(SQLModel, table=True):
     canceled: int = 0
     wait_hist: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     run_hist: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class QueueDepthRow(SQLModel, table=True):
+    """How many unfinished jobs a queue holds in each state now (``pending:queued``,
+    ``pending:scheduled``, ``pending:retrying``, ``running``): kept by the jobs projection
+    from each event's state before and after, so no batch has to count the ``jobs`` table."""
+
+    __tablename__ = "queue_depth"
+
+    queue: str = Field(primary_key=True, max_length=64)
+    state: str = Field(primary_key=True, max_length=32)
+    depth: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class QueueDepthMinuteRow(SQLModel, table=True):
+    """A queue's depth in one state at the end of a minute (by the events' own times) in
+    which it changed; a minute without a row kept the depth of the row before it."""
+
+    __tablename__ = "queue_depth_minute"
+
+    queue: str = Field(primary_key=True, max_length=64)
+    state: str = Field(primary_key=True, max_length=32)
+    minute: datetime = Field(primary_key=True, sa_type=UtcDateTime)
+    depth: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class JobErrorRow(SQLModel, table=True):
+    """One failed attempt (a ``failed`` event), grouped by ``group_key``: a hash of its
+    error type and message, so the Errors page counts and trends each distinct error."""
+
+    __tablename__ = "job_errors"
+    __table_args__ = (Index("ix_job_errors_group", "group_key", "seq"),)
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    job_id: str = Field(max_length=64)
+    at: datetime = Field(index=True, sa_type=UtcDateTime)
+    queue: str = Field(max_length=64)
+    type: str = Field(max_length=64)
+    group_key: str = Field(max_length=16)
+    error_type: str = Field(max_length=200)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    final: bool
+    """No retry followed: the job failed for good with this error."""
 
 
 class DeadLetterRow(SQLModel, table=True):

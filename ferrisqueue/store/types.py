@@ -9,6 +9,7 @@ the time the projector spends applying a batch (six times per event).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,10 +38,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         def to_text(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            # The first 26 characters leave out the "+00:00": the text SQLAlchemy writes.
-            return _utc(value).isoformat(" ", "microseconds")[:26]
+            return None if value is None else _sqlite_text(value)
 
         return to_text
 
@@ -52,6 +50,15 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
         return from_text
+
+
+@functools.lru_cache(maxsize=16_384)
+def _sqlite_text(value: datetime) -> str:
+    """The text SQLite stores for ``value``. Cached: a job's row repeats the times its events'
+    timeline rows have just written (created, started, finished, updated), so most of the
+    projector's conversions are the same instants again."""
+    # The first 26 characters leave out the "+00:00": the text SQLAlchemy writes.
+    return _utc(value).isoformat(" ", "microseconds")[:26]
 
 
 def _utc(value: datetime) -> datetime:

@@ -42,13 +42,12 @@ def throughput_frame(metrics: dict[str, Any]) -> pd.DataFrame:
     since = _minute(metrics["since"])
     until = _minute(metrics["until"])
     index = pd.date_range(since, until, freq="min", name="minute (UTC)")
-    frame = pd.DataFrame(0, index=index, columns=["succeeded", "failed"])
-    for row in metrics["minutes"]:
-        minute = _minute(row["minute"])
-        if minute in frame.index:
-            frame.loc[minute, "succeeded"] += row["succeeded"]
-            frame.loc[minute, "failed"] += row["failed"]
-    return frame
+    # Summed with pandas: a row per minute, queue and type is thousands of rows an hour,
+    # and adding them cell by cell took a few hundred ms at 100,000 jobs.
+    rows = pd.DataFrame(metrics["minutes"], columns=["minute", "succeeded", "failed"])
+    rows["minute"] = pd.to_datetime(rows["minute"], utc=True).dt.floor("min")
+    sums = rows.groupby("minute")[["succeeded", "failed"]].sum()
+    return sums.reindex(index).fillna(0).astype(int)
 
 
 def latency_table(totals: dict[str, Any]) -> pd.DataFrame:

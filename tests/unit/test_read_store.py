@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -100,7 +101,7 @@ def test_timeline_lists_every_event_in_log_order(populated: Engine) -> None:
 
     assert [row.event for row in timeline] == ["submitted", "started", "failed"]
     assert [row.seq for row in timeline] == sorted(row.seq for row in timeline)
-    assert timeline[2].body is not None and timeline[2].body["error"] == "boom 5"
+    assert timeline[2].body is not None and json.loads(timeline[2].body)["error"] == "boom 5"
 
 
 def test_init_schema_is_idempotent(store_engine: Engine) -> None:
