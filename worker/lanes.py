@@ -76,6 +76,10 @@ class LaneArbiter:
         """Messages each lane is believed to hold (a test signal, too)."""
         self._polled = dict.fromkeys(LANES, -math.inf)
         self._outstanding: int | None = None
+        self._chosen: int | None = None
+        for turn in self._turns.values():
+            turn.clear()
+        self._notices = 0
         self._decide()
 
     def choose(self) -> int:
@@ -94,12 +98,16 @@ class LaneArbiter:
         while True:
             await self._my_turn(lane)
             self._outstanding = lane
+            self._decide()
+            notices = self._notices
             try:
                 slots = await self._take_slots()
             except BaseException:
                 self._end()
                 raise
-            if self.choose() == lane:  # still: work may have come to a higher lane meanwhile
+            # While it waited for slots, work may have come to a higher lane (only a notice
+            # can say so: this is the one request that could have said anything else).
+            if notices == self._notices or self.choose() == lane:
                 self._polled[_lane(lane)] = self._clock()
                 return slots
             self._give_back(slots)
@@ -124,6 +132,7 @@ class LaneArbiter:
         _kind, lane = split_event_token(subject.rpartition(".")[2])
         if lane is not None and self.believed[lane] == 0:
             self.believed[lane] = 1
+            self._notices += 1
             self._decide()
 
     async def _my_turn(self, lane: int) -> None:
@@ -131,9 +140,10 @@ class LaneArbiter:
         # came due meanwhile can go out), on a notice, and here.
         turn = self._turns[lane]
         while True:
-            self._decide()
-            if self._outstanding is None and turn.is_set():
-                return
+            if self._outstanding is None:
+                self._decide()
+                if self._chosen == lane:
+                    return
             await turn.wait()
 
     def _end(self) -> None:
@@ -141,13 +151,15 @@ class LaneArbiter:
         self._decide()
 
     def _decide(self) -> None:
-        """Wake the lane whose turn it is (only it: ten waiters, one woken)."""
+        """Wake the lane whose turn it is (only it: ten waiters, one woken). Only the chosen
+        lane's event is ever set."""
         chosen = None if self._outstanding is not None else self.choose()
-        for lane, turn in self._turns.items():
-            if lane == chosen:
-                turn.set()
-            else:
-                turn.clear()
+        if chosen != self._chosen:
+            if self._chosen is not None:
+                self._turns[self._chosen].clear()
+            if chosen is not None:
+                self._turns[chosen].set()
+            self._chosen = chosen
 
 
 def _lane(way: int) -> int:
