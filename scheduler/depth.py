@@ -48,13 +48,16 @@ class QueueDepth:
         """One sample: every queue that has a worker consumer; queues whose consumer is gone
         are dropped."""
         backlogs = await event_log.backlogs(EVENT_STREAM)
-        seen = set()
+        totals: dict[str, tuple[int, int]] = {}
         for name, backlog in backlogs.items():
             if (queue := queue_of_consumer(name)) is None:
                 continue
-            seen.add(queue)
-            self.depth.labels(queue, "waiting").set(backlog.pending)
-            self.depth.labels(queue, "active").set(backlog.ack_pending)
+            waiting, active = totals.get(queue, (0, 0))  # a queue's lanes add up
+            totals[queue] = (waiting + backlog.pending, active + backlog.ack_pending)
+        for queue, (waiting, active) in totals.items():
+            self.depth.labels(queue, "waiting").set(waiting)
+            self.depth.labels(queue, "active").set(active)
+        seen = set(totals)
         for gone in self._queues - seen:
             for state in ("waiting", "active"):
                 self.depth.remove(gone, state)

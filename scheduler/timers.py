@@ -59,6 +59,7 @@ Leadership and safety notes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -66,10 +67,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ferrisqueue.domain.commands import Rejection, decide_release, release_abandoned
-from ferrisqueue.domain.events import SCHEDULER_ACTOR, BaseEvent, Canceled, Failed, Scheduled
+from ferrisqueue.domain.events import (
+    SCHEDULER_ACTOR,
+    BaseEvent,
+    Canceled,
+    Failed,
+    JobSpec,
+    Scheduled,
+)
 from ferrisqueue.domain.states import PendingReason
 from ferrisqueue.domain.stored import StoredEvent, fold_history
 from ferrisqueue.domain.subjects import (
+    DEFAULT_PRIORITY,
     EVENT_STREAM,
     SCHEDULE_STREAM,
     due_subject,
@@ -102,6 +111,8 @@ class Timer:
     due: datetime
     attempt: int
     waiting: PendingReason
+    priority: int = DEFAULT_PRIORITY
+    """The job's lane: the timer fires into ``released`` (or ``released-p<n>``)."""
 
     @property
     def subject(self) -> str:
@@ -115,7 +126,7 @@ class Timer:
     def headers(self) -> dict[str, str]:
         return {
             "Nats-Schedule": at_schedule(self.due),
-            "Nats-Schedule-Target": due_subject(self.queue, self.job_id),
+            "Nats-Schedule-Target": due_subject(self.queue, self.job_id, self.priority),
             "Nats-Schedule-TTL": FIRED_TTL,
             "Nats-Msg-Id": f"{self.job_id}:timer:{self.attempt}",
         }
@@ -198,6 +209,9 @@ class TimerRelay(ConsumerLoop):
         timer = timer_for(trigger)
         if timer is None:
             return
+        spec = next((s.event for s in history if isinstance(s.event, JobSpec)), None)
+        if spec is not None:  # a retry is released into its job's lane
+            timer = dataclasses.replace(timer, priority=spec.priority)
         release = decide_release(
             fold_history(history), waiting=timer.waiting, attempt=timer.attempt, due=timer.due
         )

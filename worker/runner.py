@@ -33,7 +33,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.events import EventKind
 from ferrisqueue.domain.queuecontrol import CONTROL_STREAM
-from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_subject
+from ferrisqueue.domain.subjects import (
+    DEFAULT_PRIORITY,
+    EVENT_STREAM,
+    job_subject,
+    lane_notices,
+    parse_job_subject,
+)
 from ferrisqueue.log.eventlog import EventLog
 from ferrisqueue.log.natslog import NatsLog
 from ferrisqueue.log.port import Consumer, Delivery, Pulling
@@ -44,6 +50,7 @@ from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from worker.executor import JobExecutor
 from worker.heartbeat import HeartbeatPublisher
+from worker.lanes import IDLE_WAIT, WAYS, LaneArbiter
 from worker.lease import LeaseKeeper
 from worker.limits import Admission
 from worker.middleware import Middleware, MiddlewareStack
@@ -53,11 +60,14 @@ from worker.registry import TaskRegistry
 log = logging.getLogger(__name__)
 
 MAX_FETCH = 256
-PULLING = Pulling(expires=1.0, give_up_after=30.0)
-"""A pull request waits 1 s for work (also how quickly a stop is noticed); a worker takes
-each job the moment it arrives (no linger). After 30 s of pull requests nobody answers (a
-long election, or a consumer someone deleted) the queue's loop starts a new life, which
-re-creates its consumer."""
+PULLING = Pulling(expires=0.25, give_up_after=30.0)
+"""When no lane has work, a pull request waits 0.25 s on the default lane (also how quickly
+a stop, or work in another lane, is noticed by an idle worker); a worker takes each job the
+moment it arrives (no linger). After 30 s of pull requests nobody answers (a long election, or a
+consumer someone deleted) the queue's loop starts a new life, which re-creates its
+consumers."""
+LANE_PULLING = Pulling(expires=0.25, no_wait=True, give_up_after=30.0)
+"""Otherwise each lane is asked only for what it holds now (see :mod:`worker.lanes`)."""
 
 
 class QueueLoop(ServiceLoop):
@@ -82,29 +92,63 @@ class QueueLoop(ServiceLoop):
         super().__init__(restart=restart, draw=draw)
         self.queue = queue
         self._gates = gates
-        self._config = worker_consumer_config(queue, settings)
-        self.consumer: str = self._config["durable_name"]
+        self._settings = settings
+        self.consumer: str = worker_consumer_config(queue, settings)["durable_name"]
         self.name = f"queue {queue} (consumer {self.consumer})"
         self._log = event_log
         self._take_slots = take_slots
         self._give_back = give_back
         self._hand_over = hand_over
+        self.lanes = LaneArbiter(self._request_size, give_back)
+        """Which lane's consumer the next pull request goes to (:mod:`worker.lanes`)."""
 
     async def serve(self, stopping: asyncio.Event) -> None:
-        await prepare_consumer(self._log, EVENT_STREAM, self._config)
-        puller = self._log.consumer(EVENT_STREAM, self.consumer, PULLING)
-        await puller.start()
-        log.info("%s: pulling", self.name)
-        self.serving()
+        pullers: dict[int, Consumer] = {}
+        try:
+            for way in WAYS:
+                lane = DEFAULT_PRIORITY if way == IDLE_WAIT else way
+                config = worker_consumer_config(self.queue, self._settings, lane)
+                if way != IDLE_WAIT:
+                    await prepare_consumer(self._log, EVENT_STREAM, config)
+                pulling = PULLING if way == IDLE_WAIT else LANE_PULLING
+                puller = self._log.consumer(EVENT_STREAM, config["durable_name"], pulling)
+                await puller.start()
+                pullers[way] = puller
+            self.lanes.reset()
+            log.info("%s: pulling", self.name)
+            self.serving()
+            # One lane's failure ends this life for all of them, by their own stop (a lane
+            # cancelled while it waits for slots could not give them back).
+            ending = asyncio.Event()
+            relay = asyncio.create_task(_on_stop(stopping, ending))
+            try:
+                ended = await asyncio.gather(
+                    *(self._pull(lane, puller, ending) for lane, puller in pullers.items()),
+                    return_exceptions=True,
+                )
+            finally:
+                await reap(relay)
+            for failure in ended:
+                if isinstance(failure, BaseException):
+                    raise failure
+        finally:
+            for puller in pullers.values():
+                await _hand_back(puller)
+
+    async def _pull(self, lane: int, puller: Consumer, ending: asyncio.Event) -> None:
+        """Pull one lane until ``ending``; its failure sets ``ending`` for the others."""
         try:
             bursts = puller.bursts(
-                stopping, request_size=self._request_size, unused=self._give_back
+                ending,
+                request_size=functools.partial(self.lanes.take, lane),
+                unused=functools.partial(self.lanes.unused, lane),
             )
             async for burst in bursts:
+                self.lanes.delivered(lane, burst)
                 for msg in burst:
                     self._hand_over(msg)
         finally:
-            await _hand_back(puller)
+            ending.set()
 
     async def _request_size(self) -> int:
         """Slots for the next pull request, once the queue is not paused: a paused queue
@@ -117,6 +161,11 @@ class QueueLoop(ServiceLoop):
             if not self._gates.paused(self.queue):
                 return slots
             self._give_back(slots)  # paused while we waited for slots
+
+
+async def _on_stop(stopping: asyncio.Event, ending: asyncio.Event) -> None:
+    await stopping.wait()
+    ending.set()
 
 
 async def _hand_back(puller: Consumer) -> None:
@@ -229,6 +278,7 @@ class Worker:
             self.gates_ready.set()
             gating = asyncio.create_task(gates.run(self._stopping), name="queue gates")
             await self._listen_for_cancels(event_log, executor)
+            await self._listen_for_lanes(event_log)
             heartbeat = HeartbeatPublisher(
                 event_log,
                 settings,
@@ -271,6 +321,19 @@ class Worker:
 
         for queue in self._settings.worker_queues:
             await event_log.watch(job_subject(queue, "*", EventKind.CANCEL_REQUESTED), requested)
+
+    async def _listen_for_lanes(self, event_log: EventLog) -> None:
+        """Tell a queue's lanes when work is published to one of them (best effort, like
+        the cancels: a missed notice is made up by the lane's next probe)."""
+        for queue, loop in self.loops.items():
+
+            async def published(
+                subject: str, _data: bytes, lanes: LaneArbiter = loop.lanes
+            ) -> None:
+                lanes.notice(subject)
+
+            for subject in lane_notices(queue):
+                await event_log.watch(subject, published)
 
     def _start(self, executor: JobExecutor, msg: Delivery) -> None:
         """Run one delivered job in a task of its own, on the slot it was pulled for."""

@@ -26,6 +26,7 @@ from ferrisqueue.domain.events import JobSpec, utcnow
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.jobbuilder import JobRefused, JobRequest, build_job, parse_request
 from ferrisqueue.domain.states import JobStatus
+from ferrisqueue.domain.subjects import DEFAULT_PRIORITY
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import load_job_types
 from ferrisqueue.log.natsconn import connect_as
@@ -119,6 +120,9 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.001, help="Seconds one attempt may run")
     ] = None,
+    priority: Annotated[
+        int, typer.Option("--priority", min=0, max=9, help="0-9, higher runs first")
+    ] = DEFAULT_PRIORITY,
     after: Annotated[
         list[str] | None,
         typer.Option(
@@ -150,6 +154,7 @@ def submit(
         "run_at": run_at,
         "max_attempts": max_attempts,
         "timeout": timeout,
+        "priority": priority,
         "depends_on": after or [],
         "concurrency_key": concurrency_key,
     }

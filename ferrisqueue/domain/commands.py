@@ -154,7 +154,8 @@ def decide_redrive(
     if (why := _not_dead(state)) is not None:
         return why
     assert state is not None
-    if not any(isinstance(event, JobSpec) for event in history):
+    spec = next((event for event in history if isinstance(event, JobSpec)), None)
+    if spec is None:
         # Dead-lettered because its submission could not be decoded: there is nothing a
         # worker could run, so only a purge makes sense.
         return Rejection("its submission was never decodable, so there is nothing to run; purge it")
@@ -163,6 +164,7 @@ def decide_redrive(
         queue=state.queue,
         at=now,
         attempt=state.attempts,
+        priority=spec.priority,  # back in the job's own lane
         actor=actor,
         reason=reason,
     )

@@ -32,6 +32,7 @@ from ferrisqueue.domain.events import (
 )
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.states import JobStatus, PendingReason
+from ferrisqueue.domain.subjects import DEFAULT_PRIORITY
 from ferrisqueue.errors import FerrisQueueError
 
 NOT_WAITING = "the job does not wait for dependencies"
@@ -83,8 +84,14 @@ def decide_dependencies(
             waiting.append(parent)
     if waiting:
         return Rejection(f"still waiting for {', '.join(waiting)}")
+    creation = next((e for e in history if isinstance(e, Awaiting)), None)
     released = Released(
-        job_id=state.job_id, queue=state.queue, at=now, attempt=0, actor=SCHEDULER_ACTOR
+        job_id=state.job_id,
+        queue=state.queue,
+        at=now,
+        attempt=0,
+        actor=SCHEDULER_ACTOR,
+        priority=creation.priority if creation is not None else DEFAULT_PRIORITY,  # its lane
     )
     return (released,)
 

@@ -35,7 +35,14 @@ from pydantic import (
 
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.ids import is_token
-from ferrisqueue.domain.subjects import job_subject, parse_job_subject
+from ferrisqueue.domain.subjects import (
+    DEFAULT_PRIORITY,
+    RUNNABLE_EVENTS,
+    job_subject,
+    parse_job_subject,
+    runnable_token,
+    split_event_token,
+)
 from ferrisqueue.errors import DecodeError
 
 SCHEMA_VERSION = 2
@@ -112,6 +119,16 @@ Token = Annotated[
     WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}),
 ]
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+Priority = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=9,
+        # Left out when it is the default, so a job without one is stored as it was before.
+        exclude_if=lambda priority: priority == DEFAULT_PRIORITY,
+        description="0-9, higher runs first (strict priority); also the runnable event's lane.",
+    ),
+]
 
 
 def utcnow() -> datetime:
@@ -158,8 +175,11 @@ class BaseEvent(BaseModel):
 
     @property
     def subject(self) -> str:
-        """The subject this event is published on."""
-        return job_subject(self.queue, self.job_id, self.event)
+        """The subject this event is published on: a runnable event in its priority's lane."""
+        priority = getattr(self, "priority", None)
+        if priority is None or self.event not in RUNNABLE_EVENTS:
+            return job_subject(self.queue, self.job_id, self.event)
+        return job_subject(self.queue, self.job_id, runnable_token(self.event, priority))
 
     def dedup_key(self) -> str:
         """The ``Nats-Msg-Id``: publishing the same event twice stores it once."""
@@ -183,6 +203,7 @@ class JobSpec(BaseEvent):
         default=None, gt=0, le=7 * 86_400, description="Seconds one attempt may run."
     )
     retry: RetryPolicy | None = Field(default=None, description="Backoff between attempts.")
+    priority: Priority = DEFAULT_PRIORITY
     depends_on: list[Token] = Field(
         default_factory=list,
         max_length=MAX_PARENTS,
@@ -260,6 +281,7 @@ class Released(BaseEvent):
 
     event: Literal["released"] = "released"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the release.")
+    priority: Priority = DEFAULT_PRIORITY
 
     def dedup_key(self) -> str:
         # A job can be released more than once at the same attempt count (redriven twice),
@@ -343,6 +365,7 @@ class Redriven(BaseEvent):
 
     event: Literal["redriven"] = "redriven"
     attempt: int = Field(default=0, ge=0, description="The attempts made before the redrive.")
+    priority: Priority = DEFAULT_PRIORITY
     reason: str | None = Field(default=None, max_length=1000)
 
     def dedup_key(self) -> str:
@@ -442,7 +465,7 @@ def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
     except ValidationError:
         pass
     else:
-        if subject == job_subject(event.queue, event.job_id, event.event):
+        if subject == event.subject:
             return event
     try:
         tokens = parse_job_subject(subject)
@@ -455,11 +478,15 @@ def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
         raise DecodeError(f"body is not JSON: {exc}", subject=subject, data=data) from exc
     if not isinstance(body, dict):
         raise DecodeError("body must be a JSON object", subject=subject, data=data)
-    for field, from_subject in (
+    kind, lane = split_event_token(tokens.event)
+    given_by_subject: list[tuple[str, object]] = [
         ("queue", tokens.queue),
         ("job_id", tokens.job_id),
-        ("event", tokens.event),
-    ):
+        ("event", kind),
+    ]
+    if lane is not None:  # a runnable event: the subject names its lane
+        given_by_subject.append(("priority", lane))
+    for field, from_subject in given_by_subject:
         given = body.setdefault(field, from_subject)
         if given != from_subject:
             raise DecodeError(
@@ -470,7 +497,7 @@ def _decode(subject: str, data: bytes, stored_at: datetime | None) -> Event:
     _read_older_who_fields(body)
     if "at" not in body and stored_at is not None:
         body["at"] = stored_at
-    if tokens.event == EventKind.SCHEDULED and "delay" in body and "run_at" not in body:
+    if kind == EventKind.SCHEDULED and "delay" in body and "run_at" not in body:
         body["run_at"] = _delayed(body.pop("delay"), body.get("at"), subject, data)
     version = body.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, int) and version > SCHEMA_VERSION:

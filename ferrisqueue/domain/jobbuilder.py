@@ -44,7 +44,16 @@ from pydantic import (
 )
 
 from ferrisqueue.domain.backoff import RetryPolicy
-from ferrisqueue.domain.events import MAX_PARENTS, Awaiting, Scheduled, Submitted, Token, in_utc
+from ferrisqueue.domain.events import (
+    MAX_PARENTS,
+    Awaiting,
+    Priority,
+    Scheduled,
+    Submitted,
+    Token,
+    in_utc,
+)
+from ferrisqueue.domain.subjects import DEFAULT_PRIORITY
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.jobtypes import JobType
 
@@ -90,6 +99,7 @@ class JobFields(BaseModel):
     retry: RetryPolicy | None = Field(
         default=None, description="Backoff between attempts (default: the queue's)."
     )
+    priority: Priority = DEFAULT_PRIORITY
     concurrency_key: Token | None = Field(
         default=None,
         description="Jobs of one key (e.g. a customer id) share the queue's per-key limits.",

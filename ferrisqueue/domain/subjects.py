@@ -3,14 +3,18 @@
 Every lifecycle event of a job is published on ``fq.job.<queue>.<job_id>.<event>``:
 
 * a job's whole history is ``fq.job.*.<job_id>.*`` (audit, ``nats stream view``);
-* one event kind across all jobs is ``fq.job.*.*.<event>``;
+* one event kind across all jobs is ``fq.job.*.*.<event>`` (for a runnable kind, with its
+  nine lane tokens beside it: ``fq.job.*.*.submitted-p0``, ...);
 * a queue's runnable events are ``fq.job.<queue>.*.submitted``, ``...released`` and
-  ``...redriven``, the filter of that queue's dispatch consumer.
+  ``...redriven``, the filter of that queue's dispatch consumer; a job of priority ``n``
+  other than the default 5 has them in its *lane*: ``submitted-p<n>``, ``released-p<n>``,
+  ``redriven-p<n>`` (one dispatch consumer per lane; docs/architecture.md "Priorities").
 
 Time lives in its own stream, ``FQ_SCHEDULES`` (JetStream message schedules):
 
 * ``fq.timer.<queue>.<job_id>``: a job's one pending timer (``@at``); it fires a message on
-  ``fq.due.<queue>.<job_id>``, which ``FQ_EVENTS`` sources as ``fq.job.<queue>.<job_id>.released``;
+  ``fq.due.<queue>.<job_id>`` (``...<job_id>.p<n>`` in lane ``n``), which ``FQ_EVENTS``
+  sources as ``fq.job.<queue>.<job_id>.released`` (``released-p<n>``);
 * ``fq.cron.<name>``: a periodic schedule; each tick lands on ``fq.tick.<name>``, where the
   scheduler turns it into one job.
 
@@ -39,6 +43,16 @@ SCHEDULE_STREAM = "FQ_SCHEDULES"
 JOB_SUBJECT_PREFIX = "fq.job"
 ALL_JOB_EVENTS = f"{JOB_SUBJECT_PREFIX}.>"
 RUNNABLE_EVENTS = ("submitted", "released", "redriven")
+
+DEFAULT_PRIORITY = 5
+"""The priority of a job that names none; its runnable events keep the plain subjects."""
+PRIORITIES = range(10)
+"""Valid priorities, lowest first; higher runs first."""
+LANES = tuple(reversed(PRIORITIES))
+"""Lanes in the order a worker serves them: highest first."""
+OTHER_LANES = tuple(lane for lane in LANES if lane != DEFAULT_PRIORITY)
+"""The lanes with subjects and consumers of their own."""
+_LANE_MARK = "-p"
 
 
 class JobSubject(NamedTuple):
@@ -70,14 +84,45 @@ def parse_job_subject(subject: str) -> JobSubject:
     return JobSubject(queue, job_id, event)
 
 
+def runnable_token(kind: str, priority: int = DEFAULT_PRIORITY) -> str:
+    """The last subject token of a runnable event in lane ``priority``: the kind itself in
+    the default lane, ``<kind>-p<n>`` in any other."""
+    return kind if priority == DEFAULT_PRIORITY else f"{kind}{_LANE_MARK}{priority}"
+
+
+def split_event_token(token: str) -> tuple[str, int | None]:
+    """The event kind and lane a subject's last token names: ``("submitted", 9)`` for
+    ``submitted-p9``, ``("submitted", 5)`` for ``submitted``, ``(token, None)`` for a kind
+    that has no lane (``started``, ...). An unknown lane (``submitted-p12``) stays as given,
+    an unknown kind, so decoding refuses it."""
+    kind, mark, lane = token.rpartition(_LANE_MARK)
+    # "submitted-p5" is no lane's name: the default lane keeps the plain kind.
+    if mark and kind in RUNNABLE_EVENTS and lane in {str(n) for n in OTHER_LANES}:
+        return kind, int(lane)
+    if token in RUNNABLE_EVENTS:
+        return token, DEFAULT_PRIORITY
+    return token, None
+
+
+def lane_notices(queue: str) -> list[str]:
+    """The subjects on which a queue's non-default lanes get work by a publish (a submit or
+    a redrive; a fired timer is sourced into the log, never published): what a worker
+    listens to, to learn at once that a lane has work."""
+    return [
+        job_subject(queue, "*", runnable_token(kind, lane))
+        for lane in OTHER_LANES
+        for kind in ("submitted", "redriven")
+    ]
+
+
 def job_history_filter(job_id: str) -> str:
     """The filter that selects every event of one job, whatever its queue."""
     return f"{JOB_SUBJECT_PREFIX}.*.{job_id}.*"
 
 
-def runnable_filters(queue: str) -> list[str]:
-    """The filter subjects of a queue's dispatch consumer."""
-    return [job_subject(queue, "*", event) for event in RUNNABLE_EVENTS]
+def runnable_filters(queue: str, priority: int = DEFAULT_PRIORITY) -> list[str]:
+    """The filter subjects of a queue's dispatch consumer for lane ``priority``."""
+    return [job_subject(queue, "*", runnable_token(kind, priority)) for kind in RUNNABLE_EVENTS]
 
 
 def dlq_subject(queue: str, job_id: str) -> str:
@@ -90,9 +135,11 @@ def timer_subject(queue: str, job_id: str) -> str:
     return f"fq.timer.{queue}.{job_id}"
 
 
-def due_subject(queue: str, job_id: str) -> str:
-    """Where a job's timer fires; ``FQ_EVENTS`` stores it as the job's ``released`` event."""
-    return f"fq.due.{queue}.{job_id}"
+def due_subject(queue: str, job_id: str, priority: int = DEFAULT_PRIORITY) -> str:
+    """Where a job's timer fires; ``FQ_EVENTS`` stores it as the job's ``released`` event
+    in the job's lane (one subject transform per lane)."""
+    lane = "" if priority == DEFAULT_PRIORITY else f".p{priority}"
+    return f"fq.due.{queue}.{job_id}{lane}"
 
 
 def cron_subject(name: str) -> str:

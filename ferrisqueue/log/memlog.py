@@ -477,7 +477,7 @@ class MemoryLog(EventLog):
     def consumer(self, stream: str, name: str, pulling: Pulling = PULLING) -> Consumer:
         # Every pull is answered here, so there is nothing to give up on; a pull request
         # expires after ``pulling.expires`` (event-loop) seconds, as JetStream's do.
-        return _Puller(self, stream, name, pulling.expires)
+        return _Puller(self, stream, name, pulling.expires, no_wait=pulling.no_wait)
 
     async def backlogs(self, stream: str) -> dict[str, Backlog]:
         self._check()
@@ -539,11 +539,14 @@ class _Puller:
     """Bursts from a consumer of the in-memory log: everything deliverable (up to the
     request), as soon as there is something; waits for the log to change otherwise."""
 
-    def __init__(self, connection: MemoryLog, stream: str, name: str, expires: float) -> None:
+    def __init__(
+        self, connection: MemoryLog, stream: str, name: str, expires: float, *, no_wait: bool
+    ) -> None:
         self._connection = connection
         self._stream = stream
         self._name = name
         self._expires = expires
+        self._no_wait = no_wait
 
     async def start(self) -> None:
         self._connection._check()
@@ -564,8 +567,10 @@ class _Puller:
                         delivered = len(pulled)
                         yield [self._delivery(m, n) for m, n in pulled]
                         break
-                    if not await unless_stopped(_changed(state, self._expires), stopping):
-                        break  # expired (or stopping): the next request asks again
+                    if self._no_wait or not await unless_stopped(
+                        _changed(state, self._expires), stopping
+                    ):
+                        break  # nothing now, or expired (or stopping): the next request asks again
             finally:
                 unused(wanted - delivered)
 

@@ -91,6 +91,12 @@ class Delivery(ABC):
     headers: Mapping[str, str] | None
     stored_at: datetime
 
+    @property
+    def backlog_after(self) -> int | None:
+        """How many messages its consumer still had to deliver after this one (JetStream
+        says so in every delivery's ack subject), if known."""
+        return None
+
     @abstractmethod
     async def ack(self) -> None:
         """Done with it (on an AckAll consumer: with every earlier delivery too)."""
@@ -128,6 +134,9 @@ class Pulling:
     """Seconds a burst waits to fill up after its first message (0 for a worker, which
     wants each job at once; a little for a projector, which writes one transaction per
     burst)."""
+    no_wait: bool = False
+    """Ask only for what is there now: a request ends at once when the consumer has
+    nothing (JetStream's ``no_wait``), instead of waiting ``expires`` for work."""
     give_up_after: float | None = None
     """Seconds of pull requests nobody answers (the consumer has no leader, or is gone)
     after which pulling raises :class:`~ferrisqueue.errors.NatsUnavailable`; None: keep

@@ -90,6 +90,14 @@ class NatsDelivery(Delivery):
             stored_at = _utc(int(tokens[at + 7]))
         return cls(seq, deliveries, msg.subject, msg.data, msg.headers, stored_at, msg)
 
+    @property
+    def backlog_after(self) -> int | None:
+        tokens = (self.msg.reply or "").split(".")
+        if tokens[:2] != ["$JS", "ACK"] or len(tokens) < 9 or len(tokens) == 10:
+            return None
+        pending = tokens[(2 if len(tokens) > 9 else 0) + 8]
+        return int(pending) if pending.isdigit() else None
+
     async def ack(self) -> None:
         await self._settle(self.msg.ack())
 
@@ -122,6 +130,7 @@ class Puller:
         self._linger = pulling.linger
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._expires = pulling.expires
+        self._no_wait = pulling.no_wait
         self._inbox = nc.new_inbox()
         self._arrived: asyncio.Queue[Msg] = asyncio.Queue()
         self._held: list[Delivery] = []
@@ -213,7 +222,9 @@ class Puller:
 
     async def _request(self, batch: int) -> None:
         self._answered = False
-        body = {"batch": batch, "expires": int(self._expires * _NANOS)}
+        body: dict[str, object] = {"batch": batch, "expires": int(self._expires * _NANOS)}
+        if self._no_wait:  # answered at once: what is there, then 404 if that is short
+            body = {"batch": batch, "no_wait": True}
         await self._nc.publish(self._api, json.dumps(body).encode(), reply=self._inbox)
 
     async def _next_burst(self, most: int, deadline: float) -> tuple[list[Delivery], bool]:

@@ -30,6 +30,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ferrisqueue.domain.subjects import LANES, OTHER_LANES, lane_notices, runnable_token
+from ferrisqueue.log.topology import worker_consumer_name
+
 EVENTS = "FQ_EVENTS"
 DLQ = "FQ_DLQ"
 SCHEDULES = "FQ_SCHEDULES"
@@ -201,18 +204,19 @@ def worker_role(queue: str) -> Role:
     user = worker_user(queue)
     return Role(
         user,
-        f"workers of queue {queue}: pull fq-worker-{queue}, write its jobs' outcomes",
+        f"workers of queue {queue}: pull fq-worker-{queue} and its lanes, write its jobs' outcomes",
         publish=(
             *(f"fq.job.{queue}.*.{event}" for event in WORKER_EVENTS),
             f"fq.dlq.{queue}.*",
             "fq.worker.>",
             f"$KV.{KV_RATELIMITS[3:]}.q.{queue}.>",
             *_reads(EVENTS, CONTROLS, KV_RATELIMITS),
-            *_pulls(EVENTS, f"fq-worker-{queue}"),
+            *(p for lane in LANES for p in _pulls(EVENTS, worker_consumer_name(queue, lane))),
         ),
         subscribe=(
             *_own_inbox(user),
             f"fq.job.{queue}.*.cancel_requested",
+            *lane_notices(queue),
             f"fq.queue.{queue}.*",
         ),
     )
@@ -271,7 +275,10 @@ def producer_role() -> Role:
         PRODUCER,
         "plain-NATS producer: creates jobs (submitted, scheduled, awaiting) on any queue; "
         "reads nothing",
-        publish=tuple(f"fq.job.*.*.{event}" for event in PRODUCER_EVENTS),
+        publish=(
+            *(f"fq.job.*.*.{event}" for event in PRODUCER_EVENTS),
+            *(f"fq.job.*.*.{runnable_token('submitted', lane)}" for lane in OTHER_LANES),
+        ),
         subscribe=_own_inbox(PRODUCER),
     )
 

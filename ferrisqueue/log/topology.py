@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterable
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from ferrisqueue.domain.subjects import EVENT_STREAM, runnable_filters
+from ferrisqueue.domain.subjects import DEFAULT_PRIORITY, EVENT_STREAM, LANES, runnable_filters
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.port import LogPort
 from ferrisqueue.settings import Settings
@@ -43,16 +44,24 @@ PROJECTOR_CONSUMER = "fq-projector"
 
 
 WORKER_CONSUMER_PREFIX = "fq-worker-"
+_LANE_CONSUMER = re.compile(r"fq-lane(\d)-(.+)")
 
 
-def worker_consumer_name(queue: str) -> str:
-    return f"{WORKER_CONSUMER_PREFIX}{queue}"
+def worker_consumer_name(queue: str, priority: int = DEFAULT_PRIORITY) -> str:
+    """``fq-worker-<queue>`` for the default lane, ``fq-lane<n>-<queue>`` for lane ``n``: a
+    prefix of its own, so no queue name can read as another queue's lane."""
+    if priority == DEFAULT_PRIORITY:
+        return f"{WORKER_CONSUMER_PREFIX}{queue}"
+    return f"fq-lane{priority}-{queue}"
 
 
 def queue_of_consumer(name: str) -> str | None:
-    """The queue a worker consumer serves, by its name; None for any other consumer."""
+    """The queue a worker consumer (of any lane) serves, by its name; None for any other
+    consumer."""
     if name.startswith(WORKER_CONSUMER_PREFIX):
         return name[len(WORKER_CONSUMER_PREFIX) :] or None
+    if (lane := _LANE_CONSUMER.fullmatch(name)) is not None:
+        return lane.group(2)
     return None
 
 
@@ -81,11 +90,14 @@ def load_consumer_definition(
     return _load((root or definitions()) / "consumers" / stream / f"{name}.json")
 
 
-def worker_consumer_config(queue: str, settings: Settings) -> dict[str, Any]:
-    """The dispatch consumer of ``queue``, with the lease settings applied."""
+def worker_consumer_config(
+    queue: str, settings: Settings, priority: int = DEFAULT_PRIORITY
+) -> dict[str, Any]:
+    """The dispatch consumer of ``queue``'s lane ``priority``, with the lease settings
+    applied (every lane has the same, so a job's lease does not depend on its priority)."""
     config = copy.deepcopy(load_consumer_definition(EVENT_STREAM, worker_consumer_name("default")))
-    config["durable_name"] = worker_consumer_name(queue)
-    config["filter_subjects"] = runnable_filters(queue)
+    config["durable_name"] = worker_consumer_name(queue, priority)
+    config["filter_subjects"] = runnable_filters(queue, priority)
     ack_wait = int(settings.policy(queue).ack_wait * _NANOS)
     config["ack_wait"] = ack_wait
     config["max_deliver"] = settings.max_deliver
@@ -114,14 +126,15 @@ async def ensure_streams(log: LogPort, settings: Settings, root: Traversable | N
 
 
 async def ensure_topology(log: LogPort, settings: Settings) -> None:
-    """What ``fq init`` does: streams, the scheduler's consumers, and the dispatch consumer
-    of every configured queue. (The projector's consumers are its own: it re-creates them at
-    its read store's position.)"""
+    """What ``fq init`` does: streams, the scheduler's consumers, and the dispatch consumers
+    of every lane of every configured queue. (The projector's consumers are its own: it
+    re-creates them at its read store's position.)"""
     await ensure_streams(log, settings)
     for stream, config in service_consumer_definitions():
         await log.ensure_consumer(stream, config)
     for queue in settings.worker_queues:
-        await log.ensure_consumer(EVENT_STREAM, worker_consumer_config(queue, settings))
+        for lane in LANES:
+            await log.ensure_consumer(EVENT_STREAM, worker_consumer_config(queue, settings, lane))
 
 
 def service_consumer_definitions(

@@ -98,7 +98,7 @@ async def test_unknown_job_is_404(gateway: httpx.AsyncClient) -> None:
         ({"type": "has.dot"}, "type"),
         ({"type": "echo", "queue": "a b"}, "queue"),
         ({"type": "echo", "payload": [1, 2]}, "payload"),
-        ({"type": "echo", "priority": 3}, "priority"),
+        ({"type": "echo", "urgency": 3}, "urgency"),
     ],
     ids=[
         "missing-type",

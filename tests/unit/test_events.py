@@ -288,11 +288,11 @@ def test_non_object_body(data: bytes) -> None:
 
 
 def test_unknown_field() -> None:
-    data = json.dumps({"type": "echo", "at": AT_JSON, "priority": 5}).encode()
+    data = json.dumps({"type": "echo", "at": AT_JSON, "urgency": 5}).encode()
 
     error = _decode_error(GOOD_SUBMITTED, data)
 
-    assert "priority" in error.reason
+    assert "urgency" in error.reason
     assert "not permitted" in error.reason
 
 

@@ -161,8 +161,8 @@ ROWS: dict[str, tuple[Any, Made | Refused]] = {
         Refused("type: must be 1-64 characters", ("type",)),
     ),
     "cli fields with an unknown option are refused": (
-        {"type": "echo", "priority": 3},
-        Refused("priority: Extra inputs are not permitted", ("priority",)),
+        {"type": "echo", "urgency": 3},
+        Refused("urgency: Extra inputs are not permitted", ("urgency",)),
     ),
     "cli fields with zero attempts are refused": (
         {"type": "echo", "max_attempts": 0},

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from ferrisqueue.domain.events import Started, Succeeded, utcnow
-from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM
+from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM, LANES
 from ferrisqueue.log.embedded import free_port
 from ferrisqueue.log.memlog import MemoryLog
 from ferrisqueue.log.port import PULLING
@@ -89,7 +89,8 @@ async def test_queue_depth_reports_each_queues_waiting_and_active_jobs() -> None
 
     await depth.sample(log)
     first = scraped(registry)
-    await log.delete_consumer(EVENT_STREAM, worker_consumer_name("mail"))
+    for lane in LANES:  # every lane's consumer of the queue is gone
+        await log.delete_consumer(EVENT_STREAM, worker_consumer_name("mail", lane))
     await depth.sample(log)
     second = scraped(registry)
 
