@@ -201,3 +201,33 @@ async def test_error_groups_page_counts_a_failed_job_in_its_group(
         await select_first_row(page, 1)
         await page.wait_for_url(f"**/job?job={ids['fail'][0]}", timeout=WAIT_MS)
         await page.get_by_role("heading", name="Attempts").wait_for(timeout=WAIT_MS)
+
+
+@pytest.mark.parametrize(
+    ("path", "title", "shows"),
+    [
+        ("", "Overview", "Jobs submitted"),
+        ("workers", "Workers", "dash-w1"),
+        ("errors", "Errors", "Failed jobs"),
+        ("jobs", "Jobs", "completed"),
+        ("operate", "Operate", "Queues"),
+        ("submit", "Submit a job", "Job type"),
+    ],
+    ids=["overview", "workers", "errors", "jobs", "operate", "submit"],
+)
+async def test_every_other_page_renders_its_data_without_an_error(
+    dashboard: str,  # noqa: F811
+    system: httpx.AsyncClient,  # noqa: F811
+    tmp_path: Path,
+    path: str,
+    title: str,
+    shows: str,
+) -> None:
+    await run_jobs(system, echoes=2)
+
+    async with browser_page(f"{dashboard}/{path}") as page:
+        await page.get_by_role("heading", name=title).wait_for(timeout=WAIT_MS)
+        # Attached, not visible: a table's cells are drawn on a canvas (see grid_row).
+        await page.get_by_text(shows).first.wait_for(state="attached", timeout=WAIT_MS)
+        assert await page.locator('[data-testid="stException"]').count() == 0
+        await screenshot(page, path or "overview", tmp_path)
