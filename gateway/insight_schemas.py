@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from gateway.schemas import JobStatusOut
+from gateway.schemas import JobStatusOut, Latencies
 
 
 class WaitingPage(BaseModel):
@@ -15,23 +15,6 @@ class WaitingPage(BaseModel):
     items: list[JobStatusOut]
     next_cursor: str | None
     counts: dict[str, int] = Field(description="Jobs waiting per reason: scheduled, retrying.")
-
-
-class Latencies(BaseModel):
-    """Counts and latency percentiles (ms, from histograms: within ~9 % above exact)."""
-
-    submitted: int
-    started: int
-    succeeded: int
-    failed: int
-    dead_lettered: int
-    canceled: int
-    wait_ms_p50: float | None
-    wait_ms_p95: float | None
-    wait_ms_p99: float | None
-    run_ms_p50: float | None
-    run_ms_p95: float | None
-    run_ms_p99: float | None
 
 
 class QueueMinuteOut(Latencies):

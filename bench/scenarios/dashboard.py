@@ -237,7 +237,7 @@ def postgres_database() -> Iterator[str | None]:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
-        log.warning("dashboard: no PostgreSQL at %s (%s): skipped", admin_url, exc.orig)
+        log.warning("no PostgreSQL at %s (%s): SQLite only", admin_url, exc.orig)
         admin.dispose()
         yield None
         return

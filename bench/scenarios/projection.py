@@ -7,27 +7,21 @@ receiver does (:meth:`StoredEvent.of`) and applies them in batches of ``batch`` 
 :class:`projections.jobs.JobsProjection`, one transaction per batch, as the projector does
 when it runs behind the log. Both steps are timed (CPU of this process and wall clock), on a
 fresh SQLite file and, when one is reachable, a fresh PostgreSQL database
-(``BENCH_POSTGRES_URL``, default: the tests' server on 127.0.0.1:5432).
+(``FQ_BENCH_POSTGRES_URL``, default: the tests' server on 127.0.0.1:5432).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from bench.scenarios.dashboard import postgres_database
 from ferrisqueue.domain.events import Started, Submitted, Succeeded, encode_event
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.stored import StoredEvent
@@ -37,10 +31,6 @@ from projections.jobs import JobsProjection
 
 log = logging.getLogger(__name__)
 
-POSTGRES_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
 
 def run(events: int, *, batch: int = 500) -> list[dict[str, Any]]:
     """Decode and apply ``events`` (rounded down to whole jobs) on each reachable store."""
@@ -48,7 +38,7 @@ def run(events: int, *, batch: int = 500) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory(prefix="fq-bench-projection-") as tmp:
         stores = [("SQLite", f"sqlite:///{Path(tmp) / 'read.db'}")]
-        with _postgres() as url:
+        with postgres_database() as url:
             if url is not None:
                 stores.append(("PostgreSQL", url))
             for name, store in stores:
@@ -114,24 +104,3 @@ def _measure(
         }
     finally:
         engine.dispose()
-
-
-@contextmanager
-def _postgres() -> Iterator[str | None]:
-    """A fresh database on the PostgreSQL server, dropped afterwards; None if unreachable."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"fq_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        log.warning("projection: no PostgreSQL at %s (%s); SQLite only", POSTGRES_URL, exc.orig)
-        admin.dispose()
-        yield None
-        return
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()

@@ -71,13 +71,9 @@ class _ExecuteMany:
         key: Sequence[str],
         keep: Sequence[str],
     ) -> None:
-        statement: Any = sqlite.insert(table)
+        statement = sqlite.insert(table)
         if key:
-            fixed = {*key, *keep}
-            statement = statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_={c: statement.excluded[c] for c in columns if c not in fixed},
-            )
+            statement = _on_conflict_update(statement, columns, key, keep)
         compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         self._sql = compiled.string
         at = {name: i for i, name in enumerate(columns)}
@@ -133,11 +129,7 @@ class _PostgresCopy:
                 f'(LIKE "{table.name}") ON COMMIT DELETE ROWS'
             )
             statement = postgresql.insert(table).from_select(list(columns), select(twin))
-            fixed = {*key, *keep}
-            merge = statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_={c: statement.excluded[c] for c in columns if c not in fixed},
-            )
+            merge = _on_conflict_update(statement, columns, key, keep)
             self._merge = str(merge.compile(dialect=dialect))
         self._copy = f'COPY "{target}" ({names}) FROM STDIN'
 
@@ -156,3 +148,15 @@ class _PostgresCopy:
                     copy.write_row(row)
             if self._merge is not None:
                 cursor.execute(self._merge)
+
+
+def _on_conflict_update(
+    statement: Any, columns: Sequence[str], key: Sequence[str], keep: Sequence[str]
+) -> Any:
+    """``statement`` (a SQLite or PostgreSQL insert) updating, on a conflict on ``key``,
+    every column of ``columns`` but the key and ``keep``."""
+    fixed = {*key, *keep}
+    return statement.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c: statement.excluded[c] for c in columns if c not in fixed},
+    )

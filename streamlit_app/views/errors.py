@@ -119,19 +119,8 @@ def _selectable(table: Any, rows: list[dict[str, Any]], *, key: str, wide: tuple
     """``table`` of ``rows``, one selectable at a time; selecting one opens its job. The
     ``wide`` column (name, width) holds the long text."""
     column, width = wide
-    selected = st.dataframe(
-        table,
-        hide_index=True,
-        on_select="rerun",
-        selection_mode="single-row",
-        key=key,
-        column_config={column: st.column_config.TextColumn(width=width)},
-    )
-    _link_selected(selected, rows)
-
-
-def _link_selected(selected: Any, rows: list[dict[str, Any]]) -> None:
-    links.open_selected(selected, rows)
+    config = {column: st.column_config.TextColumn(width=width)}
+    links.job_table(table, rows, key=key, column_config=config)
 
 
 if __name__ == "__main__":  # run by st.navigation as a page script
