@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from sqlmodel import Session
 
 from ferrisqueue.domain import histogram
@@ -33,6 +34,14 @@ from gateway.schemas import AUTH_ERRORS, JobStatusOut
 
 router = APIRouter(tags=["dashboard"], responses=AUTH_ERRORS)
 
+
+def _invalid(parameter: str, message: str) -> RequestValidationError:
+    """A query parameter refused after FastAPI's own checks, answered as they are (422 with
+    a list of errors, the documented shape)."""
+    error = {"type": "value_error", "loc": ("query", parameter), "msg": message, "input": None}
+    return RequestValidationError([error])
+
+
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 _COUNTS = ("submitted", "started", "succeeded", "failed", "dead_lettered", "canceled")
@@ -51,11 +60,11 @@ async def waiting_jobs(
 ) -> WaitingPage:
     """Jobs waiting for their due time (``run_at`` or ``retry_at``), soonest first."""
     if reason not in insights.WAITING:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "reason: scheduled or retrying")
+        raise _invalid("reason", "scheduled or retrying")
     try:
         after = _waiting_cursor(cursor) if cursor else None
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"cursor: {exc}") from exc
+        raise _invalid("cursor", str(exc)) from exc
 
     def read(session: Session) -> WaitingPage:
         states = insights.waiting_jobs(session, reason, after=after, limit=limit)
@@ -150,7 +159,7 @@ async def error_groups(
     until = until or utcnow()
     since = since or until - timedelta(days=1)
     if since >= until:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since must be before until")
+        raise _invalid("since", "since must be before until")
     bucket = (until - since) / _TREND_BUCKETS
 
     def read(session: Session) -> ErrorGroupsOut:
@@ -187,7 +196,7 @@ async def error_attempts(
     try:
         before = int(cursor) if cursor else None
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "cursor: not a sequence") from exc
+        raise _invalid("cursor", "not a sequence") from exc
     rows = await run_in_threadpool(
         insights.error_attempts, session, key, before=before, limit=limit
     )

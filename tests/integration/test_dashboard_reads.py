@@ -12,28 +12,31 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 @pytest.mark.parametrize(
-    ("path", "params", "reason"),
+    ("path", "params", "where", "reason"),
     [
-        ("/jobs/waiting", {"reason": "queued"}, "reason: scheduled or retrying"),
+        ("/jobs/waiting", {"reason": "queued"}, "reason", "scheduled or retrying"),
         (
             "/jobs/waiting",
             {"cursor": "2026-01-01T00:00:00|job"},
-            "cursor: not a cursor of this list",
+            "cursor",
+            "not a cursor of this list",
         ),
         (
             "/errors",
             {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+            "since",
             "since must be before until",
         ),
-        ("/errors/0123abcd/attempts", {"cursor": "x"}, "cursor: not a sequence"),
+        ("/errors/0123abcd/attempts", {"cursor": "x"}, "cursor", "not a sequence"),
     ],
 )
 async def test_bad_input_is_a_422_with_the_reason(
-    gateway: httpx.AsyncClient, path: str, params: dict[str, str], reason: str
+    gateway: httpx.AsyncClient, path: str, params: dict[str, str], where: str, reason: str
 ) -> None:
     answer = await gateway.get(path, params=params)
     assert answer.status_code == 422
-    assert answer.json()["detail"] == reason
+    [error] = answer.json()["detail"]  # the documented shape of every 422
+    assert (error["loc"], error["msg"]) == (["query", where], reason)
 
 
 async def test_empty_store_answers_empty_pages(gateway: httpx.AsyncClient) -> None:
