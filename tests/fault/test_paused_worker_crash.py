@@ -27,7 +27,8 @@ pytestmark = pytest.mark.fault
 
 QUEUE, CONTROL = "work", "ctl"
 JOBS = 8
-JOB = {"type": "sleep", "queue": QUEUE, "payload": {"seconds": 1.0}}
+JOB = {"type": "sleep", "queue": QUEUE, "payload": {"seconds": 5.0}}
+"""Long enough to be still running when the pause has been seen and the worker is killed."""
 
 
 async def _holding(worker: ServiceProcess) -> None:
