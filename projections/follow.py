@@ -12,6 +12,11 @@ until it is stopped. Its error policy:
 * **a stalled consumer** (nothing delivered for :data:`STALL_LIMIT` seconds although the
   stream holds newer messages: seen once a consumer's replicas had all been restarted):
   counted like a lost delivery, then a new life re-creates the consumer;
+* **a wedged life** (no progress at all for :data:`WEDGE_LIMIT` seconds although the stream
+  holds newer messages: seen once on a 3-node cluster after the node serving the projector's
+  connection was killed, with nothing logged): the life is cancelled and counted like a
+  stalled consumer. A batch still committing in a thread then cannot apply anything twice:
+  its commit is fenced by the checkpoint;
 * **any other failure** of a live projection (a JetStream request that timed out in a
   failover, a connection cut under a pull, a consumer nobody serves for
   :data:`PULLING`'s ``give_up_after`` seconds): logged, and the next life begins after the loops'
@@ -57,6 +62,9 @@ PIPELINE_DEPTH = 4
 STALL_LIMIT = 15.0
 """Seconds without a delivery, while the stream holds newer messages, after which the
 projection re-creates its consumer from the checkpoint."""
+WEDGE_LIMIT = 45.0
+"""Seconds without progress (no burst taken in, nothing applied) while the stream holds
+newer messages, after which a life is cancelled and the next begins from the checkpoint."""
 CHECKPOINT_MOVED_PAUSE = 1.0
 """Seconds before resuming after another projector moved the checkpoint."""
 ONE_SHOT_FUTILE_LIVES = 4
@@ -149,12 +157,16 @@ class ProjectionLoop(ServiceLoop):
         last_seq: int | None = None,
         until: datetime | None = None,
         stall_limit: float = STALL_LIMIT,
+        wedge_limit: float = WEDGE_LIMIT,
         observe: Observer | None = None,
     ) -> None:
         """``observe``: told what each committed batch applied (the projector's metrics)."""
         super().__init__()
         self._observe = observe
         self._stall_limit = stall_limit
+        self._wedge_limit = wedge_limit
+        self._progress_at = 0.0
+        """When the current life last took a burst in or started (the loop's clock)."""
         self.name = f"{projection.name} projection"
         self.projection = projection.name
         self.stream = projection.stream
@@ -177,7 +189,7 @@ class ProjectionLoop(ServiceLoop):
 
     async def serve(self, stopping: asyncio.Event) -> None:
         try:
-            await self._follow(stopping)
+            await self._watched(stopping)
         except (_LostDeliveries, _Stalled, CheckpointMoved) as exc:
             lost = not isinstance(exc, CheckpointMoved)
             problem = f"{exc}; resuming from the stored checkpoint"
@@ -195,6 +207,39 @@ class ProjectionLoop(ServiceLoop):
             raise Restart(problem, after=0.0 if lost else CHECKPOINT_MOVED_PAUSE) from exc
         if self.one_shot:
             stopping.set()  # done: the run ends here
+
+    async def _watched(self, stopping: asyncio.Event) -> None:
+        """:meth:`_follow`, cancelled as :class:`_Stalled` if it makes no progress for
+        :data:`WEDGE_LIMIT` seconds while the stream holds what it has not applied."""
+        clock = asyncio.get_running_loop().time
+        self._progress_at = clock()
+        life = asyncio.create_task(self._follow(stopping), name=f"life:{self.projection}")
+        try:
+            while True:
+                done, _ = await asyncio.wait([life], timeout=self._wedge_limit / 4)
+                if done:
+                    return life.result()
+                idle = clock() - self._progress_at
+                if idle <= self._wedge_limit:
+                    continue
+                if await self._behind():
+                    raise _Stalled(
+                        f"no progress for {idle:.0f} s while {self.stream} holds sequences "
+                        f"after {self.position}"
+                    )
+                self._progress_at = clock()  # caught up: a quiet stream is no wedge
+        finally:
+            await reap(life)
+
+    async def _behind(self) -> bool:
+        """Whether the stream holds a sequence this loop wants and has not applied (False
+        when that cannot be read: the life fails by itself then)."""
+        try:
+            newest = await self._log.last_seq(self.stream)
+        except NatsUnavailable:
+            return False
+        wanted = newest if self._last_seq is None else min(newest, self._last_seq)
+        return wanted > self.position
 
     def _give_up_if_futile(self, problem: str) -> None:
         """Count a one-shot life that ends to start again; fail the run once
@@ -286,6 +331,7 @@ class ProjectionLoop(ServiceLoop):
         try:
             while True:
                 item = await received.get()
+                self._progress_at = clock()
                 if item is None:  # the receiver ended: re-raise why, if it failed
                     await receiver
                     break
@@ -304,6 +350,7 @@ class ProjectionLoop(ServiceLoop):
                 if lost is not None:  # acknowledge nothing past what was applied
                     raise _LostDeliveries(lost)
                 await last_msg.ack()  # the consumer acks all: one ack covers every burst
+                self._progress_at = clock()
                 if last_seq is not None and (len(wanted) < len(batch) or position >= last_seq):
                     break
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from ferrisqueue.log.topology import PROJECTOR_CONSUMER
 from ferrisqueue.settings import Settings
 from ferrisqueue.store import queries
 from ferrisqueue.store.db import commit_at
-from projections import jobs
+from projections import follow, jobs
 from projections.follow import JOBS, ProjectionLoop
 from projections.runner import Projector
 from tests.support.memory import WAIT, memory_log, memory_settings, submit
@@ -320,3 +321,40 @@ async def test_a_fatal_failure_ends_the_projector_even_if_the_other_loop_loses_i
         async with asyncio.timeout(5):  # without the fix: a TimeoutError, the projector runs on
             await projector.run()
     assert swallowed.is_set()
+
+
+async def test_a_wedged_life_is_cancelled_and_the_next_resumes_from_the_checkpoint(
+    log: MemoryLog, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A life that waits for ever on something (here its first commit never returns) while
+    the stream holds newer events is cancelled after the wedge limit; the next life applies
+    every event once from the checkpoint."""
+    job = await completed_job(log)
+    release, first = threading.Event(), threading.Event()
+    apply = follow._apply
+
+    def wedged_once(*args: Any) -> int:
+        if not first.is_set():
+            first.set()
+            release.wait(timeout=WAIT)  # never returns in time: the life is wedged
+            raise RuntimeError("the wedged commit gave up")  # after the test, harmlessly
+        return apply(*args)
+
+    monkeypatch.setattr(follow, "_apply", wedged_once)
+    projection = ProjectionLoop(
+        log.connect(), engine, JOBS, PROJECTOR_CONSUMER, batch_size=10, wedge_limit=0.3
+    )
+    stopping = asyncio.Event()
+    running = asyncio.create_task(projection.run(stopping))
+    try:
+        await log.wait_until(lambda: checkpoint(engine) >= 3, timeout=WAIT)
+    finally:
+        stopping.set()
+        release.set()
+        await running
+
+    assert projection.signals.serving.count == 2  # a second life, after the wedge
+    assert timeline(engine, job) == ["submitted", "started", "succeeded"]
+    with Session(engine) as session:
+        found = queries.projection_health(session)[jobs.NAME]
+    assert found.last_problem is not None and "no progress for" in found.last_problem
