@@ -55,12 +55,18 @@ async def test_a_killed_workers_jobs_wait_for_the_resume_and_then_run_once(
 ) -> None:
     start("projections")
     queues = f"{QUEUE},{CONTROL}"
-    slots = {"FQ_WORKER_QUEUES": queues, "FQ_WORKER_CONCURRENCY": "4"}  # 8 jobs: both busy
-    doomed = start("worker", FQ_WORKER_ID="doomed", **slots)
-    survivor = start("worker", FQ_WORKER_ID="survivor", **slots)
+    doomed = start(
+        "worker", FQ_WORKER_ID="doomed", FQ_WORKER_QUEUES=queues, FQ_WORKER_CONCURRENCY="4"
+    )
     for n in range(JOBS):
         await producer.submit(f"paused-{n}", JOB)
-    await starts(nc, by("doomed", 2))
+    await starts(nc, by("doomed", 4))  # its slots are full; the other four wait
+    # Slots to spare: a worker with every slot busy waits for one before it reaches the
+    # paused queue's gate (and says it holds the queue), so the survivor must have some free.
+    survivor = start(
+        "worker", FQ_WORKER_ID="survivor", FQ_WORKER_QUEUES=queues, FQ_WORKER_CONCURRENCY="8"
+    )
+    await starts(nc, by("survivor", JOBS - 4))
 
     answer = await gateway.post(f"/queues/{QUEUE}/pause", json={"reason": "fault test"})
     assert answer.status_code == 200, answer.text
