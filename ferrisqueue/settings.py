@@ -185,6 +185,14 @@ class Settings(BaseSettings):
         description="Connections plus requests in flight before new requests get 503 "
         "(uvicorn's limit_concurrency; 0: no limit).",
     )
+    gateway_max_inflight: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="Submissions (POST /jobs, POST /jobs:batch) in flight at once in one "
+        "gateway process; one more is refused at once with 503 and Retry-After instead of "
+        "queueing behind them (admission control; 0: no limit).",
+    )
 
     # --- Authentication (gateway API keys) ------------------------------------------------
     auth: AuthMode = Field(

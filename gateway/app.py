@@ -23,10 +23,11 @@ from ferrisqueue.logs import LogFormat
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.tracing import NO_TRACING, Tracing
+from gateway.admission import Admission
 from gateway.auth import RateLimited
 from gateway.deps import bind_job_log_fields
 from gateway.limits import BodyLimits
-from gateway.metrics import instrument
+from gateway.metrics import instrument, shed_counter
 from gateway.nats_link import NatsLink
 from gateway.routes import (
     batch,
@@ -82,13 +83,20 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
     app.include_router(dead_letters.router)
     app.include_router(schedules.router)
     app.include_router(health.router)
-    if settings.metrics_enabled:
-        instrument(app)
+    registry = instrument(app) if settings.metrics_enabled else None
     app.add_middleware(
         BodyLimits,
         max_bytes=settings.gateway_max_body_bytes,
         timeout=settings.gateway_body_timeout,
     )
+    if settings.gateway_max_inflight:
+        # Added last: the outermost of ours, so a refused submission costs next to nothing.
+        app.add_middleware(
+            Admission,
+            max_inflight=settings.gateway_max_inflight,
+            retry_after=settings.retry_after_seconds,
+            shed=shed_counter(registry) if registry is not None else None,
+        )
 
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}
 

@@ -6,6 +6,10 @@
     is counted under ``route="unmatched"``.
 ``fq_http_request_duration_seconds{route,method}`` (histogram)
     From the request reaching the app to its response's last byte handed to the server.
+``fq_http_requests_shed_total{route}``
+    Submissions (``/jobs``, ``/jobs:batch``) refused with ``503`` by admission control
+    (:mod:`gateway.admission`, ``FQ_GATEWAY_MAX_INFLIGHT``). They are answered before this
+    middleware sees them, so they are not in ``fq_http_requests_total``.
 
 Jobs submitted through the API show as ``fq_http_requests_total{route="/jobs",
 method="POST",status="201"}`` (and ``/jobs:batch``); the system-wide count of submitted jobs,
@@ -88,6 +92,16 @@ class RequestMetrics:
                 )
             children[0].inc()
             children[1].observe(time.perf_counter() - began)
+
+
+def shed_counter(registry: CollectorRegistry) -> Counter:
+    """``fq_http_requests_shed_total{route}``, in ``registry``."""
+    return Counter(
+        "fq_http_requests_shed",
+        "Submissions refused with 503 by admission control (FQ_GATEWAY_MAX_INFLIGHT), by route.",
+        ["route"],
+        registry=registry,
+    )
 
 
 def instrument(app: FastAPI) -> CollectorRegistry:
