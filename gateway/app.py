@@ -26,6 +26,7 @@ from ferrisqueue.tracing import NO_TRACING, Tracing
 from gateway.admission import Admission
 from gateway.auth import RateLimited
 from gateway.deps import bind_job_log_fields
+from gateway.fastsubmit import FastSubmit
 from gateway.limits import BodyLimits
 from gateway.metrics import instrument, shed_counter
 from gateway.nats_link import NatsLink
@@ -83,6 +84,9 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
     app.include_router(dead_letters.router)
     app.include_router(schedules.router)
     app.include_router(health.router)
+    if not tracing.enabled:
+        # The innermost of ours: a submission it answers is still limited, counted, timed.
+        app.add_middleware(FastSubmit, gateway=app)
     registry = instrument(app) if settings.metrics_enabled else None
     app.add_middleware(
         BodyLimits,

@@ -127,27 +127,39 @@ def Authorized(scope: Scope) -> Any:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     ) -> Principal:
-        settings: Settings = request.app.state.settings
-        if settings.auth is AuthMode.OFF:
-            return ANONYMOUS
-        if credentials is None:
-            raise _unauthorized("an API key is required: Authorization: Bearer <key>")
-        record = await _key_cache(request).authenticate(credentials.credentials)
-        if record is None:
-            raise _unauthorized("the API key is invalid or revoked", "invalid_token")
-        principal = record.principal()
-        if not principal.may(scope):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                detail=f"key {principal.name} lacks the scope {scope.value}",
-                headers={
-                    "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope.value}"'
-                },
-            )
-        request.state.principal = principal
+        principal = await principal_of(request, credentials, scope)
+        if principal is not ANONYMOUS:
+            request.state.principal = principal
         return principal
 
     return Security(authorized, scopes=[scope.value])
+
+
+async def principal_of(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: Scope
+) -> Principal:
+    """Who sent ``request`` with ``credentials`` (its bearer key, see :func:`Authorized`),
+    if the key holds ``scope``: ``401``/``403`` as :class:`HTTPException` otherwise,
+    :class:`NatsUnavailable` before the key store was read. :data:`ANONYMOUS` with
+    ``FQ_AUTH=off``."""
+    settings: Settings = request.app.state.settings
+    if settings.auth is AuthMode.OFF:
+        return ANONYMOUS
+    if credentials is None:
+        raise _unauthorized("an API key is required: Authorization: Bearer <key>")
+    record = await _key_cache(request).authenticate(credentials.credentials)
+    if record is None:
+        raise _unauthorized("the API key is invalid or revoked", "invalid_token")
+    principal = record.principal()
+    if not principal.may(scope):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"key {principal.name} lacks the scope {scope.value}",
+            headers={
+                "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope.value}"'
+            },
+        )
+    return principal
 
 
 def _key_cache(request: Request) -> KeyCache:

@@ -11,17 +11,23 @@ claim in the same bucket, so a key means the same job whichever way it is sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from starlette.datastructures import URLPath
 
-from ferrisqueue.domain.events import JobSpec, Scheduled
-from ferrisqueue.domain.jobbuilder import JobRefused
+from ferrisqueue.domain.events import JobSpec, Scheduled, utcnow
+from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.jobbuilder import JobRefused, JobRequest, build_job
+from ferrisqueue.jobtypes import JobType
 from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.logs import bind_log_fields
+from ferrisqueue.tracing import SpanKind, Tracing
 from gateway.idempotency import IdempotencyKeys, fingerprint
 
 
@@ -64,6 +70,64 @@ def parents_refused(unknown: Iterable[tuple[tuple[Any, ...], str]]) -> RequestVa
             for loc, parent in unknown
         ]
     )
+
+
+def status_url(request: Request, job_id: str) -> str:
+    """The absolute URL of the job's status (what ``request.url_for("job_status", ...)``
+    answers, without a walk through every route to find its path)."""
+    return str(URLPath(f"/jobs/{job_id}/status").make_absolute_url(request.base_url))
+
+
+async def new_job(
+    body: JobRequest, job_types: Mapping[str, JobType], event_log: EventLog, actor: str
+) -> JobSpec:
+    """The event that creates the job ``body`` (a single submission) asks for, stamped now
+    with a new id. :class:`RequestValidationError` (422) when the builder refuses it or it
+    names a parent the log does not hold. Nothing is written."""
+    try:
+        event: JobSpec = build_job(body, job_types, job_id=new_job_id(), now=utcnow(), actor=actor)
+    except JobRefused as exc:
+        raise unprocessable(exc, at=("body",)) from exc
+    if event.depends_on and (unknown := await unknown_parents(event_log, event.depends_on)):
+        raise parents_refused((("body", "depends_on"), parent) for parent in sorted(unknown))
+    return event
+
+
+async def store_job(
+    event: JobSpec,
+    body: JobRequest,
+    *,
+    event_log: EventLog,
+    keys: IdempotencyKeys,
+    tracing: Tracing,
+    idempotency_key: str | None,
+    charge: Callable[[], Awaitable[None]],
+    headers: Mapping[str, str],
+) -> tuple[JobSpec, bool | None]:
+    """Charge the caller's rate limit, claim ``idempotency_key`` (if any) and append
+    ``event`` unless the key names a job the log already has; answers the job and whether
+    it was a replay (None without a key). ``headers``: the request's, whose traceparent
+    the job carries when tracing is off. Raises what the log, the key store or the rate
+    limit raise (the app's exception handlers answer them)."""
+    await charge()
+    replayed: bool | None = None
+    if idempotency_key is not None:
+        keyed = await claim_key(keys, event_log, idempotency_key, body, event)
+        replayed = keyed.replayed
+        if keyed.stored:
+            return keyed.event, replayed
+        event = keyed.event
+    # The job's trace context: this submit's span (a child of the request's), or without
+    # tracing the caller's traceparent, passed on as it came.
+    with tracing.span(
+        f"fq submit {event.type}",
+        kind=SpanKind.PRODUCER,
+        parent=headers,
+        attributes={"fq.job_id": event.job_id, "fq.queue": event.queue, "fq.job_type": event.type},
+    ) as span:
+        bind_log_fields(job_id=event.job_id, queue=event.queue, trace_id=span.trace_id)
+        await event_log.append(event, headers=span.headers)
+    return event, replayed
 
 
 def run_at_of(event: JobSpec) -> datetime | None:

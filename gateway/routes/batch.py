@@ -68,6 +68,7 @@ from gateway.submit import (
     claim_key,
     parents_refused,
     run_at_of,
+    status_url,
     unknown_parents,
     unprocessable,
 )
@@ -281,7 +282,7 @@ async def submit_batch(
             job_id=job.job_id,
             queue=job.queue,
             outcome=outcomes[index][0],
-            status_url=str(request.url_for("job_status", job_id=job.job_id)),
+            status_url=status_url(request, job.job_id),
             error=outcomes[index][1],
             run_at=run_at_of(job),
             replayed=keyed[index].replayed if index in keyed else None,

@@ -15,22 +15,17 @@ from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
     CancelRequested,
-    JobSpec,
     Token,
     utcnow,
 )
 from ferrisqueue.domain.fold import JobState
-from ferrisqueue.domain.ids import new_job_id
-from ferrisqueue.domain.jobbuilder import JobRefused, build_job
 from ferrisqueue.domain.principal import Principal, Scope
 from ferrisqueue.domain.states import JobStatus, PendingReason
 from ferrisqueue.domain.stored import fold_history
 from ferrisqueue.domain.subjects import SCHEDULE_STREAM, timer_subject
 from ferrisqueue.errors import FerrisQueueError
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.logs import bind_log_fields
 from ferrisqueue.store import queries
-from ferrisqueue.tracing import SpanKind
 from gateway.deps import (
     ActorDep,
     Authorized,
@@ -55,11 +50,10 @@ from gateway.schemas import (
     Problem,
 )
 from gateway.submit import (
-    claim_key,
-    parents_refused,
+    new_job,
     run_at_of,
-    unknown_parents,
-    unprocessable,
+    status_url,
+    store_job,
 )
 
 log = logging.getLogger(__name__)
@@ -119,43 +113,31 @@ async def submit_job(
     A parent the event log does not know is 422.
     Without an ``Idempotency-Key``, a retry after a 503 may create a second job.
     """
-    try:
-        event: JobSpec = build_job(body, job_types, job_id=new_job_id(), now=utcnow(), actor=actor)
-    except JobRefused as exc:
-        raise unprocessable(exc, at=("body",)) from exc
-    if unknown := await unknown_parents(event_log, event.depends_on):
-        raise parents_refused((("body", "depends_on"), parent) for parent in sorted(unknown))
-    await charge_submissions(request, principal, 1)
-    if idempotency_key is not None:
-        keyed = await claim_key(keys, event_log, idempotency_key, body, event)
-        response.headers["Idempotent-Replayed"] = "true" if keyed.replayed else "false"
-        if keyed.stored:
-            return _accepted(request, response, keyed.event, body.queue)
-        event = keyed.event
-    # The job's trace context: this submit's span (a child of the request's), or without
-    # tracing the caller's traceparent, passed on as it came.
-    with tracing.span(
-        f"fq submit {event.type}",
-        kind=SpanKind.PRODUCER,
-        parent=request.headers,
-        attributes={"fq.job_id": event.job_id, "fq.queue": event.queue, "fq.job_type": event.type},
-    ) as span:
-        bind_log_fields(job_id=event.job_id, queue=event.queue, trace_id=span.trace_id)
-        await event_log.append(event, headers=span.headers)
-    return _accepted(request, response, event, event.queue)
-
-
-def _accepted(request: Request, response: Response, job: JobSpec, queue: str) -> JobAccepted:
+    event = await new_job(body, job_types, event_log, actor)
+    job, replayed = await store_job(
+        event,
+        body,
+        event_log=event_log,
+        keys=keys,
+        tracing=tracing,
+        idempotency_key=idempotency_key,
+        charge=lambda: charge_submissions(request, principal, 1),
+        headers=request.headers,
+    )
+    if replayed is not None:
+        response.headers["Idempotent-Replayed"] = "true" if replayed else "false"
+    # A replay found in the log answers the queue the request names, as it always did.
+    queue = body.queue if replayed else job.queue
     # A job due later waits for its timer (the scheduler arms it from the ``scheduled``
     # event); the builder made one due now or in the past a plain ``submitted``.
-    status_url = str(request.url_for("job_status", job_id=job.job_id))
-    response.headers["Location"] = status_url
+    url = status_url(request, job.job_id)
+    response.headers["Location"] = url
     return JobAccepted(
         job_id=job.job_id,
         queue=queue,
         status=JobStatus.PENDING,
         run_at=run_at_of(job),
-        status_url=status_url,
+        status_url=url,
     )
 
 
