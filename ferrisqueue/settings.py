@@ -193,6 +193,15 @@ class Settings(BaseSettings):
         "gateway process; one more is refused at once with 503 and Retry-After instead of "
         "queueing behind them (admission control; 0: no limit).",
     )
+    gateway_max_queue_wait: float = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="Seconds a submission may wait, once its request head was read, for the "
+        "gateway's event loop to start it; a later one is refused at once with 503 and "
+        "Retry-After, sparing the CPU its handling would cost (admission control: the process "
+        "has less CPU than its load needs; 0, the default: no limit).",
+    )
 
     # --- Authentication (gateway API keys) ------------------------------------------------
     auth: AuthMode = Field(

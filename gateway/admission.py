@@ -22,43 +22,65 @@ request), outermost among the gateway's own, so a refusal costs next to nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from prometheus_client import Counter
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.limits import HEAD_AT
 
 SUBMIT_PATHS = frozenset({"/jobs", "/jobs:batch"})
 """The paths whose ``POST`` is a submission, the only requests admission control sheds."""
 
+INFLIGHT = "inflight"
+"""Reason of a refusal: ``FQ_GATEWAY_MAX_INFLIGHT`` submissions were in flight."""
+QUEUE_WAIT = "queue_wait"
+"""Reason of a refusal: the request waited longer than ``FQ_GATEWAY_MAX_QUEUE_WAIT`` for the
+app to start it (the event loop is behind: the process has less CPU than its load needs)."""
+
 
 class Admission:
-    """ASGI middleware admitting at most ``max_inflight`` submissions at once; the next gets
-    ``503`` with ``Retry-After: retry_after`` at once. ``shed`` counts refusals per path."""
+    """ASGI middleware admitting a submission only while fewer than ``max_inflight`` are in
+    flight (0: no limit) and, with ``max_wait`` (seconds), only if it reached the app within
+    ``max_wait`` of its head being read (:data:`~gateway.limits.HEAD_AT`: time spent queued
+    in the event loop behind other work); any other gets ``503`` with ``Retry-After:
+    retry_after`` at once. ``shed`` counts refusals per path and reason."""
 
     def __init__(
-        self, app: ASGIApp, *, max_inflight: int, retry_after: int, shed: Counter | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_inflight: int,
+        max_wait: float | None,
+        retry_after: int,
+        shed: Counter | None = None,
     ) -> None:
-        if max_inflight < 1:
-            raise ValueError("max_inflight must be at least 1 (leave the middleware out for 0)")
+        if max_inflight < 0 or (max_wait is not None and max_wait <= 0):
+            raise ValueError("max_inflight must be >= 0 and max_wait > 0 (None: no limit)")
         self.app = app
-        self.max_inflight = max_inflight
+        self.max_inflight = max_inflight or None
+        self.max_wait = max_wait
         self.inflight = 0
         """Submissions admitted and not answered yet (one event loop: no lock needed)."""
-        detail = (
-            f"the gateway is overloaded: {max_inflight} submissions are in flight "
-            f"(FQ_GATEWAY_MAX_INFLIGHT); the job was not created, retry later"
-        )
-        self._body = json.dumps({"detail": detail}).encode()
-        self._start = {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(self._body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-            ],
+        self._refusals = {
+            INFLIGHT: _answer(
+                f"the gateway is overloaded: {max_inflight} submissions are in flight "
+                "(FQ_GATEWAY_MAX_INFLIGHT); the job was not created, retry later",
+                retry_after,
+            ),
+            QUEUE_WAIT: _answer(
+                f"the gateway is overloaded: the submission waited more than "
+                f"{1000 * (max_wait or 0):g} ms to be started (FQ_GATEWAY_MAX_QUEUE_WAIT); "
+                "the job was not created, retry later",
+                retry_after,
+            ),
         }
-        self._shed = {path: shed.labels(path) for path in SUBMIT_PATHS} if shed else None
+        self._shed = (
+            {(p, r): shed.labels(p, r) for p in SUBMIT_PATHS for r in (INFLIGHT, QUEUE_WAIT)}
+            if shed
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -68,14 +90,40 @@ class Admission:
         ):
             await self.app(scope, receive, send)
             return
-        if self.inflight >= self.max_inflight:
-            if self._shed is not None:
-                self._shed[path].inc()
-            await send(self._start)
-            await send({"type": "http.response.body", "body": self._body})
+        if self.max_inflight is not None and self.inflight >= self.max_inflight:
+            await self._refuse(path, INFLIGHT, send)
+            return
+        if (
+            self.max_wait is not None
+            and (arrived := scope.get(HEAD_AT)) is not None
+            and asyncio.get_running_loop().time() - arrived > self.max_wait
+        ):
+            await self._refuse(path, QUEUE_WAIT, send)
             return
         self.inflight += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.inflight -= 1
+
+    async def _refuse(self, path: str, reason: str, send: Send) -> None:
+        if self._shed is not None:
+            self._shed[path, reason].inc()
+        start, body = self._refusals[reason]
+        await send(start)
+        await send(body)
+
+
+def _answer(detail: str, retry_after: int) -> tuple[Message, Message]:
+    """The two messages of a ``503`` with ``detail`` in the gateway's error body."""
+    body = json.dumps({"detail": detail}).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry_after).encode()),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}

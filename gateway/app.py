@@ -93,11 +93,12 @@ def create_app(settings: Settings, *, tracing: Tracing = NO_TRACING) -> FastAPI:
         max_bytes=settings.gateway_max_body_bytes,
         timeout=settings.gateway_body_timeout,
     )
-    if settings.gateway_max_inflight:
+    if settings.gateway_max_inflight or settings.gateway_max_queue_wait:
         # Added last: the outermost of ours, so a refused submission costs next to nothing.
         app.add_middleware(
             Admission,
             max_inflight=settings.gateway_max_inflight,
+            max_wait=settings.gateway_max_queue_wait or None,
             retry_after=settings.retry_after_seconds,
             shed=shed_counter(registry) if registry is not None else None,
         )

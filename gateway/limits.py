@@ -24,6 +24,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+HEAD_AT = "fq.head_at"
+"""Scope key: the event loop's time when the request's head had been read (set by
+:class:`BoundedHeadHttpTools`; absent under another server or protocol)."""
+
 _TOO_LARGE = b"request line and headers too large"
 _TOO_SLOW = b"request line and headers too slow"
 _CLOSE = {"Connection": "close"}
@@ -76,6 +80,9 @@ class BoundedHeadHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes, self._tail = False, 0, b""
         self._stop_head_timer()
+        # When the request arrived, as this process saw it: admission control sheds a
+        # submission that waited too long after it for the app to start it.
+        self.scope[HEAD_AT] = self.loop.time()  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -6,9 +6,10 @@
     is counted under ``route="unmatched"``.
 ``fq_http_request_duration_seconds{route,method}`` (histogram)
     From the request reaching the app to its response's last byte handed to the server.
-``fq_http_requests_shed_total{route}``
+``fq_http_requests_shed_total{route,reason}``
     Submissions (``/jobs``, ``/jobs:batch``) refused with ``503`` by admission control
-    (:mod:`gateway.admission`, ``FQ_GATEWAY_MAX_INFLIGHT``). They are answered before this
+    (:mod:`gateway.admission`): ``reason="inflight"`` past ``FQ_GATEWAY_MAX_INFLIGHT``,
+    ``"queue_wait"`` past ``FQ_GATEWAY_MAX_QUEUE_WAIT``. They are answered before this
     middleware sees them, so they are not in ``fq_http_requests_total``.
 
 Jobs submitted through the API show as ``fq_http_requests_total{route="/jobs",
@@ -95,11 +96,12 @@ class RequestMetrics:
 
 
 def shed_counter(registry: CollectorRegistry) -> Counter:
-    """``fq_http_requests_shed_total{route}``, in ``registry``."""
+    """``fq_http_requests_shed_total{route,reason}``, in ``registry``."""
     return Counter(
         "fq_http_requests_shed",
-        "Submissions refused with 503 by admission control (FQ_GATEWAY_MAX_INFLIGHT), by route.",
-        ["route"],
+        "Submissions refused with 503 by admission control, by route and reason "
+        "(inflight: FQ_GATEWAY_MAX_INFLIGHT, queue_wait: FQ_GATEWAY_MAX_QUEUE_WAIT).",
+        ["route", "reason"],
         registry=registry,
     )
 
