@@ -168,7 +168,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "path",
                 "rate/s",
                 "jobs",
-                "late sends / unanswered",
+                "late sends / unanswered / shed (503)",
                 "ack p50/p99",
                 "start p50/p95/p99",
                 "succeeded p50/p95/p99",
@@ -178,7 +178,8 @@ def markdown(results: dict[str, Any]) -> str:
                     r["path"],
                     _n(r["rate"]),
                     _n(r["jobs"]),
-                    f"{_n(r['late_submissions'])} / {_n(r.get('unanswered', 0))}",
+                    f"{_n(r['late_submissions'])} / {_n(r.get('unanswered', 0))}"
+                    f" / {_n(r.get('shed', 0))}",
                     _pct(r["submit_to_ack_ms"], (50, 99)),
                     _pct(r["submit_to_start_ms"], (50, 95, 99)),
                     _pct(r["submit_to_succeeded_ms"], (50, 95, 99)),

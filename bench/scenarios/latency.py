@@ -89,6 +89,7 @@ async def _one(nc: Client, http: HttpLoad, path: str, rate: int, seconds: float)
     sent: dict[str, float] = {}
     acked: list[float] = []
     late = 0
+    shed = 0
 
     async def via_nats() -> None:
         event = probes.submitted()
@@ -97,8 +98,13 @@ async def _one(nc: Client, http: HttpLoad, path: str, rate: int, seconds: float)
         acked.append(time.time() - event.at.timestamp())
 
     async def via_http() -> None:
+        nonlocal shed
         began = time.time()
-        answer = (await http.post("/jobs", {"type": probes.TASK})).expect(202)
+        answer = await http.post("/jobs", {"type": probes.TASK})
+        if answer.status == 503:  # refused by admission control: no job, nothing to time
+            shed += 1
+            return
+        answer.expect(202)
         sent[answer.json()["job_id"]] = began
         acked.append(time.time() - began)
 
@@ -130,6 +136,7 @@ async def _one(nc: Client, http: HttpLoad, path: str, rate: int, seconds: float)
         "jobs": len(sent),
         "late_submissions": late,
         "unanswered": len(unanswered),
+        "shed": shed,
         "errors": errors,
         "submit_to_ack_ms": _pcts([1000 * a for a in acked]),
         "submit_to_start_ms": _pcts(to_start),
