@@ -40,6 +40,14 @@ QUEUE_WAIT = "queue_wait"
 app to start it (the event loop is behind: the process has less CPU than its load needs)."""
 
 
+def app_path(scope: Scope) -> str:
+    """The request's path as the app's routes see it: without the ``root_path`` the server
+    puts in front of it (uvicorn ``--root-path``, a proxy's prefix)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class Admission:
     """ASGI middleware admitting a submission only while fewer than ``max_inflight`` are in
     flight (0: no limit) and, with ``max_wait`` (seconds), only if it reached the app within
@@ -86,7 +94,7 @@ class Admission:
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
-            or (path := scope["path"]) not in SUBMIT_PATHS
+            or (path := app_path(scope)) not in SUBMIT_PATHS
         ):
             await self.app(scope, receive, send)
             return

@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ferrisqueue.domain.principal import Scope as KeyScope
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.errors import FerrisQueueError
+from gateway.admission import app_path
 from gateway.deps import (
     ANONYMOUS,
     ANONYMOUS_ACTOR,
@@ -79,7 +80,7 @@ class FastSubmit:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
+        if scope["type"] != "http" or scope["method"] != "POST" or app_path(scope) != PATH:
             await self.app(scope, receive, send)
             return
         content_type, keys = _headers_of(scope)

@@ -119,6 +119,17 @@ async def test_a_submission_that_waited_too_long_to_start_is_shed() -> None:
     assert inner.entered == 3
 
 
+async def test_a_root_path_in_front_is_no_other_path() -> None:
+    inner = HeldApp(expected=1)
+    app = Admission(inner, max_inflight=1, max_wait=None, retry_after=2)
+    held = asyncio.create_task(call(app, http("POST", "/api/jobs", root_path="/api")))
+    await inner.all_in.wait()
+    refused = await call(app, http("POST", "/api/jobs:batch", root_path="/api"))
+    inner.release.set()
+    assert status_of(refused) == 503
+    assert status_of(await held) == 202
+
+
 async def test_an_app_that_raises_frees_its_slot() -> None:
     async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError("boom")
