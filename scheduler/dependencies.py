@@ -59,15 +59,18 @@ from ferrisqueue.domain.stored import StoredEvent, fold_history
 from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_subject
 from ferrisqueue.errors import NatsUnavailable
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.log.port import Delivery
+from ferrisqueue.log.port import Delivery, Pulling
 from ferrisqueue.log.service_loop import ConsumerLoop
 
 log = logging.getLogger(__name__)
 
 DEPENDENCY_CONSUMER = "fq-scheduler-deps"
 
-BATCH = 64
+BATCH = 256
 """Most events asked for per pull request."""
+LINGER = Pulling(linger=0.02)
+"""A burst waits 20 ms to fill up: each burst costs a pull request and a batched read of
+its jobs' notes, and 20 ms is little beside a child's wait for its parents."""
 
 
 class DependencyGate(ConsumerLoop):
@@ -79,6 +82,7 @@ class DependencyGate(ConsumerLoop):
     name = "dependency gate"
     stream = EVENT_STREAM
     consumer = DEPENDENCY_CONSUMER
+    pulling = LINGER
 
     def __init__(self, event_log: EventLog, *, batch: int = BATCH) -> None:
         super().__init__(event_log, request_size=batch)
