@@ -235,6 +235,15 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=16, ge=1, le=10_000, description="Jobs one worker process runs at once."
     )
+    worker_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Added to a worker process's nice value at start, so that where the "
+        "services share a machine (`fq up`, `make up`) nats-server, the projector and the "
+        "gateway get the CPU first and the read store keeps up with the workers; 0 leaves it. "
+        "Between containers it changes nothing (each has its own CPU share).",
+    )
     worker_id: str = Field(
         default_factory=lambda: _token(f"{socket.gethostname()}-{os.getpid()}"),
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
