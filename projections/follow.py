@@ -53,10 +53,13 @@ from projections.contiguity import Gap, contiguous
 
 log = logging.getLogger(__name__)
 
-PULLING = Pulling(expires=1.0, linger=0.01, give_up_after=10.0)
-"""A burst waits 10 ms to fill up (fewer, larger transactions for 10 ms of latency); after
-10 s of unanswered pull requests (the consumer lost its leader, or was deleted) the
-projection re-creates its consumer from the stored checkpoint."""
+PULLING = Pulling(expires=1.0, linger=0.05, give_up_after=10.0)
+"""A burst waits 50 ms to fill up: a projector that keeps up (workers yield it the CPU, see
+``FQ_WORKER_NICENESS``) otherwise writes a small transaction every few milliseconds, and a
+transaction's fixed cost (its checkpoint, aggregates, commit, the hand-over to the database
+thread) was a third of its CPU per job at 10 ms. After 10 s of unanswered pull requests
+(the consumer lost its leader, or was deleted) the projection re-creates its consumer from
+the stored checkpoint."""
 PIPELINE_DEPTH = 4
 """Bursts received ahead of the one being applied."""
 STALL_LIMIT = 15.0
