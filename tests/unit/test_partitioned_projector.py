@@ -27,6 +27,7 @@ from ferrisqueue.store.db import init_schema, make_engine
 from projections.runner import Projector
 from tests.support.memory import WAIT, memory_log, memory_settings, submit
 from tests.support.refold import compare_with, rebuild
+from tests.support.stores import BACKENDS, store_url_for
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(20)
@@ -118,7 +119,23 @@ def jobs_at(last: int, *names: str) -> Callable[[dict[str, int]], bool]:
     return lambda found: {k: v for k, v in found.items() if k.startswith("jobs")} == wanted
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_two_partitions_fold_the_log_like_one(
+    log: MemoryLog, backend: str, tmp_path: Path
+) -> None:
+    """On PostgreSQL too, where two partitions' transactions run side by side: the metrics
+    and depth they both merge into lose no increment."""
+    with store_url_for(backend, tmp_path) as url:
+        settings = memory_settings(database_url=url, projector_batch=5)
+        engine = make_engine(url)
+        try:
+            init_schema(engine)
+            await two_partitions_fold_the_log_like_one(log, settings, engine, tmp_path)
+        finally:
+            engine.dispose()
+
+
+async def two_partitions_fold_the_log_like_one(
     log: MemoryLog, settings: Settings, engine: Engine, tmp_path: Path
 ) -> None:
     jobs = await some_jobs(log, 60)
