@@ -11,7 +11,10 @@ for each partition of the new one. Otherwise it refuses to start: the store must
 rebuilt, or the old projectors run until they all caught up.
 
 The old partitioning's projectors must be stopped: their store locks are tried first
-(:mod:`ferrisqueue.store.leadership`), and a held one refuses the change.
+(:mod:`ferrisqueue.store.leadership`), and a held one refuses the change. The count is also
+recorded in ``schema_info`` (:data:`PARTITIONS_KEY`) at the first start, so projectors
+started with different counts on a store where nothing was applied yet are refused too (the
+second finds the first's count, and its lock held).
 """
 
 from __future__ import annotations
@@ -29,13 +32,17 @@ from ferrisqueue.domain.partition import Partition
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.store import queries
 from ferrisqueue.store.leadership import StoreLock
-from ferrisqueue.store.models import ProjectionCheckpoint
+from ferrisqueue.store.models import ProjectionCheckpoint, SchemaInfo
 
 log = logging.getLogger(__name__)
 
 LOCK = "projector"
 """The store lock of the jobs projection (of the whole, or suffixed by a partition)."""
 _TABLE = ProjectionCheckpoint.__table__  # type: ignore[attr-defined]
+PARTITIONS_KEY = "jobs_partitions"
+"""``schema_info`` key of the partition count the store's jobs projection runs with: kept
+from the first start on, so that projectors started with another count are refused even
+before any checkpoint is written."""
 _ATTEMPTS = 5
 _PAUSE = 0.5
 
@@ -70,17 +77,20 @@ def settle(engine: Engine, partition: Partition) -> None:
 def _settle(engine: Engine, partition: Partition) -> None:
     with Session(engine) as session:
         found = queries.partition_checkpoints(session, queries.JOBS_PROJECTION)
-        foreign = {p: row for p, row in found.items() if p.count != partition.count}
-        if not foreign:
+        recorded = session.get(SchemaInfo, PARTITIONS_KEY)
+        counts = {p.count for p in found} | ({recorded.value} if recorded else set())
+        if counts <= {partition.count}:
+            if recorded is None:  # a fresh store, or one from before the count was recorded
+                session.add(SchemaInfo(key=PARTITIONS_KEY, value=partition.count))
+                session.commit()  # two starting at once: one IntegrityError, and a retry
             return
-        counts = {p.count for p in foreign}
-        if len(foreign) != len(found) or len(counts) > 1:
+        if len(counts) > 1:
             names = ", ".join(sorted(row.name for row in found.values()))
             raise ConfigurationError(
                 f"the read store holds jobs checkpoints of several partitionings ({names}); "
                 "rebuild it: fq projections rebuild --database-url <new store>"
             )
-        old = next(iter(foreign)).siblings()
+        old = Partition(0, counts.pop()).siblings()
         positions = {found[p].position if p in found else 0 for p in old}
         if len(positions) > 1:
             at = ", ".join(f"{p.checkpoint('jobs')} at {found[p].position}" for p in found)
@@ -90,20 +100,22 @@ def _settle(engine: Engine, partition: Partition) -> None:
                 "rebuild the store, before running it with "
                 f"FQ_PROJECTOR_PARTITIONS={partition.count}"
             )
+        position = positions.pop()
         with _all_locked([lock_name(p) for p in old], engine):
-            position = positions.pop()
-            updated_at = max(row.updated_at for row in foreign.values())
             session.execute(
-                delete(_TABLE).where(_TABLE.c.name.in_([r.name for r in foreign.values()]))
+                delete(_TABLE).where(_TABLE.c.name.in_([r.name for r in found.values()]))
             )
-            session.execute(
-                insert(_TABLE),
-                [
-                    {"name": p.checkpoint(queries.JOBS_PROJECTION), "position": position,
-                     "updated_at": updated_at}
-                    for p in partition.siblings()
-                ],
-            )  # fmt: skip
+            if position > 0:  # (at 0 there is no checkpoint row: the first commit inserts it)
+                updated_at = max(row.updated_at for row in found.values())
+                session.execute(
+                    insert(_TABLE),
+                    [
+                        {"name": p.checkpoint(queries.JOBS_PROJECTION), "position": position,
+                         "updated_at": updated_at}
+                        for p in partition.siblings()
+                    ],
+                )  # fmt: skip
+            session.merge(SchemaInfo(key=PARTITIONS_KEY, value=partition.count))
             session.commit()
         log.warning(
             "the jobs projection was applied by %d partition(s) up to sequence %d: now by %d "

@@ -224,3 +224,24 @@ def test_the_lock_of_a_partition_is_its_own() -> None:
 
     assert lock_name(Partition()) == "projector"
     assert lock_name(Partition(1, 2)) == "projector-1of2"
+
+
+async def test_on_a_fresh_store_projectors_of_different_counts_do_not_both_run(
+    log: MemoryLog, settings: Settings, engine: Engine
+) -> None:
+    async with projecting(log, partition(settings, 0)):
+        await wait_until(  # it leads (its consumer exists once it settled the store)
+            lambda: log.consumer_definition("FQ_EVENTS", "fq-projector-0of2"),
+            lambda found: found is not None,
+            timeout=WAIT,
+            what="partition 0 of 2 leading",
+        )
+        assert checkpoints(engine) == {}  # nothing applied: only the count tells
+        for other in (settings, partition(settings, 1, 3)):
+            projector = Projector(other, connect=connector(log))
+            with pytest.raises(ConfigurationError, match="still leads this read store"):
+                await asyncio.wait_for(projector.run(), WAIT)
+        await some_jobs(log, 3)
+        last = await log.last_seq("FQ_EVENTS")
+        await reached(engine, lambda found: found.get("jobs/0of2") == last, "partition 0 of 2")
+    assert "jobs" not in checkpoints(engine)
