@@ -61,10 +61,6 @@ class Passed(NamedTuple):
     seq: int
     stored_at: datetime
 
-    @property
-    def subject(self) -> str:
-        return ""
-
 
 _JOBS = JobRow.__table__  # type: ignore[attr-defined]
 _CREATION = ("payload", "queue", "type", "created_at", "submitted_by")
