@@ -205,6 +205,22 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in projection
             ],
         )
+    if partitioned := results.get("partitions"):
+        out += ["### Partitions of the jobs projection (one process each, no NATS)", ""]
+        out += _table(
+            ["store", "partitions", "events", "events/s", "CPU µs/event (all)", "each s"],
+            [
+                [
+                    r["store"],
+                    str(r["partitions"]),
+                    _n(r["events"]),
+                    _n(r["events_per_s"]),
+                    _n(r["cpu_us_per_event"], 1),
+                    " / ".join(str(t) for t in r["per_partition_s"]),
+                ]
+                for r in partitioned
+            ],
+        )
     if durability := results.get("durability"):
         out += ["### Durability profiles (fsync policy of the server)", ""]
         out += _table(

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.partition import Partition
 from ferrisqueue.domain.policy import QueueOverrides, QueuePolicy
 from ferrisqueue.domain.restarts import RestartPolicy
 from ferrisqueue.logs import LogFormat
@@ -315,6 +316,20 @@ class Settings(BaseSettings):
     projector_batch: int = Field(
         default=500, ge=1, le=10_000, description="Events applied per read-store transaction."
     )
+    projector_partitions: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Projectors the jobs projection is split across (each applies the jobs "
+        "whose id hashes to its partition; every one reads the whole event log). Changing it "
+        "on a store needs every projector stopped first.",
+    )
+    projector_partition: int = Field(
+        default=0,
+        ge=0,
+        description="Which partition (0 to FQ_PROJECTOR_PARTITIONS - 1) this projector "
+        "applies; partition 0 also runs the workers projection.",
+    )
 
     # --- Cron (scheduler) -----------------------------------------------------------------
     cron_file: Path | None = Field(
@@ -439,6 +454,20 @@ class Settings(BaseSettings):
         if self.gateway_url is None:
             self.gateway_url = f"http://{self.gateway_host}:{self.gateway_port}"
         return self
+
+    @model_validator(mode="after")
+    def _projector_partition_exists(self) -> Settings:
+        if self.projector_partition >= self.projector_partitions:
+            raise ValueError(
+                f"FQ_PROJECTOR_PARTITION={self.projector_partition} is not one of the "
+                f"{self.projector_partitions} partitions (0 to {self.projector_partitions - 1})"
+            )
+        return self
+
+    @property
+    def projector_share(self) -> Partition:
+        """The jobs projection's partition this projector applies."""
+        return Partition(self.projector_partition, self.projector_partitions)
 
     @model_validator(mode="after")
     def _restart_policy_is_sound(self) -> Settings:
