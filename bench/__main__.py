@@ -4,6 +4,7 @@
     python -m bench --only processing --workers 2 --jobs 5000
     python -m bench --only durability --jobs 5000   # default fsync against sync_interval: always
     python -m bench --only projection        # the projector in process: events/s on each store
+    python -m bench --only partitions        # 1 and 2 partitions of it, one process each
     python -m bench --only dashboard --jobs 100000  # page loads, SQLite and PostgreSQL
     python -m bench --profile bench/results/profiles   # py-spy on a worker, if installed
     python -m bench peers                    # the peers (make bench-peers; needs their venv)
@@ -27,7 +28,7 @@ from typing import Any
 from bench.harness import REPO, env_float, env_int
 
 SCENARIOS = ("baseline", "enqueue", "processing", "latency", "projection")
-OPTIONAL = ("durability", "dashboard")
+OPTIONAL = ("durability", "dashboard", "partitions")
 """Scenarios run only when named with ``--only`` (not part of ``make bench``)."""
 RESULTS = REPO / "bench" / "results"
 
@@ -80,6 +81,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--projection-events", type=int, default=30_000, help="projection: events to apply"
     )
+    p.add_argument("--partitions", type=_ints, default=(1, 2), help="partitions: counts to compare")
     p.add_argument(
         "--metrics",
         choices=("on", "off", "both"),
@@ -98,6 +100,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         durability,
         enqueue,
         latency,
+        partitions,
         processing,
         projection,
     )
@@ -143,6 +146,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if "projection" in args.only:
         log.info("projection: %d events, in process", args.projection_events)
         results["projection"] = projection.run(args.projection_events)
+    if "partitions" in args.only:
+        log.info("partitions: %d events, %s partitions", args.projection_events, args.partitions)
+        results["partitions"] = partitions.run(args.projection_events, args.partitions)
     if "durability" in args.only:
         log.info("durability: default fsync against sync_interval: always, %d jobs", args.jobs)
         results["durability"] = await durability.run(args.jobs, concurrency=args.concurrency)

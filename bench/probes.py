@@ -111,7 +111,7 @@ async def last_seq(nc: Client, stream: str = EVENT_STREAM) -> int:
 def checkpoint(engine: Engine) -> int:
     """The ``jobs`` projection's position (last stream sequence applied)."""
     with Session(engine) as session:
-        return queries.checkpoint(session, queries.JOBS_PROJECTION)
+        return queries.jobs_checkpoint(session)
 
 
 def completed(engine: Engine) -> int:

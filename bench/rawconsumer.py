@@ -37,6 +37,7 @@ async def consume(
         sub = await js.pull_subscribe_bind(durable, stream=stream)
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
+        cpu_began = time.process_time()
         count, first, last = 0, 0.0, 0.0
         began = time.monotonic()
         while True:
@@ -56,7 +57,12 @@ async def consume(
             count += len(msgs)
             last = time.time()
         await nc.flush()
-        return {"count": count, "first": first, "last": last}
+        return {
+            "count": count,
+            "first": first,
+            "last": last,
+            "cpu": time.process_time() - cpu_began,
+        }
     finally:
         await nc.close()
 

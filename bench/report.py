@@ -73,9 +73,13 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
 
 
 def _cpu(per_job: dict[str, float] | None) -> str:
+    """Workers / projector / scheduler / nats-server (a result from before the scheduler was
+    measured shows "-" for it) and their total."""
     if not per_job:
         return "-"
-    return " / ".join(_n(per_job[name]) for name in ("workers", "projector", "nats"))
+    parts = [per_job.get(name) for name in ("workers", "projector", "scheduler", "nats")]
+    total = sum(part for part in parts if part is not None)
+    return " / ".join(_n(part) for part in parts) + f" = {_n(total)}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -157,7 +161,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "catch-up s",
                 "completed in store",
                 "worker peak RSS MiB",
-                "CPU µs/job workers/projector/nats",
+                "CPU µs/job workers/projector/scheduler/nats = total",
             ],
             rows,
         )
@@ -202,6 +206,22 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in projection
             ],
         )
+    if partitioned := results.get("partitions"):
+        out += ["### Partitions of the jobs projection (one process each, no NATS)", ""]
+        out += _table(
+            ["store", "partitions", "events", "events/s", "CPU µs/event (all)", "each s"],
+            [
+                [
+                    r["store"],
+                    str(r["partitions"]),
+                    _n(r["events"]),
+                    _n(r["events_per_s"]),
+                    _n(r["cpu_us_per_event"], 1),
+                    " / ".join(str(t) for t in r["per_partition_s"]),
+                ]
+                for r in partitioned
+            ],
+        )
     if durability := results.get("durability"):
         out += ["### Durability profiles (fsync policy of the server)", ""]
         out += _table(
@@ -211,7 +231,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "appends/s (in flight)",
                 "append under load ms p50/p99",
                 "processing jobs/s (workers)",
-                "CPU µs/job workers/projector/nats",
+                "CPU µs/job workers/projector/scheduler/nats = total",
             ],
             [
                 [
@@ -227,12 +247,13 @@ def markdown(results: dict[str, Any]) -> str:
         )
     if base:
         out += [f"### Raw JetStream baseline ({base['message_bytes']}-byte messages)", ""]
-        rows = [["publish_async (file stream, 1,000 in flight)", _n(raw_pub)]]
+        rows = [["publish_async (file stream, 1,000 in flight)", _n(raw_pub), "-"]]
         for key in sorted(k for k in base if k.startswith("fetch_ack_")):
             rows.append(
                 [
                     f"pull fetch + ack, {base[key]['processes']} process(es)",
                     _n(base[key]["msgs_per_s"]),
+                    _raw_cpu(base[key]),
                 ]
             )
         for key in sorted(k for k in base if k.startswith("job_messages_")):
@@ -241,9 +262,10 @@ def markdown(results: dict[str, Any]) -> str:
                     "a job's messages (fetch, guarded started + outcome acknowledged, ack), "
                     f"{base[key]['processes']} process(es); jobs/s",
                     _n(base[key]["msgs_per_s"]),
+                    _raw_cpu(base[key]),
                 ]
             )
-        out += _table(["what", "msgs/s"], rows)
+        out += _table(["what", "msgs/s", "CPU µs/msg consumers/nats"], rows)
     if dashboard := results.get("dashboard"):
         from bench.scenarios.dashboard import markdown as dashboard_markdown
 
@@ -279,3 +301,8 @@ def peers_markdown(results: dict[str, Any]) -> str:
         ["peer", "jobs/s (median)", "runs", "enqueue/s (median)", "worker peak RSS MiB"], rows
     )
     return "\n".join(out)
+
+
+def _raw_cpu(row: dict[str, Any]) -> str:
+    cpu = row.get("cpu_us_per_msg") or {}
+    return " / ".join(_n(cpu[k]) if cpu.get(k) is not None else "-" for k in ("consumers", "nats"))

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.ids import is_token
+from ferrisqueue.domain.partition import Partition
 from ferrisqueue.domain.policy import QueueOverrides, QueuePolicy
 from ferrisqueue.domain.restarts import RestartPolicy
 from ferrisqueue.logs import LogFormat
@@ -252,6 +253,15 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=16, ge=1, le=10_000, description="Jobs one worker process runs at once."
     )
+    worker_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Added to a worker process's nice value at start, so that where the "
+        "services share a machine (`fq up`, `make up`) nats-server, the projector and the "
+        "gateway get the CPU first and the read store keeps up with the workers; 0 leaves it. "
+        "Between containers it changes nothing (each has its own CPU share).",
+    )
     worker_id: str = Field(
         default_factory=lambda: _token(f"{socket.gethostname()}-{os.getpid()}"),
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
@@ -322,6 +332,20 @@ class Settings(BaseSettings):
     )
     projector_batch: int = Field(
         default=500, ge=1, le=10_000, description="Events applied per read-store transaction."
+    )
+    projector_partitions: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Projectors the jobs projection is split across (each applies the jobs "
+        "whose id hashes to its partition; every one reads the whole event log). Changing it "
+        "on a store needs every projector stopped first.",
+    )
+    projector_partition: int = Field(
+        default=0,
+        ge=0,
+        description="Which partition (0 to FQ_PROJECTOR_PARTITIONS - 1) this projector "
+        "applies; partition 0 also runs the workers projection.",
     )
 
     # --- Cron (scheduler) -----------------------------------------------------------------
@@ -447,6 +471,20 @@ class Settings(BaseSettings):
         if self.gateway_url is None:
             self.gateway_url = f"http://{self.gateway_host}:{self.gateway_port}"
         return self
+
+    @model_validator(mode="after")
+    def _projector_partition_exists(self) -> Settings:
+        if self.projector_partition >= self.projector_partitions:
+            raise ValueError(
+                f"FQ_PROJECTOR_PARTITION={self.projector_partition} is not one of the "
+                f"{self.projector_partitions} partitions (0 to {self.projector_partitions - 1})"
+            )
+        return self
+
+    @property
+    def projector_share(self) -> Partition:
+        """The jobs projection's partition this projector applies."""
+        return Partition(self.projector_partition, self.projector_partitions)
 
     @model_validator(mode="after")
     def _restart_policy_is_sound(self) -> Settings:

@@ -5,6 +5,8 @@
 the store as it was then; ``python -m projections verify`` compares the store with a fresh
 fold of the log and exits 1 if they differ. All take ``--database-url`` (default:
 ``FQ_DATABASE_URL``) and are what ``fq projections rebuild|verify`` and ``fq replay`` run.
+Following applies the partition ``FQ_PROJECTOR_PARTITION`` of ``FQ_PROJECTOR_PARTITIONS``
+(default: the whole); the one-shot runs always fold as one partition.
 """
 
 from __future__ import annotations

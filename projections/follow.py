@@ -38,6 +38,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from ferrisqueue.domain.events import utcnow
+from ferrisqueue.domain.partition import Partition
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import ALL_JOB_EVENTS, EVENT_STREAM
 from ferrisqueue.domain.workers import WORKER_STREAM, WORKER_SUBJECTS
@@ -53,10 +54,13 @@ from projections.contiguity import Gap, contiguous
 
 log = logging.getLogger(__name__)
 
-PULLING = Pulling(expires=1.0, linger=0.01, give_up_after=10.0)
-"""A burst waits 10 ms to fill up (fewer, larger transactions for 10 ms of latency); after
-10 s of unanswered pull requests (the consumer lost its leader, or was deleted) the
-projection re-creates its consumer from the stored checkpoint."""
+PULLING = Pulling(expires=1.0, linger=0.05, give_up_after=10.0)
+"""A burst waits 50 ms to fill up: a projector that keeps up (workers yield it the CPU, see
+``FQ_WORKER_NICENESS``) otherwise writes a small transaction every few milliseconds, and a
+transaction's fixed cost (its checkpoint, aggregates, commit, the hand-over to the database
+thread) was a third of its CPU per job at 10 ms. After 10 s of unanswered pull requests
+(the consumer lost its leader, or was deleted) the projection re-creates its consumer from
+the stored checkpoint."""
 PIPELINE_DEPTH = 4
 """Bursts received ahead of the one being applied."""
 STALL_LIMIT = 15.0
@@ -107,15 +111,32 @@ def _heartbeat(msg: Delivery) -> workers.StoredHeartbeat:
     return workers.StoredHeartbeat(msg.seq, msg.stored_at, msg.data)
 
 
-JOBS = Projection(
-    jobs.NAME,
-    EVENT_STREAM,
-    ALL_JOB_EVENTS,
-    PROJECTOR_CONSUMER,
-    "",
-    StoredEvent.of,
-    lambda observe: jobs.JobsProjection(on_commit=observe).apply_batch,
-)
+def jobs_projection(partition: Partition) -> Projection:
+    """The jobs projection, or one partition of it (:mod:`ferrisqueue.domain.partition`):
+    its checkpoint and consumer are the partition's, and it decodes only its own jobs'
+    events; the others are :class:`~projections.jobs.Passed` over by the checkpoint."""
+    name = partition.checkpoint(jobs.NAME)
+    shared = not partition.whole
+
+    def decode(msg: Delivery) -> StoredEvent | jobs.Passed:
+        if partition.owns_subject(msg.subject):
+            return StoredEvent.of(msg)
+        return jobs.Passed(msg.seq, msg.stored_at)
+
+    return Projection(
+        name,
+        EVENT_STREAM,
+        ALL_JOB_EVENTS,
+        PROJECTOR_CONSUMER,
+        partition.suffixed(""),
+        StoredEvent.of if partition.whole else decode,
+        lambda observe: (
+            jobs.JobsProjection(on_commit=observe, name=name, shared=shared).apply_batch
+        ),
+    )
+
+
+JOBS = jobs_projection(Partition())
 WORKERS = Projection(
     workers.NAME,
     WORKER_STREAM,

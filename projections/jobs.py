@@ -22,10 +22,12 @@ reason, and the raw body when undecodable), where the API and dashboard show it.
 from __future__ import annotations
 
 import functools
+import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
@@ -47,7 +49,18 @@ from projections import dead_letters, depth, errors, health, metrics
 from projections.metrics import Applied
 
 NAME = queries.JOBS_PROJECTION
-"""This projection's checkpoint name."""
+"""This projection's checkpoint name (of its one partition; see :class:`JobsProjection`)."""
+AGGREGATES_LOCK = zlib.crc32(b"ferrisqueue:jobs-aggregates")
+"""PostgreSQL transaction lock taken by a partition before it writes the shared aggregates."""
+
+
+class Passed(NamedTuple):
+    """An event of another partition's job: applied by that partition, only passed over
+    here (the checkpoint moves past it), so it is never decoded."""
+
+    seq: int
+    stored_at: datetime
+
 
 _JOBS = JobRow.__table__  # type: ignore[attr-defined]
 _CREATION = ("payload", "queue", "type", "created_at", "submitted_by")
@@ -80,10 +93,11 @@ class JobsProjection:
     job's ``started`` and outcome need not read the row its ``submitted`` wrote (that read was
     a sixth of the projector's time).
 
-    The cache is valid because only the projector that holds the store's lock writes
-    ``jobs`` rows (:mod:`ferrisqueue.store.leadership`), and one instance serves one run of
-    it: a restart, a rebuild or a replay starts empty. It is updated only after a batch
-    committed and emptied when one fails, so it never holds what the store does not. It is
+    The cache is valid because only the projector that holds the store's lock (its
+    partition's lock, when partitioned) writes these jobs' rows
+    (:mod:`ferrisqueue.store.leadership`), and one instance serves one run of it: a
+    restart, a rebuild or a replay starts empty. It is updated only after a batch committed
+    and emptied when one fails, so it never holds what the store does not. It is
     also emptied if the checkpoint moved since this instance's last batch: another projector
     wrote the store meanwhile (a leader that had not noticed yet that it lost the lock).
     Finished jobs leave it: their rare later events (a redrive) read the row, which the
@@ -95,9 +109,15 @@ class JobsProjection:
         limit: int = CACHE_LIMIT,
         *,
         on_commit: Callable[[Sequence[Applied]], None] | None = None,
+        name: str = NAME,
+        shared: bool = False,
     ) -> None:
         """``on_commit``: called with the events of each batch once it is committed (the
-        projector's Prometheus counters, :mod:`projections.observe`)."""
+        projector's Prometheus counters, :mod:`projections.observe`). ``name``: the
+        checkpoint (a partition's, ``jobs/0of2``); ``shared``: other partitions write the
+        same aggregates concurrently (see :func:`_apply`)."""
+        self._name = name
+        self._shared = shared
         self._limit = limit
         self._on_commit = on_commit
         self._states: dict[str, JobState] = {}
@@ -113,10 +133,12 @@ class JobsProjection:
     ) -> int:
         """:func:`apply_batch` with the cache."""
         try:
-            position = checkpoint_at(session, NAME, expected=after)
+            position = checkpoint_at(session, self._name, expected=after)
             if position != self._position:
                 self._states.clear()  # written by another projector since: the rows may differ
-            position, changed, applied = _apply(session, batch, position, self._states)
+            position, changed, applied = _apply(
+                session, batch, position, self._states, name=self._name, shared=self._shared
+            )
         except BaseException:
             self._states.clear()
             raise
@@ -134,7 +156,9 @@ class JobsProjection:
         return position
 
 
-def apply_batch(session: Session, batch: Sequence[StoredEvent], *, after: int | None = None) -> int:
+def apply_batch(
+    session: Session, batch: Sequence[StoredEvent | Passed], *, after: int | None = None
+) -> int:
     """Apply the events of ``batch`` not applied yet and commit; returns the new checkpoint.
 
     With ``after``, the batch was checked to follow that checkpoint without a gap
@@ -145,16 +169,30 @@ def apply_batch(session: Session, batch: Sequence[StoredEvent], *, after: int | 
 
 def _apply(
     session: Session,
-    batch: Sequence[StoredEvent],
+    batch: Sequence[StoredEvent | Passed],
     position: int,
     known: dict[str, JobState],
+    *,
+    name: str = NAME,
+    shared: bool = False,
 ) -> tuple[int, dict[str, JobState], list[Applied]]:
     """Apply and commit ``batch`` after the store's checkpoint ``position`` (read in this
     transaction), given the ``known`` states of some jobs (as the store holds them); returns
-    the new checkpoint, the states of the jobs it changed and the events it applied."""
-    fresh = [stored for stored in batch if stored.seq > position]
-    if not fresh:
+    the new checkpoint, the states of the jobs it changed and the events it applied.
+
+    ``Passed`` items (other partitions' events) only move the checkpoint. With ``shared``,
+    other partitions write the aggregates (metrics, depth) concurrently, and those are read,
+    merged in Python and written back: on PostgreSQL (read committed) two such merges could
+    lose one's increments, so a partition takes a transaction lock before them. (SQLite
+    needs none: the timeline insert before them already holds the database's one write lock
+    until the commit.) Timelines, jobs, errors and dead letters are per job: never shared."""
+    after = [stored for stored in batch if stored.seq > position]
+    if not after:
         return position, {}, []
+    last = after[-1]
+    fresh = [stored for stored in after if not isinstance(stored, Passed)]
+    if not fresh:
+        return commit_at(session, name, last.seq, last.stored_at, after=position), {}, []
 
     job_ids = {job_id for stored in fresh if (job_id := _job_id(stored))}
     states = {job_id: known[job_id] for job_id in job_ids if job_id in known}
@@ -175,6 +213,8 @@ def _apply(
     jobs_writer.execute(
         session, [job_row(state, last_seq[job_id]) for job_id, state in changed.items()]
     )
+    if shared and applied and dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AGGREGATES_LOCK})
     metrics.write(session, dialect.name, applied)
     depth.write(session, dialect.name, applied)
     failed = [
@@ -188,14 +228,13 @@ def _apply(
         first = orphans[0]
         health.count(
             session,
-            NAME,
+            name,
             f"{len(orphans)} event(s) for jobs the store never saw created, the first at "
             f"sequence {first.seq} ({first.subject})",
             fresh[-1].stored_at,
             orphan_events=len(orphans),
         )
-    last = fresh[-1]
-    return commit_at(session, NAME, last.seq, last.stored_at, after=position), changed, applied
+    return commit_at(session, name, last.seq, last.stored_at, after=position), changed, applied
 
 
 def _timeline_row(

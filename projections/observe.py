@@ -23,7 +23,8 @@ committed (a batch that fails is applied again from the log, and counted then).
 ``fq_projection_lag_events{projection}`` / ``fq_projection_lag_seconds{projection}``
     Messages the stream holds beyond the projection's checkpoint, and the age of the oldest
     of them (0 when caught up), sampled every :data:`LAG_INTERVAL` seconds by the leading
-    projector (a standby reports none).
+    projector (a standby reports none). A partition of the jobs projection reports its own
+    (``projection="jobs/0of2"``).
 
 The counters restart from 0 with the process (Prometheus' ``rate`` and ``increase`` handle
 that); a rebuild into a fresh store would count the whole log again, but it runs in its own

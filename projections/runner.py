@@ -10,7 +10,13 @@ resumes exactly where its last commit left off, and nothing waits for an AckWait
 
 Several projectors may run for one read store (for availability): the one holding the
 store's lock (:mod:`ferrisqueue.store.leadership`) projects, the others stand by and take
-over when it dies. Each read store needs its own consumers (``FQ_PROJECTOR_CONSUMER`` names
+over when it dies.
+
+The jobs projection may also be split across partitions (``FQ_PROJECTOR_PARTITIONS``,
+:mod:`ferrisqueue.domain.partition`): each partition is a projector with its own lock,
+consumer and checkpoint, following the whole event log and applying its share of the jobs;
+partition 0 also runs the workers projection. Several instances of one partition fail over
+as above. Each read store needs its own consumers (``FQ_PROJECTOR_CONSUMER`` names
 them): two stores on one consumer would each receive part of the log.
 
 Nothing is skipped, whatever NATS does: a batch is applied only if it follows the checkpoint
@@ -29,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from ferrisqueue.domain.ids import new_job_id
+from ferrisqueue.domain.partition import Partition
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.domain.workers import WORKER_STREAM
 from ferrisqueue.errors import ConfigurationError
@@ -39,8 +46,9 @@ from ferrisqueue.runloop import reap
 from ferrisqueue.settings import Settings
 from ferrisqueue.store.db import init_schema, make_engine
 from ferrisqueue.store.leadership import StoreLock
-from projections.follow import JOBS, WORKERS, Projection, ProjectionLoop
+from projections.follow import JOBS, WORKERS, Projection, ProjectionLoop, jobs_projection
 from projections.observe import ProjectorMetrics
+from projections.partitioning import lock_name, settle
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,7 @@ class Projector:
         pass an in-memory log). The projector closes it when it is done. ``metrics``: where
         to count what the projections apply (:mod:`projections.observe`)."""
         self._settings = settings
+        self._partition = settings.projector_share
         self._open_log = connect or self._connect_nats
         self._metrics = metrics
         self._event_log: EventLog | None = None
@@ -87,12 +96,17 @@ class Projector:
         """Follow the logs for ever (until stopped), as the leader of the read store."""
         engine = make_engine(self._settings.effective_database_url)
         init_schema(engine)
-        lock = StoreLock(engine, "projector")
+        partition = self._partition
+        lock = StoreLock(engine, lock_name(partition))
         try:
             if await self._lead(lock):
+                await asyncio.to_thread(settle, engine, partition)
                 event_log = self._event_log = await self._connect()
                 watchdog = asyncio.create_task(self._watch(lock), name="lock-watchdog")
                 metrics = self._metrics
+                jobs = jobs_projection(partition)
+                # The workers projection is small and not partitioned: partition 0 runs it.
+                projections = (jobs, WORKERS) if partition.index == 0 else (jobs,)
                 loops = self._loops = [
                     ProjectionLoop(
                         event_log,
@@ -100,9 +114,9 @@ class Projector:
                         projection,
                         self._consumer_name(projection),
                         batch_size=self._settings.projector_batch,
-                        observe=metrics.committed if metrics and projection is JOBS else None,
+                        observe=metrics.committed if metrics and projection is jobs else None,
                     )
-                    for projection in (JOBS, WORKERS)
+                    for projection in projections
                 ]
                 sampler = None
                 if metrics is not None:
@@ -128,17 +142,20 @@ class Projector:
         reached.
 
         ``fq projections rebuild`` and ``fq replay --until`` run this into a fresh store,
-        ``fq projections verify`` into a scratch one.
+        ``fq projections verify`` into a scratch one. It is one partition, whatever
+        ``FQ_PROJECTOR_PARTITIONS`` says: its fold equals the union of the partitions'.
         """
         engine = make_engine(self._settings.effective_database_url)
         init_schema(engine)
-        lock = StoreLock(engine, "projector")
+        whole = Partition()
+        lock = StoreLock(engine, lock_name(whole))
         try:
             if not lock.try_acquire():
                 raise ConfigurationError(
                     "a projector is running on this read store; stop it, or rebuild into "
                     "another store (--database-url)"
                 )
+            await asyncio.to_thread(settle, engine, whole)
             event_log = await self._connect()
             try:
                 last = up_to

@@ -1,7 +1,9 @@
 """``fq projections verify``: compare the live read store with a fresh fold of the log.
 
 The log is folded again, by the same projection code, into a scratch SQLite store up to the
-live store's checkpoint; then the two ``jobs`` tables and timelines are compared row by row.
+live store's checkpoint (the lowest of its partitions', if the jobs projection is
+partitioned: every event up to it is applied, whichever partition owns it); then the two
+``jobs`` tables and timelines are compared row by row.
 A job the live projector changed after that checkpoint is left out (it is compared on the
 next run), so the check can run while the system works.
 
@@ -62,7 +64,7 @@ async def verify(settings: Settings) -> Comparison:
     live = make_engine(settings.effective_database_url)
     try:
         with Session(live) as session:
-            position = queries.checkpoint(session, queries.JOBS_PROJECTION)
+            position = queries.jobs_checkpoint(session)
         with tempfile.TemporaryDirectory(prefix="fq-verify-") as scratch:
             url = f"sqlite:///{Path(scratch) / 'fold.db'}"
             fresh = make_engine(url)

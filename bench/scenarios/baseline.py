@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bench import probes
-from bench.harness import REPO, connected, system
+from bench.harness import REPO, connected, cpu_seconds, system
 from ferrisqueue.domain.events import encode_event
 
 STREAM = "BENCH_RAW"
@@ -53,10 +53,12 @@ async def run(jobs: int, consumers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
             took = time.perf_counter() - began
             results["publish_async"] = {"seconds": round(took, 3), "msgs_per_s": round(jobs / took)}
             url = sys_.nats_server.url
+            assert sys_.nats_server.process is not None
+            server_pid = sys_.nats_server.process.pid
             for count in consumers:
                 durable = await _durable(js, f"raw-{count}")
                 results[f"fetch_ack_{count}"] = await _consume(
-                    url, durable, count, jobs, FETCH_BATCH
+                    url, durable, count, jobs, FETCH_BATCH, server_pid=server_pid
                 )
             await js.add_stream(
                 StreamConfig(
@@ -67,7 +69,7 @@ async def run(jobs: int, consumers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
                 durable = await _durable(js, f"job-{count}")
                 events = f"{EVENTS_SUBJECT}.p{count}"  # per run: each job's subjects start empty
                 results[f"job_messages_{count}"] = await _consume(
-                    url, durable, count, jobs, JOB_BATCH, events=events
+                    url, durable, count, jobs, JOB_BATCH, events=events, server_pid=server_pid
                 )
     return results
 
@@ -82,8 +84,18 @@ async def _durable(js: JetStreamContext, name: str) -> str:
 
 
 async def _consume(
-    url: str, durable: str, processes: int, jobs: int, batch: int, events: str | None = None
+    url: str,
+    durable: str,
+    processes: int,
+    jobs: int,
+    batch: int,
+    *,
+    server_pid: int,
+    events: str | None = None,
 ) -> dict[str, Any]:
+    """Consume the raw stream with ``processes`` raw consumers at once; their rate, and the
+    CPU µs per message they and nats-server spent (the floor a FerrisQueue worker's and the
+    server's CPU per job compare with)."""
     argv = [
         "-m",
         "bench.rawconsumer",
@@ -105,9 +117,11 @@ async def _consume(
             line = await asyncio.wait_for(proc.stdout.readline(), 30)
             if line.strip() != b"ready":
                 raise RuntimeError(f"raw consumer did not start: {line!r}")
+        server_cpu = cpu_seconds(server_pid)
         outputs = await asyncio.wait_for(
             asyncio.gather(*(proc.communicate(b"go\n") for proc in procs)), 60 + jobs / 1000
         )
+        server_cpu = _spent(server_cpu, cpu_seconds(server_pid))
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -121,4 +135,12 @@ async def _consume(
         "messages": count,
         "seconds": round(took, 3),
         "msgs_per_s": round(count / took) if took > 0 else None,
+        "cpu_us_per_msg": {
+            "consumers": round(sum(r["cpu"] for r in reports) / count * 1e6, 1) if count else None,
+            "nats": round(server_cpu / count * 1e6, 1) if count and server_cpu else None,
+        },
     }
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before

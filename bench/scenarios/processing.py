@@ -56,6 +56,9 @@ async def run(
             engine = make_engine(sys_.settings.effective_database_url)
             init_schema(engine)  # safe to race the projector's own
             projector = sys_.spawn("projections")
+            # The scheduler runs as in a deployment: its dependency gate reads every
+            # settling event (``succeeded`` included), so it costs something per job too.
+            scheduler = sys_.spawn("scheduler")
             # The projector first folds the backlog of `submitted` events, so that what is
             # measured below is the steady state: workers running, every event projected.
             head = await probes.last_seq(nc)
@@ -70,7 +73,11 @@ async def run(
             sampler = probes.LagSampler(nc, engine)
             sampling = asyncio.create_task(sampler.run(stop))
             server_pid = sys_.nats_server.process.pid
-            cpu_before = {"projector": cpu_seconds(projector.pid), "nats": cpu_seconds(server_pid)}
+            cpu_before = {
+                "projector": cpu_seconds(projector.pid),
+                "scheduler": cpu_seconds(scheduler.pid),
+                "nats": cpu_seconds(server_pid),
+            }
             async with probes.Counter(nc, "fq.job.*.*.succeeded", "bench-succeeded") as done:
                 began = time.monotonic()
                 procs = [
@@ -107,6 +114,7 @@ async def run(
                     {
                         "workers": [cpu_seconds(p.pid) for p in procs],
                         "projector": cpu_seconds(projector.pid),
+                        "scheduler": cpu_seconds(scheduler.pid),
                         "nats": cpu_seconds(server_pid),
                     },
                 )
@@ -142,15 +150,14 @@ def _cpu_per_job(
     jobs: int, before: dict[str, float | None], after: dict[str, Any]
 ) -> dict[str, float] | None:
     """CPU microseconds per job from the workers' start to the projector's catch-up: the
-    workers together, the projector, nats-server. Less noisy than jobs/s on a shared
+    workers together, the projector, the scheduler, nats-server. Less noisy than jobs/s on a shared
     machine, so it is what a change to the hot path is judged by."""
     workers = after["workers"]
     if None in workers or None in before.values() or None in after.values():
         return None
     spent = {
         "workers": sum(workers),
-        "projector": after["projector"] - before["projector"],
-        "nats": after["nats"] - before["nats"],
+        **{name: after[name] - before[name] for name in ("projector", "scheduler", "nats")},
     }
     return {name: round(seconds / jobs * 1e6, 1) for name, seconds in spent.items()}
 

@@ -320,12 +320,18 @@ def nats_roles(
     markdown: Annotated[
         bool, typer.Option("--markdown", help="The table of docs/security.md")
     ] = False,
+    projector_partitions: Annotated[
+        int,
+        typer.Option(
+            "--projector-partitions", min=1, help="FQ_PROJECTOR_PARTITIONS of the projectors"
+        ),
+    ] = 1,
 ) -> None:
     """Print the nats-server `authorization` block of FerrisQueue's NATS roles (passwords are
     $NATS_PASSWORD_<USER> references), for a server you run yourself."""
     from ferrisqueue.log.roles import render_authorization, render_markdown_table, roles
 
-    chosen = roles(queue or ["default"])
+    chosen = roles(queue or ["default"], projector_partitions=projector_partitions)
     typer.echo(
         render_markdown_table(chosen) if markdown else render_authorization(chosen), nl=False
     )

@@ -76,7 +76,11 @@ def ensure_users(settings: Settings) -> NatsUsers:
     """Load ``var/nats-users.json``, or make it; a user missing from it (a new queue) is
     added. The file is written with mode 0600 from the start (never readable by others)."""
     path = users_path(settings)
-    all_roles = roles(settings.worker_queues, projector_consumer=settings.projector_consumer)
+    all_roles = roles(
+        settings.worker_queues,
+        projector_consumer=settings.projector_consumer,
+        projector_partitions=settings.projector_partitions,
+    )
     stored = _read(path) if path.exists() else {}
     wanted = {role.user: stored.get(role.user) or new_password() for role in all_roles}
     if wanted != stored:

@@ -25,6 +25,7 @@ import httpx
 from ferrisqueue.cli.adminkey import ensure_admin_key, ensure_dashboard_key
 from ferrisqueue.cli.nats_users import NatsUsers, ensure_users
 from ferrisqueue.cli.supervisor import Supervisor, spawn
+from ferrisqueue.domain.partition import Partition
 from ferrisqueue.errors import ConfigurationError
 from ferrisqueue.log.embedded import EmbeddedNats
 from ferrisqueue.log.natsconn import connect_as
@@ -56,7 +57,7 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
     python = sys.executable
     base = {"FQ_NATS_URL": nats_url, "FQ_DATABASE_URL": settings.effective_database_url}
     started = [
-        Service("projector", [python, "-m", "projections"], {**base, **_metrics_port(settings, 0)}),
+        *_projectors(settings, base),
         Service("gateway", [python, "-m", "gateway"], base),
         Service("scheduler", [python, "-m", "scheduler"], {**base, **_metrics_port(settings, 1)}),
     ]
@@ -101,6 +102,32 @@ def services(settings: Settings, nats_url: str) -> list[Service]:
     return started
 
 
+def _projectors(settings: Settings, base: dict[str, str]) -> list[Service]:
+    """The projector, or one per partition of the jobs projection (``FQ_PROJECTOR_PARTITIONS``:
+    ``projector-0of2``, ``projector-1of2``...). The first takes the projector's metrics port;
+    the others take the ports after the workers'."""
+    count = settings.projector_partitions
+    if count == 1:
+        return [Service("projector", [sys.executable, "-m", "projections"],
+                        {**base, **_metrics_port(settings, 0)})]  # fmt: skip
+    after_workers = 1 + settings.workers * len(settings.worker_queues)
+    return [
+        Service(
+            f"projector-{partition.label}",
+            [sys.executable, "-m", "projections"],
+            {
+                **base,
+                "FQ_PROJECTOR_PARTITIONS": str(count),
+                "FQ_PROJECTOR_PARTITION": str(partition.index),
+                **_metrics_port(
+                    settings, 0 if partition.index == 0 else after_workers + partition.index
+                ),
+            },
+        )
+        for partition in Partition(0, count).siblings()
+    ]
+
+
 def _metrics_port(settings: Settings, offset: int) -> dict[str, str]:
     """A child's own metrics port: ``FQ_METRICS_PORT`` is the first of a block (projector,
     scheduler, then the workers in order); unset, no child serves one. The gateway serves
@@ -121,7 +148,9 @@ def gateway_ready(url: str) -> bool:
 def nats_identity(service: Service, users: NatsUsers) -> dict[str, str]:
     """The NATS user and password of one child of ``fq up`` (its role's), for its env; the
     dashboard talks to the gateway only and gets none."""
-    role = {"projector": PROJECTOR, "gateway": GATEWAY, "scheduler": SCHEDULER}.get(service.name)
+    role = {"projector": PROJECTOR, "gateway": GATEWAY, "scheduler": SCHEDULER}.get(
+        service.name.partition("-")[0] if service.name.startswith("projector") else service.name
+    )
     if "FQ_WORKER_QUEUES" in service.env:
         role = worker_user(service.env["FQ_WORKER_QUEUES"])
     return users.child_env(role) if role else {}

@@ -30,6 +30,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ferrisqueue.domain.partition import Partition
 from ferrisqueue.domain.subjects import LANES, OTHER_LANES, lane_notices, runnable_token
 from ferrisqueue.log.topology import worker_consumer_name
 
@@ -222,17 +223,22 @@ def worker_role(queue: str) -> Role:
     )
 
 
-def projector_role(consumer: str = "fq-projector") -> Role:
+def projector_role(consumer: str = "fq-projector", partitions: int = 1) -> Role:
     """The projector: reads the job and worker logs through its own two consumers, which it
-    re-creates at the read store's position. It publishes no data."""
+    re-creates at the read store's position (a consumer of the job log per partition of the
+    jobs projection, :mod:`ferrisqueue.domain.partition`). It publishes no data."""
     workers = f"{consumer}-workers"
+    jobs = [partition.suffixed(consumer) for partition in Partition(0, partitions).siblings()]
     return Role(
         PROJECTOR,
         "read store projector: pulls its two consumers; publishes no data",
         publish=(
             *_reads(EVENTS, WORKERS),
-            *_pulls(EVENTS, consumer),
-            *_owns(EVENTS, consumer),
+            *(
+                subject
+                for name in jobs
+                for subject in (*_pulls(EVENTS, name), *_owns(EVENTS, name))
+            ),
             *_pulls(WORKERS, workers),
             *_owns(WORKERS, workers),
         ),
@@ -314,13 +320,18 @@ def operator_role() -> Role:
     )
 
 
-def roles(queues: Iterable[str], *, projector_consumer: str = "fq-projector") -> list[Role]:
+def roles(
+    queues: Iterable[str],
+    *,
+    projector_consumer: str = "fq-projector",
+    projector_partitions: int = 1,
+) -> list[Role]:
     """Every role: the fixed ones, then a worker role per queue (sorted, without repeats)."""
     return [
         admin_role(),
         operator_role(),
         gateway_role(),
-        projector_role(projector_consumer),
+        projector_role(projector_consumer, projector_partitions),
         scheduler_role(),
         producer_role(),
         *(worker_role(q) for q in sorted(set(queues))),

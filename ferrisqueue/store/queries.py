@@ -9,6 +9,7 @@ from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
 from ferrisqueue.domain.fold import JobState
+from ferrisqueue.domain.partition import Partition, parse_checkpoint
 from ferrisqueue.domain.subjects import EVENT_STREAM
 from ferrisqueue.domain.workers import WORKER_STREAM
 from ferrisqueue.store.models import (
@@ -92,6 +93,39 @@ def checkpoint(session: Session, name: str) -> int:
     """The last stream sequence projection ``name`` applied (0: nothing yet)."""
     row = session.get(ProjectionCheckpoint, name)
     return row.position if row else 0
+
+
+def partition_checkpoints(session: Session, base: str) -> dict[Partition, ProjectionCheckpoint]:
+    """The checkpoints of projection ``base`` by partition (``jobs``, or ``jobs/0of2``...;
+    see :mod:`ferrisqueue.domain.partition`)."""
+    rows = session.exec(
+        select(ProjectionCheckpoint).where(
+            or_(
+                col(ProjectionCheckpoint.name) == base,
+                col(ProjectionCheckpoint.name).startswith(f"{base}/"),
+            )
+        )
+    )
+    found = {}
+    for row in rows:
+        partition = parse_checkpoint(base, row.name)
+        if partition is not None:
+            found[partition] = row
+    return found
+
+
+def jobs_checkpoint(session: Session) -> int:
+    """The stream sequence up to which the jobs projection has applied *every* event: its
+    checkpoint, or the lowest of its partitions' (0: nothing yet, or a partition that has
+    not committed). Past it, some jobs may already show later events than others."""
+    found = partition_checkpoints(session, JOBS_PROJECTION)
+    if not found:
+        return 0
+    counts = {partition.count for partition in found}
+    expected = max(counts)
+    if len(found) < expected:
+        return 0  # a partition that never committed has applied nothing
+    return min(row.position for row in found.values())
 
 
 def workers(session: Session) -> list[WorkerRow]:

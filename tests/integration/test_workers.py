@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections import Counter
 
@@ -110,3 +111,22 @@ async def test_worker_stops_on_sigterm_with_exit_code_0(
     )
 
     assert worker.terminate(timeout=10) == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_worker_lowers_its_own_priority_by_its_niceness(
+    start: StartService, nc: Client, event_log: EventLog
+) -> None:
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    default = start("worker", FQ_WORKER_ID="nice-default")
+    zero = start("worker", FQ_WORKER_ID="nice-zero", FQ_WORKER_NICENESS="0")
+    # Set at start, before the worker connects: once both pull, both have theirs.
+    await wait_until(
+        lambda: nc.jetstream().consumer_info("FQ_EVENTS", "fq-worker-default"),
+        lambda info: info.num_waiting >= 2,
+        timeout=30,
+        what="both workers' first pull requests",
+    )
+
+    assert os.getpriority(os.PRIO_PROCESS, default.pid) == min(19, ours + 10)
+    assert os.getpriority(os.PRIO_PROCESS, zero.pid) == ours

@@ -441,7 +441,7 @@ async def dead_letter_subjects(nc: Client) -> set[str]:
 def read_store(engine: Engine) -> StoreSnapshot:
     """The projector's checkpoint, ``jobs`` rows and timeline, from one read transaction."""
     with Session(engine) as session:
-        checkpoint = queries.checkpoint(session, queries.JOBS_PROJECTION)
+        checkpoint = queries.jobs_checkpoint(session)
         rows = {row.job_id: row.to_state() for row in session.exec(select(JobRow))}
         timeline: dict[str, list[int]] = defaultdict(list)
         for seq, job_id in session.exec(select(JobEventRow.seq, JobEventRow.job_id)):

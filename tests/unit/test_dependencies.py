@@ -244,3 +244,36 @@ async def test_an_unknown_parent_cancels_a_plain_nats_child(
 ) -> None:
     child = await child_of(log, "no-such-job")
     assert await wait_for_kinds(log, child, "canceled") == ["awaiting", "canceled"]
+
+
+async def test_settling_events_of_jobs_nobody_waits_for_cost_one_batched_read(
+    log: MemoryLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent, plain = await submit(log), [await submit(log) for _ in range(4)]
+    child = await child_of(log, parent)
+    for job in (*plain, parent):
+        await succeed(log, job)
+    connection = log.connect()
+    single_reads: list[str] = []
+    batches: list[list[str]] = []
+    read = connection.read
+
+    async def counted_read(stream: str, subject: str, **options: Any) -> Any:
+        single_reads.append(subject)
+        return await read(stream, subject, **options)
+
+    async def counted_holding(stream: str, subjects: list[str]) -> set[str]:
+        batches.append(list(subjects))
+        return {subject for subject in subjects if await read(stream, subject) is not None}
+
+    monkeypatch.setattr(connection, "read", counted_read)
+    monkeypatch.setattr(connection, "holding", counted_holding)
+    async with serving(DependencyGate(connection)) as gate:
+        assert await wait_for_kinds(log, child, "released") == ["awaiting", "released"]
+        await gate.signals.handled.reached(6, timeout=WAIT)
+
+    notes = {f"fq.job.default.{job}.dependent" for job in (*plain, parent)}
+    assert {subject for batch in batches for subject in batch} == notes
+    # Only the parent, whose note the batch found, read anything of its own.
+    assert not any(job in subject for job in plain for subject in single_reads)
+    assert any(parent in subject for subject in single_reads)

@@ -161,3 +161,26 @@ def test_the_cli_acts_as_admin_against_fq_ups_embedded_server_only(tmp_path: Pat
     assert admin.nats_password is not None
     assert admin.nats_password.get_secret_value() == users.passwords["admin"]
     assert remote.nats_user is None
+
+
+def test_fq_up_runs_a_projector_per_partition_each_allowed_its_own_consumer(
+    tmp_path: Path,
+) -> None:
+    config = settings(tmp_path, projector_partitions=2, metrics_port=9200, workers=2)
+    users = ensure_users(config)
+
+    projectors = [s for s in services(config, "nats://x") if s.name.startswith("projector")]
+
+    assert [s.name for s in projectors] == ["projector-0of2", "projector-1of2"]
+    assert [nats_identity(s, users).get("FQ_NATS_USER") for s in projectors] == ["projector"] * 2
+    assert [
+        (s.env["FQ_PROJECTOR_PARTITIONS"], s.env["FQ_PROJECTOR_PARTITION"]) for s in projectors
+    ] == [("2", "0"), ("2", "1")]
+    ports = [s.env.get("FQ_METRICS_PORT") for s in services(config, "nats://x")]
+    taken = [p for p in ports if p is not None]
+    assert len(taken) == len(set(taken))  # the second partition's port is no worker's
+    role = next(r for r in users.roles if r.user == "projector")
+    for consumer in ("fq-projector-0of2", "fq-projector-1of2"):
+        assert f"$JS.API.CONSUMER.MSG.NEXT.FQ_EVENTS.{consumer}" in role.publish
+        assert f"$JS.API.CONSUMER.CREATE.FQ_EVENTS.{consumer}" in role.publish
+    assert "$JS.API.CONSUMER.MSG.NEXT.FQ_WORKERS.fq-projector-workers" in role.publish
