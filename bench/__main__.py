@@ -92,30 +92,27 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    # Imported here: the scenarios need the product's venv, `peers` must not.
+    # Each scenario is imported where it runs: they need the product's venv (`peers` must
+    # not), and an A/B's older tree (bench/ab.py) lacks what newer scenarios import.
     from bench.report import machine
-    from bench.scenarios import (
-        baseline,
-        dashboard,
-        durability,
-        enqueue,
-        latency,
-        partitions,
-        processing,
-        projection,
-    )
 
     unknown = set(args.only) - set(SCENARIOS + OPTIONAL)
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     results: dict[str, Any] = {"machine": machine(), "jobs": args.jobs}
     if "baseline" in args.only:
+        from bench.scenarios import baseline
+
         log.info("baseline: raw JetStream, %d messages", args.jobs)
         results["baseline"] = await baseline.run(args.jobs)
     if "enqueue" in args.only:
+        from bench.scenarios import enqueue
+
         log.info("enqueue: %d jobs per path", args.jobs)
         results["enqueue"] = await enqueue.run(args.jobs)
     if "processing" in args.only:
+        from bench.scenarios import processing
+
         results["processing"] = []
         modes = {"on": (True,), "off": (False,), "both": (False, True)}[args.metrics]
         for workers in args.workers:
@@ -136,6 +133,8 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
     if "latency" in args.only:
+        from bench.scenarios import latency
+
         log.info("latency: %s jobs/s for %.0fs each", args.rates, args.latency_seconds)
         results["latency"] = await latency.run(
             args.rates,
@@ -144,15 +143,23 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             concurrency=args.concurrency,
         )
     if "projection" in args.only:
+        from bench.scenarios import projection
+
         log.info("projection: %d events, in process", args.projection_events)
         results["projection"] = projection.run(args.projection_events)
     if "partitions" in args.only:
+        from bench.scenarios import partitions
+
         log.info("partitions: %d events, %s partitions", args.projection_events, args.partitions)
         results["partitions"] = partitions.run(args.projection_events, args.partitions)
     if "durability" in args.only:
+        from bench.scenarios import durability
+
         log.info("durability: default fsync against sync_interval: always, %d jobs", args.jobs)
         results["durability"] = await durability.run(args.jobs, concurrency=args.concurrency)
     if "dashboard" in args.only:
+        from bench.scenarios import dashboard
+
         log.info("dashboard: page loads with %d jobs in the read store", args.jobs)
         results["dashboard"] = await dashboard.run(args.jobs)
     return results
