@@ -109,9 +109,11 @@ async def last_seq(nc: Client, stream: str = EVENT_STREAM) -> int:
 
 
 def checkpoint(engine: Engine) -> int:
-    """The ``jobs`` projection's position (last stream sequence applied)."""
+    """The ``jobs`` projection's position (last stream sequence applied). The benchmarks
+    run it as one partition (their services get no ``FQ_`` setting of the caller's), whose
+    checkpoint every tree an A/B compares (bench/ab.py) names alike."""
     with Session(engine) as session:
-        return queries.jobs_checkpoint(session)
+        return queries.checkpoint(session, queries.JOBS_PROJECTION)
 
 
 def completed(engine: Engine) -> int:
