@@ -116,3 +116,5 @@ class DeadLetterRouter(ConsumerLoop):
                 },
             )
             log.warning("dead-lettered %s: %s", job.job_id, reason)
+        if state is not None:  # its children, if it ended (also a crashed worker's success)
+            await self._log.announce_settled(job.job_id, actor=SCHEDULER_ACTOR)

@@ -3,37 +3,46 @@ and cancels it when one of them never will.
 
 A job with ``depends_on`` is created ``awaiting``, which no dispatch consumer delivers. The
 gate reads, from the durable pull consumer ``fq-scheduler-deps`` on ``FQ_EVENTS`` (shared by
-every scheduler instance), each ``awaiting`` event and each event that may settle a parent
-(``succeeded``, ``failed``, ``dead_lettered``, ``canceled``), and acks it once handled:
+every scheduler instance), each ``awaiting`` event and each ``settled`` note (a job ended
+with children waiting), and acks it once handled:
 
 * ``awaiting`` of a child: for each parent the log knows, append a ``dependent`` event on the
   *parent* (``child``: the child's id; ``Nats-Msg-Id`` ``<parent>:dependent:<child>``), then
   decide the child (below). A parent the log does not know cancels the child.
-* a settling event of a job: if that job has a ``dependent`` event (the last message on
-  ``fq.job.<queue>.<id>.dependent``, read for a whole burst in one batched direct get, so a
-  job nobody waits for costs no decode and no read of its own), read its history and decide
-  each child it names.
+* ``settled`` of a job: read its history and decide each child its notes name.
 * deciding a child: fold its history and each parent's, then
   :func:`~ferrisqueue.domain.dependencies.decide_dependencies` through
   :meth:`EventLog.command`: ``released`` (attempt 0) when all parents completed, ``canceled``
   naming a parent that failed for good or was canceled, else nothing. The appends are
-  guarded by the child's newest sequence.
+  guarded by the child's newest sequence. A child that ends here and has children of its
+  own is announced ``settled`` in turn (the cascade).
 
 The index of waiting children is therefore the log itself: a parent's history lists its
 children. Nothing is kept in memory, so a restart loses nothing, and any number of
 instances can run.
 
-Why no child is stuck: the ``dependent`` note is stored *before* the gate reads the parent,
-and a parent's settling event is stored before the gate looks for its notes. Whichever of the
-two is stored first, the handling of the other sees it: either the child's decision reads the
-parent already settled, or the parent's handling finds the note. A crash before the ack
-repeats the handling (the note is deduplicated by its ``Nats-Msg-Id`` within the 2-minute
-window; a later repeat is a second note the fold ignores).
+Who writes ``settled``: whoever records a job's end, once it knows of a note stored before
+the end. A worker appends its outcome guarded by the job's newest sequence it knows (read
+when it started), so a note stored during the run refuses the append, and the worker reads
+the job again and learns of it, at no cost when no note came; the rarer ends (a cancel by
+the gateway, a redelivered job a crashed worker had finished, the dead-letter router, the
+gate's own cancels) read the job's history after storing the end.
+
+Why no child is stuck: the ``dependent`` note is stored *before* the gate reads the parent.
+If the parent's end was stored before the note, the child's decision reads the parent ended.
+If after, the writer of the end knew of the note (above) and wrote ``settled``, whose
+handling decides the child. A crash before ``settled`` is written leaves its trigger unacked
+(the job's message, the advisory, the gate's own event), and its redelivery writes it; a
+crash before the gate's ack repeats the handling (notes are deduplicated by their
+``Nats-Msg-Id`` within the 2-minute window; a later repeat is a second note the fold ignores).
 
 Why none is released twice: every release or cancel is decided on the child's folded state
 and appended under its newest sequence. Two deciders racing (two instances, or a repeat) are
 serialised by that guard; the second reads the job released and decides nothing. The fold
 rejects a second ``released`` anyway (the job is queued, no longer waiting).
+
+Cost: nothing for a job without children (the gate reads no job's end); a history read per
+parent when a child is decided.
 """
 
 from __future__ import annotations
@@ -41,36 +50,28 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ferrisqueue.domain.dependencies import (
-    decide_dependencies,
-    parents_of,
-    settles_children,
-)
+from ferrisqueue.domain.dependencies import decide_dependencies, parents_of
 from ferrisqueue.domain.events import (
     SCHEDULER_ACTOR,
     Awaiting,
-    BaseEvent,
+    Canceled,
     Dependent,
-    EventKind,
+    Settled,
     utcnow,
 )
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.stored import StoredEvent, fold_history
-from ferrisqueue.domain.subjects import EVENT_STREAM, job_subject, parse_job_subject
-from ferrisqueue.errors import NatsUnavailable
+from ferrisqueue.domain.subjects import EVENT_STREAM, parse_job_subject
 from ferrisqueue.log.eventlog import EventLog
-from ferrisqueue.log.port import Delivery, Pulling
+from ferrisqueue.log.port import Delivery
 from ferrisqueue.log.service_loop import ConsumerLoop
 
 log = logging.getLogger(__name__)
 
 DEPENDENCY_CONSUMER = "fq-scheduler-deps"
 
-BATCH = 256
+BATCH = 64
 """Most events asked for per pull request."""
-LINGER = Pulling(linger=0.02)
-"""A burst waits 20 ms to fill up: each burst costs a pull request and a batched read of
-its jobs' notes, and 20 ms is little beside a child's wait for its parents."""
 
 
 class DependencyGate(ConsumerLoop):
@@ -82,42 +83,24 @@ class DependencyGate(ConsumerLoop):
     name = "dependency gate"
     stream = EVENT_STREAM
     consumer = DEPENDENCY_CONSUMER
-    pulling = LINGER
 
     def __init__(self, event_log: EventLog, *, batch: int = BATCH) -> None:
         super().__init__(event_log, request_size=batch)
         self._log = event_log
-        self._noted: set[str] | None = None
-        """Of the current burst's settling events, the note subjects that hold a note: the
-        jobs some child waits for (None: not known, each event reads its own)."""
 
     async def handle_burst(self, burst: list[Delivery]) -> None:
         """Handle a burst concurrently: no order between events is needed (every decision
-        reads the log afresh and is guarded). Which of its jobs have children is read first,
-        in one request for the whole burst: almost every settling event is a job nobody
-        waits for, and it then costs neither a decode nor a read of its own."""
-        notes = [subject for msg in burst if (subject := _notes_of(msg.subject))]
-        try:
-            self._noted = await self._log.holding(EVENT_STREAM, notes) if notes else set()
-        except NatsUnavailable as exc:
-            log.debug("%s: each event reads its own notes: %s", self.name, exc)
-            self._noted = None
-        try:
-            await asyncio.gather(*(self.process(msg) for msg in burst))
-        finally:
-            self._noted = None
+        reads the log afresh and is guarded)."""
+        await asyncio.gather(*(self.process(msg) for msg in burst))
 
     async def handle(self, msg: Delivery) -> None:
-        notes = _notes_of(msg.subject)
-        if notes is not None and self._noted is not None and notes not in self._noted:
-            return  # a settling event of a job no child waits for
         stored = StoredEvent.of(msg)
         event = stored.event
         if event is None:
             return  # the workers and the projector deal with poison
         if isinstance(event, Awaiting):
             await self._register(event)
-        elif settles_children(event):
+        elif isinstance(event, Settled):
             await self._settled(event)
 
     async def _register(self, child: Awaiting) -> None:
@@ -133,11 +116,8 @@ class DependencyGate(ConsumerLoop):
             await self._log.append(note)
         await self.decide(child.job_id)
 
-    async def _settled(self, parent: BaseEvent) -> None:
-        """Decide every child noted on a parent that just succeeded, failed or was canceled."""
-        notes = job_subject(parent.queue, parent.job_id, EventKind.DEPENDENT)
-        if await self._log.read(EVENT_STREAM, notes) is None:
-            return  # no child waits for it: the common case, one message get
+    async def _settled(self, parent: Settled) -> None:
+        """Decide every child noted on a parent that ended."""
         children: dict[str, None] = {}
         for stored in await self._log.history(parent.job_id):
             if isinstance(stored.event, Dependent):
@@ -146,7 +126,9 @@ class DependencyGate(ConsumerLoop):
             await self.decide(child)
 
     async def decide(self, child: str) -> None:
-        """Release or cancel ``child`` if its parents' states say so; nothing otherwise."""
+        """Release or cancel ``child`` if its parents' states say so; nothing otherwise. A
+        child canceled here that has children of its own is announced ``settled`` in turn
+        (the cascade), as whoever ends a job does."""
         history = await self._log.history(child)
         events = [s.event for s in history if s.event is not None]
         parents: dict[str, JobState | None] = {}
@@ -165,15 +147,7 @@ class DependencyGate(ConsumerLoop):
                     child,
                     getattr(appended.event, "reason", None) or "every parent succeeded",
                 )
-
-
-def _notes_of(subject: str) -> str | None:
-    """The subject of the ``dependent`` notes on the job of a settling event's ``subject``
-    (None for an ``awaiting`` event, or a subject that names no valid job)."""
-    try:
-        tokens = parse_job_subject(subject)
-    except ValueError:
-        return None
-    if tokens.event == EventKind.AWAITING:
-        return None
-    return job_subject(tokens.queue, tokens.job_id, EventKind.DEPENDENT)
+        ended = result.state is not None and result.state.status.is_terminal
+        if ended or any(isinstance(a.event, Canceled) for a in result.appended):
+            # The cascade, done again on every redelivery: a crash loses no announcement.
+            await self._log.announce_settled(child, actor=SCHEDULER_ACTOR)

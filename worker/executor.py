@@ -33,6 +33,7 @@ from typing import Any
 import pydantic_core
 
 from ferrisqueue.domain.commands import CANCELED_BEFORE_RUN, Decision, decide_start
+from ferrisqueue.domain.dependencies import has_children, settled
 from ferrisqueue.domain.events import (
     BaseEvent,
     Canceled,
@@ -54,9 +55,9 @@ from ferrisqueue.domain.policy import QueuePolicy, for_job, retry_at
 from ferrisqueue.domain.states import JobStatus
 from ferrisqueue.domain.stored import StoredEvent
 from ferrisqueue.domain.subjects import parse_job_subject
-from ferrisqueue.errors import FerrisQueueError, PayloadTooLarge, Permanent
+from ferrisqueue.errors import ConcurrentChange, FerrisQueueError, PayloadTooLarge, Permanent
 from ferrisqueue.log.deadletter import dead_letter
-from ferrisqueue.log.eventlog import EventLog
+from ferrisqueue.log.eventlog import COMMAND_TRIES, EventLog
 from ferrisqueue.log.port import Delivery
 from ferrisqueue.tracing import trace_headers
 from worker.context import JobContext
@@ -86,6 +87,19 @@ class _Run:
     trace: dict[str, str] = field(default_factory=dict)
     """The job's W3C trace context, as the delivered message carried it: every event of
     this attempt carries it on (so a retry's timer, and its ``released``, do too)."""
+    tail: _Tail = field(default_factory=lambda: _Tail())
+    """What this attempt knows of the job's newest events (set once ``started`` is stored)."""
+
+
+@dataclass(slots=True)
+class _Tail:
+    """The job's newest sequence this attempt knows of, and whether a child waits for the
+    job: the outcome is appended guarded by that sequence, so a ``dependent`` note stored
+    during the run makes the append read the job again and learn of it (then the attempt
+    ends with a ``settled`` note for the dependency gate, which reads no other job's end)."""
+
+    seq: int = 0
+    children: bool = False
 
 
 class JobExecutor:
@@ -286,12 +300,17 @@ class JobExecutor:
             await msg.ack()
             return None
         (started,) = result.events
-        return replace(run, attempt=started.attempt)
+        # The history the start was decided on is the job's up to ``started``: a note in it
+        # is known now, a later one makes the outcome's guarded append read the job again.
+        tail = _Tail(result.appended[-1].seq, has_children(s.event for s in result.history))
+        return replace(run, attempt=started.attempt, tail=tail)
 
     async def _settle(self, run: _Run, state: JobState) -> None:
-        """Finish what a crashed predecessor left half done before this redelivery."""
+        """Finish what a crashed predecessor left half done before this redelivery: the
+        cancel, the dead-lettering, or the ``settled`` note of a job that has ended."""
         job = run.spec
-        if state.cancel_requested and not state.status.is_terminal:
+        ended = state.status.is_terminal
+        if state.cancel_requested and not ended:
             await self._log.append(
                 Canceled(
                     job_id=job.job_id,
@@ -302,9 +321,12 @@ class JobExecutor:
                 ),
                 headers=run.trace,
             )
+            ended = True
         elif state.status is JobStatus.FAILED and not state.dead_lettered:
             # Its final failure is stored, its dead-lettering may not be.
             await self._dead_letter(run, state.last_error or "failed", state.attempts)
+        if ended:  # rare (a redelivery), so a read of the job is fine
+            await self._log.announce_settled(job.job_id, actor=self._actor, headers=run.trace)
 
     async def _run(self, msg: Delivery, run: _Run, hooks: Attempt) -> None:
         job, attempt = run.spec, run.attempt
@@ -315,10 +337,11 @@ class JobExecutor:
             )
 
         async def report(fraction: float, message: str | None) -> None:
-            await self._log.append(
+            seq = await self._log.append(
                 at(Progress, attempt=attempt, fraction=fraction, message=message),
                 headers=run.trace,
             )
+            run.tail.seq = max(run.tail.seq, seq)
 
         ctx = JobContext(
             job.job_id,
@@ -360,18 +383,43 @@ class JobExecutor:
             self._active.pop(job.job_id, None)
             self._canceling.discard(job.job_id)
         try:
-            await self._log.append(outcome, headers=run.trace)
+            await self._end(run, outcome)
         except PayloadTooLarge as exc:  # a result too large to store fails the job instead
             error = Permanent(str(exc))
             outcome = self._failure(run, error, False, _ms_since(began))
-            await self._log.append(outcome, headers=run.trace)
+            await self._end(run, outcome)
         hooks.record(outcome, error)  # stored: if the dead letter fails, a redelivery ends it
         log.debug("attempt %d of %s %s: %s", attempt, job.type, job.job_id, outcome.kind.value)
-        if isinstance(outcome, Failed) and outcome.retry_at is None:
+        final = not isinstance(outcome, Failed) or outcome.retry_at is None
+        if isinstance(outcome, Failed) and final:
             await self._dead_letter(run, outcome.error, attempt, permanent=_is_permanent(outcome))
+        if final and run.tail.children:
+            await self._announce(run)
         await msg.ack()
         self.processed += 1
         self.failed += isinstance(outcome, Failed)
+
+    async def _end(self, run: _Run, outcome: BaseEvent) -> None:
+        """Store the attempt's outcome, guarded by the job's newest sequence the attempt
+        knows: if anything came meanwhile (a ``dependent`` note, a cancel request), read the
+        job again, note whether a child waits, and append on the fresh sequence."""
+        tail = run.tail
+        for _ in range(COMMAND_TRIES):
+            try:
+                seq = await self._log.append(outcome, after_seq=tail.seq, headers=run.trace)
+            except ConcurrentChange:
+                history = await self._log.history(run.spec.job_id)
+                tail.seq = history[-1].seq if history else 0
+                tail.children = tail.children or has_children(s.event for s in history)
+                continue
+            tail.seq = max(tail.seq, seq)
+            return
+        raise ConcurrentChange(f"job {run.spec.job_id} kept changing; its outcome is not stored")
+
+    async def _announce(self, run: _Run) -> None:
+        """Tell the dependency gate that the job ended with children waiting."""
+        note = settled(run.spec, actor=self._actor, now=utcnow())
+        await self._log.append(note, headers=run.trace)
 
     def _failure(self, run: _Run, exc: Exception, timed_out: bool, duration_ms: float) -> Failed:
         """The ``failed`` event of this attempt: retried later, or final."""

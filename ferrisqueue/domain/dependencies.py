@@ -16,7 +16,7 @@ A parent that failed for good and is redriven later does not bring a canceled ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from ferrisqueue.domain.commands import Decision, Rejection
@@ -25,10 +25,9 @@ from ferrisqueue.domain.events import (
     Awaiting,
     BaseEvent,
     Canceled,
-    DeadLettered,
-    Failed,
+    Dependent,
     Released,
-    Succeeded,
+    Settled,
 )
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.states import JobStatus, PendingReason
@@ -38,12 +37,17 @@ from ferrisqueue.errors import FerrisQueueError
 NOT_WAITING = "the job does not wait for dependencies"
 
 
-def settles_children(event: BaseEvent) -> bool:
-    """Whether ``event`` may end a wait of the job's children: it succeeded, failed for good
-    (a ``failed`` without ``retry_at``, a ``dead_lettered``) or was canceled."""
-    if isinstance(event, Failed):
-        return event.retry_at is None
-    return isinstance(event, Succeeded | DeadLettered | Canceled)
+def has_children(history: Iterable[BaseEvent | None]) -> bool:
+    """Whether a job's history notes a child that waits for it (a ``dependent`` note)."""
+    return any(isinstance(event, Dependent) for event in history)
+
+
+def settled(job: BaseEvent, *, actor: str, now: datetime) -> Settled:
+    """The note that ``job`` ended with children waiting, for the dependency gate. Whoever
+    records a job's end writes it once they know of a ``dependent`` note that came before
+    the end; a note that comes after the end is decided at once by the gate, which reads the
+    parent ended (so between the two, no child is left waiting)."""
+    return Settled(job_id=job.job_id, queue=job.queue, at=now, actor=actor)
 
 
 def parents_of(history: Sequence[BaseEvent]) -> list[str]:

@@ -86,6 +86,7 @@ class EventKind(StrEnum):
     PURGED = "purged"
     AWAITING = "awaiting"
     DEPENDENT = "dependent"
+    SETTLED = "settled"
     THROTTLED = "throttled"
 
 
@@ -276,6 +277,20 @@ class Dependent(BaseEvent):
         return f"{self.job_id}:dependent:{self.child}"
 
 
+class Settled(BaseEvent):
+    """A note on a job that ended (succeeded, failed for good, was dead-lettered or canceled)
+    while children waited for it (its history holds ``dependent`` notes): the scheduler's
+    dependency gate decides them. Written by whoever recorded the end, once it knew of the
+    notes, so the gate reads only these, not every job's end; it does not change the job's
+    state."""
+
+    event: Literal["settled"] = "settled"
+
+    def dedup_key(self) -> str:
+        # One per job: whoever repeats it (a redelivery, a retry) repeats the same note.
+        return f"{self.job_id}:settled"
+
+
 class Released(BaseEvent):
     """A waiting job (scheduled, retrying, redriven or awaiting its parents) became runnable."""
 
@@ -413,6 +428,7 @@ Event = Annotated[
     | Purged
     | Awaiting
     | Dependent
+    | Settled
     | Throttled,
     Field(discriminator="event"),
 ]

@@ -31,6 +31,7 @@ from ferrisqueue.domain.events import (
     Redriven,
     Released,
     Scheduled,
+    Settled,
     Started,
     Submitted,
     Succeeded,
@@ -95,9 +96,10 @@ def apply(state: JobState | None, event: BaseEvent) -> Transition:
             # A job whose submission could not even be decoded is known only by its id.
             return Transition(_undecodable(event), True)
         return _reject(None, event, f"{event.kind.value} for a job that was never submitted")
-    if isinstance(event, Dependent):
-        # A note for the scheduler (a child waits for this job), legal in any state: it is
-        # counted but changes nothing the job's owner would see, not even ``updated_at``.
+    if isinstance(event, Dependent | Settled):
+        # Notes for the scheduler (a child waits for this job; it ended with children
+        # waiting), legal in any state: counted, but they change nothing the job's owner
+        # would see, not even ``updated_at``.
         return Transition(evolve(state, {"events_applied": state.events_applied + 1}), True)
     changes = _changes(state, event)
     if isinstance(changes, str):

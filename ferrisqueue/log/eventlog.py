@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Generic
 
 from ferrisqueue.domain.commands import Decision, E, Rejection
-from ferrisqueue.domain.events import BaseEvent, encode_event
+from ferrisqueue.domain.dependencies import has_children, settled
+from ferrisqueue.domain.events import BaseEvent, encode_event, utcnow
 from ferrisqueue.domain.fold import JobState
 from ferrisqueue.domain.stored import StoredEvent, fold_history
 from ferrisqueue.domain.subjects import EVENT_STREAM, job_history_filter
@@ -199,3 +200,22 @@ class EventLog(LogPort):
         ):
             found.append(StoredEvent.of(raw))
         return found
+
+    async def announce_settled(
+        self, job_id: str, *, actor: str, headers: Mapping[str, str] | None = None
+    ) -> bool:
+        """If job ``job_id`` has ended and a child waits for it (a ``dependent`` note), note
+        ``settled`` for the dependency gate (:mod:`scheduler.dependencies`); whether it did.
+
+        For whoever stored a job's end without knowing its history up to it (a cancel, a
+        dead-lettering, a redelivered job a crashed worker had finished): call it *after*
+        the end is stored, so that a note this read misses came after the end, and the gate
+        decides that child when it notes it. The note's dedup key makes a repeat one
+        message."""
+        history = await self.history(job_id)
+        state = fold_history(history)
+        events = [s.event for s in history if s.event is not None]
+        if state is None or not state.status.is_terminal or not has_children(events):
+            return False
+        await self.append(settled(events[-1], actor=actor, now=utcnow()), headers=headers)
+        return True

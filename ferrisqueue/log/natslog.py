@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import nats.errors
@@ -208,39 +208,6 @@ class NatsLog(EventLog):
         except (TimeoutError, nats.errors.Error, TransportClosed) as exc:
             raise NatsUnavailable(f"reading {subject}: {exc!r}") from exc
         return _message(raw)
-
-    async def holding(self, stream: str, subjects: Sequence[str]) -> set[str]:
-        """One batched direct get (``multi_last``, nats-server 2.11+): the server answers
-        with the last message of each subject that has one, then an end-of-batch status
-        (``204``), or only ``404`` when none has; one round trip for a whole burst."""
-        self._check_connected()
-        wanted = list(dict.fromkeys(subjects))
-        if not wanted:
-            return set()
-        request = json.dumps({"multi_last": wanted, "batch": len(wanted)}).encode()
-        found: set[str] = set()
-        try:
-            inbox = self._nc.new_inbox()
-            replies = await self._nc.subscribe(inbox)
-            try:
-                await self._nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
-                while True:
-                    reply = await replies.next_msg(timeout=API_TIMEOUT)
-                    headers = reply.headers or {}
-                    status = headers.get("Status")
-                    if status is None:
-                        found.add(headers["Nats-Subject"])
-                    elif status in ("204", "404"):  # end of the batch; nothing found
-                        return found
-                    else:
-                        raise NatsUnavailable(
-                            f"reading {len(wanted)} subjects of {stream}: "
-                            f"{status} {headers.get('Description', '')}".rstrip()
-                        )
-            finally:
-                await replies.unsubscribe()
-        except (TimeoutError, nats.errors.Error, TransportClosed) as exc:
-            raise NatsUnavailable(f"reading {len(wanted)} subjects of {stream}: {exc!r}") from exc
 
     async def purge(self, subject: str, *, stream: str, before_seq: int | None = None) -> None:
         self._check_connected()

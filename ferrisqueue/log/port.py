@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -222,15 +222,6 @@ class LogPort(ABC):
     ) -> StoredMessage | None:
         """The last message on ``subject`` (a filter) in ``stream``, or with ``from_seq`` the
         first one at or after that sequence; ``None`` when there is none."""
-
-    async def holding(self, stream: str, subjects: Sequence[str]) -> set[str]:
-        """Which of ``subjects`` (exact subjects, no wildcards) hold a message in ``stream``.
-        Here one :meth:`read` each; an adapter answers with one request for them all."""
-        found = set()
-        for subject in dict.fromkeys(subjects):
-            if await self.read(stream, subject) is not None:
-                found.add(subject)
-        return found
 
     @abstractmethod
     async def purge(self, subject: str, *, stream: str, before_seq: int | None = None) -> None:

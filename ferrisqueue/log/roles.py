@@ -57,6 +57,7 @@ WORKER_EVENTS = (
     "dead_lettered",
     "canceled",
     "throttled",
+    "settled",
 )
 """The events a worker writes about the jobs it runs (never ``submitted``, ``released`` or
 ``redriven``: a worker cannot make work runnable)."""

@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.errors import DecodeError, FerrisQueueError
-from ferrisqueue.log.port import PULLING, Consumer, Delivery, LogPort, Pulling
+from ferrisqueue.log.port import Consumer, Delivery, LogPort
 from ferrisqueue.log.topology import load_consumer_definition, prepare_consumer
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,6 @@ class ConsumerLoop(ServiceLoop):
     consumer: str
     request_size: int = 1
     """Most messages asked for per pull request (one burst, see :meth:`handle_burst`)."""
-    pulling: Pulling = PULLING
-    """How the consumer is pulled (a loop whose bursts cost something each lingers)."""
 
     def __init__(
         self,
@@ -257,7 +255,7 @@ class ConsumerLoop(ServiceLoop):
         if request_size is not None:
             self.request_size = request_size
         self._retry = retry
-        self._source = source or (lambda: log.consumer(self.stream, self.consumer, self.pulling))
+        self._source = source or (lambda: log.consumer(self.stream, self.consumer))
 
     async def prepare(self) -> None:
         """Before each life's first pull: create or update the durable consumer from its

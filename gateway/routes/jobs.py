@@ -208,6 +208,8 @@ async def cancel_job(job_id: Token, event_log: EventLogDep, actor: ActorDep) -> 
     canceled = any(isinstance(event, Canceled) for event in result.events)
     if canceled and state.pending_reason is not PendingReason.QUEUED:
         await _remove_timer(event_log, state.queue, job_id)
+    if canceled:  # children waiting for it are canceled in turn by the dependency gate
+        await event_log.announce_settled(job_id, actor=actor)
     # The answer is the job as the log now holds it, whatever else was appended since.
     final = fold_history(await event_log.history(job_id))
     assert final is not None

@@ -179,18 +179,6 @@ class LogContract:
         assert await log.read(DLQ_STREAM, subject) is None
         assert await log.read(DLQ_STREAM, subject, from_seq=one) is None
 
-    async def test_holding_names_exactly_the_subjects_that_hold_a_message(
-        self, log: EventLog
-    ) -> None:
-        held, twice, empty = (dlq_subject("default", new_job_id()) for _ in range(3))
-        await log.publish(held, b"1", stream=DLQ_STREAM, headers={})
-        for body in (b"1", b"2"):
-            await log.publish(twice, body, stream=DLQ_STREAM, headers={})
-
-        assert await log.holding(DLQ_STREAM, [held, empty, twice, held]) == {held, twice}
-        assert await log.holding(DLQ_STREAM, [empty]) == set()
-        assert await log.holding(DLQ_STREAM, []) == set()
-
     async def test_a_consumer_delivers_its_filter_in_order_with_place_and_storage_time(
         self, log: EventLog
     ) -> None:

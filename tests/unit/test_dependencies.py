@@ -184,8 +184,10 @@ async def child_of(log: MemoryLog, *parents: str) -> str:
 
 
 async def succeed(log: MemoryLog, job: str) -> None:
+    """What a worker records when the job succeeds, ``settled`` included if a child waits."""
     await log.append(Started(job_id=job, queue="default", at=utcnow(), attempt=1, worker="w"))
     await log.append(Succeeded(job_id=job, queue="default", at=utcnow(), attempt=1, duration_ms=1))
+    await log.announce_settled(job, actor="worker:w")
 
 
 async def test_a_child_is_released_once_after_its_last_parent_succeeds(
@@ -224,6 +226,7 @@ async def test_a_failed_parent_cancels_the_child_and_its_children(
     await log.append(
         Failed(job_id=a, queue="default", at=utcnow(), attempt=1, error="boom", error_type="x")
     )
+    await log.announce_settled(a, actor="worker:w")
     await wait_for_kinds(log, grandchild, "canceled")
     child_state = fold_history(await log.connect().history(child))
     grand_state = fold_history(await log.connect().history(grandchild))
@@ -244,36 +247,3 @@ async def test_an_unknown_parent_cancels_a_plain_nats_child(
 ) -> None:
     child = await child_of(log, "no-such-job")
     assert await wait_for_kinds(log, child, "canceled") == ["awaiting", "canceled"]
-
-
-async def test_settling_events_of_jobs_nobody_waits_for_cost_one_batched_read(
-    log: MemoryLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    parent, plain = await submit(log), [await submit(log) for _ in range(4)]
-    child = await child_of(log, parent)
-    for job in (*plain, parent):
-        await succeed(log, job)
-    connection = log.connect()
-    single_reads: list[str] = []
-    batches: list[list[str]] = []
-    read = connection.read
-
-    async def counted_read(stream: str, subject: str, **options: Any) -> Any:
-        single_reads.append(subject)
-        return await read(stream, subject, **options)
-
-    async def counted_holding(stream: str, subjects: list[str]) -> set[str]:
-        batches.append(list(subjects))
-        return {subject for subject in subjects if await read(stream, subject) is not None}
-
-    monkeypatch.setattr(connection, "read", counted_read)
-    monkeypatch.setattr(connection, "holding", counted_holding)
-    async with serving(DependencyGate(connection)) as gate:
-        assert await wait_for_kinds(log, child, "released") == ["awaiting", "released"]
-        await gate.signals.handled.reached(6, timeout=WAIT)
-
-    notes = {f"fq.job.default.{job}.dependent" for job in (*plain, parent)}
-    assert {subject for batch in batches for subject in batch} == notes
-    # Only the parent, whose note the batch found, read anything of its own.
-    assert not any(job in subject for job in plain for subject in single_reads)
-    assert any(parent in subject for subject in single_reads)

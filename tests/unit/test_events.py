@@ -27,6 +27,7 @@ from ferrisqueue.domain.events import (
     Redriven,
     Released,
     Scheduled,
+    Settled,
     Started,
     Submitted,
     Succeeded,
@@ -95,6 +96,7 @@ EVERY_EVENT: list[BaseEvent] = [
     Purged(**COMMON, actor="key:ops"),
     Awaiting(**COMMON, actor="key:ops", type="echo", depends_on=["parent-1", "parent-2"]),
     Dependent(**COMMON, actor="scheduler", child="child-1"),
+    Settled(**COMMON, actor="worker:w1"),
     Throttled(
         **COMMON, actor="worker:w1", attempt=1, reason="concurrency", detail="key acme: 2 of 2"
     ),

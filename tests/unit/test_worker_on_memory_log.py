@@ -13,7 +13,7 @@ import pytest
 
 from ferrisqueue.domain.backoff import RetryPolicy
 from ferrisqueue.domain.commands import decide_cancel
-from ferrisqueue.domain.events import Canceled, CancelRequested, utcnow
+from ferrisqueue.domain.events import Canceled, CancelRequested, Dependent, utcnow
 from ferrisqueue.domain.ids import new_job_id
 from ferrisqueue.domain.subjects import DLQ_STREAM, EVENT_STREAM, dlq_subject, job_subject
 from ferrisqueue.errors import Permanent
@@ -282,3 +282,38 @@ async def test_a_failing_queue_neither_stops_the_other_queues_nor_delays_a_stop(
     assert await wait_for_kinds(log, stranded) == ["submitted"]
     assert queue_a.signals.loop_failures.count == 1
     assert queue_a.signals.stopped.is_set()
+
+
+async def test_a_child_noted_during_the_run_makes_the_worker_announce_the_end(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    job = await submit(log, "block")
+    async with running_worker(log, tasks.registry):
+        await tasks.blocked.wait()
+        # The scheduler notes a child on the running job: the outcome's guarded append is
+        # refused once, the worker reads the job again and learns of the child.
+        await log.append(Dependent(job_id=job, queue="default", child="child-1", at=utcnow()))
+        tasks.gate.set()
+        history = await wait_for_kinds(log, job, "succeeded", "settled")
+
+    assert history == ["submitted", "started", "dependent", "succeeded", "settled"]
+
+
+async def test_a_child_noted_before_the_start_is_announced_and_a_job_without_one_is_not(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    parent, alone = await submit(log), await submit(log)
+    await log.append(Dependent(job_id=parent, queue="default", child="child-1", at=utcnow()))
+    async with running_worker(log, tasks.registry):
+        assert await wait_for_kinds(log, parent, "settled") == [
+            "submitted",
+            "dependent",
+            "started",
+            "succeeded",
+            "settled",
+        ]
+        assert await wait_for_kinds(log, alone, "succeeded") == [
+            "submitted",
+            "started",
+            "succeeded",
+        ]
