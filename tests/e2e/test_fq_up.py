@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -66,21 +67,31 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@contextlib.contextmanager
+def running_up(
+    tmp_path: Path, env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    """``fq up`` in ``tmp_path`` with ``env``, its output in ``fq-up.log``; stopped (SIGTERM,
+    then SIGKILL after 30 s) on leaving."""
+    with open(tmp_path / "fq-up.log", "wb") as log:
+        process = subprocess.Popen(
+            [FQ, "up"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process, env
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
 @pytest.fixture
 def fq_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
-    env = up_env(tmp_path)
-    log = open(tmp_path / "fq-up.log", "wb")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen(
-        [FQ, "up"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-    )
-    yield process, env
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    log.close()
+    with running_up(tmp_path, up_env(tmp_path)) as started:
+        yield started
 
 
 @pytest.mark.timeout(120)

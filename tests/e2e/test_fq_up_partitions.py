@@ -4,7 +4,6 @@ every job to the read store."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_fq_up import FQ, up_env
+from tests.e2e.test_fq_up import running_up, up_env
 from tests.support.auth import admin_headers
 from tests.support.waits import wait_for_readyz, wait_until
 
@@ -25,18 +24,8 @@ PARTITIONS = ("jobs/0of2", "jobs/1of2")
 @pytest.fixture
 def partitioned_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     env = up_env(tmp_path, FQ_PROJECTOR_PARTITIONS="2", FQ_DASHBOARD="false")
-    log = open(tmp_path / "fq-up.log", "wb")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen(
-        [FQ, "up"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-    )
-    yield process, env
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    log.close()
+    with running_up(tmp_path, env) as started:
+        yield started
 
 
 @pytest.mark.timeout(120)
