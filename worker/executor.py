@@ -68,6 +68,10 @@ from worker.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
 
+EARLY_CANCEL_MEMORY = 60.0
+"""Seconds a cancel request for a job that does not run here is remembered (every worker of
+the queue hears every request: most are for jobs elsewhere)."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Run:
@@ -126,6 +130,10 @@ class JobExecutor:
         self._policies = policies
         self._active: dict[str, asyncio.Task[Any]] = {}
         """The tasks whose handlers run now, by job id (for cancellation)."""
+        self._early: dict[str, float] = {}
+        """Cancel requests for jobs not running here when they came, by job id, with when
+        (oldest first): a job's ``started`` and its ``cancel_requested`` can reach this
+        worker in one read, and the notice is handled before the start it follows."""
         self._canceling: set[str] = set()
         self.processed = 0
         """Jobs whose outcome this executor recorded."""
@@ -206,8 +214,10 @@ class JobExecutor:
         job_id = run.spec.job_id
         task = asyncio.current_task()
         assert task is not None
-        self._active[job_id] = task  # a cancel ends the wait, as it ends a handler
+        early = self._activate(job_id, task)  # a cancel ends the wait, as it ends a handler
         try:
+            if early:
+                await self._cancel_now(job_id)
             with self._leases.hold(msg, run.policy.ack_wait):
                 permit = await admission.admit(job_id, scopes, run.policy.ack_wait, on_wait)
         except asyncio.CancelledError:
@@ -257,13 +267,31 @@ class JobExecutor:
 
     def cancel(self, job_id: str) -> bool:
         """Cancel the handler of ``job_id`` if it runs here, or its wait for the queue's
-        limits (a ``cancel_requested`` came)."""
+        limits (a ``cancel_requested`` came); else remember the request for
+        :data:`EARLY_CANCEL_MEMORY` seconds, in case the job is about to start here."""
         task = self._active.get(job_id)
         if task is None:
+            now = time.monotonic()
+            self._early.pop(job_id, None)
+            self._early[job_id] = now
+            while next(iter(self._early.values())) < now - EARLY_CANCEL_MEMORY:
+                del self._early[next(iter(self._early))]
             return False
         self._canceling.add(job_id)
         task.cancel()
         return True
+
+    def _activate(self, job_id: str, task: asyncio.Task[Any]) -> bool:
+        """Register ``task`` as running ``job_id`` (cancellable); whether a cancel request
+        came just before (the caller then cancels itself where it handles a cancel)."""
+        self._active[job_id] = task
+        return self._early.pop(job_id, None) is not None
+
+    async def _cancel_now(self, job_id: str) -> None:
+        """Cancel this very task for ``job_id`` and let the cancellation land here, where the
+        caller's handler of a requested cancel catches it."""
+        self.cancel(job_id)
+        await asyncio.sleep(0)
 
     async def _start(
         self, msg: Delivery, run: _Run, presumed: list[StoredEvent] | None
@@ -360,9 +388,11 @@ class JobExecutor:
         # The handler runs in this task (no task of its own per job): cancel() cancels it.
         task = asyncio.current_task()
         assert task is not None
-        self._active[job.job_id] = task
+        early = self._activate(job.job_id, task)
         limit = asyncio.timeout(run.policy.timeout)
         try:
+            if early:
+                await self._cancel_now(job.job_id)
             with self._leases.hold(msg, run.policy.ack_wait):
                 async with limit:
                     await hooks.before(ctx, job.payload)  # raising fails the attempt instead
