@@ -19,9 +19,10 @@ from ferrisqueue.domain.subjects import DLQ_STREAM, EVENT_STREAM, dlq_subject, j
 from ferrisqueue.errors import Permanent
 from ferrisqueue.log.eventlog import CommandResult
 from ferrisqueue.log.memlog import MemoryLog
-from ferrisqueue.log.topology import worker_consumer_name
+from ferrisqueue.log.topology import worker_consumer_config, worker_consumer_name
 from tests.support.memory import (
     WAIT,
+    kinds,
     memory_log,
     memory_settings,
     running_worker,
@@ -29,6 +30,8 @@ from tests.support.memory import (
     wait_for_kinds,
 )
 from worker.context import JobContext
+from worker.executor import JobExecutor
+from worker.lease import LeaseKeeper
 from worker.registry import TaskRegistry
 
 pytestmark = pytest.mark.timeout(10)
@@ -317,3 +320,38 @@ async def test_a_child_noted_before_the_start_is_announced_and_a_job_without_one
             "started",
             "succeeded",
         ]
+
+
+async def test_a_cancel_heard_just_before_the_start_cancels_the_job_as_it_starts(
+    log: MemoryLog, tasks: Tasks
+) -> None:
+    """A job's ``started`` and its ``cancel_requested`` can reach a worker in one read, the
+    notice handled first: the executor remembers the request and cancels as it starts."""
+    job = await submit(log, "block")
+    settings = memory_settings()
+    connection = log.connect()
+    config = worker_consumer_config("default", settings)
+    await connection.ensure_consumer(EVENT_STREAM, config)
+    puller = connection.consumer(EVENT_STREAM, config["durable_name"])
+    await puller.start()
+
+    async def one() -> int:
+        return 1
+
+    bursts = puller.bursts(asyncio.Event(), request_size=one)
+    (msg,) = await anext(bursts)
+    await bursts.aclose()
+    await puller.stop()
+    executor = JobExecutor(
+        connection,
+        tasks.registry,
+        worker_id="w1",
+        policies=settings.policy,
+        leases=LeaseKeeper(),
+    )
+
+    assert executor.cancel(job) is False  # not running here (yet): remembered
+    await executor.execute(msg)
+
+    assert kinds(log, job) == ["submitted", "started", "canceled"]
+    assert tasks.runs[job] == 0
