@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -44,11 +44,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.effective_database_url)
-    init_schema(engine)
-    yield engine
-    engine.dispose()
+def engine(store: Engine) -> Engine:
+    """conftest's read store, on this module's ``settings``."""
+    return store
 
 
 def partition(settings: Settings, index: int, count: int = 2) -> Settings:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,26 @@ def settings(tmp_path: Path) -> Settings:
 def engine(store: Engine) -> Engine:
     """conftest's read store, on this module's ``settings``."""
     return store
+
+
+async def follow_until(
+    log: MemoryLog,
+    engine: Engine,
+    projection: ProjectionLoop,
+    position: int,
+    *,
+    stopped: Callable[[], None] = lambda: None,
+) -> None:
+    """Run ``projection`` until the store's checkpoint reaches ``position``, then stop it and
+    wait for it to end (``stopped`` is called once it is told to stop, before the wait)."""
+    stopping = asyncio.Event()
+    running = asyncio.create_task(projection.run(stopping))
+    try:
+        await log.wait_until(lambda: checkpoint(engine) >= position, timeout=WAIT)
+    finally:
+        stopping.set()
+        stopped()
+        await running
 
 
 def checkpoint(engine: Engine) -> int:
@@ -136,13 +157,7 @@ async def test_a_consumer_that_delivers_nothing_newer_is_re_created(
     projection = ProjectionLoop(
         log.connect(), engine, JOBS, PROJECTOR_CONSUMER, batch_size=10, stall_limit=0.2
     )
-    stopping = asyncio.Event()
-    running = asyncio.create_task(projection.run(stopping))
-    try:
-        await log.wait_until(lambda: checkpoint(engine) >= 3, timeout=WAIT)
-    finally:
-        stopping.set()
-        await running
+    await follow_until(log, engine, projection, 3)
 
     assert projection.signals.serving.count == 2  # a second life, on a new consumer
     assert timeline(engine, job) == ["submitted", "started", "succeeded"]
@@ -279,13 +294,7 @@ async def test_a_slow_store_is_not_taken_for_a_stalled_consumer(
         log.connect(), engine, JOBS, PROJECTOR_CONSUMER, batch_size=1, stall_limit=0.05,
         observe=slow_commit,
     )  # fmt: skip
-    stopping = asyncio.Event()
-    running = asyncio.create_task(projection.run(stopping))
-    try:
-        await log.wait_until(lambda: checkpoint(engine) >= 6, timeout=WAIT)
-    finally:
-        stopping.set()
-        await running
+    await follow_until(log, engine, projection, 6)
 
     assert projection.signals.serving.count == 1  # one life: the consumer was never re-created
     with Session(engine) as session:
@@ -344,14 +353,7 @@ async def test_a_wedged_life_is_cancelled_and_the_next_resumes_from_the_checkpoi
     projection = ProjectionLoop(
         log.connect(), engine, JOBS, PROJECTOR_CONSUMER, batch_size=10, wedge_limit=0.3
     )
-    stopping = asyncio.Event()
-    running = asyncio.create_task(projection.run(stopping))
-    try:
-        await log.wait_until(lambda: checkpoint(engine) >= 3, timeout=WAIT)
-    finally:
-        stopping.set()
-        release.set()
-        await running
+    await follow_until(log, engine, projection, 3, stopped=release.set)
 
     assert projection.signals.serving.count == 2  # a second life, after the wedge
     assert timeline(engine, job) == ["submitted", "started", "succeeded"]
